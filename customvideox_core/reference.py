@@ -1,0 +1,135 @@
+"""Reference image preparation: subject on a white background, fitted to the video's size.
+
+ComfyUI layouts throughout: images ``[N, H, W, C]`` float in ``[0, 1]``, masks ``[N, H, W]`` (1 = subject).
+Several images are several reference frames; ``N`` is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+FitMode = Literal["pad", "crop"]
+FIT_MODES: tuple[str, ...] = get_args(FitMode)
+_CHANNEL_COUNTS = (1, 3, 4)
+
+
+def _check_inputs(images: Tensor, masks: Tensor | None, width: int, height: int, fit: str) -> None:
+    if images.ndim != 4:
+        raise ValueError(
+            f"images has shape {tuple(images.shape)}, expected (N, H, W, C) (ComfyUI IMAGE layout)."
+        )
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch (N = 0); give at least one reference image.")
+    if images.shape[1] == 0 or images.shape[2] == 0:
+        raise ValueError(f"images has shape {tuple(images.shape)}; height and width must be positive.")
+    if images.shape[-1] not in _CHANNEL_COUNTS:
+        raise ValueError(
+            f"images has {images.shape[-1]} channels (shape {tuple(images.shape)}), expected one of "
+            f"{_CHANNEL_COUNTS} in the last dimension (N, H, W, C)."
+        )
+    if not images.is_floating_point():
+        raise ValueError(f"images must be a float tensor in [0, 1], got dtype {images.dtype}.")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("images contains NaN or infinite values; expected floats in [0, 1].")
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer (pixels), got {value!r}.")
+    if fit not in FIT_MODES:
+        raise ValueError(f"Unknown fit mode {fit!r}; expected one of {', '.join(FIT_MODES)}.")
+    if masks is None:
+        return
+    if masks.ndim != 3:
+        raise ValueError(f"masks has shape {tuple(masks.shape)}, expected (N, H, W) or (1, H, W).")
+    count = images.shape[0]
+    if masks.shape[0] not in (1, count):
+        raise ValueError(
+            f"masks has a batch of {masks.shape[0]}, expected 1 (shared) or {count} (one per image)."
+        )
+    image_size = tuple(images.shape[1:3])
+    mask_size = tuple(masks.shape[1:3])
+    if mask_size != image_size:
+        raise ValueError(
+            f"mask size (H, W) = {mask_size} differs from the image size (H, W) = {image_size}. "
+            "Resize the mask to the image first (the pack never resizes it silently)."
+        )
+    if not bool(torch.isfinite(masks).all()):
+        raise ValueError("masks contains NaN or infinite values; expected floats in [0, 1].")
+
+
+def _fitted_size(source: tuple[int, int], target: tuple[int, int], fit: FitMode) -> tuple[int, int]:
+    """Size ``(h, w)`` of ``source`` scaled, keeping its aspect, to fit inside (pad) or cover (crop) ``target``."""
+    (source_height, source_width), (target_height, target_width) = source, target
+    ratios = (target_height / source_height, target_width / source_width)
+    scale = min(ratios) if fit == "pad" else max(ratios)
+    height = max(1, round(source_height * scale))
+    width = max(1, round(source_width * scale))
+    if fit == "pad":
+        return min(height, target_height), min(width, target_width)
+    return max(height, target_height), max(width, target_width)
+
+
+def _resize(planes: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize of ``[N, C, H, W]``, antialiased when shrinking; exact copy when the size is unchanged."""
+    if tuple(planes.shape[-2:]) == size:
+        return planes
+    shrinking = planes.shape[-2] > size[0] or planes.shape[-1] > size[1]
+    return F.interpolate(planes, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+def prepare_reference(
+    images: Tensor,
+    masks: Tensor | None,
+    *,
+    width: int,
+    height: int,
+    fit: FitMode = "pad",
+    background: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """Put the subject on a ``background`` (white) canvas of ``height x width``, keeping its aspect.
+
+    Args:
+        images: ``[N, H, W, C]`` float in ``[0, 1]`` (``C`` in 1, 3, 4); ``N`` images = ``N`` reference frames.
+        masks: ``[N, H, W]`` or ``[1, H, W]`` (shared) subject mask, 1 = subject, same ``H, W`` as the
+            images; values are clamped to ``[0, 1]``. None = all ones (the image is kept as it is).
+        width, height: output size in pixels.
+        fit: ``"pad"`` scales to fit inside and pads with ``background`` (mask 0 in the padding);
+            ``"crop"`` scales to cover and centre-crops.
+        background: fill value outside the mask and in the padding (1.0 = white).
+
+    Returns:
+        ``(images [N, height, width, C], masks [N, height, width])``: images are
+        ``image * mask + background * (1 - mask)`` after fitting, in the input's float dtype.
+    """
+    _check_inputs(images, masks, width, height, fit)
+    count, source_height, source_width, _ = images.shape
+    if masks is None:
+        masks = torch.ones(count, source_height, source_width, dtype=images.dtype, device=images.device)
+    masks = masks.to(device=images.device, dtype=images.dtype).clamp(0.0, 1.0).expand(count, -1, -1)
+
+    mask_planes = masks[:, None]
+    image_planes = rearrange(images, "n h w c -> n c h w")
+    image_planes = image_planes * mask_planes + background * (1.0 - mask_planes)
+
+    fitted = _fitted_size((source_height, source_width), (height, width), fit)
+    image_planes = _resize(image_planes, fitted)
+    mask_planes = _resize(mask_planes, fitted).clamp(0.0, 1.0)
+
+    if fit == "pad":
+        top, left = (height - fitted[0]) // 2, (width - fitted[1]) // 2
+        canvas = image_planes.new_full((count, image_planes.shape[1], height, width), float(background))
+        mask_canvas = mask_planes.new_zeros((count, 1, height, width))
+        canvas[:, :, top : top + fitted[0], left : left + fitted[1]] = image_planes
+        mask_canvas[:, :, top : top + fitted[0], left : left + fitted[1]] = mask_planes
+    else:
+        top, left = (fitted[0] - height) // 2, (fitted[1] - width) // 2
+        canvas = image_planes[:, :, top : top + height, left : left + width]
+        mask_canvas = mask_planes[:, :, top : top + height, left : left + width]
+    return rearrange(canvas, "n c h w -> n h w c").contiguous(), mask_canvas[:, 0].contiguous()
