@@ -1,0 +1,116 @@
+"""LoadCustomVideoX: host MODEL + adapter file → MODEL with the LoRA applied and the machinery installed."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import comfy.lora
+import folder_paths
+from comfy_api.latest import io, ui
+
+from ..customvideox_core.adapter_file import check_adapter_host, load_adapter
+from ..customvideox_core.lora_keys import to_comfy_lora
+from .host_model import host_signature
+from .patch import install_machinery
+
+logger = logging.getLogger(__name__)
+
+NO_ADAPTER = "none"
+ADAPTER_FOLDERS = ("customvideox", "loras")
+_SAFE_EXTENSIONS = (".safetensors", ".sft")
+
+
+def adapter_choices() -> list[str]:
+    """``none`` plus the safetensors files of models/customvideox and models/loras (customvideox first)."""
+    names: list[str] = []
+    for folder in ADAPTER_FOLDERS:
+        try:
+            listed = folder_paths.get_filename_list(folder)
+        except KeyError:
+            continue
+        names.extend(n for n in listed if n.lower().endswith(_SAFE_EXTENSIONS) and n not in names)
+    return [NO_ADAPTER, *names]
+
+
+def adapter_path(name: str) -> str:
+    for folder in ADAPTER_FOLDERS:
+        try:
+            path = folder_paths.get_full_path(folder, name)
+        except KeyError:
+            continue
+        if path is not None:
+            return path
+    raise FileNotFoundError(
+        f"adapter '{name}' was not found in models/customvideox or models/loras; put the .safetensors file "
+        "there and refresh the node list (press R in the editor)"
+    )
+
+
+class LoadCustomVideoX(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LoadCustomVideoX",
+            display_name="Load CustomVideoX",
+            category="CustomVideoX",
+            description=(
+                "Prepares a CogVideoX or Wan model for subject-customized video: applies a CustomVideoX "
+                "adapter (LoRA on the attention projections) and installs the 3D reference attention. "
+                "Choose 'none' to run training-free."
+            ),
+            inputs=[
+                io.Model.Input(
+                    "model", tooltip="A native ComfyUI CogVideoX (2B/5B/1.5) or Wan 2.1/2.2 model."
+                ),
+                io.Combo.Input(
+                    "adapter",
+                    options=adapter_choices(),
+                    default=NO_ADAPTER,
+                    tooltip="Adapter file from models/customvideox or models/loras (safetensors). "
+                    "'none' = training-free reference attention.",
+                ),
+                io.Float.Input(
+                    "strength",
+                    default=1.0,
+                    min=-4.0,
+                    max=4.0,
+                    step=0.05,
+                    tooltip="LoRA strength: 1 = as trained, 0 = no LoRA.",
+                ),
+            ],
+            outputs=[io.Model.Output(tooltip="The patched copy of the model (the input stays untouched).")],
+        )
+
+    @classmethod
+    def execute(cls, model, adapter: str, strength: float) -> io.NodeOutput:
+        host = host_signature(model)
+        patched = model.clone()
+        install_machinery(patched, host)
+        if adapter == NO_ADAPTER:
+            return io.NodeOutput(patched, ui=ui.PreviewText(f"{host.variant}: training-free (no adapter)"))
+        state_dict, metadata = load_adapter(adapter_path(adapter))
+        check_adapter_host(metadata, host)
+        key_map = comfy.lora.model_lora_keys_unet(patched.model, {})
+        converted = to_comfy_lora(state_dict, host.family, known_modules=set(key_map))
+        patches = comfy.lora.load_lora(converted.state_dict, key_map, log_missing=False)
+        if not patches:
+            raise ValueError(
+                f"adapter '{adapter}' has no LoRA weights for this {host.variant}: none of its "
+                f"{len(state_dict)} keys match the model's attention layers (first keys: "
+                f"{', '.join(sorted(state_dict)[:3])})"
+            )
+        patched.add_patches(patches, strength)
+        summary = f"{host.variant}: {len(patches)} layers patched from {os.path.basename(adapter)}"
+        if converted.unmatched:
+            shown = ", ".join(converted.unmatched[:5])
+            more = f" (+{len(converted.unmatched) - 5} more)" if len(converted.unmatched) > 5 else ""
+            logger.warning(
+                "CustomVideoX adapter %s: %d keys match nothing: %s%s",
+                adapter,
+                len(converted.unmatched),
+                shown,
+                more,
+            )
+            summary += f"; {len(converted.unmatched)} keys match nothing: {shown}{more}"
+        return io.NodeOutput(patched, ui=ui.PreviewText(summary))

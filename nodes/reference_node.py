@@ -1,0 +1,89 @@
+"""ReferenceEncode: VAE + IMAGE (+ MASK) → reference latent frames and subject masks."""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io, ui
+
+from ..customvideox_core.reference import prepare_reference
+from .types import ReferenceLatents, ReferenceType
+
+SIZE_STEP = 16  # 8× VAE compression × patch size 2
+
+
+def encode_frames(vae, images: torch.Tensor) -> torch.Tensor:
+    """Encode each image as one latent frame: images ``[R, H, W, 3]`` → latents ``[1, C, R, h, w]``."""
+    frames = []
+    for index in range(images.shape[0]):
+        latent = vae.encode(images[index : index + 1, :, :, :3])
+        if latent.ndim != 5:
+            raise ValueError(
+                f"this VAE returned a {latent.ndim}-D latent {tuple(latent.shape)}; CustomVideoX needs the "
+                "video VAE of the model (CogVideoX or Wan VAE, [B, C, T, H, W] latents)"
+            )
+        frames.append(latent[:, :, :1])
+    return torch.cat(frames, dim=2)
+
+
+class CustomVideoXReferenceEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CustomVideoXReferenceEncode",
+            display_name="CustomVideoX ReferenceEncode",
+            category="CustomVideoX",
+            description=(
+                "Encodes the subject's reference image(s) with the model's own VAE. The subject is put on a "
+                "white background outside its mask and fitted to the video size; several images become "
+                "several reference frames."
+            ),
+            inputs=[
+                io.Vae.Input("vae", tooltip="The video model's VAE (the same one that decodes the video)."),
+                io.Image.Input("image", tooltip="One or more reference images of the subject."),
+                io.Int.Input(
+                    "width",
+                    default=720,
+                    min=16,
+                    max=4096,
+                    step=SIZE_STEP,
+                    tooltip="Video width in pixels (the reference is fitted to it).",
+                ),
+                io.Int.Input(
+                    "height", default=480, min=16, max=4096, step=SIZE_STEP, tooltip="Video height in pixels."
+                ),
+                io.Combo.Input(
+                    "fit",
+                    options=["pad", "crop"],
+                    default="pad",
+                    tooltip="pad: keep the whole image, pad with white; crop: fill and centre-crop.",
+                ),
+                io.Boolean.Input(
+                    "invert_mask",
+                    default=False,
+                    tooltip="Turn this on when the mask is 1 on the background, e.g. the mask "
+                    "output of LoadImage for a cut-out PNG (its alpha is the subject).",
+                ),
+                io.Mask.Input(
+                    "mask",
+                    optional=True,
+                    tooltip="Subject mask (1 = subject), same size as the image. "
+                    "Without one the whole image is the subject.",
+                ),
+            ],
+            outputs=[ReferenceType.Output("reference", tooltip="Reference latents and subject masks.")],
+        )
+
+    @classmethod
+    def execute(
+        cls, vae, image, width: int, height: int, fit: str, invert_mask: bool, mask=None
+    ) -> io.NodeOutput:
+        if width % SIZE_STEP or height % SIZE_STEP:
+            raise ValueError(f"width and height must be multiples of {SIZE_STEP}, got {width}x{height}")
+        if mask is not None and invert_mask:
+            mask = 1.0 - mask
+        images, masks = prepare_reference(image, mask, width=width, height=height, fit=fit)
+        latents = encode_frames(vae, images)
+        reference = ReferenceLatents(
+            latents=latents, masks=masks, images=images, source_size=tuple(image.shape[1:3]), fit=fit
+        )
+        return io.NodeOutput(reference, ui=ui.PreviewImage(images, cls=cls))

@@ -1,0 +1,52 @@
+"""Turn the optional node inputs (reference, TAB, ERAE) into one ReferencePatch on a MODEL clone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..customvideox_core.reference import prepare_reference
+from ..customvideox_core.tab import TABSchedule
+from .patch import apply_reference_patch
+from .types import ERAESettings, ReferenceLatents
+
+
+def fit_replacement_mask(reference: ReferenceLatents, mask: torch.Tensor) -> ReferenceLatents:
+    """Fit ERAEMask's ``mask`` ``[1 or R, H, W]`` exactly as ReferenceEncode fitted the images."""
+    height, width = reference.source_size
+    if tuple(mask.shape[-2:]) != (height, width):
+        raise ValueError(
+            f"ERAEMask reference_mask is {mask.shape[-1]}x{mask.shape[-2]} but the reference image is "
+            f"{width}x{height}: draw the mask on the same image (or resize it to that size)"
+        )
+    if mask.shape[0] not in (1, reference.count):
+        raise ValueError(
+            f"ERAEMask reference_mask has {mask.shape[0]} masks for {reference.count} reference images; "
+            "give one mask, or one per image"
+        )
+    blank = torch.ones(reference.count, height, width, 3)
+    out_h, out_w = reference.masks.shape[-2:]
+    _, masks = prepare_reference(blank, mask, width=out_w, height=out_h, fit=reference.fit)
+    return dataclasses.replace(reference, masks=masks)
+
+
+def patch_model(
+    model,
+    reference: ReferenceLatents,
+    tab: TABSchedule | None,
+    erae: ERAESettings | None,
+    uncond_sees_reference: bool,
+):
+    """A clone of ``model`` that generates with ``reference``; defaults: parabolic TAB, no ERAE."""
+    if reference is None:
+        raise ValueError("connect a reference (CustomVideoX ReferenceEncode) to this node")
+    if erae is not None and erae.reference_mask is not None:
+        reference = fit_replacement_mask(reference, erae.reference_mask)
+    return apply_reference_patch(
+        model,
+        reference,
+        tab=tab if tab is not None else TABSchedule(),
+        erae=erae.config if erae is not None else None,
+        uncond_sees_reference=uncond_sees_reference,
+    )

@@ -1,0 +1,105 @@
+"""TimeAwareBias: the TAB schedule, with its curve drawn on the node."""
+
+from __future__ import annotations
+
+import math
+
+from comfy_api.latest import io, ui
+
+from ..customvideox_core.tab import TABSchedule, step_progresses
+from .plots import plot_curve
+from .types import TABType
+
+PLOT_STEPS = 50
+
+
+def parse_values(text: str) -> tuple[float, ...]:
+    """``"0, 0.5, 1"`` → ``(0.0, 0.5, 1.0)``; commas, spaces or new lines separate values."""
+    values = []
+    for index, item in enumerate(text.replace("\n", ",").replace(" ", ",").split(",")):
+        if not item.strip():
+            continue
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise ValueError(
+                f"custom_values item {index + 1} ('{item.strip()}') is not a number; "
+                "write numbers separated by commas, e.g. 0, 0.5, 1, 0.5, 0"
+            ) from None
+    return tuple(values)
+
+
+class CustomVideoXTimeAwareBias(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CustomVideoXTimeAwareBias",
+            display_name="CustomVideoX TimeAwareBias",
+            category="CustomVideoX",
+            description=(
+                "Time-aware attention bias (TAB): how strongly video tokens attend to the reference over the "
+                "denoising steps. parabolic (default) = low at the start and end, peak in the middle; "
+                "constant = the paper's fixed-bias baseline. Added to the attention logits; negative weakens."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "shape",
+                    options=["parabolic", "constant", "linear", "custom"],
+                    default="parabolic",
+                    tooltip="parabolic: floor + (peak − floor)·4s(1−s); constant: peak; linear: peak → "
+                    "floor; custom: your values spread over the window.",
+                ),
+                io.Float.Input(
+                    "peak",
+                    default=1.0,
+                    min=-20.0,
+                    max=20.0,
+                    step=0.05,
+                    tooltip="Largest bias (added to the attention logit).",
+                ),
+                io.Float.Input(
+                    "floor",
+                    default=0.0,
+                    min=-20.0,
+                    max=20.0,
+                    step=0.05,
+                    tooltip="Bias at the start and end of the parabola / end of the linear ramp.",
+                ),
+                io.Float.Input(
+                    "start",
+                    default=0.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Sampling progress where the bias starts (0 = first step).",
+                ),
+                io.Float.Input(
+                    "end",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Sampling progress where the bias ends (1 = last step).",
+                ),
+                io.String.Input(
+                    "custom_values",
+                    default="",
+                    multiline=False,
+                    tooltip="For shape=custom: comma-separated bias values, e.g. 0, 1, 2, 1, 0.",
+                ),
+            ],
+            outputs=[TABType.Output("tab", tooltip="The schedule, for Sample or Apply.")],
+        )
+
+    @classmethod
+    def execute(
+        cls, shape: str, peak: float, floor: float, start: float, end: float, custom_values: str
+    ) -> io.NodeOutput:
+        values = parse_values(custom_values) if shape == "custom" else ()
+        schedule = TABSchedule(shape=shape, peak=peak, floor=floor, start=start, end=end, values=values)
+        progress = step_progresses(PLOT_STEPS)
+        curve = schedule.curve(progress)
+        if not all(math.isfinite(v) for v in curve):
+            raise ValueError("the schedule produced a non-finite value; check peak, floor and custom_values")
+        image = plot_curve(curve, title=f"TAB ({shape}) over {PLOT_STEPS} steps", x_label="sampling progress")
+        return io.NodeOutput(schedule, ui=ui.PreviewImage(image, cls=cls))

@@ -1,0 +1,189 @@
+"""reference_self_attention / plan_step against a dense float64 oracle written from DESIGN.md."""
+
+import math
+
+import pytest
+import torch
+
+from customvideox_core.attention import sdpa_attention
+from customvideox_core.erae import ERAEConfig
+from customvideox_core.layout import TokenLayout
+from customvideox_core.reference_attention import (
+    joint_entity_activation,
+    plan_step,
+    reference_self_attention,
+)
+from customvideox_core.tab import TABSchedule
+
+HEADS, HEAD_DIM = 2, 16
+LAYOUT = TokenLayout.cogvideox(text=5, frames=2, reference_frames=1, frame_tokens=4)
+
+
+def naive_activation(query, key, heads, layout, positions):
+    """a_i: entity mass of the softmax over text keys, mean over heads, min-max per frame (float64)."""
+    batch = query.shape[0]
+    q = query.double().reshape(batch, -1, heads, HEAD_DIM)
+    k = key.double().reshape(batch, -1, heads, HEAD_DIM)
+    out = torch.zeros(batch, layout.video, dtype=torch.float64)
+    for b in range(batch):
+        for i in range(layout.video):
+            total = 0.0
+            for h in range(heads):
+                logits = [
+                    float(q[b, layout.text + i, h] @ k[b, t, h]) / math.sqrt(HEAD_DIM)
+                    for t in range(layout.text)
+                ]
+                top = max(logits)
+                weights = [math.exp(x - top) for x in logits]
+                total += sum(weights[p] for p in positions) / sum(weights)
+            out[b, i] = total / heads
+        for f in range(layout.video_frames):
+            frame = out[b, f * layout.frame_tokens : (f + 1) * layout.frame_tokens]
+            low, high = frame.min(), frame.max()
+            frame.copy_((frame - low) / (high - low) if high - low > 1e-12 else torch.zeros_like(frame))
+    return out
+
+
+def naive_attention(
+    query, key, value, heads, layout, *, tab, weights, gamma, activation, row_sees, blocked_keys
+):
+    """Dense softmax with the DESIGN.md bias, written entry by entry. Blocked keys are removed outright."""
+    batch, length, _ = query.shape
+    q = query.double().reshape(batch, length, heads, HEAD_DIM)
+    k = key.double().reshape(batch, length, heads, HEAD_DIM)
+    v = value.double().reshape(batch, length, heads, HEAD_DIM)
+    out = torch.zeros(batch, length, heads, HEAD_DIM, dtype=torch.float64)
+    ref0 = layout.text + layout.video
+    for b in range(batch):
+        for h in range(heads):
+            logits = q[b, :, h] @ k[b, :, h].T / math.sqrt(HEAD_DIM)
+            for i in range(layout.video):
+                for j in range(layout.reference):
+                    a = activation[b, i] if activation is not None else 0.0
+                    logits[layout.text + i, ref0 + j] += tab * (1 + gamma * a) * weights[j]
+            for j in range(layout.reference):
+                if not row_sees[b] or blocked_keys[j]:
+                    logits[:, ref0 + j] = -math.inf
+            out[b, :, h] = torch.softmax(logits, dim=-1) @ v[b, :, h]
+    return out.reshape(batch, length, heads * HEAD_DIM)
+
+
+def _qkv(batch, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, LAYOUT.total, HEADS * HEAD_DIM, generator=generator) for _ in range(3)]
+
+
+@pytest.mark.parametrize("uncond_sees_reference", [False, True])
+def test_cond_and_uncond_rows_match_oracle(uncond_sees_reference):
+    query, key, value = _qkv(batch=2)
+    weights = torch.tensor([1.0, 0.5, 0.0, 0.25])
+    schedule = TABSchedule(shape="constant", peak=1.5)
+    step = plan_step(
+        LAYOUT,
+        tab=schedule,
+        progress=0.3,
+        row_is_cond=[True, False],
+        uncond_sees_reference=uncond_sees_reference,
+        reference_weights=weights,
+        erae=None,
+    )
+    got = reference_self_attention(query, key, value, HEADS, step, attention_fn=sdpa_attention)
+    expected = naive_attention(
+        query,
+        key,
+        value,
+        HEADS,
+        LAYOUT,
+        tab=1.5,
+        weights=weights,
+        gamma=0.0,
+        activation=None,
+        row_sees=[True, uncond_sees_reference],
+        blocked_keys=[False] * 4,
+    )
+    assert torch.allclose(got.double(), expected, atol=2e-4)
+
+
+def test_erae_and_block_outside_mask_match_oracle():
+    query, key, value = _qkv(batch=1, seed=3)
+    weights = torch.tensor([1.0, 0.0, 0.6, 0.0])
+    erae = ERAEConfig(entity_positions=(1, 3), gamma=2.0, threshold=0.0, block_outside_mask=True)
+    schedule = TABSchedule(shape="parabolic", peak=2.0, floor=0.0)
+    step = plan_step(
+        LAYOUT,
+        tab=schedule,
+        progress=0.5,
+        row_is_cond=[True],
+        uncond_sees_reference=False,
+        reference_weights=weights,
+        erae=erae,
+    )
+    activation = joint_entity_activation(query, key, HEADS, step)
+    expected_activation = naive_activation(query, key, HEADS, LAYOUT, [1, 3])
+    assert torch.allclose(activation.double(), expected_activation, atol=1e-5)
+    got = reference_self_attention(
+        query, key, value, HEADS, step, attention_fn=sdpa_attention, activation=activation
+    )
+    expected = naive_attention(
+        query,
+        key,
+        value,
+        HEADS,
+        LAYOUT,
+        tab=2.0,
+        weights=weights,
+        gamma=2.0,
+        activation=expected_activation,
+        row_sees=[True],
+        blocked_keys=[w == 0.0 for w in weights.tolist()],
+    )
+    assert torch.allclose(got.double(), expected, atol=2e-4)
+
+
+def test_uncond_rows_get_no_entity_activation():
+    query, key, _ = _qkv(batch=2, seed=5)
+    erae = ERAEConfig(entity_positions=(0,), gamma=1.0)
+    step = plan_step(
+        LAYOUT,
+        tab=TABSchedule(),
+        progress=0.5,
+        row_is_cond=[False, True],
+        uncond_sees_reference=True,
+        reference_weights=torch.ones(4),
+        erae=erae,
+    )
+    activation = joint_entity_activation(query, key, HEADS, step)
+    assert torch.count_nonzero(activation[0]) == 0
+    assert activation[1].max() == pytest.approx(1.0)
+
+
+def test_blocked_reference_equals_attention_without_reference_tokens():
+    """Every reference key blocked: text and video rows equal plain attention over [text | video] only."""
+    query, key, value = _qkv(batch=1, seed=7)
+    step = plan_step(
+        LAYOUT,
+        tab=TABSchedule(shape="constant", peak=5.0),
+        progress=0.5,
+        row_is_cond=[False],
+        uncond_sees_reference=False,
+        reference_weights=torch.ones(4),
+        erae=None,
+    )
+    got = reference_self_attention(query, key, value, HEADS, step, attention_fn=sdpa_attention)
+    keep = LAYOUT.text + LAYOUT.video
+    split = [t[:, :keep].reshape(1, keep, HEADS, HEAD_DIM).transpose(1, 2) for t in (query, key, value)]
+    plain = sdpa_attention(*split).transpose(1, 2).reshape(1, keep, HEADS * HEAD_DIM)
+    assert torch.allclose(got[:, :keep], plain, atol=1e-5)
+
+
+def test_reference_weights_of_another_size_are_refused():
+    with pytest.raises(ValueError, match="reference weights cover 3 tokens"):
+        plan_step(
+            LAYOUT,
+            tab=TABSchedule(),
+            progress=0.0,
+            row_is_cond=[True],
+            uncond_sees_reference=False,
+            reference_weights=torch.ones(3),
+            erae=None,
+        )
