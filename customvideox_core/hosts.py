@@ -1,0 +1,181 @@
+"""Host models the pack supports, described by the shapes that matter to an adapter.
+
+A :class:`HostSignature` names a host DiT by family and size. It travels inside adapter files (see
+``adapter_file``), so that an adapter trained for one model is refused, with a clear message, on another.
+:func:`attention_targets` names the self-attention projections of ComfyUI's own modules per family: the
+modules the reference LoRA is trained on and loaded into.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+HostFamily = Literal["cogvideox", "wan"]
+PositionKind = Literal["rope", "sincos", "learned"]
+
+SUPPORTED_HOSTS = "CogVideoX 2B / 5B / 1.5 (native ComfyUI) and Wan 2.1 / 2.2"
+
+_FAMILIES: tuple[str, ...] = get_args(HostFamily)
+_POSITION_KINDS: tuple[str, ...] = get_args(PositionKind)
+
+_ATTENTION_TARGETS: dict[str, tuple[str, ...]] = {
+    "cogvideox": ("q", "k", "v", "attn_out"),
+    "wan": ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o"),
+}
+
+_METADATA_PREFIX = "host."
+
+
+class UnsupportedHostError(ValueError):
+    """A model (or a family name) that the pack does not support."""
+
+
+def _unsupported_family_message(family: object) -> str:
+    return (
+        f"unsupported host model family {family!r}; expected one of {', '.join(_FAMILIES)}. "
+        f"CustomVideoX supports {SUPPORTED_HOSTS}."
+    )
+
+
+def check_family(family: object) -> HostFamily:
+    """Return ``family`` if it names a supported host family, else raise :class:`UnsupportedHostError`."""
+    if family not in _FAMILIES:
+        raise UnsupportedHostError(_unsupported_family_message(family))
+    return family  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class HostSignature:
+    """The shape of a host DiT: what an adapter trained on it depends on.
+
+    ``hidden_size == num_heads * head_dim``. ``patch_size_t`` is the temporal patch size
+    (CogVideoX 1.5: 2; ``None`` when frames are not patched in time).
+    """
+
+    family: HostFamily
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    patch_size: int
+    patch_size_t: int | None = None
+    positions: PositionKind = "rope"
+
+    def __post_init__(self) -> None:
+        check_family(self.family)
+        for name in ("hidden_size", "num_layers", "num_heads", "head_dim", "patch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"HostSignature.{name} must be a positive integer, got {value!r}")
+        if self.patch_size_t is not None and (
+            isinstance(self.patch_size_t, bool)
+            or not isinstance(self.patch_size_t, int)
+            or self.patch_size_t < 1
+        ):
+            raise ValueError(
+                f"HostSignature.patch_size_t must be a positive integer or None, got {self.patch_size_t!r}"
+            )
+        if self.num_heads * self.head_dim != self.hidden_size:
+            raise ValueError(
+                f"HostSignature: num_heads * head_dim must equal hidden_size, got {self.num_heads} * "
+                f"{self.head_dim} = {self.num_heads * self.head_dim} for hidden_size {self.hidden_size}"
+            )
+        if self.positions not in _POSITION_KINDS:
+            raise ValueError(
+                f"HostSignature.positions must be one of {', '.join(_POSITION_KINDS)}, got {self.positions!r}"
+            )
+
+    @property
+    def variant(self) -> str:
+        """Human name of the model, e.g. ``"CogVideoX-5B"`` or ``"Wan 2.1/2.2 14B"``."""
+        if self.family == "cogvideox":
+            if self.hidden_size == 3072 and self.patch_size_t == 2:
+                return "CogVideoX-1.5-5B"
+            if self.hidden_size == 3072:
+                return "CogVideoX-5B"
+            if self.hidden_size == 1920:
+                return "CogVideoX-2B"
+        elif self.family == "wan":
+            known = {1536: "Wan 2.1/2.2 1.3B", 5120: "Wan 2.1/2.2 14B", 3072: "Wan 2.2 5B"}
+            if self.hidden_size in known:
+                return known[self.hidden_size]
+        return f"{self.family} ({self.hidden_size} wide, {self.num_layers} layers)"
+
+    @property
+    def description(self) -> str:
+        """Name with the sizes that must match, e.g. ``"CogVideoX-2B (1920 wide, 30 layers)"``."""
+        sizes = f"({self.hidden_size} wide, {self.num_layers} layers)"
+        variant = self.variant
+        return variant if variant.endswith(sizes) else f"{variant} {sizes}"
+
+    def to_metadata(self) -> dict[str, str]:
+        """Flat string metadata (safetensors header form), keys prefixed ``host.``."""
+        return {
+            f"{_METADATA_PREFIX}family": self.family,
+            f"{_METADATA_PREFIX}hidden_size": str(self.hidden_size),
+            f"{_METADATA_PREFIX}num_layers": str(self.num_layers),
+            f"{_METADATA_PREFIX}num_heads": str(self.num_heads),
+            f"{_METADATA_PREFIX}head_dim": str(self.head_dim),
+            f"{_METADATA_PREFIX}patch_size": str(self.patch_size),
+            f"{_METADATA_PREFIX}patch_size_t": "" if self.patch_size_t is None else str(self.patch_size_t),
+            f"{_METADATA_PREFIX}positions": self.positions,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str]) -> HostSignature:
+        """Inverse of :meth:`to_metadata`; raises ``ValueError`` naming a missing or malformed key."""
+
+        def field_text(name: str) -> str:
+            key = f"{_METADATA_PREFIX}{name}"
+            if key not in meta:
+                raise ValueError(f"host metadata is missing {key!r}; present keys: {sorted(meta)}")
+            return str(meta[key])
+
+        def field_int(name: str) -> int:
+            text = field_text(name)
+            try:
+                return int(text)
+            except ValueError:
+                raise ValueError(
+                    f"host metadata {_METADATA_PREFIX}{name} must be an integer, got {text!r}"
+                ) from None
+
+        patch_size_t_text = meta.get(f"{_METADATA_PREFIX}patch_size_t", "")
+        return cls(
+            family=field_text("family"),  # type: ignore[arg-type]
+            hidden_size=field_int("hidden_size"),
+            num_layers=field_int("num_layers"),
+            num_heads=field_int("num_heads"),
+            head_dim=field_int("head_dim"),
+            patch_size=field_int("patch_size"),
+            patch_size_t=field_int("patch_size_t") if patch_size_t_text else None,
+            positions=meta.get(f"{_METADATA_PREFIX}positions", "rope"),  # type: ignore[arg-type]
+        )
+
+
+def attention_targets(family: HostFamily) -> tuple[str, ...]:
+    """Suffixes (after ``blocks.{i}.``) of the self-attention projections in ComfyUI's modules.
+
+    cogvideox: ``("q", "k", "v", "attn_out")``; wan: ``("self_attn.q", "self_attn.k", "self_attn.v",
+    "self_attn.o")``.
+    """
+    return _ATTENTION_TARGETS[check_family(family)]
+
+
+def attention_module_regex(
+    family: HostFamily, targets: tuple[str, ...] | None = None, *, allow_prefix: bool = True
+) -> str:
+    """Regex that fully matches the module paths of ``targets`` (default: :func:`attention_targets`).
+
+    Matches ``blocks.{i}.<target>``, with or without a dotted prefix (``diffusion_model.blocks.3.q``) when
+    ``allow_prefix``, and nothing else (not ``vace_blocks.0.self_attn.q``, not ``blocks.0.cross_attn.q``). Capture group
+    ``index`` is the block number, ``target`` the suffix.
+    """
+    chosen = attention_targets(family) if targets is None else targets
+    if not chosen:
+        raise ValueError("attention_module_regex needs at least one target module suffix")
+    alternatives = "|".join(re.escape(target) for target in chosen)
+    prefix = r"(?:.*\.)?" if allow_prefix else ""
+    return rf"{prefix}blocks\.(?P<index>\d+)\.(?P<target>{alternatives})"
