@@ -1,0 +1,282 @@
+"""Fill an API-format ComfyUI workflow for one job, finding targets by ``class_type`` (never by node id).
+
+API format: ``{node_id: {"class_type": str, "inputs": {name: value | [source_node_id, output_index]}}}``.
+A two-element list ``["<node_id>", <int>]`` is a wire from another node's output.
+
+Targets, located once per workflow by :func:`locate_targets`:
+
+- reference image: the ``LoadImage`` upstream of ``CustomVideoXReferenceEncode.inputs.image``;
+- mask: the ``LoadImageMask`` / ``LoadImage`` upstream of ``CustomVideoXReferenceEncode.inputs.mask`` or
+  ``CustomVideoXERAEMask.inputs.reference_mask`` (optional in the workflow);
+- prompt: the ``CLIPTextEncode`` upstream of each sampler's ``positive`` (sampler = ``CustomVideoXSample``,
+  ``KSampler``, ``KSamplerAdvanced``, ``SamplerCustom`` or ``CFGGuider``), plus
+  ``CustomVideoXERAEMask.inputs.prompt``;
+- seed: ``CustomVideoXSample.seed``, ``KSampler.seed``, ``KSamplerAdvanced.noise_seed``,
+  ``SamplerCustom.noise_seed``, ``RandomNoise.noise_seed``;
+- TAB / ERAE overrides: ``CustomVideoXTimeAwareBias`` / ``CustomVideoXERAEMask`` inputs;
+- output name: ``filename_prefix`` of every node that has that input.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .jobs import Job
+
+ApiWorkflow = dict[str, dict]
+"""``{node_id: {"class_type": ..., "inputs": {...}}}``."""
+
+REFERENCE_ENCODE = "CustomVideoXReferenceEncode"
+TIME_AWARE_BIAS = "CustomVideoXTimeAwareBias"
+ERAE_MASK = "CustomVideoXERAEMask"
+SAMPLER_CLASSES = ("CustomVideoXSample", "KSampler", "KSamplerAdvanced", "SamplerCustom", "CFGGuider")
+SEED_INPUTS = {
+    "CustomVideoXSample": "seed",
+    "KSampler": "seed",
+    "KSamplerAdvanced": "noise_seed",
+    "SamplerCustom": "noise_seed",
+    "RandomNoise": "noise_seed",
+}
+IMAGE_LOADERS = ("LoadImage",)
+MASK_LOADERS = ("LoadImageMask", "LoadImage")
+
+
+class WorkflowError(ValueError):
+    """The workflow cannot be used by the batch client at all (whatever the job)."""
+
+
+class JobWorkflowError(ValueError):
+    """This job asks for something the workflow has no input for (reported against the job's row)."""
+
+
+@dataclass(frozen=True)
+class UploadedImages:
+    """Names the server gave the uploaded images (``subfolder/name`` when a subfolder was used)."""
+
+    reference: str
+    mask: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowTargets:
+    """Node ids of everything a job fills, located once per workflow."""
+
+    reference_loader: str
+    mask_loaders: tuple[str, ...]
+    prompt_encoders: tuple[str, ...]
+    erae_nodes: tuple[str, ...]
+    tab_nodes: tuple[str, ...]
+    seed_inputs: tuple[tuple[str, str], ...]
+    save_nodes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.prompt_encoders:
+            raise ValueError("a workflow needs at least one prompt encoder")
+        if not self.seed_inputs:
+            raise ValueError("a workflow needs at least one seed input")
+
+
+def load_workflow(path: Path | str) -> ApiWorkflow:
+    """Read an API-format workflow JSON file; refuse UI-format files with a hint."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkflowError(
+            f"workflow {path} does not exist; pass --workflow with an API-format workflow "
+            "(in ComfyUI: Workflow → Export (API))"
+        )
+    try:
+        workflow = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise WorkflowError(f"workflow {path} is not valid JSON: {error}") from error
+    if isinstance(workflow, dict) and "nodes" in workflow and "links" in workflow:
+        raise WorkflowError(
+            f"workflow {path} is in the editor's UI format; the batch client needs the API format "
+            "(in ComfyUI: Workflow → Export (API))"
+        )
+    if isinstance(workflow, dict) and isinstance(workflow.get("prompt"), dict):
+        workflow = workflow["prompt"]
+    _check_api_format(workflow, path)
+    return workflow
+
+
+def _check_api_format(workflow: object, path: Path) -> None:
+    if not isinstance(workflow, dict) or not workflow:
+        raise WorkflowError(f"workflow {path} must be a JSON object of nodes, keyed by node id")
+    for node_id, node in workflow.items():
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
+            raise WorkflowError(f"workflow {path}: node {node_id!r} has no class_type; is this API format?")
+        if not isinstance(node.get("inputs", {}), dict):
+            raise WorkflowError(f"workflow {path}: node {node_id!r} inputs must be an object")
+
+
+def locate_targets(workflow: ApiWorkflow) -> WorkflowTargets:
+    """Find every node a job fills; raise :class:`WorkflowError` naming what is missing or ambiguous."""
+    encoders = _nodes_of_class(workflow, (REFERENCE_ENCODE,))
+    if len(encoders) != 1:
+        raise WorkflowError(
+            f"the workflow must have exactly one {REFERENCE_ENCODE} node, found {len(encoders)}"
+        )
+    reference_encode = encoders[0]
+    reference_loader = _single_upstream(
+        workflow, reference_encode, "image", IMAGE_LOADERS, f"{REFERENCE_ENCODE}.image"
+    )
+    erae_nodes = _nodes_of_class(workflow, (ERAE_MASK,))
+    mask_sources = [(reference_encode, "mask")] + [(node_id, "reference_mask") for node_id in erae_nodes]
+    mask_loaders: list[str] = []
+    for node_id, input_name in mask_sources:
+        for loader in _upstream_of_class(workflow, node_id, input_name, MASK_LOADERS):
+            if loader != reference_loader and loader not in mask_loaders:
+                mask_loaders.append(loader)
+
+    samplers = _nodes_of_class(workflow, SAMPLER_CLASSES)
+    if not samplers:
+        raise WorkflowError(f"the workflow has no sampler; expected one of {', '.join(SAMPLER_CLASSES)}")
+    prompt_encoders: list[str] = []
+    for sampler in samplers:
+        label = f"{workflow[sampler]['class_type']}.positive (node {sampler})"
+        encoder = _single_upstream(workflow, sampler, "positive", ("CLIPTextEncode",), label)
+        if encoder not in prompt_encoders:
+            prompt_encoders.append(encoder)
+
+    seed_inputs = tuple(
+        (node_id, SEED_INPUTS[node["class_type"]])
+        for node_id, node in workflow.items()
+        if node["class_type"] in SEED_INPUTS
+    )
+    if not seed_inputs:
+        raise WorkflowError(
+            "the workflow has no seed input; expected one of "
+            + ", ".join(f"{cls}.{name}" for cls, name in SEED_INPUTS.items())
+        )
+    save_nodes = tuple(node_id for node_id, node in workflow.items() if "filename_prefix" in _inputs(node))
+    return WorkflowTargets(
+        reference_loader=reference_loader,
+        mask_loaders=tuple(mask_loaders),
+        prompt_encoders=tuple(prompt_encoders),
+        erae_nodes=tuple(erae_nodes),
+        tab_nodes=tuple(_nodes_of_class(workflow, (TIME_AWARE_BIAS,))),
+        seed_inputs=seed_inputs,
+        save_nodes=save_nodes,
+    )
+
+
+def job_workflow_errors(targets: WorkflowTargets, job: Job) -> list[str]:
+    """What this job asks for that the workflow cannot take (empty when the job fits)."""
+    errors = []
+    if job.mask is not None and not targets.mask_loaders:
+        errors.append(
+            f"workflow has no mask input (a LoadImageMask/LoadImage wired to {REFERENCE_ENCODE}.mask "
+            f"or {ERAE_MASK}.reference_mask); remove the mask or use a workflow with one"
+        )
+    if job.entity_words and not targets.erae_nodes:
+        errors.append(f"entity_words given but the workflow has no {ERAE_MASK} node")
+    if job.erae.node_inputs() and not targets.erae_nodes:
+        errors.append(f"erae_* overrides given but the workflow has no {ERAE_MASK} node")
+    if job.tab.node_inputs() and not targets.tab_nodes:
+        errors.append(f"tab_* overrides given but the workflow has no {TIME_AWARE_BIAS} node")
+    if job.output is not None and not targets.save_nodes:
+        errors.append("output given but the workflow has no save node (no node has a filename_prefix input)")
+    return errors
+
+
+def fill_workflow(
+    workflow: ApiWorkflow, targets: WorkflowTargets, job: Job, uploads: UploadedImages
+) -> ApiWorkflow:
+    """A filled deep copy of ``workflow`` for ``job``; the input workflow is left untouched.
+
+    Raises :class:`JobWorkflowError` when the job needs an input the workflow lacks.
+    """
+    errors = job_workflow_errors(targets, job)
+    if job.mask is not None and uploads.mask is None:
+        errors.append("the job has a mask but no uploaded mask name was given")
+    if errors:
+        raise JobWorkflowError("; ".join(errors))
+    filled = copy.deepcopy(workflow)
+
+    def set_input(node_id: str, name: str, value: object) -> None:
+        filled[node_id].setdefault("inputs", {})[name] = value
+
+    set_input(targets.reference_loader, "image", uploads.reference)
+    if uploads.mask is not None:
+        for loader in targets.mask_loaders:
+            set_input(loader, "image", uploads.mask)
+    for encoder in targets.prompt_encoders:
+        set_input(encoder, "text", job.prompt)
+    for node_id in targets.erae_nodes:
+        set_input(node_id, "prompt", job.prompt)
+        if job.entity_words:
+            set_input(node_id, "entity_words", job.entity_words)
+        for name, value in job.erae.node_inputs().items():
+            set_input(node_id, name, value)
+    for node_id in targets.tab_nodes:
+        for name, value in job.tab.node_inputs().items():
+            set_input(node_id, name, value)
+    for node_id, name in targets.seed_inputs:
+        set_input(node_id, name, job.seed)
+    if job.output is not None:
+        for node_id in targets.save_nodes:
+            set_input(node_id, "filename_prefix", job.output)
+    return filled
+
+
+def _inputs(node: dict) -> dict:
+    return node.get("inputs", {}) or {}
+
+
+def _is_link(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str | int)
+        and isinstance(value[1], int)
+        and not isinstance(value[1], bool)
+    )
+
+
+def _nodes_of_class(workflow: ApiWorkflow, classes: Iterable[str]) -> list[str]:
+    wanted = set(classes)
+    return [node_id for node_id, node in workflow.items() if node["class_type"] in wanted]
+
+
+def _upstream_of_class(
+    workflow: ApiWorkflow, node_id: str, input_name: str, classes: tuple[str, ...]
+) -> list[str]:
+    """Nodes of ``classes`` reached by walking wires upstream from ``node_id.inputs[input_name]``.
+
+    The walk stops at the first matching node on each path (a loader's own inputs are not followed).
+    """
+    start = _inputs(workflow[node_id]).get(input_name)
+    if not _is_link(start):
+        return []
+    found: list[str] = []
+    seen: set[str] = set()
+    frontier = [str(start[0])]
+    while frontier:
+        current = frontier.pop(0)
+        if current in seen or current not in workflow:
+            continue
+        seen.add(current)
+        if workflow[current]["class_type"] in classes:
+            found.append(current)
+            continue
+        frontier.extend(str(value[0]) for value in _inputs(workflow[current]).values() if _is_link(value))
+    return found
+
+
+def _single_upstream(
+    workflow: ApiWorkflow, node_id: str, input_name: str, classes: tuple[str, ...], label: str
+) -> str:
+    found = _upstream_of_class(workflow, node_id, input_name, classes)
+    wanted = " or ".join(classes)
+    if not found:
+        raise WorkflowError(f"no {wanted} node is wired to {label}; the batch client fills that node")
+    if len(found) > 1:
+        raise WorkflowError(
+            f"{len(found)} {wanted} nodes ({', '.join(found)}) feed {label}; "
+            "the batch client can fill only one, so it would be ambiguous"
+        )
+    return found[0]
