@@ -1,0 +1,252 @@
+"""Token layout and bias factors against a naive entry-by-entry bias (DESIGN.md, "The bias, precisely")."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from customvideox_core.layout import BLOCK_LOGIT, TokenLayout, bias_factors
+
+BLOCK = -1.0e4  # the documented blocking logit, written out independently of the module
+
+
+def naive_bias(
+    layout: TokenLayout,
+    tab: list[float],
+    weights: list[list[float]],
+    activation: list[list[float]] | None,
+    gamma: float,
+    blocked: list[list[bool]] | None,
+) -> torch.Tensor:
+    """The DESIGN.md bias written entry by entry with Python floats: [B, L, L]."""
+    text, video, total = layout.text, layout.video, layout.total
+    reference_start = text + video
+    bias = torch.zeros(len(tab), total, total, dtype=torch.float64)
+    for row in range(len(tab)):
+        for query in range(total):
+            for key in range(total):
+                value = 0.0
+                if key >= reference_start:
+                    j = key - reference_start
+                    if text <= query < reference_start:
+                        a_i = 0.0 if activation is None else activation[row][query - text]
+                        value += tab[row] * (1.0 + gamma * a_i) * weights[row][j]
+                    if blocked is not None and blocked[row][j]:
+                        value += BLOCK
+                bias[row, query, key] = value
+    return bias
+
+
+def product(factors: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    query_bias, key_bias = factors
+    return query_bias @ key_bias.transpose(1, 2)
+
+
+LAYOUT = TokenLayout(text=2, video=6, reference=4, frame_tokens=2)
+
+
+def test_layout_geometry() -> None:
+    layout = TokenLayout.cogvideox(text=226, frames=13, reference_frames=1, frame_tokens=1350)
+    assert (layout.text, layout.video, layout.reference) == (226, 17550, 1350)
+    assert layout.total == 226 + 17550 + 1350
+    assert layout.text_slice == slice(0, 226)
+    assert layout.video_slice == slice(226, 226 + 17550)
+    assert layout.reference_slice == slice(226 + 17550, 226 + 17550 + 1350)
+    assert (layout.video_frames, layout.reference_frames) == (13, 1)
+    wan = TokenLayout.wan(frames=3, reference_frames=2, frame_tokens=4)
+    assert (wan.text, wan.video, wan.reference, wan.total) == (0, 12, 8, 20)
+    assert wan.text_slice == slice(0, 0)
+    assert list(range(20))[wan.reference_slice] == list(range(12, 20))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"text": 0, "video": 5, "reference": 4, "frame_tokens": 2}, "video=5 is not a whole number"),
+        ({"text": 0, "video": 4, "reference": 3, "frame_tokens": 2}, "reference=3 is not a whole number"),
+        ({"text": -1, "video": 4, "reference": 2, "frame_tokens": 2}, "text must be a non-negative"),
+        ({"text": 0, "video": 4, "reference": 2, "frame_tokens": 0}, "frame_tokens must be positive"),
+    ],
+)
+def test_layout_validation(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TokenLayout(**kwargs)
+
+
+def test_block_logit_value_and_underflow() -> None:
+    assert BLOCK_LOGIT == BLOCK
+    logits = torch.tensor([[3.0, -2.0, 8.0, 8.0 + BLOCK]], dtype=torch.float32)
+    probabilities = torch.softmax(logits, dim=-1)
+    assert probabilities[0, 3].item() == 0.0
+
+
+def test_tab_only_matches_naive_and_has_rank_one() -> None:
+    tab = [0.7, -1.5]
+    weights = [[1.0, 0.5, 0.0, 0.25], [0.2, 0.4, 0.6, 0.8]]
+    factors = bias_factors(
+        LAYOUT, tab=torch.tensor(tab), reference_weights=torch.tensor(weights), dtype=torch.float64
+    )
+    assert factors is not None
+    assert factors[0].shape == (2, LAYOUT.total, 1) and factors[1].shape == (2, LAYOUT.total, 1)
+    torch.testing.assert_close(product(factors), naive_bias(LAYOUT, tab, weights, None, 0.0, None))
+
+
+def test_erae_matches_naive() -> None:
+    tab = [1.2, 0.4]
+    weights = [[1.0, 0.5, 0.0, 0.25], [0.2, 0.4, 0.6, 0.8]]
+    activation = [[0.0, 0.1, 0.5, 1.0, 0.3, 0.0], [1.0, 1.0, 0.0, 0.0, 0.5, 0.25]]
+    factors = bias_factors(
+        LAYOUT,
+        tab=torch.tensor(tab),
+        reference_weights=torch.tensor(weights),
+        entity_activation=torch.tensor(activation),
+        gamma=0.8,
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(product(factors), naive_bias(LAYOUT, tab, weights, activation, 0.8, None))
+
+
+def test_blocked_rows_and_keys_match_naive() -> None:
+    tab = [1.0, 1.0]
+    weights = [[1.0, 1.0, 0.0, 0.0]]  # broadcast to both rows
+    activation = [[0.5] * 6, [0.25] * 6]
+    blocked = [[False, False, True, True], [True, True, True, True]]  # row 1: unconditional pass
+    factors = bias_factors(
+        LAYOUT,
+        tab=torch.tensor(tab),
+        reference_weights=torch.tensor(weights),
+        entity_activation=torch.tensor(activation),
+        gamma=2.0,
+        blocked=torch.tensor(blocked),
+        dtype=torch.float64,
+    )
+    assert factors[0].shape[-1] == 2
+    expected = naive_bias(LAYOUT, tab, weights * 2, activation, 2.0, blocked)
+    torch.testing.assert_close(product(factors), expected)
+    # Text and reference queries see the block too; the unconditional row sees no reference at all.
+    reference = LAYOUT.reference_slice
+    assert torch.all(product(factors)[1, :, reference] <= BLOCK + 10)
+
+
+def test_block_only_when_tab_is_zero() -> None:
+    blocked = torch.tensor([[True, False, False, False]])
+    factors = bias_factors(
+        LAYOUT, tab=torch.zeros(1), reference_weights=torch.ones(1, 4), blocked=blocked, dtype=torch.float64
+    )
+    assert factors is not None and factors[0].shape[-1] == 2
+    expected = naive_bias(LAYOUT, [0.0], [[1.0] * 4], None, 0.0, [[True, False, False, False]])
+    torch.testing.assert_close(product(factors), expected)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["zero_tab", "zero_weights", "nothing_blocked", "erae_cancels", "no_reference_tokens"],
+)
+def test_identically_zero_bias_returns_none(case: str) -> None:
+    layout, tab, weights = LAYOUT, torch.ones(2), torch.ones(2, 4)
+    kwargs: dict = {}
+    if case == "zero_tab":
+        tab = torch.zeros(2)
+    elif case == "zero_weights":
+        weights = torch.zeros(1, 4)
+    elif case == "nothing_blocked":
+        tab = torch.zeros(2)
+        kwargs["blocked"] = torch.zeros(2, 4, dtype=torch.bool)
+    elif case == "erae_cancels":  # 1 + gamma * a = 0 everywhere
+        kwargs.update(entity_activation=torch.ones(2, 6), gamma=-1.0)
+    else:
+        layout = TokenLayout(text=2, video=6, reference=0, frame_tokens=2)
+        weights = torch.ones(2, 0)
+    assert bias_factors(layout, tab=tab, reference_weights=weights, **kwargs) is None
+
+
+def test_gamma_is_ignored_without_activation_and_activation_without_gamma() -> None:
+    base = bias_factors(LAYOUT, tab=torch.ones(1), reference_weights=torch.ones(1, 4), dtype=torch.float64)
+    with_gamma = bias_factors(
+        LAYOUT, tab=torch.ones(1), reference_weights=torch.ones(1, 4), gamma=3.0, dtype=torch.float64
+    )
+    with_activation = bias_factors(
+        LAYOUT,
+        tab=torch.ones(1),
+        reference_weights=torch.ones(1, 4),
+        entity_activation=torch.ones(1, 6),
+        dtype=torch.float64,
+    )
+    expected = naive_bias(LAYOUT, [1.0], [[1.0] * 4], None, 0.0, None)
+    for factors in (base, with_gamma, with_activation):
+        torch.testing.assert_close(product(factors), expected)
+
+
+def test_output_dtype_and_device() -> None:
+    factors = bias_factors(
+        LAYOUT, tab=torch.ones(2), reference_weights=torch.ones(2, 4), dtype=torch.bfloat16, device="cpu"
+    )
+    assert factors[0].dtype == torch.bfloat16 and factors[1].dtype == torch.bfloat16
+    assert factors[0].device.type == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"reference_weights": torch.ones(2, 3)}, r"reference_weights has shape \(2, 3\), expected \(2, 4\)"),
+        ({"reference_weights": torch.ones(3, 4)}, r"expected \(2, 4\) or \(1, 4\)"),
+        ({"entity_activation": torch.ones(2, 5), "gamma": 1.0}, r"entity_activation .*expected \(2, 6\)"),
+        ({"tab": torch.ones(2, 1)}, r"tab has shape \(2, 1\), expected \(B,\)"),
+        ({"blocked": torch.ones(2, 4)}, "blocked must be a bool tensor"),
+        ({"blocked": torch.ones(2, 5, dtype=torch.bool)}, r"blocked has shape \(2, 5\)"),
+        ({"gamma": math.nan}, "gamma .* must be a finite number"),
+        ({"tab": torch.tensor([1.0, math.inf])}, "tab contains NaN or infinite"),
+    ],
+)
+def test_bias_factor_validation(kwargs: dict, message: str) -> None:
+    arguments = {"tab": torch.ones(2), "reference_weights": torch.ones(2, 4)} | kwargs
+    with pytest.raises(ValueError, match=message):
+        bias_factors(LAYOUT, **arguments)
+
+
+@st.composite
+def bias_cases(draw):
+    frame_tokens = draw(st.integers(1, 3))
+    layout = TokenLayout(
+        text=draw(st.integers(0, 3)),
+        video=frame_tokens * draw(st.integers(1, 3)),
+        reference=frame_tokens * draw(st.integers(1, 2)),
+        frame_tokens=frame_tokens,
+    )
+    batch = draw(st.integers(1, 3))
+    unit = st.floats(0.0, 1.0)
+    tab = draw(st.lists(st.floats(-3.0, 3.0), min_size=batch, max_size=batch))
+    weights = [draw(st.lists(unit, min_size=layout.reference, max_size=layout.reference)) for _ in tab]
+    activation = None
+    if draw(st.booleans()):
+        activation = [draw(st.lists(unit, min_size=layout.video, max_size=layout.video)) for _ in tab]
+    gamma = draw(st.floats(-2.0, 2.0))
+    blocked = None
+    if draw(st.booleans()):
+        flags = st.lists(st.booleans(), min_size=layout.reference, max_size=layout.reference)
+        blocked = [draw(flags) for _ in tab]
+    return layout, tab, weights, activation, gamma, blocked
+
+
+@settings(max_examples=60, deadline=None)
+@given(bias_cases())
+def test_factor_product_equals_naive_bias(case) -> None:
+    layout, tab, weights, activation, gamma, blocked = case
+    factors = bias_factors(
+        layout,
+        tab=torch.tensor(tab, dtype=torch.float64),
+        reference_weights=torch.tensor(weights, dtype=torch.float64),
+        entity_activation=None if activation is None else torch.tensor(activation, dtype=torch.float64),
+        gamma=gamma,
+        blocked=None if blocked is None else torch.tensor(blocked, dtype=torch.bool),
+        dtype=torch.float64,
+    )
+    expected = naive_bias(layout, tab, weights, activation, gamma, blocked)
+    if factors is None:
+        assert torch.count_nonzero(expected) == 0
+    else:
+        rank = 2 if blocked is not None and any(any(row) for row in blocked) else 1
+        assert factors[0].shape == (len(tab), layout.total, rank)
+        torch.testing.assert_close(product(factors), expected, rtol=1e-12, atol=1e-9)
