@@ -250,3 +250,32 @@ def test_factor_product_equals_naive_bias(case) -> None:
         rank = 2 if blocked is not None and any(any(row) for row in blocked) else 1
         assert factors[0].shape == (len(tab), layout.total, rank)
         torch.testing.assert_close(product(factors), expected, rtol=1e-12, atol=1e-9)
+
+
+def test_factors_drive_biased_attention_like_the_dense_bias() -> None:
+    from customvideox_core.attention import biased_attention
+
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (
+        torch.randn(2, 3, LAYOUT.total, 8, generator=generator, dtype=torch.float64) for _ in "qkv"
+    )
+    tab, weights = [1.5, 0.8], [[1.0, 0.5, 0.0, 0.25]] * 2
+    activation = [[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]] * 2
+    blocked = [[False, False, True, False], [True, True, True, True]]  # row 1 must not see the reference
+    factors = bias_factors(
+        LAYOUT,
+        tab=torch.tensor(tab),
+        reference_weights=torch.tensor(weights),
+        entity_activation=torch.tensor(activation),
+        gamma=1.0,
+        blocked=torch.tensor(blocked),
+        dtype=torch.float64,
+    )
+    output = biased_attention(query, key, value, *factors)
+    logits = query @ key.transpose(-1, -2) / math.sqrt(8)
+    dense = torch.softmax(logits + naive_bias(LAYOUT, tab, weights, activation, 1.0, blocked)[:, None], -1)
+    torch.testing.assert_close(output, dense @ value)
+    # Row 1 equals plain attention over the text and video keys only.
+    visible = slice(0, LAYOUT.text + LAYOUT.video)
+    plain = torch.softmax(logits[1, :, :, visible], -1) @ value[1, :, visible]
+    torch.testing.assert_close(output[1], plain)
