@@ -122,7 +122,7 @@ def biased_attention(
 
     augmented_query = _augment(query, query_factors, padded_dim, multiplier=scale * math.sqrt(padded_dim))
     augmented_key = _augment(key, key_factors, padded_dim, multiplier=None)
-    augmented_value = F.pad(value, (0, padded_dim - head_dim))
+    augmented_value = _zero_padded(value, padded_dim)
     output = attention(augmented_query, augmented_key, augmented_value)
     expected = (batch, heads, query_len, padded_dim)
     if tuple(output.shape) != expected:
@@ -179,19 +179,29 @@ def _balanced_factors(query_bias: Tensor, key_bias: Tensor, head_dim: int) -> tu
 
 
 def _augment(tokens: Tensor, factors: Tensor, padded_dim: int, multiplier: float | None) -> Tensor:
-    """Write ``[tokens · multiplier | factors | 0 …]`` into one fresh "B H L D'" tensor of tokens' dtype.
+    """``[tokens · multiplier | factors | 0 …]`` as one fresh "B H L D'" tensor of tokens' dtype.
 
-    tokens "B H L D", factors "B Hb L R" with Hb in {1, H}.
+    tokens "B H L D", factors "B Hb L R" with Hb in {1, H}. Two passes over the data at most (the scaled
+    copy and the small tail), no temporary of tokens' size.
     """
-    head_dim, rank = tokens.shape[-1], factors.shape[-1]
-    augmented = tokens.new_empty((*tokens.shape[:-1], padded_dim))
+    batch, heads, length, head_dim = tokens.shape
+    padding = padded_dim - head_dim - factors.shape[-1]
+    tail = torch.cat(  # "B Hb L (D' - D)", small: Hb is usually 1
+        [factors.to(tokens.dtype), tokens.new_zeros(1, 1, 1, padding).expand(*factors.shape[:-1], padding)],
+        dim=-1,
+    ).expand(batch, heads, length, padded_dim - head_dim)
     if multiplier is None:
-        augmented[..., :head_dim] = tokens
-    else:
-        torch.mul(tokens, multiplier, out=augmented[..., :head_dim])
-    augmented[..., head_dim : head_dim + rank] = factors  # broadcast over heads, cast to tokens' dtype
-    augmented[..., head_dim + rank :] = 0
+        return torch.cat([tokens, tail], dim=-1)
+    augmented = tokens.new_empty((batch, heads, length, padded_dim))
+    torch.mul(tokens, multiplier, out=augmented[..., :head_dim])
+    augmented[..., head_dim:] = tail
     return augmented
+
+
+def _zero_padded(tokens: Tensor, padded_dim: int) -> Tensor:
+    """tokens "B H L D" -> "B H L D'" with zeros in the new channels, in one copy."""
+    padding = padded_dim - tokens.shape[-1]
+    return torch.cat([tokens, tokens.new_zeros(1, 1, 1, padding).expand(*tokens.shape[:-1], padding)], dim=-1)
 
 
 def _check_qkv(query: Tensor, key: Tensor, value: Tensor) -> tuple[int, int, int, int]:

@@ -1,0 +1,276 @@
+"""Benchmark: the exact low-rank biased attention against unbiased and dense-bias attention.
+
+    python benchmarks/attention.py [--device cuda] [--preset cpu|cpu-quick|cuda-small|cogvideox-5b] [--markdown]
+
+One table, one block of rows per size, time (median) and peak memory side by side, ratios against
+"SDPA + reference, no bias" (the cost of 3D reference attention without TAB/ERAE):
+
+1. ``SDPA text+video``: plain SDPA over text + video tokens (no reference at all).
+2. ``SDPA +ref, no bias``: SDPA over text + video + reference tokens — the baseline of the ratios.
+3. ``ours (R=2)``: ``biased_attention`` with the TAB·ERAE term and a blocking term (factors from
+   ``customvideox_core.layout.bias_factors``: b(s)·(1 + γ·a_i) on video queries, m_j on reference keys,
+   -1e4 on reference keys outside the subject mask). Time includes building the augmented tensors.
+4. ``dense bias``: SDPA with an explicit ``[B, 1, L, L]`` additive float mask (built inside the timed call
+   from the same factors); skipped with the reason printed when its estimated memory exceeds the limit.
+
+Peak memory is what one call adds on top of its inputs (see ``benchmarks/_timing.py``). ``max|Δ|`` is
+ours against the dense-bias result. Issue targets: CPU ≤ 1.5× the baseline's time with no L × L
+allocation; GPU ≤ 1.15× time and ≤ 1.05× peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from _timing import Measurement, compare
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+from customvideox_core.attention import biased_attention, sdpa_attention
+from customvideox_core.layout import TokenLayout, bias_factors
+
+
+@dataclass(frozen=True)
+class Size:
+    """One attention call: ``[text | video | reference]`` tokens, heads of ``head_dim`` channels."""
+
+    batch: int
+    heads: int
+    head_dim: int
+    text: int
+    video_frames: int
+    grid: tuple[int, int]  # latent patch grid h x w of one frame (and of the reference frame)
+
+    @property
+    def layout(self) -> TokenLayout:
+        return TokenLayout.cogvideox(
+            text=self.text,
+            frames=self.video_frames,
+            reference_frames=1,
+            frame_tokens=self.grid[0] * self.grid[1],
+        )
+
+    def label(self) -> str:
+        layout = self.layout
+        return (
+            f"B{self.batch} H{self.heads} D{self.head_dim} "
+            f"{layout.text}+{layout.video}+{layout.reference} (L={layout.total})"
+        )
+
+
+@dataclass(frozen=True)
+class Preset:
+    device: str
+    dtype: torch.dtype
+    sizes: tuple[Size, ...]
+    warmup: int
+    repeats: int
+
+
+PRESETS: dict[str, Preset] = {
+    "cpu": Preset(
+        device="cpu",
+        dtype=torch.float32,
+        sizes=tuple(Size(1, 8, 64, 32, frames, (8, 8)) for frames in (16, 32, 64)),  # 1024..4096 video
+        warmup=1,
+        repeats=5,
+    ),
+    "cpu-quick": Preset(
+        device="cpu", dtype=torch.float32, sizes=(Size(1, 4, 64, 32, 16, (8, 8)),), warmup=1, repeats=3
+    ),
+    "cuda-small": Preset(
+        device="cuda",
+        dtype=torch.bfloat16,
+        sizes=(Size(1, 48, 64, 226, 13, (15, 22)), Size(2, 48, 64, 226, 13, (30, 45))),
+        warmup=3,
+        repeats=10,
+    ),
+    # CogVideoX-5B at 480x720, 49 frames: 226 text + 13 x 30 x 45 video + one 30 x 45 reference frame.
+    "cogvideox-5b": Preset(
+        device="cuda", dtype=torch.bfloat16, sizes=(Size(2, 48, 64, 226, 13, (30, 45)),), warmup=3, repeats=10
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    size: str
+    variant: str
+    measurement: Measurement | None
+    note: str = ""
+
+
+def realistic_factors(
+    size: Size, device: torch.device, generator: torch.Generator
+) -> tuple[torch.Tensor, ...]:
+    """TAB·ERAE + blocking factors ``[B, L, 2]``: b(s) at the parabola's peak, γ = 1, an elliptic mask."""
+    layout = size.layout
+    height, width = size.grid
+    rows = torch.linspace(-1, 1, height)[:, None]
+    cols = torch.linspace(-1, 1, width)[None, :]
+    mask = ((rows / 0.8) ** 2 + (cols / 0.6) ** 2 <= 1.0).float().reshape(1, -1)  # subject: ~40% of tokens
+    activation = torch.rand(size.batch, layout.video, generator=generator)
+    factors = bias_factors(
+        layout,
+        tab=torch.full((size.batch,), 2.0),
+        reference_weights=mask,
+        entity_activation=activation,
+        gamma=1.0,
+        blocked=mask <= 0.0,
+    )
+    if factors is None or factors[0].shape[-1] != 2:
+        raise RuntimeError("expected a rank-2 bias (TAB·ERAE term and blocking term) from bias_factors")
+    return tuple(factor.to(device) for factor in factors)
+
+
+def dense_bias_bytes(size: Size, dtype: torch.dtype) -> int:
+    """Estimated extra memory of the dense baseline: the float32 product, its cast, a padded copy."""
+    length = size.layout.total
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return size.batch * length * length * (4 + 2 * itemsize)
+
+
+def memory_limit_bytes(device: torch.device, limit_gib: float | None) -> int:
+    if limit_gib is not None:
+        return int(limit_gib * 2**30)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    try:
+        with open("/proc/meminfo") as handle:
+            available = next(
+                int(line.split()[1]) * 1024 for line in handle if line.startswith("MemAvailable:")
+            )
+    except (OSError, StopIteration):
+        return 4 * 2**30
+    return available // 2
+
+
+def benchmark_size(
+    size: Size, preset: Preset, device: torch.device, limit: int, generator: torch.Generator
+) -> tuple[list[Row], float | None]:
+    layout = size.layout
+    shape = (size.batch, size.heads, layout.total, size.head_dim)
+    query, key, value = (torch.randn(shape, generator=generator).to(device, preset.dtype) for _ in range(3))
+    query_bias, key_bias = realistic_factors(size, device, generator)
+    no_reference = slice(0, layout.text + layout.video)
+    query_nr, key_nr, value_nr = (t[:, :, no_reference].contiguous() for t in (query, key, value))
+
+    def dense() -> torch.Tensor:
+        mask = (query_bias @ key_bias.transpose(-1, -2)).to(preset.dtype).unsqueeze(1)
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+
+    candidates: dict[str, Callable[[], torch.Tensor]] = {
+        "SDPA text+video": lambda: sdpa_attention(query_nr, key_nr, value_nr),
+        "SDPA +ref, no bias": lambda: sdpa_attention(query, key, value),
+        "ours (R=2)": lambda: biased_attention(query, key, value, query_bias, key_bias),
+    }
+    label = size.label()
+    difference, dense_note = None, ""
+    needed = dense_bias_bytes(size, preset.dtype)
+    if needed > limit:
+        dense_note = f"skipped: needs ~{needed / 2**30:.1f} GiB > limit {limit / 2**30:.1f} GiB"
+    else:
+        try:  # one trial call: an out-of-memory here skips the row instead of ending the run
+            ours = biased_attention(query, key, value, query_bias, key_bias).float()
+            difference = (ours - dense().float()).abs().max().item()
+            del ours
+            candidates["dense bias"] = dense
+        except torch.OutOfMemoryError as error:
+            dense_note = f"skipped: out of memory ({str(error).splitlines()[0]})"
+    measurements = compare(candidates, device, warmup=preset.warmup, repeats=preset.repeats)
+    rows = [Row(label, name, measurement) for name, measurement in measurements.items()]
+    if dense_note:
+        rows.append(Row(label, "dense bias", None, dense_note))
+    return rows, difference
+
+
+def format_table(rows: list[Row], differences: dict[str, float | None], markdown: bool) -> str:
+    header = ["size", "variant", "time ms", "× base", "peak MiB", "× base", "max|Δ| vs dense"]
+    baselines = {row.size: row.measurement for row in rows if row.variant == "SDPA +ref, no bias"}
+    body = []
+    for row in rows:
+        base = baselines[row.size]
+        if row.measurement is None:
+            body.append([row.size, row.variant, row.note, "", "", "", ""])
+            continue
+        seconds, peak = row.measurement.median_seconds, row.measurement.peak_bytes
+        difference = differences.get(row.size) if row.variant.startswith("ours") else None
+        body.append(
+            [
+                row.size,
+                row.variant,
+                f"{seconds * 1e3:.2f}",
+                f"{seconds / base.median_seconds:.2f}",
+                "n/a" if peak is None else f"{peak / 2**20:.1f}",
+                _ratio(peak, base.peak_bytes),
+                "" if difference is None else f"{difference:.1e}",
+            ]
+        )
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines)
+    widths = [max(len(str(cells[i])) for cells in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * width for width in widths))
+    lines += [
+        "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) for cells in body
+    ]
+    return "\n".join(lines)
+
+
+def _ratio(value: int | None, base: int | None) -> str:
+    if value is None or not base:
+        return "n/a"
+    return f"{value / base:.2f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: cpu or cuda-small")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--dense-limit-gib", type=float, default=None, help="memory limit of the dense row")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    preset_name = args.preset or ("cpu" if args.device == "cpu" else "cuda-small")
+    preset = PRESETS[preset_name]
+    if preset.device != args.device:
+        parser.error(f"preset {preset_name!r} runs on {preset.device}; pass --device {preset.device}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda given but torch.cuda.is_available() is False")
+    device = torch.device(args.device)
+    limit = memory_limit_bytes(device, args.dense_limit_gib)
+    generator = torch.Generator().manual_seed(args.seed)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(
+        f"torch {torch.__version__} | device {name} | dtype {str(preset.dtype).removeprefix('torch.')} | "
+        f"threads {torch.get_num_threads()} | preset {preset_name} | warmup {preset.warmup}, "
+        f"median of {preset.repeats}"
+    )
+    rows: list[Row] = []
+    differences: dict[str, float | None] = {}
+    with torch.inference_mode():
+        for size in preset.sizes:
+            size_rows, difference = benchmark_size(size, preset, device, limit, generator)
+            rows += size_rows
+            differences[size.label()] = difference
+    print(format_table(rows, differences, args.markdown))
+    peak_kind = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS"
+    print(f"peak = {peak_kind} above the level before the call (inputs excluded, output included)")
+
+
+if __name__ == "__main__":
+    main()
