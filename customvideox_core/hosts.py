@@ -170,12 +170,21 @@ def attention_module_regex(
     """Regex that fully matches the module paths of ``targets`` (default: :func:`attention_targets`).
 
     Matches ``blocks.{i}.<target>``, with or without a dotted prefix (``diffusion_model.blocks.3.q``) when
-    ``allow_prefix``, and nothing else (not ``vace_blocks.0.self_attn.q``, not ``blocks.0.cross_attn.q``). Capture group
-    ``index`` is the block number, ``target`` the suffix.
+    ``allow_prefix``, and nothing else (not ``vace_blocks.0.self_attn.q``, not ``blocks.0.cross_attn.q``).
+    See :func:`block_modules_regex`.
     """
     chosen = attention_targets(family) if targets is None else targets
-    if not chosen:
-        raise ValueError("attention_module_regex needs at least one target module suffix")
-    alternatives = "|".join(re.escape(target) for target in chosen)
+    return block_modules_regex(chosen, allow_prefix=allow_prefix)
+
+
+def block_modules_regex(targets: tuple[str, ...], *, allow_prefix: bool = True) -> str:
+    """Regex that fully matches ``blocks.{i}.<target>`` for any of ``targets`` (dotted suffixes).
+
+    Capture group ``index`` is the block number, ``target`` the suffix. With ``allow_prefix`` a dotted
+    prefix is allowed (``diffusion_model.blocks.3.q``), but never a partial word (``vace_blocks``).
+    """
+    if not targets or not all(isinstance(target, str) and target for target in targets):
+        raise ValueError(f"block_modules_regex needs non-empty module suffixes, got {targets!r}")
+    alternatives = "|".join(re.escape(target) for target in targets)
     prefix = r"(?:.*\.)?" if allow_prefix else ""
     return rf"{prefix}blocks\.(?P<index>\d+)\.(?P<target>{alternatives})"

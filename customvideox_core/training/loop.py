@@ -1,0 +1,193 @@
+"""A small, generic LoRA training loop over cached latents.
+
+AdamW over the LoRA weights only, linear warmup, seeded noise and order, gradient clipping, optional
+bf16 autocast and block gradient checkpointing. Where files go is the caller's business: the loop hands
+the LoRA state dict to ``on_save`` whenever ``should_save(step)`` says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from .data import LatentCacheEntry
+from .objective import DenoisingObjective, ModelFn, ObjectiveKind, denoising_loss
+from .peft_lora import lora_parameters, lora_state_dict
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. ``steps`` counts optimizer steps; each accumulates ``grad_accumulation``
+    samples. ``save_every`` (0: never) is the default ``should_save`` rule. ``max_grad_norm`` 0 disables
+    clipping."""
+
+    steps: int
+    objective: DenoisingObjective | ObjectiveKind = "v_prediction"
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    grad_accumulation: int = 1
+    seed: int = 0
+    bf16_autocast: bool = False
+    gradient_checkpointing: bool = False
+    save_every: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objective", DenoisingObjective.coerce(self.objective))
+        for name in ("steps", "grad_accumulation"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "save_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be non-negative, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ValueError("TrainConfig.weight_decay and max_grad_norm must be non-negative")
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """Progress report after one optimizer step (``step`` counts from 1)."""
+
+    step: int
+    total_steps: int
+    loss: float
+    learning_rate: float
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Learning-rate multiplier for optimizer step ``step`` (0-based): linear ramp, then 1."""
+    return 1.0 if warmup_steps == 0 else min(1.0, (step + 1) / warmup_steps)
+
+
+def checkpoint_modules(modules: Iterable[nn.Module]) -> Callable[[], None]:
+    """Recompute each module's activations in backward (``torch.utils.checkpoint``); returns an undo
+    function that restores the original ``forward`` attributes."""
+    undo: list[tuple[nn.Module, object]] = []
+    for module in modules:
+        previous = module.__dict__.get("forward")
+        original = module.forward
+
+        def checkpointed(
+            *args: object, _forward: Callable[..., object] = original, **kwargs: object
+        ) -> object:
+            return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+
+        module.forward = functools.wraps(original)(checkpointed)
+        undo.append((module, previous))
+
+    def restore() -> None:
+        for module, previous in reversed(undo):
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous
+
+    return restore
+
+
+def _default_blocks(model: nn.Module) -> list[nn.Module]:
+    return [
+        block
+        for name, child in model.named_modules()
+        if isinstance(child, nn.ModuleList) and (name == "blocks" or name.endswith(".blocks"))
+        for block in child
+    ]
+
+
+def train(
+    model: nn.Module,
+    cache_items: Sequence[LatentCacheEntry],
+    config: TrainConfig,
+    *,
+    model_fn_factory: Callable[[LatentCacheEntry], ModelFn],
+    on_step: Callable[[TrainStep], None] | None = None,
+    should_save: Callable[[int], bool] | None = None,
+    on_save: Callable[[int, dict[str, Tensor]], None] | None = None,
+    checkpoint_blocks: Sequence[nn.Module] | None = None,
+) -> list[float]:
+    """Train the LoRA injected in ``model``; returns the loss of every optimizer step.
+
+    ``model_fn_factory(entry)`` returns the callable that runs ``model`` on one entry (it closes over the
+    entry's conditioning). Latents are moved to the LoRA's device as float32. ``on_step`` may raise to
+    stop training (e.g. on user interrupt); the model's modes and forwards are restored either way.
+    ``checkpoint_blocks``: modules to checkpoint when ``config.gradient_checkpointing`` (default: every
+    block of each ``blocks`` ModuleList).
+    """
+    if not cache_items:
+        raise ValueError("no training samples: the latent cache is empty")
+    parameters = lora_parameters(model)
+    if not parameters:
+        raise ValueError("this model carries no LoRA to train; call inject_lora(model, config) first")
+    device = parameters[0].device
+    objective = DenoisingObjective.coerce(config.objective)
+    if should_save is None:
+        every = config.save_every
+        should_save = (lambda step: step % every == 0) if every else (lambda step: False)
+
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_factor(step, config.warmup_steps)
+    )
+    noise_generator = torch.Generator(device=device).manual_seed(config.seed)
+    order_generator = torch.Generator().manual_seed(config.seed)
+    modes = {module: module.training for module in model.modules()}
+    restore_forwards = None
+    if config.gradient_checkpointing:
+        blocks = _default_blocks(model) if checkpoint_blocks is None else checkpoint_blocks
+        restore_forwards = checkpoint_modules(blocks)
+    order: list[int] = []
+    history: list[float] = []
+    try:
+        model.train()
+        for step in range(1, config.steps + 1):
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for _ in range(config.grad_accumulation):
+                if not order:
+                    order = torch.randperm(len(cache_items), generator=order_generator).tolist()
+                entry = cache_items[order.pop()]
+                with torch.autocast(
+                    device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast
+                ):
+                    loss = denoising_loss(
+                        model_fn_factory(entry),
+                        entry.video_latents.to(device, torch.float32),
+                        entry.reference_latents.to(device, torch.float32),
+                        objective=objective,
+                        generator=noise_generator,
+                    )
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training loss became {loss.item()} at step {step}; lower the learning rate"
+                    )
+                (loss / config.grad_accumulation).backward()
+                step_loss += loss.item() / config.grad_accumulation
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            learning_rate = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            history.append(step_loss)
+            if on_step is not None:
+                on_step(TrainStep(step, config.steps, step_loss, learning_rate))
+            if on_save is not None and should_save(step):
+                on_save(step, lora_state_dict(model))
+    finally:
+        if restore_forwards is not None:
+            restore_forwards()
+        for module, was_training in modes.items():
+            module.train(was_training)
+        optimizer.zero_grad(set_to_none=True)
+    logger.info("trained %d steps: loss %.4f -> %.4f", len(history), history[0], history[-1])
+    return history
