@@ -277,14 +277,16 @@ def _job_from_row(
     for key, value in values.items():
         if isinstance(value, _BadValue):
             errors.append(f"{key}: {value.message}")
-    values = {key: value for key, value in values.items() if not isinstance(value, _BadValue)}
+    bad = {key for key, value in values.items() if isinstance(value, _BadValue)}
+    values = {key: value for key, value in values.items() if key not in bad}
+    errors.extend(
+        f"{key} is missing" for key in REQUIRED_COLUMNS if values.get(key) is None and key not in bad
+    )
 
-    reference = _image_path(values.get("reference"), "reference", base_dir, errors, required=True)
-    mask = _image_path(values.get("mask"), "mask", base_dir, errors, required=False)
+    reference = _image_path(values.get("reference"), "reference", base_dir, errors)
+    mask = _image_path(values.get("mask"), "mask", base_dir, errors)
     prompt = values.get("prompt")
-    if prompt is None:
-        errors.append("prompt is missing")
-    elif not isinstance(prompt, str):
+    if prompt is not None and not isinstance(prompt, str):
         errors.append(f"prompt must be text, got {prompt!r}")
     entity_words = values.get("entity_words") or ""
     if not isinstance(entity_words, str):
@@ -354,10 +356,8 @@ def _normalise(value: object, key: str) -> str | int | float | None | _BadValue:
     return _BadValue(f"expected a string or number, got {type(value).__name__}")
 
 
-def _image_path(value: object, key: str, base_dir: Path, errors: list[str], required: bool) -> Path | None:
+def _image_path(value: object, key: str, base_dir: Path, errors: list[str]) -> Path | None:
     if value is None:
-        if required:
-            errors.append(f"{key} is missing")
         return None
     if not isinstance(value, str):
         errors.append(f"{key} must be a file path, got {value!r}")
@@ -373,7 +373,6 @@ def _image_path(value: object, key: str, base_dir: Path, errors: list[str], requ
 
 def _seed(value: object, errors: list[str]) -> int | None:
     if value is None:
-        errors.append("seed is missing")
         return None
     if isinstance(value, float) or (isinstance(value, str) and not value.isdecimal()):
         errors.append(f"seed must be a non-negative integer, got {value!r}")

@@ -69,8 +69,12 @@ def run_batch(config: BatchConfig, *, on_manifest_write: Callable[[dict], None] 
     if not config.quiet:
         logger.info(
             "%d job(s): %d to run, %d to re-attach, on %d server(s); manifest %s",
-            len(jobs), len(pending), sum(map(len, reattach.values())), len(config.servers), store.path,
-        )  # fmt: skip
+            len(jobs),
+            len(pending),
+            sum(map(len, reattach.values())),
+            len(config.servers),
+            store.path,
+        )
     context = BatchContext(
         config=config,
         jobs=jobs,
@@ -112,8 +116,9 @@ def _resume_plan(
         if record.state in ("queued", "running"):
             logger.warning(
                 "%s was queued on %s, which is not among the servers now; queueing it again",
-                name, record.server,
-            )  # fmt: skip
+                name,
+                record.server,
+            )
         if record.state != "pending":
             store.update(name, state="pending", server=None, prompt_id=None, error=None)
         pending.append(name)

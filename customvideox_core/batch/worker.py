@@ -155,11 +155,20 @@ class ServerWorker(threading.Thread):
                 if self._failures_in_a_row > config.retries:
                     logger.warning(
                         "%s: giving up after %d tries (%s); %s goes back to the pool",
-                        self.server, self._failures_in_a_row, error, job.name,
-                    )  # fmt: skip
+                        self.server,
+                        self._failures_in_a_row,
+                        error,
+                        job.name,
+                    )
                     return False
                 delay = min(config.backoff * 2 ** (self._failures_in_a_row - 1), config.max_backoff)
-                logger.warning("%s: %s; retrying in %.1f s", self.server, error, delay)
+                logger.warning(
+                    "%s; retrying in %.2f s (try %d of %d)",
+                    error,
+                    delay,
+                    self._failures_in_a_row,
+                    config.retries,
+                )
                 self.context.stop.wait(delay)
             except (ComfyRequestError, JobWorkflowError, OSError) as error:
                 self._fail(job, str(error))
@@ -170,8 +179,12 @@ class ServerWorker(threading.Thread):
         """Continue ``job`` from its recorded state on this server."""
         record = self.context.store.get(job.name)
         recorded_here = record.state in ("queued", "running") and record.server == self.server
-        if recorded_here and record.prompt_id and self._reattach(job, record.prompt_id, record.state):
-            return
+        if recorded_here and record.prompt_id:
+            if self._reattach(job, record.prompt_id, record.state):
+                return
+            logger.warning(
+                "%s: %s no longer knows prompt %s; queueing it again", job.name, self.server, record.prompt_id
+            )
         self._queue_and_wait(job)
 
     def _reattach(self, job: Job, prompt_id: str, state: str) -> bool:

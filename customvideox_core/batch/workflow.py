@@ -67,6 +67,7 @@ class WorkflowTargets:
 
     reference_loader: str
     mask_loaders: tuple[str, ...]
+    mask_inputs: tuple[tuple[str, str], ...]
     prompt_encoders: tuple[str, ...]
     erae_nodes: tuple[str, ...]
     tab_nodes: tuple[str, ...]
@@ -127,10 +128,16 @@ def locate_targets(workflow: ApiWorkflow) -> WorkflowTargets:
     erae_nodes = _nodes_of_class(workflow, (ERAE_MASK,))
     mask_sources = [(reference_encode, "mask")] + [(node_id, "reference_mask") for node_id in erae_nodes]
     mask_loaders: list[str] = []
+    mask_inputs: list[tuple[str, str]] = []
     for node_id, input_name in mask_sources:
-        for loader in _upstream_of_class(workflow, node_id, input_name, MASK_LOADERS):
-            if loader != reference_loader and loader not in mask_loaders:
-                mask_loaders.append(loader)
+        loaders = [
+            loader
+            for loader in _upstream_of_class(workflow, node_id, input_name, MASK_LOADERS)
+            if loader != reference_loader
+        ]
+        if loaders:
+            mask_inputs.append((node_id, input_name))
+        mask_loaders.extend(loader for loader in loaders if loader not in mask_loaders)
 
     samplers = _nodes_of_class(workflow, SAMPLER_CLASSES)
     if not samplers:
@@ -156,6 +163,7 @@ def locate_targets(workflow: ApiWorkflow) -> WorkflowTargets:
     return WorkflowTargets(
         reference_loader=reference_loader,
         mask_loaders=tuple(mask_loaders),
+        mask_inputs=tuple(mask_inputs),
         prompt_encoders=tuple(prompt_encoders),
         erae_nodes=tuple(erae_nodes),
         tab_nodes=tuple(_nodes_of_class(workflow, (TIME_AWARE_BIAS,))),
@@ -204,6 +212,8 @@ def fill_workflow(
     if uploads.mask is not None:
         for loader in targets.mask_loaders:
             set_input(loader, "image", uploads.mask)
+    else:
+        _detach_mask(filled, targets)
     for encoder in targets.prompt_encoders:
         set_input(encoder, "text", job.prompt)
     for node_id in targets.erae_nodes:
@@ -221,6 +231,35 @@ def fill_workflow(
         for node_id in targets.save_nodes:
             set_input(node_id, "filename_prefix", job.output)
     return filled
+
+
+def _detach_mask(workflow: ApiWorkflow, targets: WorkflowTargets) -> None:
+    """No mask for this job: unwire the (optional) mask inputs and drop the loader chain feeding them.
+
+    Only nodes upstream of the removed wires that nothing else uses any more are dropped.
+    """
+    detached: list[str] = []
+    for node_id, input_name in targets.mask_inputs:
+        link = _inputs(workflow[node_id]).pop(input_name, None)
+        if _is_link(link):
+            detached.append(str(link[0]))
+    candidates: set[str] = set()
+    frontier = detached
+    while frontier:
+        current = frontier.pop()
+        if current in candidates or current not in workflow:
+            continue
+        candidates.add(current)
+        frontier.extend(str(value[0]) for value in _inputs(workflow[current]).values() if _is_link(value))
+    removed = True
+    while removed:
+        used = {
+            str(value[0]) for node in workflow.values() for value in _inputs(node).values() if _is_link(value)
+        }
+        orphans = [node_id for node_id in candidates if node_id in workflow and node_id not in used]
+        for node_id in orphans:
+            del workflow[node_id]
+        removed = bool(orphans)
 
 
 def _inputs(node: dict) -> dict:
