@@ -63,6 +63,7 @@ def biased_attention(
     *,
     scale: float | None = None,
     attention_fn: AttentionFn | None = None,
+    heads_per_call: int | None = None,
 ) -> Tensor:
     """``softmax(query @ keyᵀ * scale + query_bias @ key_biasᵀ) @ value``, exactly, without an Lq × Lk tensor.
 
@@ -74,10 +75,14 @@ def biased_attention(
         scale: softmax scale of ``query @ keyᵀ``; defaults to ``1 / sqrt(D)``.
         attention_fn: the backend, called only as ``attention_fn(q, k, v)`` on "B H L D'" tensors with
             equal head dims; defaults to ``sdpa_attention``.
+        heads_per_call: None (default) calls the backend once with all H heads. A number ``n < H`` calls
+            it on groups of ``n`` heads ("B n L D'", the last group possibly smaller), bounding the extra
+            memory of the augmented tensors to ``n / H`` of the one-call path at the cost of more
+            backend launches; the backend must then take the head count from its inputs' shape.
 
     Returns:
-        "B H Lq D" in the inputs' dtype. With a non-zero bias it is a view (a slice of the last dim) of the
-        backend's "B H Lq D'" output.
+        "B H Lq D" in the inputs' dtype. With a non-zero bias and one backend call it is a view (a slice of
+        the last dim) of the backend's "B H Lq D'" output.
 
     Biases that are None, of rank 0 or all zero take a fast path: the backend runs on the unmodified
     tensors (the query pre-multiplied when ``scale`` differs from ``1 / sqrt(D)``). Rank-one terms that
@@ -96,6 +101,10 @@ def biased_attention(
     elif not math.isfinite(scale):
         raise ValueError(f"scale must be a finite number, got {scale!r}.")
     attention = sdpa_attention if attention_fn is None else attention_fn
+    if heads_per_call is not None and (
+        isinstance(heads_per_call, bool) or not isinstance(heads_per_call, int) or heads_per_call < 1
+    ):
+        raise ValueError(f"heads_per_call must be None or a positive integer, got {heads_per_call!r}.")
 
     if query_bias is None and key_bias is None:
         return _unbiased(query, key, value, scale, attention)
@@ -117,20 +126,55 @@ def biased_attention(
     if factors is None:
         return _unbiased(query, key, value, scale, attention)
     query_factors, key_factors = factors
-    rank = query_factors.shape[-1]
-    padded_dim = augmented_head_dim(head_dim, rank)
+    padded_dim = augmented_head_dim(head_dim, query_factors.shape[-1])
+    multiplier = scale * math.sqrt(padded_dim)
+    if heads_per_call is None or heads_per_call >= heads:
+        return _augmented_call(
+            query, key, value, query_factors, key_factors, padded_dim, multiplier, attention
+        )
+    output = query.new_empty(query.shape)
+    for start in range(0, heads, heads_per_call):
+        group = slice(start, min(start + heads_per_call, heads))
+        output[:, group] = _augmented_call(
+            query[:, group],
+            key[:, group],
+            value[:, group],
+            _select_heads(query_factors, group),
+            _select_heads(key_factors, group),
+            padded_dim,
+            multiplier,
+            attention,
+        )
+    return output
 
-    augmented_query = _augment(query, query_factors, padded_dim, multiplier=scale * math.sqrt(padded_dim))
+
+def _augmented_call(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    query_factors: Tensor,
+    key_factors: Tensor,
+    padded_dim: int,
+    multiplier: float,
+    attention: AttentionFn,
+) -> Tensor:
+    """One backend call on the augmented tensors: query "B H Lq D", factors "B Hb L R" -> "B H Lq D"."""
+    augmented_query = _augment(query, query_factors, padded_dim, multiplier=multiplier)
     augmented_key = _augment(key, key_factors, padded_dim, multiplier=None)
     augmented_value = _zero_padded(value, padded_dim)
     output = attention(augmented_query, augmented_key, augmented_value)
-    expected = (batch, heads, query_len, padded_dim)
+    expected = (*query.shape[:-1], padded_dim)
     if tuple(output.shape) != expected:
         raise ValueError(
             f"attention_fn returned shape {tuple(output.shape)}, expected {expected} "
             "(B, H, Lq, D' of its query and value). It must return the attention output per head."
         )
-    return output[..., :head_dim]
+    return output[..., : query.shape[-1]]
+
+
+def _select_heads(factors: Tensor, group: slice) -> Tensor:
+    """factors "B Hb L R" (Hb in {1, H}) -> the heads of ``group`` (unchanged when shared by all heads)."""
+    return factors if factors.shape[1] == 1 else factors[:, group]
 
 
 def _unbiased(query: Tensor, key: Tensor, value: Tensor, scale: float, attention: AttentionFn) -> Tensor:

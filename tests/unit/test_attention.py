@@ -297,6 +297,41 @@ def test_augmented_head_dim():
     ]
 
 
+@pytest.mark.parametrize("heads_per_call", [1, 2, 3, 5, None])
+@pytest.mark.parametrize("per_head_bias", [False, True])
+def test_heads_per_call_groups_heads_and_stays_exact(heads_per_call, per_head_bias):
+    batch, heads, query_len, key_len, head_dim, rank = 2, 5, 14, 11, 40, 2
+    query, key, value = random_inputs(batch, heads, query_len, key_len, head_dim, seed=31)
+    query_bias, key_bias = random_biases(
+        batch,
+        heads,
+        query_len,
+        key_len,
+        rank,
+        per_head_query=per_head_bias,
+        per_head_key=per_head_bias,
+        seed=31,
+    )
+    recorder = RecordingAttention()
+    output = biased_attention(
+        query, key, value, query_bias, key_bias, attention_fn=recorder, heads_per_call=heads_per_call
+    )
+    group = heads if heads_per_call is None else min(heads_per_call, heads)
+    expected_heads = [min(group, heads - start) for start in range(0, heads, group)]
+    assert [call[0][1] for call in recorder.calls] == expected_heads
+    assert all(q[-1] == k[-1] == v[-1] == 48 for q, k, v in recorder.calls)
+    expected = naive_attention(query, key, value, query_bias, key_bias)
+    assert output.shape == (batch, heads, query_len, head_dim)
+    assert (output.double() - expected).abs().max().item() <= 2e-4
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_heads_per_call_must_be_a_positive_integer(bad):
+    query, key, value = _qkv()
+    with pytest.raises(ValueError, match="heads_per_call must be None or a positive integer"):
+        biased_attention(query, key, value, torch.ones(2, 5, 1), torch.ones(2, 7, 1), heads_per_call=bad)
+
+
 # --- no Lq x Lk tensor ----------------------------------------------------------------------------
 
 
