@@ -37,7 +37,8 @@ class LoraTrainConfig:
     """LoRA shape for training. ``targets`` are module suffixes after ``blocks.{i}.``.
 
     ``adapter_dtype``: dtype of the LoRA weights (``"base"``: that of the wrapped layer; float32 keeps
-    AdamW updates exact when the host runs in bf16).
+    AdamW updates exact when the host runs in bf16). ``init_seed``: seed of the random ``lora_A`` init
+    (drawn on a forked CPU generator, so the global RNG is untouched); ``None`` draws from the global RNG.
     """
 
     rank: int = 64
@@ -45,6 +46,7 @@ class LoraTrainConfig:
     dropout: float = 0.0
     targets: tuple[str, ...] = attention_targets("cogvideox")
     adapter_dtype: AdapterDtype = "float32"
+    init_seed: int | None = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
@@ -138,7 +140,12 @@ def inject_lora(module: nn.Module, config: LoraTrainConfig) -> nn.Module:
         bias="none",
         init_lora_weights=True,
     )
-    peft.inject_adapter_in_model(peft_config, module, adapter_name=ADAPTER_NAME)
+    if config.init_seed is None:
+        peft.inject_adapter_in_model(peft_config, module, adapter_name=ADAPTER_NAME)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.init_seed)
+            peft.inject_adapter_in_model(peft_config, module, adapter_name=ADAPTER_NAME)
     if config.adapter_dtype != "base":
         dtype = getattr(torch, config.adapter_dtype)
         for _, layer in lora_layers(module):

@@ -118,7 +118,9 @@ def test_lora_state_dict_uses_comfy_keys_and_alpha():
     randomise_lora(model)
     state = lora_state_dict(model)
     modules = [f"blocks.{i}.{name}" for i in range(2) for name in ("q", "k", "v", "attn_out")]
-    expected = {f"diffusion_model.{m}.{suffix}" for m in modules for suffix in ("lora_A.weight", "lora_B.weight")}
+    expected = {
+        f"diffusion_model.{m}.{suffix}" for m in modules for suffix in ("lora_A.weight", "lora_B.weight")
+    }
     assert set(state) == expected | {f"diffusion_model.{m}.alpha" for m in modules}
     layer = dict(lora_layers(model))["blocks.0.q"]
     assert state["diffusion_model.blocks.0.q.lora_A.weight"].shape == (RANK, 8)
@@ -198,7 +200,9 @@ def test_load_lora_state_dict_reports_missing_unexpected_and_misshapen_keys():
     with pytest.raises(ValueError, match="missing 2 keys"):
         load_lora_state_dict(fresh, missing)
     with pytest.raises(ValueError, match="match no LoRA layer"):
-        load_lora_state_dict(fresh, state | {"diffusion_model.blocks.9.q.lora_A.weight": torch.zeros(RANK, 8)})
+        load_lora_state_dict(
+            fresh, state | {"diffusion_model.blocks.9.q.lora_A.weight": torch.zeros(RANK, 8)}
+        )
     other_rank = lora_state_dict(inject_lora(tiny(), LoraTrainConfig(rank=5, alpha=5.0)))
     with pytest.raises(ValueError, match="expected"):
         load_lora_state_dict(fresh, other_rank)
@@ -214,7 +218,9 @@ def test_double_injection_and_foreign_targets_are_refused():
         lora_state_dict(tiny())
 
 
-@pytest.mark.parametrize(("adapter_dtype", "expected"), [("float32", torch.float32), ("base", torch.bfloat16)])
+@pytest.mark.parametrize(
+    ("adapter_dtype", "expected"), [("float32", torch.float32), ("base", torch.bfloat16)]
+)
 def test_adapter_dtype_on_a_bf16_host(adapter_dtype, expected):
     model = tiny().to(torch.bfloat16)
     inject_lora(model, config(adapter_dtype=adapter_dtype))
@@ -229,3 +235,15 @@ def test_adapter_dtype_on_a_bf16_host(adapter_dtype, expected):
 def test_invalid_lora_config_is_refused(kwargs):
     with pytest.raises(ValueError, match="LoraTrainConfig"):
         LoraTrainConfig(**kwargs)
+
+
+def test_init_seed_makes_lora_init_reproducible_without_touching_the_global_rng():
+    torch.manual_seed(11)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(11)
+    first = [p.detach().clone() for p in lora_parameters(inject_lora(tiny(), config(init_seed=4)))]
+    assert torch.equal(torch.rand(3), expected_draw)
+    second = [p.detach().clone() for p in lora_parameters(inject_lora(tiny(), config(init_seed=4)))]
+    other = [p.detach().clone() for p in lora_parameters(inject_lora(tiny(), config(init_seed=5)))]
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not torch.equal(first[0], other[0])
