@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -35,10 +36,18 @@ class _JobProgress:
 class ProgressReporter:
     """Collects job states and node/step progress; renders them to ``stream`` (see module docstring).
 
-    ``live`` selects the single rewritten line (use it when ``stream`` is a terminal).
+    ``live`` selects the single rewritten line (use it when ``stream`` is a terminal); the line is
+    redrawn at most every 0.1 s of ``clock`` for step updates, at once for state changes.
     """
 
-    def __init__(self, total_jobs: int, stream: TextIO, quiet: bool, live: bool) -> None:
+    def __init__(
+        self,
+        total_jobs: int,
+        stream: TextIO,
+        quiet: bool,
+        live: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._total = total_jobs
         self._stream = stream
         self._quiet = quiet
@@ -46,7 +55,8 @@ class ProgressReporter:
         self._lock = threading.Lock()
         self._active: dict[str, _JobProgress] = {}
         self._counts = {"done": 0, "failed": 0}
-        self._last_render = 0.0
+        self._clock = clock
+        self._last_render = float("-inf")
         self._line_width = 0
 
     def preset(self, done: int, failed: int) -> None:
@@ -107,7 +117,7 @@ class ProgressReporter:
     def _render(self, force: bool = False) -> None:
         if not self._live:
             return
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if not force and now - self._last_render < _REFRESH_SECONDS:
                 return

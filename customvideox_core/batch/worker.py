@@ -127,8 +127,10 @@ class ServerWorker(threading.Thread):
                 if finished:
                     pool.finish()
                     continue
-                self._set_state(name, "pending", server=None, prompt_id=None)
-                pool.give_back(name)
+                try:
+                    self._set_state(name, "pending", server=None, prompt_id=None)
+                finally:  # even if the manifest cannot be written, other workers may take the job
+                    pool.give_back(name)
                 return
         finally:
             pool.retire(self.server)

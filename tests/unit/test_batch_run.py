@@ -137,7 +137,13 @@ def test_full_batch_over_two_servers(tmp_path: Path, stubs) -> None:
     make_batch(tmp_path, 6, extra)
     rows = make_batch(tmp_path, 6, extra)[1]
     writes: list[dict] = []
-    result = run_batch(fast_config(tmp_path, [first, second]), on_manifest_write=writes.append)
+    manifest_path = tmp_path / "out" / "manifest.json"
+
+    def check_on_disk(document: dict) -> None:
+        assert json.loads(manifest_path.read_text()) == document, "the file must be whole after every write"
+        writes.append(document)
+
+    result = run_batch(fast_config(tmp_path, [first, second]), on_manifest_write=check_on_disk)
 
     assert result.ok and result.exit_code == 0
     assert sorted(result.done) == [f"clip{index}" for index in range(6)]
@@ -414,3 +420,42 @@ def test_cli_help_is_fast_to_import_and_never_imports_torch() -> None:
     )
     assert finished.returncode == 0, finished.stderr
     assert "--output-dir" in finished.stdout and "--server" in finished.stdout
+
+
+def test_server_that_ignores_client_prompt_ids_and_writes_history_late(tmp_path: Path, stubs) -> None:
+    server = stubs(StubBehaviour(honour_prompt_id=False, history_delay=0.1))
+    _, rows = make_batch(tmp_path, 2)
+    assert run_batch(fast_config(tmp_path, [server])).ok
+    manifest = read_manifest(tmp_path)
+    assert_results_match_rows(tmp_path, rows, manifest)
+    assert {record["prompt_id"] for record in manifest["jobs"].values()} == set(server.state.history)
+
+
+def test_job_timeout_fails_the_job(tmp_path: Path, stubs) -> None:
+    server = stubs(StubBehaviour(steps=100, step_delay=0.02))
+    make_batch(tmp_path, 1)
+    result = run_batch(fast_config(tmp_path, [server], job_timeout=0.3))
+    assert result.failed == ("clip0",)
+    assert "job timeout" in read_manifest(tmp_path)["jobs"]["clip0"]["error"]
+
+
+def test_check_only_validates_and_queues_nothing(tmp_path: Path, stubs) -> None:
+    server = stubs()
+    make_batch(tmp_path, 2)
+    argv = [str(tmp_path / "jobs.csv"), "--output-dir", str(tmp_path / "out"), "--server", server.url]
+    assert cli_main([*argv, "--workflow", str(tmp_path / "wf.json"), "--check", "--quiet"]) == 0
+    assert server.requests == [] and not (tmp_path / "out").exists()
+    assert cli_main([*argv, "--workflow", str(tmp_path / "absent.json"), "--check", "--quiet"]) == 2
+    assert cli_main([*argv, "--server", server.url, "--check", "--quiet"]) == 2, "a server listed twice"
+
+
+def test_failed_jobs_are_retried_on_resume_unless_kept(tmp_path: Path, stubs) -> None:
+    failing = {"on": True}
+    server = stubs(StubBehaviour(fail_when=lambda prompt: "flaky GPU" if failing["on"] else None))
+    _, rows = make_batch(tmp_path, 2)
+    assert run_batch(fast_config(tmp_path, [server])).exit_code == 1
+    failing["on"] = False
+    kept = run_batch(fast_config(tmp_path, [server], retry_failed=False))
+    assert sorted(kept.failed) == ["clip0", "clip1"] and len(server.executions) == 2
+    assert run_batch(fast_config(tmp_path, [server])).ok
+    assert_results_match_rows(tmp_path, rows, read_manifest(tmp_path))
