@@ -1,0 +1,136 @@
+"""Test-only ComfyUI node pack: stand-ins for what tiny test models cannot have.
+
+Loaded only by the host test harness (``tests/host/harness.py``), never by users. Real T5/umT5 text
+encoders have billions of parameters, so host tests feed the tiny transformers random
+conditioning, and get a CLIP object that holds only a real tokenizer (enough for tokenising
+entity words; it cannot encode).
+
+- ``CVXTestRandomConditioning``: seed, length, dim → ``CONDITIONING [[tensor [1, length, dim], {}]]``.
+- ``CVXTestTokenizerCLIP``: family → a ``comfy.sd.CLIP`` with the family's real tokenizer and no
+  encoder. CogVideoX: ComfyUI's T5 tokenizer (``CogVideoXTokenizer``). Wan: ComfyUI's umT5 tokenizer
+  classes (``WanT5Tokenizer``) over the sentencepiece model that ships with ComfyUI
+  (``t5_pile_tokenizer``), because the real umT5 vocabulary lives inside the umT5 checkpoint.
+- ``CVXTestLatentSummary``: output node reporting a LATENT's shape and statistics in the UI/history,
+  so HTTP tests can compare results without downloading tensors.
+"""
+
+from __future__ import annotations
+
+import os
+
+import comfy.sd
+import comfy.text_encoders.cogvideo
+import comfy.text_encoders.wan
+import torch
+from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
+
+TOKENIZER_FAMILIES = ["cogvideox", "wan"]
+
+
+class CVXTestRandomConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CVXTestRandomConditioning",
+            display_name="CVX Test Random Conditioning",
+            category="_for_testing/customvideox",
+            description="Seeded standard-normal text embeddings for tiny test models (test scaffolding).",
+            inputs=[
+                io.Int.Input(
+                    "seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the random embeddings."
+                ),
+                io.Int.Input("length", default=8, min=1, max=4096, tooltip="Number of text tokens."),
+                io.Int.Input(
+                    "dim", default=32, min=1, max=8192, tooltip="Embedding width (the model's text dim)."
+                ),
+            ],
+            outputs=[io.Conditioning.Output()],
+        )
+
+    @classmethod
+    def execute(cls, seed: int, length: int, dim: int) -> io.NodeOutput:
+        generator = torch.Generator().manual_seed(seed)
+        embeddings = torch.randn((1, length, dim), generator=generator)
+        return io.NodeOutput([[embeddings, {}]])
+
+
+def _tokenizer_only_clip(family: str) -> comfy.sd.CLIP:
+    """A ``comfy.sd.CLIP`` carrying the family's real tokenizer and no text encoder."""
+    if family == "cogvideox":
+        tokenizer = comfy.text_encoders.cogvideo.CogVideoXTokenizer()
+    elif family == "wan":
+        spiece_model = os.path.join(
+            os.path.dirname(os.path.realpath(comfy.text_encoders.wan.__file__)),
+            "t5_pile_tokenizer",
+            "tokenizer.model",
+        )
+        tokenizer = comfy.text_encoders.wan.WanT5Tokenizer(tokenizer_data={"spiece_model": spiece_model})
+    else:
+        raise ValueError(f"Tokenizer family {family!r} is unknown; expected one of {TOKENIZER_FAMILIES}.")
+    clip = comfy.sd.CLIP(no_init=True)
+    clip.tokenizer = tokenizer
+    clip.cond_stage_model = None
+    clip.patcher = None
+    clip.layer_idx = None
+    clip.tokenizer_options = {}
+    clip.use_clip_schedule = False
+    clip.apply_hooks_to_conds = None
+    return clip
+
+
+class CVXTestTokenizerCLIP(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CVXTestTokenizerCLIP",
+            display_name="CVX Test Tokenizer-only CLIP",
+            category="_for_testing/customvideox",
+            description="A CLIP holding only a real tokenizer (no encoder weights); it tokenises, it cannot encode.",
+            inputs=[
+                io.Combo.Input(
+                    "family", options=TOKENIZER_FAMILIES, default="cogvideox", tooltip="Tokenizer family."
+                ),
+            ],
+            outputs=[io.Clip.Output()],
+        )
+
+    @classmethod
+    def execute(cls, family: str) -> io.NodeOutput:
+        return io.NodeOutput(_tokenizer_only_clip(family))
+
+
+class CVXTestLatentSummary(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CVXTestLatentSummary",
+            display_name="CVX Test Latent Summary",
+            category="_for_testing/customvideox",
+            description="Reports a latent's shape and float64 statistics in the UI output (history).",
+            inputs=[io.Latent.Input("samples", tooltip="Latent to summarise.")],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, samples: dict) -> io.NodeOutput:
+        values = samples["samples"].detach().to(device="cpu", dtype=torch.float64)
+        summary = {
+            "shape": list(values.shape),
+            "mean": float(values.mean()),
+            "std": float(values.std()) if values.numel() > 1 else 0.0,
+            "abs_max": float(values.abs().max()),
+            "finite": bool(torch.isfinite(values).all()),
+        }
+        return io.NodeOutput(ui={"cvx_latent_summary": [summary]})
+
+
+class CVXTestFixtureExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [CVXTestRandomConditioning, CVXTestTokenizerCLIP, CVXTestLatentSummary]
+
+
+async def comfy_entrypoint() -> CVXTestFixtureExtension:
+    return CVXTestFixtureExtension()
