@@ -266,7 +266,7 @@ def reference_attention_override(func, *args, **kwargs):
             activation = runtime.scratch.get("activation")
 
         def attention_fn(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-            return backend(q, k, v, heads, skip_reshape=True, skip_output_reshape=True, **rest)
+            return backend(q, k, v, q.shape[1], skip_reshape=True, skip_output_reshape=True, **rest)
 
         return reference_self_attention(
             query, key, value, heads, runtime.step, attention_fn=attention_fn, activation=activation
