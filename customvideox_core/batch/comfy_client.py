@@ -147,6 +147,18 @@ class ComfyClient:
             running=_queue_ids(answer.get("queue_running")), pending=_queue_ids(answer.get("queue_pending"))
         )
 
+    def cancel(self, prompt_id: str) -> None:
+        """Take a prompt off the server: delete it from the queue if pending, interrupt it if running.
+
+        The interrupt is only sent while the prompt is running, because servers that predate targeted
+        interrupts ignore ``prompt_id`` and would stop whatever runs.
+        """
+        queue = self.queue()
+        if prompt_id in queue.pending:
+            self._post_json("/queue", {"delete": [prompt_id]})
+        elif prompt_id in queue.running:
+            self._post_json("/interrupt", {"prompt_id": prompt_id})
+
     def download(self, output: OutputFile, destination: Path) -> None:
         """``GET /view`` → ``destination``, written to a temporary file first and then renamed."""
         query = urlencode({"filename": output.filename, "subfolder": output.subfolder, "type": output.type})
@@ -167,6 +179,17 @@ class ComfyClient:
             ) from error
         finally:
             partial.unlink(missing_ok=True)
+
+    def _post_json(self, path: str, payload: object) -> None:
+        """POST a JSON body to an endpoint that answers with an empty 200."""
+        body = json.dumps(payload).encode()
+        try:
+            with self._open("POST", path, body, {"Content-Type": "application/json"}) as response:
+                response.read()
+        except (OSError, http.client.HTTPException) as error:
+            if isinstance(error, ServerUnavailable):
+                raise
+            raise ServerUnavailable(f"{self.base_url}{path}: connection dropped: {error}") from error
 
     def _json(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> Any:
         try:

@@ -235,11 +235,12 @@ class ServerWorker(threading.Thread):
         ended = False
         while True:
             if config.job_timeout is not None and time.monotonic() - started > config.job_timeout:
-                self._fail(job, f"no result after {config.job_timeout:.0f} s on {self.server} (job timeout)")
+                self._cancel(prompt_id)
+                self._fail(job, f"no result after {config.job_timeout:g} s on {self.server} (job timeout)")
                 return
-            assert self._websocket is not None
+            websocket = self._ensure_websocket()
             try:
-                message = self._websocket.receive(timeout=0.05 if ended else config.poll_interval)
+                message = websocket.receive(timeout=0.05 if ended else config.poll_interval)
             except WebSocketError as error:
                 raise ServerUnavailable(f"{self.server}: websocket dropped: {error}") from error
             event, data = _parse_event(message)
@@ -319,9 +320,17 @@ class ServerWorker(threading.Thread):
         self._failures_in_a_row = 0
         return result
 
-    def _ensure_websocket(self) -> None:
+    def _cancel(self, prompt_id: str) -> None:
+        """Free the server from a prompt we stop waiting for (best effort: it may be gone already)."""
+        try:
+            self.client.cancel(prompt_id)
+        except (ServerUnavailable, ComfyRequestError) as error:
+            logger.warning("%s: could not cancel prompt %s: %s", self.server, prompt_id, error)
+
+    def _ensure_websocket(self) -> WebSocketConnection:
         if self._websocket is None or self._websocket.closed:
             self._websocket = self._call(self.client.open_websocket, self.context.store.client_id)
+        return self._websocket
 
     def _close_websocket(self) -> None:
         if self._websocket is not None:

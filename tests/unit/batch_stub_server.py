@@ -12,6 +12,8 @@ Written from the message formats of ComfyUI's ``server.py`` / ``execution.py`` /
 - ``GET /history/<id>`` → ``{}`` or ``{id: {"prompt", "outputs", "status": {"status_str", "completed",
   "messages"}, "meta"}}``;
 - ``GET /view?filename=&subfolder=&type=`` → the file's bytes;
+- ``POST /queue`` ``{"delete": [ids]}`` and ``POST /interrupt`` ``{"prompt_id"}`` (empty 200 answers); an
+  interrupted prompt ends with ``execution_interrupted`` and an ``error`` history status;
 - ``GET /ws?clientId=`` → ``{"type": "status", ...}`` first, then for a prompt queued with that client id:
   ``execution_start``, ``execution_cached``, ``executing``, ``progress``, a binary preview,
   ``executed``, then ``execution_success`` or ``execution_error``, and ``executing`` with ``node: null``
@@ -92,6 +94,7 @@ class StubComfyServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
         self._alive = False
+        self._interrupt = threading.Event()
 
     @property
     def url(self) -> str:
@@ -212,6 +215,7 @@ class StubComfyServer:
             messages.append([event, data])
             self.send(client_id, event, data)
 
+        self._interrupt.clear()
         behaviour.on_execution_start(prompt_id)
         message("execution_start", {"prompt_id": prompt_id})
         message("execution_cached", {"nodes": [], "prompt_id": prompt_id})
@@ -231,6 +235,8 @@ class StubComfyServer:
                     if not self._alive:
                         execution.outcome = "aborted"
                         return
+                    if self._interrupt.is_set():
+                        break
                     progress = {
                         "value": step,
                         "max": behaviour.steps,
@@ -239,6 +245,19 @@ class StubComfyServer:
                     }
                     self.send(client_id, "progress", progress)
                     self._send_frame(client_id, 0x2, struct.pack(">II", 1, 1) + b"\xff\xd8fake-jpeg")
+                if self._interrupt.is_set():
+                    self._interrupt.clear()
+                    failure = "interrupted"
+                    message(
+                        "execution_interrupted",
+                        {
+                            "prompt_id": prompt_id,
+                            "node_id": node_id,
+                            "node_type": node["class_type"],
+                            "executed": executed,
+                        },
+                    )
+                    break
                 if failure is not None:
                     message(
                         "execution_error",
@@ -279,7 +298,9 @@ class StubComfyServer:
                 execution.outcome = "aborted"
                 return
             success = failure is None
-            execution.outcome = "success" if success else "error"
+            execution.outcome = (
+                "success" if success else "interrupted" if failure == "interrupted" else "error"
+            )
             self.state.history[prompt_id] = {
                 "prompt": [item[0], prompt_id, prompt, extra, item[4]],
                 "outputs": outputs if success else {},
@@ -366,6 +387,23 @@ class StubComfyServer:
             self.state.queue.append((number, prompt_id, prompt, extra, outputs))
             self._work.notify_all()
         return 200, {"prompt_id": prompt_id, "number": number, "node_errors": {}}
+
+    def edit_queue(self, body: dict) -> tuple[int, bytes]:
+        """``POST /queue`` ``{"delete": [ids]}`` / ``{"clear": true}``: empty 200 like ComfyUI."""
+        with self._lock:
+            if body.get("clear"):
+                self.state.queue.clear()
+            for prompt_id in body.get("delete", []):
+                self.state.queue = [item for item in self.state.queue if item[1] != prompt_id]
+        return 200, b""
+
+    def interrupt(self, body: dict) -> tuple[int, bytes]:
+        """``POST /interrupt`` ``{"prompt_id"}``: only interrupts if that prompt is the running one."""
+        with self._lock:
+            running = self.state.running
+            if running is not None and body.get("prompt_id") in (None, running[1]):
+                self._interrupt.set()
+        return 200, b""
 
     def _validate(self, prompt: dict) -> dict:
         errors = {}
@@ -458,6 +496,10 @@ def _handler_for(stub: StubComfyServer) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             if parts.path == "/prompt":
                 self._reply(*stub.queue_prompt(json.loads(body)))
+            elif parts.path == "/queue":
+                self._reply(*stub.edit_queue(json.loads(body)))
+            elif parts.path == "/interrupt":
+                self._reply(*stub.interrupt(json.loads(body or b"{}")))
             elif parts.path == "/upload/image":
                 self._reply(*stub.upload(_multipart_fields(self.headers["Content-Type"], body)))
             else:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from pathlib import Path
 
 import pytest
-from batch_stub_server import StubComfyServer, api_workflow
+from batch_stub_server import StubBehaviour, StubComfyServer, api_workflow
 
 from customvideox_core.batch.comfy_client import (
     ComfyClient,
     ComfyRequestError,
     OutputFile,
     PromptRejected,
+    QueueState,
     ServerUnavailable,
     describe_prompt_error,
     history_error,
@@ -162,3 +164,33 @@ def test_client_refuses_malformed_server_urls() -> None:
     with pytest.raises(ValueError, match="http://127.0.0.1:8188"):
         ComfyClient("127.0.0.1:8188")
     assert ComfyClient("https://h:1/").websocket_url("c d") == "wss://h:1/ws?clientId=c+d"
+
+
+def test_cancel_deletes_pending_and_interrupts_running_prompts(tmp_path: Path) -> None:
+    stub = StubComfyServer(StubBehaviour(steps=200, step_delay=0.01)).start()
+    try:
+        client = ComfyClient(stub.url, timeout=5)
+        reference = tmp_path / "r.png"
+        reference.write_bytes(b"r")
+        workflow = api_workflow(with_mask=False)
+        workflow["img"]["inputs"]["image"] = client.upload_image(reference)
+        running, pending = (str(uuid.UUID(int=number, version=4)) for number in (1, 2))
+        client.queue_prompt(workflow, "client", running)
+        client.queue_prompt(workflow, "client", pending)
+        for _ in range(200):
+            if running in client.queue().running:
+                break
+            time.sleep(0.01)
+        client.cancel(pending)
+        assert client.queue() == QueueState(running=(running,), pending=())
+        client.cancel(running)
+        for _ in range(300):
+            entry = client.history(running)
+            if entry is not None:
+                break
+            time.sleep(0.01)
+        assert entry is not None
+        assert history_error(entry) == "execution was interrupted on the server"
+        assert [execution.outcome for execution in stub.executions] == ["interrupted"]
+    finally:
+        stub.stop()

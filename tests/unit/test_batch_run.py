@@ -437,6 +437,11 @@ def test_job_timeout_fails_the_job(tmp_path: Path, stubs) -> None:
     result = run_batch(fast_config(tmp_path, [server], job_timeout=0.3))
     assert result.failed == ("clip0",)
     assert "job timeout" in read_manifest(tmp_path)["jobs"]["clip0"]["error"]
+    for _ in range(200):  # the stub notices the interrupt at its next sampler step
+        if server.executions[0].outcome != "running":
+            break
+        time.sleep(0.01)
+    assert server.executions[0].outcome == "interrupted", "a timed-out prompt must not keep the server busy"
 
 
 def test_check_only_validates_and_queues_nothing(tmp_path: Path, stubs) -> None:
@@ -459,3 +464,23 @@ def test_failed_jobs_are_retried_on_resume_unless_kept(tmp_path: Path, stubs) ->
     assert sorted(kept.failed) == ["clip0", "clip1"] and len(server.executions) == 2
     assert run_batch(fast_config(tmp_path, [server])).ok
     assert_results_match_rows(tmp_path, rows, read_manifest(tmp_path))
+
+
+def test_config_defaults_and_validation(tmp_path: Path) -> None:
+    config = BatchConfig(jobs_file="jobs.csv", output_dir=tmp_path)
+    assert config.servers == ("http://127.0.0.1:8188",)
+    assert config.workflow_path == REPO_ROOT / "workflows" / "customvideox_cogvideox5b_api.json"
+    assert config.manifest_path == tmp_path / "manifest.json"
+    assert BatchConfig(jobs_file="j.csv", output_dir=tmp_path, servers=("http://h:1/",)).servers == (
+        "http://h:1",
+    )
+    for changes, message in (
+        ({"servers": ()}, "at least one server"),
+        ({"servers": ("127.0.0.1:8188",)}, "must look like"),
+        ({"servers": ("http://h:1", "http://h:1/")}, "more than once"),
+        ({"retries": -1}, "retries"),
+        ({"backoff": 0.0}, "backoff"),
+        ({"job_timeout": 0.0}, "job_timeout"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            BatchConfig(jobs_file="jobs.csv", output_dir=tmp_path, **changes)  # type: ignore[arg-type]
