@@ -526,7 +526,6 @@ class ComfyServer:
         self._ready = False
         self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in kill()
         environment = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1"}
-        environment.pop("COMFYUI_PATH", None)
         self._process = subprocess.Popen(
             self.command(),
             cwd=str(self.comfyui_path),

@@ -310,6 +310,17 @@ def test_one_ksampler_step_on_tiny_cogvideox_in_process(comfy_host, tiny_models)
     assert not torch.equal(other_seed.node_outputs["5"][0]["samples"], samples)
 
 
+@pytest.mark.parametrize("model", ["cogvideox-2b", "cogvideox-1.5", "wan"])
+def test_one_ksampler_step_runs_on_every_tiny_video_model(comfy_host, tiny_models, model: str) -> None:
+    unet_name = tiny_models.wan if model == "wan" else tiny_models.cogvideox[model.removeprefix("cogvideox-")]
+    result = comfy_host.run_graph(one_step_prompt(unet_name, tiny_models.vae), capture=["5", "8"])
+    samples = result.node_outputs["5"][0]["samples"]
+    assert list(samples.shape) == EXPECTED_LATENT_SHAPE
+    assert torch.isfinite(samples).all() and float(samples.abs().max()) > 0.0
+    (frames,) = result.node_outputs["8"]
+    assert list(frames.shape) == [VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH, 3]
+
+
 def test_invalid_prompt_raises_validation_error_with_node_errors(comfy_host, tiny_models) -> None:
     prompt = one_step_prompt(tiny_models.cogvideox["5b"], tiny_models.vae)
     prompt["1"]["inputs"]["unet_name"] = "no_such_model.safetensors"
