@@ -46,9 +46,9 @@ def host_signature(model) -> HostSignature:
             patch_size_t=dit.patch_size[0] if dit.patch_size[0] != 1 else None,
             positions="rope",
         )
-    found = type(dit).__name__ if dit is not None else type(model).__name__
-    base = type(getattr(model, "model", None)).__name__
+    config = getattr(getattr(model, "model", None), "model_config", None)
+    found = type(config).__name__ if config is not None else type(dit if dit is not None else model).__name__
     raise UnsupportedHostError(
-        f"CustomVideoX cannot patch this model ({base} / {found}). Supported: {SUPPORTED_HOSTS}. "
+        f"CustomVideoX cannot patch this model ({found}). Supported: {SUPPORTED_HOSTS}. "
         "Load one of those with UNETLoader (Load Diffusion Model) and connect it here."
     )

@@ -12,6 +12,7 @@ entity words; it cannot encode).
   (``t5_pile_tokenizer``), because the real umT5 vocabulary lives inside the umT5 checkpoint.
 - ``CVXTestLatentSummary``: output node reporting a LATENT's shape and statistics in the UI/history,
   so HTTP tests can compare results without downloading tensors.
+- ``CVXTestEmptyImage``: an IMAGE batch of zero images (no core node makes one), for bad-input tests.
 """
 
 from __future__ import annotations
@@ -126,10 +127,30 @@ class CVXTestLatentSummary(io.ComfyNode):
         return io.NodeOutput(ui={"cvx_latent_summary": [summary]})
 
 
+class CVXTestEmptyImage(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CVXTestEmptyImage",
+            display_name="CVX Test Empty Image Batch",
+            category="_for_testing/customvideox",
+            description="An IMAGE batch holding no image, [0, height, width, 3].",
+            inputs=[
+                io.Int.Input("width", default=64, min=1, max=4096, tooltip="Width of the (absent) images."),
+                io.Int.Input("height", default=64, min=1, max=4096, tooltip="Height of the (absent) images."),
+            ],
+            outputs=[io.Image.Output()],
+        )
+
+    @classmethod
+    def execute(cls, width: int, height: int) -> io.NodeOutput:
+        return io.NodeOutput(torch.zeros(0, height, width, 3))
+
+
 class CVXTestFixtureExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [CVXTestRandomConditioning, CVXTestTokenizerCLIP, CVXTestLatentSummary]
+        return [CVXTestRandomConditioning, CVXTestTokenizerCLIP, CVXTestLatentSummary, CVXTestEmptyImage]
 
 
 async def comfy_entrypoint() -> CVXTestFixtureExtension:

@@ -1,0 +1,108 @@
+"""Helpers shared by the node host tests: the pack's modules, tiny models, references, sampling.
+
+Imports ComfyUI only inside functions (this module is collected by the unit tier too).
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tiny_models import TINY_TEXT_DIM
+
+VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FRAMES = 96, 64, 5
+LATENT_SHAPE = (1, 16, 2, 8, 12)
+
+
+@dataclass(frozen=True)
+class Pack:
+    """The pack's modules as ComfyUI loaded them (module names derive from the repo path)."""
+
+    patch: types.ModuleType
+    types: types.ModuleType
+    tab: types.ModuleType
+    erae: types.ModuleType
+    hosts: types.ModuleType
+    adapter_file: types.ModuleType
+
+    @classmethod
+    def of(cls, pack_module: types.ModuleType) -> Pack:
+        def sub(name: str) -> types.ModuleType:
+            return importlib.import_module(f"{pack_module.__name__}.{name}")
+
+        return cls(
+            patch=sub("nodes.patch"),
+            types=sub("nodes.types"),
+            tab=sub("customvideox_core.tab"),
+            erae=sub("customvideox_core.erae"),
+            hosts=sub("customvideox_core.hosts"),
+            adapter_file=sub("customvideox_core.adapter_file"),
+        )
+
+
+def load_model(directory: Path, name: str):
+    import comfy.sd
+
+    return comfy.sd.load_diffusion_model(str(directory / name))
+
+
+def load_vae(directory: Path, name: str):
+    import comfy.sd
+    import comfy.utils
+
+    return comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(directory / name)))
+
+
+def conditioning(seed: int, length: int = 6) -> list:
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, length, TINY_TEXT_DIM, generator=generator), {}]]
+
+
+def reference_images(count: int, *, seed: int = 0, height: int = VIDEO_HEIGHT, width: int = VIDEO_WIDTH):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(count, height, width, 3, generator=generator)
+
+
+def sample(model, *, seed: int = 3, steps: int = 2, cfg: float = 2.0, latent: torch.Tensor | None = None):
+    """Two euler steps with random text, as KSampler would run them."""
+    import comfy.sample
+
+    latent = torch.zeros(LATENT_SHAPE) if latent is None else latent
+    noise = comfy.sample.prepare_noise(latent, seed)
+    return comfy.sample.sample(
+        model,
+        noise,
+        steps,
+        cfg,
+        "euler",
+        "simple",
+        conditioning(1),
+        conditioning(2),
+        latent,
+        disable_pbar=True,
+        seed=seed,
+    )
+
+
+def model_fingerprint(model) -> dict:
+    """What must not change on an input MODEL: its options, patches, wrappers and weights."""
+    weights = model.model.diffusion_model.state_dict()
+    return {
+        "options": repr(sorted(model.model_options.get("transformer_options", {}).keys())),
+        "option_keys": repr(sorted(model.model_options.keys())),
+        "patches": len(model.patches),
+        "wrappers": repr(model.wrappers),
+        "weights": {name: tensor.clone() for name, tensor in weights.items()},
+    }
+
+
+def assert_same_fingerprint(before: dict, after: dict) -> None:
+    assert before["options"] == after["options"]
+    assert before["option_keys"] == after["option_keys"]
+    assert before["patches"] == after["patches"]
+    assert before["wrappers"] == after["wrappers"]
+    for name, tensor in before["weights"].items():
+        assert torch.equal(tensor, after["weights"][name]), f"weight {name} changed"

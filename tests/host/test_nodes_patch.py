@@ -1,0 +1,251 @@
+"""The reference patch inside a real ComfyUI, judged against the unpatched model (the oracle).
+
+Tiny random-weight CogVideoX (5B-style RoPE, 2B-style positions table, 1.5 temporal patches) and Wan
+models, built with ComfyUI's own classes; sampling runs through ComfyUI's own sampler.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from nodes_support import (
+    LATENT_SHAPE,
+    VIDEO_HEIGHT,
+    VIDEO_WIDTH,
+    Pack,
+    assert_same_fingerprint,
+    load_model,
+    load_vae,
+    model_fingerprint,
+    reference_images,
+    sample,
+)
+
+HOSTS = ["cogvideox-5b", "cogvideox-2b", "cogvideox-1.5", "wan"]
+# float32 sampling: a blocked reference changes the sequence length (and the kernel's summation order)
+# but no attention weight, so the outputs agree to float32 rounding of ~unit-size latents.
+BLOCKED_ATOL = 5e-4
+
+
+@pytest.fixture(scope="module")
+def pack(pack_module) -> Pack:
+    return Pack.of(pack_module)
+
+
+@pytest.fixture(scope="module")
+def vae(tiny_models):
+    return load_vae(tiny_models.vae_dir, tiny_models.vae)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_models) -> dict:
+    names = {f"cogvideox-{v}": tiny_models.cogvideox[v] for v in ("5b", "2b", "1.5")}
+    names["wan"] = tiny_models.wan
+    return {host: load_model(tiny_models.diffusion_models_dir, name) for host, name in names.items()}
+
+
+@pytest.fixture(scope="module")
+def baselines(models) -> dict:
+    return {host: sample(model) for host, model in models.items()}
+
+
+def encode_reference(comfy_host, vae, count: int, mask=None, fit: str = "pad"):
+    node = comfy_host.node_class("CustomVideoXReferenceEncode")
+    images = reference_images(count)
+    output = node.execute(vae, images, VIDEO_WIDTH, VIDEO_HEIGHT, fit, False, mask)
+    return output.args[0]
+
+
+def patched(pack: Pack, model, reference, *, peak: float, erae=None, uncond_sees_reference: bool = True):
+    schedule = pack.tab.TABSchedule(shape="constant", peak=peak)
+    return pack.patch.apply_reference_patch(
+        model, reference, tab=schedule, erae=erae, uncond_sees_reference=uncond_sees_reference
+    )
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_blocked_reference_reproduces_the_unpatched_model(comfy_host, pack, vae, models, baselines, host):
+    """Every reference key blocked (zero mask + block_outside_mask) → the plain model's video."""
+    reference = encode_reference(comfy_host, vae, 1, mask=torch.zeros(1, VIDEO_HEIGHT, VIDEO_WIDTH))
+    erae = pack.erae.ERAEConfig(entity_positions=(0,), gamma=0.0, block_outside_mask=True)
+    out = sample(patched(pack, models[host], reference, peak=4.0, erae=erae))
+    assert out.shape == baselines[host].shape
+    assert torch.allclose(out, baselines[host], atol=BLOCKED_ATOL, rtol=0), (
+        f"max diff {(out - baselines[host]).abs().max():.3g}"
+    )
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_visible_reference_changes_the_video(comfy_host, pack, vae, models, baselines, host):
+    """Bias 0 (reference visible, no TAB) already differs; a larger TAB moves the video further."""
+    reference = encode_reference(comfy_host, vae, 1)
+    diffs = []
+    for peak in (0.0, 4.0):
+        out = sample(patched(pack, models[host], reference, peak=peak))
+        diffs.append(float((out - baselines[host]).abs().mean()))
+    assert diffs[0] > 1e-3
+    assert diffs[1] > diffs[0]
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_no_reference_frame_reaches_the_output(comfy_host, pack, vae, models, baselines, host, count):
+    reference = encode_reference(comfy_host, vae, count)
+    assert reference.latents.shape[2] == count
+    out = sample(patched(pack, models[host], reference, peak=1.0))
+    assert tuple(out.shape) == LATENT_SHAPE
+    assert torch.isfinite(out).all()
+
+
+class AttentionMassProbe:
+    """An earlier attention override in the chain: ours calls it as the backend with the augmented
+    (biased) query/key, so softmax(q'·k'ᵀ/√D') is the attention the backend really computes."""
+
+    def __init__(self) -> None:
+        self.masses: list[float] = []
+        self.layout = None
+
+    def __call__(self, func, *args, **kwargs):
+        if kwargs.get("skip_reshape") and self.layout is not None:
+            query, key = args[0], args[1]
+            scores = torch.softmax(
+                query.double() @ key.double().transpose(-1, -2) / math.sqrt(query.shape[-1]), -1
+            )
+            rows = scores[:, :, self.layout.video_slice]
+            self.masses.append(float(rows[..., self.layout.reference_slice].sum(-1).mean()))
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("host", ["cogvideox-5b", "wan"])
+def test_raising_tab_raises_attention_mass_on_the_reference(comfy_host, pack, vae, models, host):
+    reference = encode_reference(comfy_host, vae, 1)
+    means = []
+    for peak in (0.0, 2.0, 6.0):
+        model = patched(pack, models[host], reference, peak=peak)
+        probe = AttentionMassProbe()
+        model.model_options["transformer_options"]["optimized_attention_override"] = probe
+        wrapper = model.wrappers["diffusion_model"]["customvideox"][0]
+        original_join = wrapper._join
+
+        def join(*args, _original=original_join, _probe=probe):
+            video, ref, layout = _original(*args)
+            _probe.layout = layout
+            return video, ref, layout
+
+        wrapper._join = join
+        try:
+            sample(model, steps=1)
+        finally:
+            wrapper._join = original_join
+        assert probe.masses, "the backend was never called with biased attention"
+        means.append(sum(probe.masses) / len(probe.masses))
+    assert means[0] < means[1] < means[2], means
+
+
+def test_uncond_pass_without_reference_matches_cfg_of_plain_uncond(comfy_host, pack, vae, models, baselines):
+    """cfg=1 runs the conditional pass only; its result is the same whichever way the switch is."""
+    reference = encode_reference(comfy_host, vae, 1)
+    model = models["cogvideox-5b"]
+    off = sample(patched(pack, model, reference, peak=1.0, uncond_sees_reference=False), cfg=1.0)
+    on = sample(patched(pack, model, reference, peak=1.0, uncond_sees_reference=True), cfg=1.0)
+    assert torch.allclose(off, on, atol=1e-6)
+    off_cfg = sample(patched(pack, model, reference, peak=1.0, uncond_sees_reference=False), cfg=3.0)
+    on_cfg = sample(patched(pack, model, reference, peak=1.0, uncond_sees_reference=True), cfg=3.0)
+    assert (off_cfg - on_cfg).abs().max() > 1e-4
+
+
+def test_batch_of_two_matches_two_single_runs(comfy_host, pack, vae, models):
+    """batch_size 2: each row equals the same seed's single-row result (rows do not leak)."""
+    import comfy.sample
+
+    reference = encode_reference(comfy_host, vae, 1)
+    model = patched(pack, models["cogvideox-5b"], reference, peak=2.0, uncond_sees_reference=False)
+    latent = torch.zeros(2, *LATENT_SHAPE[1:])
+    noise = comfy.sample.prepare_noise(latent, 5)
+    both = comfy.sample.sample(
+        model, noise, 2, 2.0, "euler", "simple", _cond(1), _cond(2), latent, disable_pbar=True, seed=5
+    )
+    for row in range(2):
+        single = comfy.sample.sample(
+            model,
+            noise[row : row + 1],
+            2,
+            2.0,
+            "euler",
+            "simple",
+            _cond(1),
+            _cond(2),
+            latent[:1],
+            disable_pbar=True,
+            seed=5,
+        )
+        assert torch.allclose(both[row : row + 1], single, atol=1e-4)
+
+
+def _cond(seed):
+    from nodes_support import conditioning
+
+    return conditioning(seed)
+
+
+def test_sample_node_leaves_the_input_model_untouched(comfy_host, pack, vae, models):
+    model = models["cogvideox-5b"]
+    before = model_fingerprint(model)
+    reference = encode_reference(comfy_host, vae, 2)
+    tab = (
+        comfy_host.node_class("CustomVideoXTimeAwareBias")
+        .execute("parabolic", 2.0, 0.0, 0.0, 1.0, "")
+        .args[0]
+    )
+    out = comfy_host.node_class("CustomVideoXSample").execute(
+        model,
+        _cond(1),
+        _cond(2),
+        reference,
+        VIDEO_WIDTH,
+        VIDEO_HEIGHT,
+        5,
+        1,
+        1,
+        2.0,
+        "euler",
+        "simple",
+        1.0,
+        False,
+        tab=tab,
+    )
+    assert tuple(out.args[0]["samples"].shape) == LATENT_SHAPE
+    applied = comfy_host.node_class("CustomVideoXApply").execute(model, reference, False, tab=tab).args[0]
+    assert applied is not model
+    assert_same_fingerprint(before, model_fingerprint(model))
+
+
+def test_apply_then_ksampler_equals_sample_node(comfy_host, pack, vae, models):
+    """CustomVideoXApply + core sampling gives exactly what CustomVideoXSample gives."""
+    model = models["wan"]
+    reference = encode_reference(comfy_host, vae, 1)
+    applied = comfy_host.node_class("CustomVideoXApply").execute(model, reference, False).args[0]
+    via_apply = sample(applied, seed=9, steps=2, cfg=2.0)
+    via_sample = (
+        comfy_host.node_class("CustomVideoXSample")
+        .execute(
+            model,
+            _cond(1),
+            _cond(2),
+            reference,
+            VIDEO_WIDTH,
+            VIDEO_HEIGHT,
+            5,
+            9,
+            2,
+            2.0,
+            "euler",
+            "simple",
+            1.0,
+            False,
+        )
+        .args[0]["samples"]
+    )
+    assert torch.allclose(via_apply, via_sample, atol=1e-6)
