@@ -9,6 +9,15 @@ Usage::
         --server http://127.0.0.1:8188 --server http://127.0.0.1:8189 \\
         [--workflow my_workflow_api.json] [--retries 5] [--backoff 1.0] [--quiet] [--check]
 
+One job (the main job: one reference image and a prompt), with the same options otherwise::
+
+    python -m customvideox_core.batch --server http://127.0.0.1:8188 --reference dog.png \\
+        --prompt "a dog running on a beach" --entity-words dog --output-dir out/ \\
+        [--mask dog_mask.png] [--seed 0] [--output NAME]
+
+It is kept as ``out/<name>.job.jsonl`` (``name``: ``--output``, else the image's name, ``dog``) and
+run as a batch of one: the video lands in ``out/dog/``, and the same command again resumes.
+
 ``jobs.csv`` (or ``jobs.jsonl``, one JSON object per line)::
 
     reference,mask,prompt,entity_words,seed,tab_shape,tab_peak,erae_strength,output

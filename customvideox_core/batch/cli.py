@@ -1,4 +1,9 @@
-"""Command line of the batch client (argument parsing, logging set-up, exit codes)."""
+"""Command line of the batch client (argument parsing, logging set-up, exit codes).
+
+Two forms: a job file (``jobs.csv`` / ``jobs.jsonl``) for a batch, or ``--reference IMAGE --prompt
+TEXT`` (with ``--entity-words``, ``--mask``, ``--seed``, ``--output``) for one job — see
+:mod:`.single`. Both share the output folder's manifest, servers, retries and resume.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,15 @@ from pathlib import Path
 from .config import DEFAULT_SERVER, BatchConfig
 from .jobs import JobFileError
 from .manifest import ManifestError
-from .runner import prepare_batch, run_batch
+from .runner import load_targets, prepare_batch, run_batch
+from .single import (
+    DEFAULT_SEED,
+    SingleJob,
+    SingleJobError,
+    check_single_job,
+    single_job_results,
+    write_single_job,
+)
 from .workflow import WorkflowError
 
 logger = logging.getLogger(__name__)
@@ -20,6 +33,7 @@ EXIT_OK = 0
 EXIT_UNFINISHED = 1
 EXIT_INVALID_INPUT = 2
 EXIT_INTERRUPTED = 130
+SINGLE_JOB_OPTIONS = ("reference", "prompt", "entity_words", "mask", "seed", "output")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,11 +44,29 @@ def build_parser() -> argparse.ArgumentParser:
             "and resume after a crash from <output-dir>/manifest.json."
         ),
         epilog=(
-            "example: python -m customvideox_core.batch jobs.csv --output-dir out "
-            "--server http://127.0.0.1:8188 --server http://127.0.0.1:8189"
+            "examples: python -m customvideox_core.batch jobs.csv --output-dir out "
+            "--server http://127.0.0.1:8188 --server http://127.0.0.1:8189  |  "
+            'python -m customvideox_core.batch --reference dog.png --prompt "a dog running on a beach" '
+            "--entity-words dog --output-dir out"
         ),
     )
-    parser.add_argument("jobs", type=Path, help="job file: .csv with a header row, or .jsonl")
+    parser.add_argument(
+        "jobs", type=Path, nargs="?", help="job file: .csv with a header row, or .jsonl (or use --reference)"
+    )
+    single = parser.add_argument_group(
+        "one job instead of a job file",
+        "kept as <output-dir>/<name>.job.jsonl and run as a batch of one (same manifest, same resume)",
+    )
+    single.add_argument("--reference", type=Path, metavar="IMAGE", help="reference image of the subject")
+    single.add_argument("--prompt", metavar="TEXT", help="text prompt")
+    single.add_argument(
+        "--entity-words", metavar="WORDS", help="words of the prompt naming the subject (ERAE)"
+    )
+    single.add_argument("--mask", type=Path, metavar="IMAGE", help="subject mask of the reference image")
+    single.add_argument("--seed", type=int, metavar="N", help=f"seed (default {DEFAULT_SEED})")
+    single.add_argument(
+        "--output", metavar="NAME", help="name of the job and its results folder (default: the image's name)"
+    )
     parser.add_argument("--output-dir", type=Path, required=True, help="results and manifest.json go here")
     parser.add_argument(
         "--server",
@@ -65,13 +97,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _single_job(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> SingleJob | None:
+    """The ``--reference/--prompt`` job, ``None`` for a job file; exit 2 on a mix of the two forms."""
+    given = [name for name in SINGLE_JOB_OPTIONS if getattr(arguments, name) is not None]
+    flags = ", ".join("--" + name.replace("_", "-") for name in given)
+    if arguments.jobs is not None and given:
+        parser.error(
+            f"a job file and {flags} are mutually exclusive: put the job in the file, or drop the file"
+        )
+    if arguments.jobs is not None:
+        return None
+    if not given:
+        parser.error("give a job file (.csv or .jsonl), or --reference IMAGE --prompt TEXT for one job")
+    missing = [f"--{name}" for name in ("reference", "prompt") if getattr(arguments, name) is None]
+    if missing:
+        parser.error(f"{flags} describe one job, which also needs {' and '.join(missing)}")
+    return SingleJob(
+        reference=arguments.reference,
+        prompt=arguments.prompt,
+        seed=DEFAULT_SEED if arguments.seed is None else arguments.seed,
+        entity_words=arguments.entity_words or "",
+        mask=arguments.mask,
+        output=arguments.output,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = build_parser().parse_args(argv)
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    single = _single_job(parser, arguments)
     level = logging.DEBUG if arguments.verbose else logging.WARNING if arguments.quiet else logging.INFO
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     try:
         config = BatchConfig(
-            jobs_file=arguments.jobs,
+            jobs_file=arguments.jobs if single is None else single.job_file(arguments.output_dir),
             output_dir=arguments.output_dir,
             servers=tuple(arguments.servers or (DEFAULT_SERVER,)),
             workflow=arguments.workflow,
@@ -88,6 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", error)
         return EXIT_INVALID_INPUT
     try:
+        if single is not None:
+            check_single_job(single, load_targets(config.workflow_path)[1])
+            if arguments.check:
+                logger.info("the job is valid for %s; nothing queued (--check)", config.workflow_path)
+                return EXIT_OK
+            write_single_job(single, config.output_dir)
         if arguments.check:
             prepared = prepare_batch(config)
             logger.info(
@@ -95,11 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return EXIT_OK
         result = run_batch(config)
-    except (JobFileError, WorkflowError, ManifestError, FileNotFoundError) as error:
+    except (JobFileError, SingleJobError, WorkflowError, ManifestError, FileNotFoundError) as error:
         logger.error("%s", error)
         return EXIT_INVALID_INPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    if single is not None and result.ok:
+        for path in single_job_results(config.manifest_path, single.name):
+            logger.info("saved %s", path)
     if result.failed:
         logger.warning(
             "%d job(s) failed: %s (errors in %s)",

@@ -212,6 +212,22 @@ def read_jobs(path: Path | str) -> tuple[list[Job], list[RowError]]:
     return jobs, errors
 
 
+def job_from_fields(
+    fields: Mapping[str, object], base_dir: Path, line: int = 1
+) -> tuple[Job | None, list[str]]:
+    """Validate one job given as column → value (as a JSONL object would give it).
+
+    Relative image paths are read from ``base_dir``. Returns the job and no problems, or ``None``
+    and every problem found (unknown keys included), so a caller can report them all at once.
+    """
+    unknown = [key for key in fields if key not in KNOWN_COLUMNS]
+    if unknown:
+        return None, [f"unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(KNOWN_COLUMNS)}"]
+    errors: list[str] = []
+    job = _job_from_row(fields, line, 1, base_dir, errors)
+    return (None, errors) if errors else (job, [])
+
+
 def _csv_rows(path: Path) -> Iterator[tuple[int, Mapping[str, object] | RowError]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)

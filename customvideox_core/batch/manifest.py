@@ -175,7 +175,12 @@ class ManifestStore:
 
 def atomic_write_json(path: Path, document: object) -> None:
     """Write ``document`` as JSON to ``path`` so that readers see the old or the new file, never half."""
-    data = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    atomic_write_text(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` so that readers see the old or the new file, never half."""
+    data = text.encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -7,6 +7,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .config import BatchConfig, BatchResult
 from .jobs import Job, JobFileError, RowError, read_jobs
@@ -34,14 +35,22 @@ def prepare_batch(config: BatchConfig) -> PreparedBatch:
     workflow cannot take, e.g. "workflow has no mask input"), :class:`~.workflow.WorkflowError` for
     an unusable workflow, :class:`FileNotFoundError` for a missing job file.
     """
-    workflow = load_workflow(config.workflow_path)
-    targets = locate_targets(workflow)
+    workflow, targets = load_targets(config.workflow_path)
     jobs, errors = read_jobs(config.jobs_file)
     for job in jobs:
         errors.extend(RowError(job.line, message) for message in job_workflow_errors(targets, job))
     if errors:
         raise JobFileError(config.jobs_file, errors)
     return PreparedBatch(jobs=tuple(jobs), workflow=workflow, targets=targets)
+
+
+def load_targets(workflow_path: Path) -> tuple[ApiWorkflow, WorkflowTargets]:
+    """The API-format workflow at ``workflow_path`` and the nodes a job fills in it.
+
+    Raises :class:`~.workflow.WorkflowError` when the file is missing or unusable.
+    """
+    workflow = load_workflow(workflow_path)
+    return workflow, locate_targets(workflow)
 
 
 def run_batch(config: BatchConfig, *, on_manifest_write: Callable[[dict], None] | None = None) -> BatchResult:
