@@ -1,0 +1,799 @@
+"""Write the example workflows in ``workflows/``: each graph once as a spec, out come both files.
+
+Every example is described once below (nodes, widget values by input name, wires, layout). From that
+spec and ComfyUI's ``/object_info`` (which says, per node, which inputs are widgets and in what order)
+this script writes
+
+- ``workflows/<name>.json``: the editor's UI format (what ComfyUI's frontend saves and opens: version
+  0.4, ``nodes`` with ``inputs``/``outputs``/``widgets_values``, ``links`` as
+  ``[id, from_node, from_slot, to_node, to_slot, type]``, ``groups``);
+- ``workflows/<name>_api.json``: the API-format twin (``{id: {"class_type", "inputs", "_meta"}}``),
+  what ``POST /prompt`` and the batch client (``python -m customvideox_core.batch``) take.
+
+so the two never drift. The host tests rebuild both from the live server's ``/object_info`` and
+compare them with the committed files, and the browser test checks that the real frontend reads the
+UI file back into the same widget values and converts it into the same API graph.
+
+Usage (standard library only; any Python)::
+
+    python scripts/make_workflows.py --server http://127.0.0.1:8188   # a ComfyUI with this pack
+    python scripts/make_workflows.py --object-info object_info.json   # a saved /object_info answer
+    python scripts/make_workflows.py --server ... --check             # exit 1 if a file would change
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import urllib.request
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
+
+FRONTEND_ONLY_NODES: dict[str, tuple[str, ...]] = {"MarkdownNote": ("text",), "Note": ("text",)}
+"""Node types the frontend registers itself (absent from ``/object_info``) → their widget names."""
+
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+DYNAMIC_COMBO_TYPE = "COMFY_DYNAMICCOMBO_V3"
+AUTOGROW_TYPE = "COMFY_AUTOGROW_V3"
+CONTROL_AFTER_GENERATE = "control_after_generate"
+UPLOAD_WIDGET_VALUE = "image"
+"""What the frontend stores for LoadImage's upload button (the widget after ``image``)."""
+
+OPTIONAL_SHAPE = 7
+"""LiteGraph's hollow-dot shape the frontend saves on optional inputs."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Node schemas from /object_info
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputSchema:
+    """One input of a node as ``/object_info`` declares it."""
+
+    name: str
+    type: str
+    """``COMBO`` for lists of choices; otherwise the declared type (``INT``, ``MODEL``, ...)."""
+    optional: bool
+    options: Mapping[str, Any]
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def is_widget(self) -> bool:
+        if self.options.get("forceInput"):
+            return False
+        return self.type in WIDGET_TYPES or self.type == DYNAMIC_COMBO_TYPE
+
+    @property
+    def extra_widget_value(self) -> str | None:
+        """The value of the widget the frontend adds right after this one, if any."""
+        if self.options.get(CONTROL_AFTER_GENERATE):
+            return "randomize"
+        if self.options.get("image_upload"):
+            return UPLOAD_WIDGET_VALUE
+        return None
+
+
+@dataclass(frozen=True)
+class NodeSchema:
+    class_type: str
+    display_name: str
+    inputs: tuple[InputSchema, ...]
+    outputs: tuple[tuple[str, str], ...]
+    """``(name, type)`` per output slot."""
+    frontend_only: bool = False
+
+    def input(self, name: str) -> InputSchema:
+        for item in self.inputs:
+            if item.name == name:
+                return item
+        raise KeyError(
+            f"{self.class_type} has no input {name!r}; its inputs are {[item.name for item in self.inputs]}"
+        )
+
+    @property
+    def widgets(self) -> tuple[InputSchema, ...]:
+        return tuple(item for item in self.inputs if item.is_widget)
+
+
+def parse_input(name: str, spec: Sequence[Any], optional: bool) -> InputSchema:
+    declared = spec[0]
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if isinstance(declared, list):
+        return InputSchema(name, "COMBO", optional, options, tuple(declared))
+    if declared == "COMBO":
+        return InputSchema(name, "COMBO", optional, options, tuple(options.get("options", ())))
+    return InputSchema(name, str(declared), optional, options)
+
+
+def node_schema(class_type: str, object_info: Mapping[str, Any]) -> NodeSchema:
+    """The schema of ``class_type``; frontend-only note nodes get a one-widget schema."""
+    if class_type in FRONTEND_ONLY_NODES:
+        widgets = tuple(
+            InputSchema(name, "STRING", False, {"multiline": True})
+            for name in FRONTEND_ONLY_NODES[class_type]
+        )
+        return NodeSchema(class_type, class_type, widgets, (), frontend_only=True)
+    if class_type not in object_info:
+        raise KeyError(
+            f"node type {class_type!r} is not in /object_info; is the pack (or core node) installed on "
+            "the server the schemas came from?"
+        )
+    info = object_info[class_type]
+    order = info.get("input_order") or {
+        section: list(info["input"].get(section, {})) for section in info["input"]
+    }
+    inputs = []
+    for section in ("required", "optional"):
+        declared = info["input"].get(section, {})
+        for name in order.get(section, []):
+            inputs.append(parse_input(name, declared[name], optional=section == "optional"))
+    outputs = tuple(zip(info.get("output_name") or info["output"], info["output"], strict=True))
+    return NodeSchema(class_type, info.get("display_name") or class_type, tuple(inputs), outputs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Specs
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of an example: widget values and wires by input name, and where it sits."""
+
+    id: int
+    class_type: str
+    pos: tuple[int, int]
+    size: tuple[int, int]
+    values: Mapping[str, Any] = field(default_factory=dict)
+    links: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """Input name → ``(source node id, source output slot)``."""
+    title: str | None = None
+    color: str | None = None
+    bgcolor: str | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    title: str
+    bounding: tuple[int, int, int, int]
+    """``x, y, width, height``."""
+    color: str = "#3f789e"
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    name: str
+    nodes: tuple[Node, ...]
+    groups: tuple[Group, ...] = ()
+
+    def node(self, node_id: int) -> Node:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(f"workflow {self.name} has no node {node_id}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Building both formats
+# ----------------------------------------------------------------------------------------------
+
+
+def _socket_inputs(node: Node, schema: NodeSchema) -> list[dict[str, Any]]:
+    """The link-only inputs the frontend shows for ``node``: plain sockets, then autogrow slots."""
+    sockets: list[dict[str, Any]] = []
+    for item in schema.inputs:
+        if item.is_widget:
+            continue
+        if item.type == AUTOGROW_TYPE:
+            sockets.extend(_autogrow_slots(node, item))
+            continue
+        socket = {"name": item.name, "type": item.type, "link": None}
+        if item.optional:
+            socket["shape"] = OPTIONAL_SHAPE
+        sockets.append(socket)
+    return sockets
+
+
+def _autogrow_slots(node: Node, item: InputSchema) -> list[dict[str, Any]]:
+    """``name.prefix0 …``: the wired slots plus one empty slot, as the frontend grows them."""
+    template = item.options["template"]
+    prefix, minimum, maximum = template["prefix"], int(template["min"]), int(template["max"])
+    slot_type = next(iter(next(iter(template["input"].values())).values()))[0]
+    wired = [name for name in node.links if name.startswith(f"{item.name}.{prefix}")]
+    count = min(max(len(wired) + 1, minimum), maximum)
+    slots = []
+    for index in range(count):
+        slot = {
+            "label": f"{prefix}{index}",
+            "name": f"{item.name}.{prefix}{index}",
+            "type": slot_type,
+            "link": None,
+        }
+        if index >= minimum:
+            slot["shape"] = OPTIONAL_SHAPE
+        slots.append(slot)
+    return slots
+
+
+def _widget_inputs(schema: NodeSchema) -> list[dict[str, Any]]:
+    """The input slots the frontend gives every widget (a widget can be turned into a socket)."""
+    slots: list[dict[str, Any]] = []
+    for item in schema.widgets:
+        slot = {"name": item.name, "type": item.type, "widget": {"name": item.name}, "link": None}
+        if item.optional:
+            slot["shape"] = OPTIONAL_SHAPE
+        slots.append(slot)
+        if item.options.get("image_upload"):
+            slots.append(
+                {"name": "upload", "type": "IMAGEUPLOAD", "widget": {"name": "upload"}, "link": None}
+            )
+    return slots
+
+
+def _widget_values(node: Node, schema: NodeSchema) -> list[Any]:
+    values: list[Any] = []
+    for item in schema.widgets:
+        if item.name not in node.values:
+            raise KeyError(f"node {node.id} ({node.class_type}) needs a value for widget {item.name!r}")
+        values.append(node.values[item.name])
+        extra = item.extra_widget_value
+        if extra is not None:
+            values.append(node.values.get(f"{item.name}.{CONTROL_AFTER_GENERATE}", extra))
+    return values
+
+
+def _check_spec_names(node: Node, schema: NodeSchema) -> None:
+    known = {item.name for item in schema.inputs}
+    for name in node.values:
+        base = name.split(f".{CONTROL_AFTER_GENERATE}")[0]
+        if base not in known:
+            raise KeyError(f"node {node.id} ({node.class_type}) sets unknown widget {name!r}")
+    for name in node.links:
+        if name not in known and name.split(".")[0] not in known:
+            raise KeyError(f"node {node.id} ({node.class_type}) wires unknown input {name!r}")
+
+
+def _execution_order(spec: WorkflowSpec) -> dict[int, int]:
+    """Topological order (frontend's ``order`` field): sources first, ties by node id."""
+    remaining = {node.id: {source for source, _ in node.links.values()} for node in spec.nodes}
+    order: dict[int, int] = {}
+    while remaining:
+        ready = sorted(node_id for node_id, sources in remaining.items() if not sources - order.keys())
+        if not ready:
+            raise ValueError(f"workflow {spec.name} has a cycle among nodes {sorted(remaining)}")
+        for node_id in ready:
+            order[node_id] = len(order)
+            del remaining[node_id]
+    return order
+
+
+def build_ui(spec: WorkflowSpec, object_info: Mapping[str, Any]) -> dict[str, Any]:
+    """The UI-format (LiteGraph 0.4) workflow of ``spec``."""
+    schemas = {node.id: node_schema(node.class_type, object_info) for node in spec.nodes}
+    ui_nodes: dict[int, dict[str, Any]] = {}
+    for node in spec.nodes:
+        schema = schemas[node.id]
+        _check_spec_names(node, schema)
+        inputs = _socket_inputs(node, schema) + ([] if schema.frontend_only else _widget_inputs(schema))
+        ui_nodes[node.id] = {
+            "id": node.id,
+            "type": node.class_type,
+            "pos": list(node.pos),
+            "size": list(node.size),
+            "flags": {},
+            "order": 0,
+            "mode": 0,
+            "inputs": inputs,
+            "outputs": [{"name": name, "type": kind, "links": []} for name, kind in schema.outputs],
+            **({"title": node.title} if node.title else {}),
+            "properties": {} if schema.frontend_only else {"Node name for S&R": node.class_type},
+            "widgets_values": _widget_values(node, schema),
+            **({"color": node.color} if node.color else {}),
+            **({"bgcolor": node.bgcolor} if node.bgcolor else {}),
+        }
+    links: list[list[Any]] = []
+    for node in spec.nodes:
+        for input_name, (source_id, source_slot) in node.links.items():
+            target_inputs = ui_nodes[node.id]["inputs"]
+            target_slot = next(
+                (index for index, item in enumerate(target_inputs) if item["name"] == input_name), None
+            )
+            if target_slot is None:
+                raise KeyError(f"node {node.id} ({node.class_type}) has no input slot {input_name!r}")
+            if source_id not in ui_nodes:
+                raise KeyError(f"node {node.id} input {input_name!r} is wired to missing node {source_id}")
+            source_output = ui_nodes[source_id]["outputs"][source_slot]
+            link_id = len(links) + 1
+            links.append([link_id, source_id, source_slot, node.id, target_slot, source_output["type"]])
+            target_inputs[target_slot]["link"] = link_id
+            source_output["links"].append(link_id)
+    for node_id, position in _execution_order(spec).items():
+        ui_nodes[node_id]["order"] = position
+    left = min(node.pos[0] for node in spec.nodes)
+    top = min(node.pos[1] for node in spec.nodes)
+    return {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"customvideox/workflows/{spec.name}")),
+        "revision": 0,
+        "last_node_id": max(ui_nodes),
+        "last_link_id": len(links),
+        "nodes": [ui_nodes[node.id] for node in spec.nodes],
+        "links": links,
+        "groups": [
+            {
+                "id": index + 1,
+                "title": group.title,
+                "bounding": list(group.bounding),
+                "color": group.color,
+                "font_size": 24,
+                "flags": {},
+            }
+            for index, group in enumerate(spec.groups)
+        ],
+        "config": {},
+        "extra": {"ds": {"scale": 0.6, "offset": [40 - left, 40 - top]}},
+        "version": 0.4,
+    }
+
+
+def build_api(spec: WorkflowSpec, object_info: Mapping[str, Any]) -> dict[str, Any]:
+    """The API-format twin: every non-note node, widget values by name, wires as ``[id, slot]``."""
+    api: dict[str, Any] = {}
+    for node in sorted(spec.nodes, key=lambda item: item.id):
+        schema = node_schema(node.class_type, object_info)
+        if schema.frontend_only:
+            continue
+        _check_spec_names(node, schema)
+        inputs: dict[str, Any] = {}
+        for item in schema.widgets:
+            if item.name not in node.links:
+                inputs[item.name] = node.values[item.name]
+        for input_name, (source_id, source_slot) in node.links.items():
+            inputs[input_name] = [str(source_id), source_slot]
+        api[str(node.id)] = {
+            "inputs": inputs,
+            "class_type": node.class_type,
+            "_meta": {"title": node.title or schema.display_name},
+        }
+    return api
+
+
+# ----------------------------------------------------------------------------------------------
+# The examples
+# ----------------------------------------------------------------------------------------------
+
+SUBJECT_IMAGE = "customvideox_subject.png"
+PROMPT = (
+    "A fluffy brown teddy bear walks along a sunlit forest path while autumn leaves drift down around it. "
+    "The camera tracks slowly beside the teddy bear. Warm afternoon light, shallow depth of field, "
+    "detailed fur, smooth natural motion."
+)
+ENTITY_WORDS = "teddy bear"
+NEGATIVE_PROMPT = (
+    "blurry, low quality, distorted, deformed, extra limbs, flickering, static frame, still image, "
+    "text, subtitles, watermark, oversaturated, overexposed"
+)
+OUTPUT_PREFIX = "video/CustomVideoX"
+SEED = 42
+
+NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"
+POSITIVE_COLOR, POSITIVE_BGCOLOR = "#232", "#353"
+NEGATIVE_COLOR, NEGATIVE_BGCOLOR = "#322", "#533"
+PACK_COLOR, PACK_BGCOLOR = "#223", "#335"
+
+
+@dataclass(frozen=True)
+class HostFiles:
+    """Model files and sampling settings of one host model."""
+
+    label: str
+    unet: str
+    text_encoder: str
+    clip_type: str
+    vae: str
+    width: int
+    height: int
+    length: int
+    steps: int
+    cfg: float
+    sampler: str
+    scheduler: str
+    fps: float
+    shift: float | None = None
+    """``ModelSamplingSD3`` shift (flow models such as Wan); ``None``: no ModelSamplingSD3 node."""
+
+
+COGVIDEOX_5B = HostFiles(
+    label="CogVideoX-5B",
+    unet="cogvideox_5b_bf16.safetensors",
+    text_encoder="t5xxl_fp16.safetensors",
+    clip_type="cogvideox",
+    vae="cogvideox_vae.safetensors",
+    width=720,
+    height=480,
+    length=49,
+    steps=50,
+    cfg=6.0,
+    sampler="euler",
+    scheduler="simple",
+    fps=8.0,
+)
+WAN21_1_3B = HostFiles(
+    label="Wan 2.1 T2V 1.3B",
+    unet="wan2.1_t2v_1.3B_fp16.safetensors",
+    text_encoder="umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+    clip_type="wan",
+    vae="wan_2.1_vae.safetensors",
+    width=832,
+    height=480,
+    length=81,
+    steps=30,
+    cfg=5.0,
+    sampler="uni_pc",
+    scheduler="simple",
+    fps=16.0,
+    shift=8.0,
+)
+
+COGVIDEOX_FILES_NOTE = """\
+**Model files** (into `ComfyUI/models/…`):
+
+| file | folder |
+|---|---|
+| `cogvideox_5b_bf16.safetensors`: the `transformer/` of THUDM/CogVideoX-5b as one file | `diffusion_models/` |
+| `t5xxl_fp16.safetensors`: T5-XXL text encoder | `text_encoders/` |
+| `cogvideox_vae.safetensors`: the `vae/` of THUDM/CogVideoX-5b as one file | `vae/` |
+| a CustomVideoX adapter (optional; `none` = training-free) | `customvideox/` |
+
+Other names work: pick your files in the loaders. CogVideoX-2B and 1.5-5B load the same way.
+"""
+
+WAN_FILES_NOTE = """\
+**Model files** (into `ComfyUI/models/…`, from Comfy-Org/Wan_2.1_ComfyUI_repackaged):
+
+| file | folder |
+|---|---|
+| `wan2.1_t2v_1.3B_fp16.safetensors` (or `wan2.1_t2v_14B_fp8_scaled.safetensors`) | `diffusion_models/` |
+| `umt5_xxl_fp8_e4m3fn_scaled.safetensors` | `text_encoders/` |
+| `wan_2.1_vae.safetensors` | `vae/` |
+| a CustomVideoX adapter (optional; `none` = training-free) | `customvideox/` |
+
+**Wan 2.2**: pick the TI2V 5B model (`wan2.2_ti2v_5B_fp16.safetensors`) with `wan2.2_vae.safetensors`
+and set 1280×704, 121 frames, 24 fps; or one 14B T2V expert alone (the two-stage high/low-noise split is
+not covered here: the bias schedule follows one sampler's steps).
+"""
+
+HOW_TO_RUN = """\
+**Run it**
+1. *Load Image*: upload a photo of your subject (a plain background works best).
+2. *Prompt*: describe the subject in motion; it feeds the text encoder and ERAE.
+3. *ERAEMask → entity_words*: the words of the prompt that name the subject.
+4. Queue. The video lands in `ComfyUI/output/video/`.
+"""
+
+
+def _note(node_id: int, pos: tuple[int, int], size: tuple[int, int], title: str, text: str) -> Node:
+    return Node(
+        node_id,
+        "MarkdownNote",
+        pos,
+        size,
+        values={"text": text},
+        title=title,
+        color=NOTE_COLOR,
+        bgcolor=NOTE_BGCOLOR,
+    )
+
+
+COLUMN_X = (0, 380, 820, 1190, 1540)
+"""Left edges of the five columns: loaders | prompt and reference | TAB and ERAE | Sample | output."""
+MULTI_REFERENCE_ROW_Y = 880
+"""Top of the row of subject views (under the note) in the several-references example."""
+
+
+def customvideox_graph(
+    name: str,
+    host: HostFiles,
+    *,
+    note_title: str,
+    note_text: str,
+    reference_images: int = 1,
+    wire_mask: bool = False,
+) -> WorkflowSpec:
+    """The layout all examples share, about 1,850 × 950 canvas units (readable at the editor's fit zoom).
+
+    Node ids are the same in every example: 1 UNETLoader, 2 LoadCustomVideoX, 3 CLIPLoader,
+    4 VAELoader, 5 Prompt, 6 positive and 7 negative CLIPTextEncode, 8 LoadImage, 9 ReferenceEncode,
+    10 TimeAwareBias, 11 ERAEMask, 12 Sample, 13 VAEDecode, 14 CreateVideo, 15 SaveVideo, 16 the note,
+    17 ModelSamplingSD3 (Wan only), 18-19 more LoadImage and 20 BatchImagesNode (several references).
+    """
+    loaders, prompts, bias, sampler, output = COLUMN_X
+    shift_rows = 100 if host.shift is not None else 0
+    model_source = (17, 0) if host.shift is not None else (1, 0)
+    nodes: list[Node] = [
+        Node(1, "UNETLoader", (loaders, 0), (340, 82), {"unet_name": host.unet, "weight_dtype": "default"}),
+        Node(
+            2,
+            "LoadCustomVideoX",
+            (loaders, 120 + shift_rows),
+            (340, 82),
+            {"adapter": "none", "strength": 1.0},
+            {"model": model_source},
+            color=PACK_COLOR,
+            bgcolor=PACK_BGCOLOR,
+        ),
+        Node(
+            3,
+            "CLIPLoader",
+            (loaders, 240 + shift_rows),
+            (340, 106),
+            {"clip_name": host.text_encoder, "type": host.clip_type, "device": "default"},
+        ),
+        Node(4, "VAELoader", (loaders, 390 + shift_rows), (340, 58), {"vae_name": host.vae}),
+    ]
+    if host.shift is not None:
+        nodes.append(
+            Node(17, "ModelSamplingSD3", (loaders, 120), (340, 58), {"shift": host.shift}, {"model": (1, 0)})
+        )
+    nodes += [
+        Node(
+            5,
+            "PrimitiveStringMultiline",
+            (prompts, 0),
+            (400, 150),
+            {"value": PROMPT},
+            title="Prompt",
+            color=POSITIVE_COLOR,
+            bgcolor=POSITIVE_BGCOLOR,
+        ),
+        Node(
+            6,
+            "CLIPTextEncode",
+            (prompts, 190),
+            (400, 50),
+            {"text": PROMPT},
+            {"clip": (3, 0), "text": (5, 0)},
+            title="Positive",
+            color=POSITIVE_COLOR,
+            bgcolor=POSITIVE_BGCOLOR,
+        ),
+        Node(
+            7,
+            "CLIPTextEncode",
+            (prompts, 320),
+            (400, 130),
+            {"text": NEGATIVE_PROMPT},
+            {"clip": (3, 0)},
+            title="Negative",
+            color=NEGATIVE_COLOR,
+            bgcolor=NEGATIVE_BGCOLOR,
+        ),
+    ]
+    image_top = 490 + shift_rows
+    image_ids = (8, 18, 19)[:reference_images]
+    if reference_images == 1:
+        nodes.append(
+            Node(8, "LoadImage", (loaders, image_top), (340, 380), {"image": SUBJECT_IMAGE}, title="Subject")
+        )
+        image_source = (8, 0)
+    else:
+        for index, node_id in enumerate(image_ids):
+            nodes.append(
+                Node(
+                    node_id,
+                    "LoadImage",
+                    (loaders + 360 * index, MULTI_REFERENCE_ROW_Y),
+                    (340, 380),
+                    {"image": SUBJECT_IMAGE.replace(".png", f"_{index + 1}.png")},
+                    title=f"Subject view {index + 1}",
+                )
+            )
+        nodes.append(
+            Node(
+                20,
+                "BatchImagesNode",
+                (loaders + 360 * reference_images, MULTI_REFERENCE_ROW_Y),
+                (200, 100),
+                {},
+                {f"images.image{index}": (node_id, 0) for index, node_id in enumerate(image_ids)},
+            )
+        )
+        image_source = (20, 0)
+    reference_links = {"vae": (4, 0), "image": image_source}
+    if wire_mask:
+        reference_links["mask"] = (8, 1)
+    nodes += [
+        Node(
+            9,
+            "CustomVideoXReferenceEncode",
+            (prompts, 500),
+            (400, 170),
+            {"width": host.width, "height": host.height, "fit": "pad", "invert_mask": False},
+            reference_links,
+            color=PACK_COLOR,
+            bgcolor=PACK_BGCOLOR,
+        ),
+        Node(
+            10,
+            "CustomVideoXTimeAwareBias",
+            (bias, 0),
+            (330, 200),
+            {"shape": "parabolic", "peak": 1.0, "floor": 0.0, "start": 0.0, "end": 1.0, "custom_values": ""},
+            color=PACK_COLOR,
+            bgcolor=PACK_BGCOLOR,
+        ),
+        Node(
+            11,
+            "CustomVideoXERAEMask",
+            (bias, 250),
+            (330, 210),
+            {
+                "prompt": PROMPT,
+                "entity_words": ENTITY_WORDS,
+                "strength": 1.0,
+                "threshold": 0.0,
+                "block_outside_mask": False,
+            },
+            {"clip": (3, 0), "prompt": (5, 0)},
+            color=PACK_COLOR,
+            bgcolor=PACK_BGCOLOR,
+        ),
+        Node(
+            12,
+            "CustomVideoXSample",
+            (sampler, 0),
+            (310, 420),
+            {
+                "width": host.width,
+                "height": host.height,
+                "length": host.length,
+                "seed": SEED,
+                "seed.control_after_generate": "randomize",
+                "steps": host.steps,
+                "cfg": host.cfg,
+                "sampler_name": host.sampler,
+                "scheduler": host.scheduler,
+                "denoise": 1.0,
+                "uncond_sees_reference": False,
+            },
+            {
+                "model": (2, 0),
+                "positive": (6, 0),
+                "negative": (7, 0),
+                "reference": (9, 0),
+                "tab": (10, 0),
+                "erae": (11, 0),
+            },
+            color=PACK_COLOR,
+            bgcolor=PACK_BGCOLOR,
+        ),
+        Node(13, "VAEDecode", (output, 0), (300, 46), {}, {"samples": (12, 0), "vae": (4, 0)}),
+        Node(
+            14,
+            "CreateVideo",
+            (output, 90),
+            (300, 102),
+            {"fps": host.fps, "bit_depth": 8},
+            {"images": (13, 0)},
+        ),
+        Node(
+            15,
+            "SaveVideo",
+            (output, 240),
+            (300, 180),
+            {"filename_prefix": OUTPUT_PREFIX, "format": "auto", "codec": "auto"},
+            {"video": (14, 0)},
+        ),
+        _note(16, (bias, 500), (output + 300 - bias, 300), note_title, note_text),
+    ]
+    return WorkflowSpec(name, tuple(nodes))
+
+
+def example_specs() -> tuple[WorkflowSpec, ...]:
+    """Every shipped example, UI name without ``_api``."""
+    return (
+        customvideox_graph(
+            "customvideox_cogvideox5b",
+            COGVIDEOX_5B,
+            note_title="CustomVideoX · CogVideoX-5B · one subject reference",
+            note_text=COGVIDEOX_FILES_NOTE + "\n" + HOW_TO_RUN,
+        ),
+        customvideox_graph(
+            "customvideox_wan21",
+            WAN21_1_3B,
+            note_title="CustomVideoX · Wan 2.1 / 2.2 · one subject reference",
+            note_text=WAN_FILES_NOTE + "\n" + HOW_TO_RUN,
+        ),
+        customvideox_graph(
+            "customvideox_multi_reference",
+            COGVIDEOX_5B,
+            note_title="CustomVideoX · several references of one subject",
+            note_text=COGVIDEOX_FILES_NOTE
+            + "\n**Several references**: each *Load Image* is one view of the same subject; *Batch Images* "
+            "stacks them (later images are resized and centre-cropped to the first one's size, so use "
+            "views of the same aspect ratio), and each becomes one reference frame. Add views by wiring "
+            "more images into Batch Images.\n\n" + HOW_TO_RUN,
+            reference_images=3,
+        ),
+        customvideox_graph(
+            "customvideox_erae_mask",
+            COGVIDEOX_5B,
+            note_title="CustomVideoX · ERAE with a drawn subject mask",
+            note_text=COGVIDEOX_FILES_NOTE
+            + "\n**Subject mask**: right-click *Load Image* → *Open in MaskEditor* and paint over the "
+            "subject, then save. The painted area is the mask (1 = subject): the background of the "
+            "reference turns white and ERAE raises the bias on the subject's reference tokens only. "
+            "Without a painted mask Load Image gives an empty mask, so paint one (or use the "
+            "single-reference workflow). A cut-out PNG works too: its transparent area is the mask's "
+            "background, so turn on *invert_mask*.\n\n" + HOW_TO_RUN,
+            wire_mask=True,
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+
+def render(document: Mapping[str, Any]) -> str:
+    """The committed text of a workflow file (stable key order, two-space indent, final newline)."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def build_all(object_info: Mapping[str, Any]) -> dict[str, str]:
+    """File name → text, for every example and its API twin."""
+    files: dict[str, str] = {}
+    for spec in example_specs():
+        files[f"{spec.name}.json"] = render(build_ui(spec, object_info))
+        files[f"{spec.name}_api.json"] = render(build_api(spec, object_info))
+    return files
+
+
+def fetch_object_info(server: str, timeout: float = 60.0) -> dict[str, Any]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(server.rstrip("/") + "/object_info", timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--server", help="URL of a running ComfyUI that has this pack installed")
+    source.add_argument("--object-info", type=Path, help="a saved /object_info JSON answer")
+    parser.add_argument("--output-dir", type=Path, default=WORKFLOWS_DIR)
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if any file would change")
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if arguments.server:
+        object_info = fetch_object_info(arguments.server)
+    else:
+        object_info = json.loads(arguments.object_info.read_text(encoding="utf-8"))
+    stale = []
+    for file_name, text in build_all(object_info).items():
+        path = arguments.output_dir / file_name
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        stale.append(file_name)
+        if not arguments.check:
+            path.write_text(text, encoding="utf-8")
+            logger.info("wrote %s", path)
+    if arguments.check and stale:
+        logger.error("out of date (run scripts/make_workflows.py): %s", ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
