@@ -47,7 +47,17 @@ MIN_COMFYUI_VERSION = (0, 21, 0)
 NO_COMFY_HINT = "set COMFYUI_PATH to a ComfyUI checkout and run pytest with the Python that runs it"
 _REQUIRED_CHECKOUT_FILES = ("comfyui_version.py", "main.py", "nodes.py", "execution.py", "folder_paths.py")
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-_COMFY_MODULES = ("folder_paths", "execution", "server", "nodes", "comfy.sd", "comfy.model_management")
+# ``utils`` first, as main.py does: ComfyUI's nodes.py (<= 0.21) puts comfy/ first on sys.path, after
+# which ``import utils`` would find comfy/utils.py instead of ComfyUI's utils package.
+_COMFY_MODULES = (
+    "utils.extra_config",
+    "folder_paths",
+    "execution",
+    "server",
+    "nodes",
+    "comfy.sd",
+    "comfy.model_management",
+)
 
 
 class ComfyUnavailable(Exception):
@@ -440,7 +450,8 @@ class ComfyServer:
 
     ``custom_nodes`` maps folder names to directories; each becomes a symlink in the server's
     ``custom_nodes/`` (default: the repo as ``ComfyUI-CustomVideoX`` and the fixture pack).
-    ``models_dir`` (optional) is passed as ``--models-directory``. Server stdout/stderr go to
+    ``models_dir`` (optional) is added through an ``--extra-model-paths-config`` YAML (which every
+    ComfyUI release understands; ``--models-directory`` only exists in newer ones). Server stdout/stderr go to
     ``log_path``; failure messages carry its tail. The process is killed on ``__exit__``,
     ``kill()`` and at interpreter exit.
     """
@@ -491,6 +502,17 @@ class ComfyServer:
             if not link.is_symlink():
                 link.symlink_to(Path(target).resolve(), target_is_directory=True)
 
+    _MODEL_FOLDERS = ("diffusion_models", "vae", "loras", "customvideox", "text_encoders", "checkpoints")
+
+    def _write_model_paths(self) -> Path:
+        """An extra-model-paths YAML that adds ``models_dir``'s folders to the server's own."""
+        assert self.models_dir is not None
+        lines = ["cvx_tests:", f"  base_path: {json.dumps(str(self.models_dir))}"]
+        lines += [f"  {folder}: {folder}" for folder in self._MODEL_FOLDERS]
+        path = self.base_dir / "extra_model_paths.yaml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
     def command(self) -> list[str]:
         command = [
             self.python,
@@ -509,7 +531,7 @@ class ComfyServer:
             "--log-stdout",
         ]
         if self.models_dir is not None:
-            command += ["--models-directory", str(self.models_dir)]
+            command += ["--extra-model-paths-config", str(self._write_model_paths())]
         return command + list(self.extra_args)
 
     def start(self, *, wait: bool = True) -> ComfyServer:
