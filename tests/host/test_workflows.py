@@ -1,0 +1,428 @@
+"""The example workflows in ``workflows/`` against a real ComfyUI.
+
+- Every UI graph uses only node types that exist (the live ``/object_info``, plus the frontend's own
+  note nodes), its ``widgets_values`` match each node's widget inputs in count and order and every
+  value fits its type, choices, min/max and step; its links are consistent; its note names the model
+  files its loaders use and their folders.
+- Every API twin holds the same nodes, values and wires as its UI graph, and validates through
+  ``POST /prompt`` on a real server. "Model file names aside": the real model files are not here, so
+  the server must refuse the prompt with exactly one error per model loader, ``value_not_in_list`` on
+  the file-name widget for the shipped name, and nothing else (ComfyUI keeps validating every other
+  node after a failing loader). The same twin with those names swapped for files the host has
+  passes ComfyUI's own ``validate_prompt`` in-process with no error at all (nothing is run).
+- The committed files are exactly what ``scripts/make_workflows.py`` writes from the live schemas.
+- The batch client can fill the API twins (``locate_targets`` finds the same nodes the graph wires).
+- ComfyUI's template browser lists the UI graphs and serves them unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import math
+import sys
+import types
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import PACK_FOLDER_NAME, REPO_ROOT, GraphValidationError
+
+WORKFLOWS_DIR = REPO_ROOT / "workflows"
+GENERATOR_PATH = REPO_ROOT / "scripts" / "make_workflows.py"
+UI_NAMES = (
+    "customvideox_cogvideox5b",
+    "customvideox_wan21",
+    "customvideox_multi_reference",
+    "customvideox_erae_mask",
+)
+FRONTEND_NOTE_TYPES = {"MarkdownNote", "Note"}
+MODEL_FILE_WIDGETS = {
+    "UNETLoader": ("unet_name", "diffusion_models"),
+    "CLIPLoader": ("clip_name", "text_encoders"),
+    "VAELoader": ("vae_name", "vae"),
+}
+"""Loader → (file-name widget, models folder): the widgets whose values name files users download."""
+CONTROL_AFTER_GENERATE_VALUES = {"fixed", "increment", "decrement", "randomize"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"}
+PLACEHOLDER_TEXT_ENCODER = "cvx_placeholder_text_encoder.safetensors"
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers (an oracle of their own: they read /object_info directly, not through the generator)
+# ----------------------------------------------------------------------------------------------
+
+
+def load_generator() -> types.ModuleType:
+    """``scripts/make_workflows.py`` as a module (it is a script, not part of a package)."""
+    spec = importlib.util.spec_from_file_location("cvx_make_workflows", GENERATOR_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def ui_workflow(name: str) -> dict:
+    return read_json(WORKFLOWS_DIR / f"{name}.json")
+
+
+def api_workflow(name: str) -> dict:
+    return read_json(WORKFLOWS_DIR / f"{name}_api.json")
+
+
+def subject_images(workflow: dict) -> list[str]:
+    return [node["widgets_values"][0] for node in workflow["nodes"] if node["type"] == "LoadImage"]
+
+
+def write_subject_images(folder: Path, names: list[str]) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, name in enumerate(names):
+        Image.new("RGB", (96, 64), (200, 120 + 20 * index, 80)).save(folder / name)
+
+
+def declared_inputs(info: dict) -> list[tuple[str, Any, dict, bool]]:
+    """``(name, type, options, optional)`` in the order the node declares them."""
+    order = info.get("input_order") or {section: list(info["input"][section]) for section in info["input"]}
+    found = []
+    for section in ("required", "optional"):
+        for name in order.get(section, []):
+            spec = info["input"][section][name]
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            found.append((name, spec[0], options, section == "optional"))
+    return found
+
+
+def is_widget(declared_type: Any, options: dict) -> bool:
+    if options.get("forceInput"):
+        return False
+    return isinstance(declared_type, list) or declared_type in WIDGET_TYPES
+
+
+def expected_widgets(info: dict) -> list[tuple[str, Any, dict]]:
+    """What the editor stores in ``widgets_values``, in order: ``(name, type, options)``.
+
+    A seed with ``control_after_generate`` is followed by its control mode, LoadImage's ``image``
+    (``image_upload``) by the upload button's value.
+    """
+    widgets = []
+    for name, declared_type, options, _ in declared_inputs(info):
+        if not is_widget(declared_type, options):
+            continue
+        widgets.append((name, declared_type, options))
+        if options.get("control_after_generate"):
+            widgets.append((f"{name}:control_after_generate", "CONTROL", {}))
+        if options.get("image_upload"):
+            widgets.append((f"{name}:upload", "UPLOAD", {}))
+    return widgets
+
+
+def value_problem(class_type: str, name: str, declared_type: Any, options: dict, value: Any) -> str | None:
+    """Why ``value`` does not fit the widget, or ``None``. Model-file combos are checked elsewhere."""
+    if class_type in MODEL_FILE_WIDGETS and name == MODEL_FILE_WIDGETS[class_type][0]:
+        return (
+            None if isinstance(value, str) and value.endswith(".safetensors") else "not a .safetensors name"
+        )
+    if declared_type == "CONTROL":
+        return None if value in CONTROL_AFTER_GENERATE_VALUES else f"{value!r} is no control mode"
+    if declared_type == "UPLOAD":
+        return None if value == "image" else f"upload widget value {value!r}, expected 'image'"
+    if isinstance(declared_type, list) or declared_type == "COMBO":
+        choices = declared_type if isinstance(declared_type, list) else options.get("options", [])
+        return None if value in choices else f"{value!r} not in {choices[:12]}"
+    if declared_type == "COMFY_DYNAMICCOMBO_V3":
+        keys = [option["key"] for option in options.get("options", [])]
+        return None if value in keys else f"{value!r} not in {keys}"
+    if declared_type == "BOOLEAN":
+        return None if isinstance(value, bool) else f"{value!r} is not a boolean"
+    if declared_type == "STRING":
+        return None if isinstance(value, str) else f"{value!r} is not a string"
+    if declared_type in ("INT", "FLOAT"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return f"{value!r} is not a number"
+        if declared_type == "INT" and not isinstance(value, int):
+            return f"{value!r} is not an integer"
+        low, high = options.get("min", -math.inf), options.get("max", math.inf)
+        if not low <= value <= high:
+            return f"{value!r} outside [{low}, {high}]"
+        step = options.get("step")
+        if declared_type == "INT" and step and (value - options.get("min", 0)) % step:
+            return f"{value!r} is not min + k·{step}"
+        return None
+    return f"unexpected widget type {declared_type!r}"
+
+
+def widget_problems(workflow: dict, object_info: dict) -> list[str]:
+    problems = []
+    for node in workflow["nodes"]:
+        label = f"node {node['id']} ({node['type']})"
+        if node["type"] in FRONTEND_NOTE_TYPES:
+            values = node.get("widgets_values", [])
+            if len(values) != 1 or not isinstance(values[0], str):
+                problems.append(f"{label}: a note holds one text, got {values!r}")
+            continue
+        if node["type"] not in object_info:
+            problems.append(f"{label}: node type does not exist on the server")
+            continue
+        widgets = expected_widgets(object_info[node["type"]])
+        values = node.get("widgets_values", [])
+        if len(values) != len(widgets):
+            problems.append(
+                f"{label}: {len(values)} widget values {values!r} for widgets {[name for name, *_ in widgets]}"
+            )
+            continue
+        for (name, declared_type, options), value in zip(widgets, values, strict=True):
+            problem = value_problem(node["type"], name, declared_type, options, value)
+            if problem:
+                problems.append(f"{label}.{name}: {problem}")
+    return problems
+
+
+def link_problems(workflow: dict) -> list[str]:
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    problems = []
+    if len(nodes) != len(workflow["nodes"]):
+        problems.append("duplicate node ids")
+    if workflow["last_node_id"] != max(nodes) or workflow["last_link_id"] != len(workflow["links"]):
+        problems.append("last_node_id / last_link_id do not match the graph")
+    for link_id, source, source_slot, target, target_slot, link_type in workflow["links"]:
+        output = nodes[source]["outputs"][source_slot]
+        target_input = nodes[target]["inputs"][target_slot]
+        if link_id not in (output.get("links") or []):
+            problems.append(f"link {link_id} missing from node {source} output {output['name']}")
+        if target_input.get("link") != link_id:
+            problems.append(f"link {link_id} missing from node {target} input {target_input['name']}")
+        if not output["type"] == target_input["type"] == link_type:
+            problems.append(f"link {link_id}: {output['type']} → {target_input['type']} typed {link_type}")
+    listed = {link[0] for link in workflow["links"]}
+    for node in workflow["nodes"]:
+        for slot in node.get("inputs", []):
+            if slot.get("link") is not None and slot["link"] not in listed:
+                problems.append(f"node {node['id']} input {slot['name']} names unknown link {slot['link']}")
+    return problems
+
+
+def ui_as_api(workflow: dict, object_info: dict) -> dict:
+    """The API graph the UI graph stands for (independent of the generator): values by widget name."""
+    links = {link[0]: link for link in workflow["links"]}
+    api = {}
+    for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_NOTE_TYPES:
+            continue
+        inputs: dict[str, Any] = {}
+        names = [name for name, *_ in expected_widgets(object_info[node["type"]])]
+        for name, value in zip(names, node.get("widgets_values", []), strict=True):
+            if ":" not in name:
+                inputs[name] = value
+        for slot in node["inputs"]:
+            if slot.get("link") is not None:
+                _, source, source_slot, *_ = links[slot["link"]]
+                inputs[slot["name"]] = [str(source), source_slot]
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return api
+
+
+def model_files(workflow: dict) -> list[tuple[str, str, str]]:
+    """``(loader type, file name, models folder)`` for every loader of a downloadable file."""
+    found = []
+    for node in workflow["nodes"]:
+        if node["type"] in MODEL_FILE_WIDGETS:
+            widget, folder = MODEL_FILE_WIDGETS[node["type"]]
+            found.append((node["type"], node["widgets_values"][0], folder))
+    return found
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixtures
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server_object_info(comfy_server, pack_module) -> dict:
+    """The session server's /object_info, after the subject images were put into its input folder."""
+    names = sorted(
+        {name for workflow_name in UI_NAMES for name in subject_images(ui_workflow(workflow_name))}
+    )
+    write_subject_images(comfy_server.base_dir / "input", names)
+    return comfy_server.object_info()
+
+
+@pytest.fixture(scope="module")
+def generator() -> types.ModuleType:
+    return load_generator()
+
+
+# ----------------------------------------------------------------------------------------------
+# Tests
+# ----------------------------------------------------------------------------------------------
+
+
+def test_workflows_folder_holds_exactly_the_examples_and_their_twins():
+    shipped = {path.name for path in WORKFLOWS_DIR.glob("*.json")}
+    expected = {f"{name}.json" for name in UI_NAMES} | {f"{name}_api.json" for name in UI_NAMES}
+    assert expected <= shipped
+    others = shipped - expected - {"customvideox_train_api.json"}  # the training graph has its own tests
+    assert not others, f"unexpected files in workflows/: {sorted(others)}"
+    assert not [path for path in WORKFLOWS_DIR.iterdir() if path.is_dir()], "workflows/ must stay flat"
+
+
+@pytest.mark.parametrize("name", UI_NAMES)
+def test_ui_graph_uses_existing_nodes_and_its_widget_values_fit_the_live_schemas(name, server_object_info):
+    workflow = ui_workflow(name)
+    assert workflow["version"] == 0.4
+    assert str(uuid.UUID(workflow["id"])) == workflow["id"]
+    assert widget_problems(workflow, server_object_info) == []
+    assert link_problems(workflow) == []
+
+
+def test_the_widget_check_catches_bad_values(server_object_info):
+    """The check above can fail: a value out of range, a wrong choice, a missing seed mode, a fake node."""
+    workflow = ui_workflow("customvideox_cogvideox5b")
+    by_type = {node["type"]: node for node in workflow["nodes"]}
+    by_type["CustomVideoXSample"]["widgets_values"][0] = 721  # width step 16
+    by_type["CustomVideoXReferenceEncode"]["widgets_values"][2] = "stretch"
+    by_type["CustomVideoXTimeAwareBias"]["widgets_values"][1] = 99.0  # peak max 20
+    del by_type["CreateVideo"]["widgets_values"][-1]
+    by_type["VAEDecode"]["type"] = "CustomVideoXNoSuchNode"
+    problems = "\n".join(widget_problems(workflow, server_object_info))
+    for expected in (
+        "width: 721",
+        "fit: 'stretch'",
+        "peak: 99.0",
+        "CreateVideo): 1 widget values",
+        "not exist",
+    ):
+        assert expected in problems, problems
+
+
+@pytest.mark.parametrize("name", UI_NAMES)
+def test_note_says_which_model_files_to_get_and_where(name):
+    workflow = ui_workflow(name)
+    notes = [node for node in workflow["nodes"] if node["type"] in FRONTEND_NOTE_TYPES]
+    assert len(notes) == 1
+    text = notes[0]["widgets_values"][0]
+    for _, file_name, folder in model_files(workflow):
+        assert f"`{file_name}`" in text
+        assert f"`{folder}/`" in text
+    assert "`customvideox/`" in text  # where an adapter goes
+
+
+@pytest.mark.parametrize("name", UI_NAMES)
+def test_api_twin_is_the_ui_graph_in_api_format(name, server_object_info):
+    api = api_workflow(name)
+    stripped = {
+        node_id: {"class_type": node["class_type"], "inputs": node["inputs"]} for node_id, node in api.items()
+    }
+    assert stripped == ui_as_api(ui_workflow(name), server_object_info)
+
+
+@pytest.mark.parametrize("name", UI_NAMES)
+def test_committed_files_are_what_the_generator_writes_from_the_live_schemas(
+    name, generator, server_object_info
+):
+    files = generator.build_all(server_object_info)
+    for file_name in (f"{name}.json", f"{name}_api.json"):
+        committed = (WORKFLOWS_DIR / file_name).read_text(encoding="utf-8")
+        assert files[file_name] == committed, (
+            f"{file_name} is stale: run scripts/make_workflows.py --server <url>"
+        )
+
+
+@pytest.mark.parametrize("name", UI_NAMES)
+def test_api_twin_validates_through_post_prompt_but_for_the_model_file_names(
+    name, comfy_server, server_object_info
+):
+    api = api_workflow(name)
+    with pytest.raises(GraphValidationError) as refused:
+        comfy_server.queue(api)
+    expected = {
+        str(node["id"]): (node["type"], node["widgets_values"][0])
+        for node in ui_workflow(name)["nodes"]
+        if node["type"] in MODEL_FILE_WIDGETS
+    }
+    node_errors = refused.value.node_errors
+    assert set(node_errors) == set(expected), refused.value
+    for node_id, (class_type, file_name) in expected.items():
+        errors = node_errors[node_id]["errors"]
+        assert [
+            (error["type"], error["extra_info"]["input_name"], error["extra_info"]["received_value"])
+            for error in errors
+        ] == [("value_not_in_list", MODEL_FILE_WIDGETS[class_type][0], file_name)], refused.value
+
+
+@pytest.mark.parametrize("name", UI_NAMES)
+def test_api_twin_with_local_model_files_passes_comfyui_validation(
+    name, comfy_host, pack_module, tiny_models
+):
+    """Every loader pointed at a file the host has: ComfyUI's validate_prompt finds nothing (no run)."""
+    import execution
+
+    text_encoders = comfy_host.models_dir / "text_encoders"
+    text_encoders.mkdir(parents=True, exist_ok=True)
+    (text_encoders / PLACEHOLDER_TEXT_ENCODER).write_bytes(b"")  # only listed, never loaded
+    write_subject_images(comfy_host.input_dir, subject_images(ui_workflow(name)))
+    local_files = {
+        "UNETLoader": tiny_models.cogvideox["5b"],
+        "CLIPLoader": PLACEHOLDER_TEXT_ENCODER,
+        "VAELoader": tiny_models.vae,
+    }
+    api = api_workflow(name)
+    for node in api.values():
+        if node["class_type"] in MODEL_FILE_WIDGETS:
+            node["inputs"][MODEL_FILE_WIDGETS[node["class_type"]][0]] = local_files[node["class_type"]]
+    valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt(str(uuid.uuid4()), api, None))
+    assert (valid, node_errors) == (True, {}), error
+    assert outputs == ["15"]  # SaveVideo is the one output
+
+
+@pytest.mark.parametrize("name", [name for name in UI_NAMES if name != "customvideox_multi_reference"])
+def test_batch_client_fills_the_api_twin(name):
+    from customvideox_core.batch.jobs import Job
+    from customvideox_core.batch.workflow import UploadedImages, fill_workflow, locate_targets
+
+    api = api_workflow(name)
+    targets = locate_targets(api)
+    assert targets.reference_loader == "8"
+    assert targets.prompt_encoders == ("6",)
+    assert targets.erae_nodes == ("11",)
+    assert targets.tab_nodes == ("10",)
+    assert targets.seed_inputs == (("12", "seed"),)
+    assert targets.save_nodes == ("15",)
+    # The drawn mask lives in the reference's own LoadImage, so there is no separate mask loader.
+    assert targets.mask_loaders == ()
+    job = Job(
+        line=1,
+        name="dog",
+        reference=Path("dog.png"),
+        prompt="a dog runs on a beach",
+        seed=7,
+        entity_words="dog",
+    )
+    filled = fill_workflow(api, targets, job, UploadedImages(reference="dog.png"))
+    assert filled["8"]["inputs"]["image"] == "dog.png"
+    assert filled["6"]["inputs"]["text"] == filled["11"]["inputs"]["prompt"] == "a dog runs on a beach"
+    assert filled["11"]["inputs"]["entity_words"] == "dog"
+    assert filled["12"]["inputs"]["seed"] == 7
+
+
+def test_batch_client_refuses_the_several_references_twin_with_a_clear_reason():
+    """Three LoadImage nodes feed ReferenceEncode: the batch client (one reference per job) cannot pick one."""
+    from customvideox_core.batch.workflow import WorkflowError, locate_targets
+
+    with pytest.raises(WorkflowError, match="3 LoadImage nodes"):
+        locate_targets(api_workflow("customvideox_multi_reference"))
+
+
+def test_template_browser_lists_and_serves_the_ui_graphs(comfy_server):
+    listed = comfy_server.get_json("/api/workflow_templates")
+    assert set(UI_NAMES) <= set(listed[PACK_FOLDER_NAME])
+    for name in UI_NAMES:
+        served = comfy_server.get_json(f"/api/workflow_templates/{PACK_FOLDER_NAME}/{name}.json")
+        assert served == ui_workflow(name)
