@@ -12,12 +12,14 @@ The workflow is the six-node graph of ``test_nodes_graphs`` with two changes:
   model gets the random conditioning; the client still has to find and fill the ``CLIPTextEncode``
   feeding the positive exactly as in a real workflow (its validation is not relaxed), ComfyUI
   validates that node, and the lazy switch never runs it.
-- ``VAEDecode`` → ``SaveAnimatedWEBP``, whose file the client downloads.
+- A save node whose file the client downloads: ``SaveLatent`` for the batch tests (the tiny TAEHV
+  decoder takes ~5 s per video on a CPU, the sampler well under one), ``VAEDecode`` →
+  ``SaveAnimatedWEBP`` for the README's main job, whose result is a video.
 
 Oracles are the servers' own records, not the client's: ``/history`` (each prompt a server ran, with
 the inputs the client filled in, and its status), the files in a server's ``input/`` and ``output/``
 folders (uploads and saved videos, compared byte for byte with what the client downloaded), and the
-decoded frames of each WEBP.
+decoded content of each saved file (latent shape, video frames).
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from harness import REPO_ROOT, ComfyServer
-from nodes_support import VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH
+from nodes_support import LATENT_SHAPE, VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH
 from test_nodes_graphs import PROMPT, six_node_graph
 
 from customvideox_core.batch import BatchConfig, run_batch
@@ -50,8 +53,8 @@ PROMPTS = (PROMPT, "a plush dog jumping over a log", "a plush dog sleeping in th
 BUSY_STATES = ("uploading", "queued", "running")
 
 
-def batch_workflow(tiny_models) -> dict:
-    """six_node_graph with the prompt behind a lazy switch and a saved, downloadable WEBP video."""
+def batch_workflow(tiny_models, save: Literal["latent", "video"] = "latent") -> dict:
+    """six_node_graph with the prompt behind a lazy switch, saving a downloadable latent or WEBP video."""
     graph = six_node_graph(tiny_models)
     del graph["12"]  # the latent summary: this graph saves a real file instead
     graph[TEXT_ENCODE] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["7", 0], "text": "placeholder"}}
@@ -60,6 +63,12 @@ def batch_workflow(tiny_models) -> dict:
         "inputs": {"switch": False, "on_false": ["9", 0], "on_true": [TEXT_ENCODE, 0]},
     }
     graph[SAMPLE]["inputs"]["positive"] = ["21", 0]
+    if save == "latent":
+        graph[SAVE] = {
+            "class_type": "SaveLatent",
+            "inputs": {"samples": [SAMPLE, 0], "filename_prefix": "cvx_batch"},
+        }
+        return graph
     graph["22"] = {"class_type": "VAEDecode", "inputs": {"samples": [SAMPLE, 0], "vae": ["3", 0]}}
     graph[SAVE] = {
         "class_type": "SaveAnimatedWEBP",
@@ -75,13 +84,24 @@ def batch_workflow(tiny_models) -> dict:
     return graph
 
 
-@pytest.fixture(scope="module")
-def workflow_file(comfy_host, tiny_models, pack_module, tmp_path_factory) -> Path:
+def write_workflow(comfy_host, tiny_models, folder: Path, save: Literal["latent", "video"]) -> Path:
     if SWITCH_NODE not in comfy_host.node_ids():
         pytest.skip(f"this ComfyUI has no {SWITCH_NODE} (lazy If/Else switch), which the batch graph uses")
-    path = tmp_path_factory.mktemp("batch_workflow") / "tiny_customvideox_api.json"
-    path.write_text(json.dumps(batch_workflow(tiny_models), indent=2))
+    path = folder / f"tiny_customvideox_{save}_api.json"
+    path.write_text(json.dumps(batch_workflow(tiny_models, save), indent=2))
     return path
+
+
+@pytest.fixture(scope="module")
+def workflow_file(comfy_host, tiny_models, pack_module, tmp_path_factory) -> Path:
+    """The batch graph saving latents (API format)."""
+    return write_workflow(comfy_host, tiny_models, tmp_path_factory.mktemp("batch_workflow"), "latent")
+
+
+@pytest.fixture(scope="module")
+def video_workflow_file(comfy_host, tiny_models, pack_module, tmp_path_factory) -> Path:
+    """The batch graph decoding and saving a WEBP video (API format)."""
+    return write_workflow(comfy_host, tiny_models, tmp_path_factory.mktemp("batch_workflow"), "video")
 
 
 @pytest.fixture(scope="module")
@@ -176,15 +196,32 @@ def runs_of(servers, name: str) -> list[tuple[ComfyServer, str, dict]]:
 
 
 def saved_on_server(servers, name: str) -> list[Path]:
-    """Videos the servers saved for the job ``name`` (their ``output/`` folders survive restarts)."""
-    return sorted(path for server in servers for path in (server.base_dir / "output").glob(f"{name}_*.webp"))
+    """Files the servers saved for the job ``name`` (their ``output/`` folders survive restarts)."""
+    pattern = re.compile(rf"{re.escape(name)}_\d{{5}}_\.(latent|webp)")
+    return sorted(
+        path
+        for server in servers
+        for path in (server.base_dir / "output").iterdir()
+        if pattern.fullmatch(path.name)
+    )
 
 
-def webp_frames(path: Path) -> tuple[int, tuple[int, int]]:
+def assert_saved_content(path: Path) -> None:
+    """A saved latent of the video's shape (finite), or a WEBP of the video's frames and size."""
+    if path.suffix == ".latent":
+        from safetensors.torch import load_file
+
+        latent = load_file(path)["latent_tensor"]
+        assert tuple(latent.shape) == LATENT_SHAPE and bool(latent.isfinite().all()), latent.shape
+        return
     from PIL import Image
 
     with Image.open(path) as video:
-        return video.n_frames, video.size
+        assert (video.format, video.n_frames, video.size) == (
+            "WEBP",
+            VIDEO_FRAMES,
+            (VIDEO_WIDTH, VIDEO_HEIGHT),
+        )
 
 
 def diagnostics(folder: Path, servers) -> str:
@@ -213,13 +250,14 @@ def assert_job_done_once(
     assert prompt[SAMPLE]["inputs"]["seed"] == int(row["seed"])
     uploaded = server.base_dir / "input" / prompt[LOAD_IMAGE]["inputs"]["image"]
     assert uploaded.read_bytes() == (folder / row["reference"]).read_bytes()
-    (image,) = entry["outputs"][SAVE]["images"]
+    saved = entry["outputs"][SAVE]
+    (image,) = saved.get("latents") or saved.get("images")
     assert record["files"] == [f"{name}/{image['filename']}"]
     downloaded = (output_dir or folder / "out") / record["files"][0]
     on_server = server.base_dir / "output" / image["subfolder"] / image["filename"]
     assert downloaded.read_bytes() == on_server.read_bytes()
     assert saved_on_server(servers, name) == [on_server]
-    assert webp_frames(downloaded) == (VIDEO_FRAMES, (VIDEO_WIDTH, VIDEO_HEIGHT))
+    assert_saved_content(downloaded)
 
 
 def one_job_in_flight_per_server(writes: list[dict]) -> None:
@@ -421,13 +459,13 @@ def option(command: list[str], name: str) -> str:
 
 
 def test_the_readmes_main_job_command_runs_one_job_and_saves_the_video(
-    servers, workflow_file, tmp_path
+    servers, video_workflow_file, tmp_path
 ) -> None:
     server = servers[0]
     readme = readme_main_job_command()
     command = [sys.executable, *readme[1:]]
     command[command.index("--server") + 1] = server.url
-    command += ["--workflow", str(workflow_file)]  # the tiny-model graph; real weights don't exist here
+    command += ["--workflow", str(video_workflow_file)]  # tiny models: real weights don't exist here
     reference = write_png(tmp_path / option(readme, "--reference"), seed=7)
     output_dir = tmp_path / option(readme, "--output-dir")
     prompt, entity_words = option(readme, "--prompt"), option(readme, "--entity-words")
@@ -451,7 +489,8 @@ def test_the_readmes_main_job_command_runs_one_job_and_saves_the_video(
         "reference": reference.name,
     }
     assert_job_done_once(tmp_path, [server], row, manifest["jobs"][name], output_dir)
-    assert manifest["jobs"][name]["files"][0] in finished.stderr, "the saved file is named"
+    (saved,) = manifest["jobs"][name]["files"]
+    assert saved.endswith(".webp") and saved in finished.stderr, "the saved video is named"
 
     again = run()
     assert again.returncode == 0, again.stderr
