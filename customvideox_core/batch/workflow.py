@@ -13,7 +13,8 @@ Targets, located once per workflow by :func:`locate_targets`:
   ``CustomVideoXERAEMask.inputs.prompt``;
 - seed: ``CustomVideoXSample.seed``, ``KSampler.seed``, ``KSamplerAdvanced.noise_seed``,
   ``SamplerCustom.noise_seed``, ``RandomNoise.noise_seed``;
-- TAB / ERAE overrides: ``CustomVideoXTimeAwareBias`` / ``CustomVideoXERAEMask`` inputs;
+- TAB / ERAE overrides: ``CustomVideoXTimeAwareBias`` / ``CustomVideoXERAEMask`` inputs (a job without
+  entity words keeps the workflow's, which must then occur in the job's prompt);
 - output name: ``filename_prefix`` of every node that has that input.
 """
 
@@ -25,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..entity_tokens import split_entity_words
 from .jobs import Job
 
 ApiWorkflow = dict[str, dict]
@@ -73,6 +75,8 @@ class WorkflowTargets:
     tab_nodes: tuple[str, ...]
     seed_inputs: tuple[tuple[str, str], ...]
     save_nodes: tuple[str, ...]
+    erae_entity_words: tuple[str, ...] = ()
+    """Entity words written in the workflow's ERAEMask nodes (what a job without entity words keeps)."""
 
     def __post_init__(self) -> None:
         if not self.prompt_encoders:
@@ -169,6 +173,12 @@ def locate_targets(workflow: ApiWorkflow) -> WorkflowTargets:
         tab_nodes=tuple(_nodes_of_class(workflow, (TIME_AWARE_BIAS,))),
         seed_inputs=seed_inputs,
         save_nodes=save_nodes,
+        erae_entity_words=tuple(
+            word
+            for node_id in erae_nodes
+            if isinstance(_inputs(workflow[node_id]).get("entity_words"), str)
+            for word in split_entity_words(_inputs(workflow[node_id])["entity_words"])
+        ),
     )
 
 
@@ -182,6 +192,14 @@ def job_workflow_errors(targets: WorkflowTargets, job: Job) -> list[str]:
         )
     if job.entity_words and not targets.erae_nodes:
         errors.append(f"entity_words given but the workflow has no {ERAE_MASK} node")
+    prompt = " ".join(job.prompt.lower().split())
+    absent = [word for word in targets.erae_entity_words if word.lower() not in prompt]
+    if not job.entity_words and absent:
+        errors.append(
+            f"no entity_words given, so the workflow's {ERAE_MASK} keeps its own "
+            f"({', '.join(map(repr, absent))}), which this prompt does not contain; give entity_words: "
+            "the words of the prompt that name the subject"
+        )
     if job.erae.node_inputs() and not targets.erae_nodes:
         errors.append(f"erae_* overrides given but the workflow has no {ERAE_MASK} node")
     if job.tab.node_inputs() and not targets.tab_nodes:

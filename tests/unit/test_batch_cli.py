@@ -203,3 +203,29 @@ def test_job_name_is_the_output_or_the_image_name(reference: str, output: str | 
     single = SingleJob(reference=Path(reference), prompt=PROMPT, output=output)
     assert single.name == name
     assert single.job_file(Path("out")) == Path("out") / f"{name}.job.jsonl"
+
+
+def test_the_readme_command_fits_the_shipped_workflow(stub, workdir: Path) -> None:
+    """``--check`` of the main-job command with the default workflow: the client can fill it."""
+    from customvideox_core.batch import DEFAULT_WORKFLOW
+
+    if not DEFAULT_WORKFLOW.is_file():
+        pytest.skip(f"the shipped workflow {DEFAULT_WORKFLOW.name} is not written yet")
+    argv = single_argv(stub)
+    del argv[argv.index("--workflow") : argv.index("--workflow") + 2]
+    assert cli_main([*argv, "--check"]) == 0
+    assert stub.requests == [] and not (workdir / "out").exists()
+
+
+def test_a_job_without_entity_words_is_refused_when_the_workflows_are_not_in_its_prompt(
+    stub, workdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    workflow = api_workflow()
+    workflow["erae"]["inputs"]["entity_words"] = "teddy bear"
+    (workdir / "wf_teddy.json").write_text(json.dumps(workflow))
+    argv = single_argv(stub, workflow="wf_teddy.json")
+    del argv[argv.index("--entity-words") : argv.index("--entity-words") + 2]
+    with caplog.at_level("ERROR"):
+        assert cli_main(argv) == 2
+    assert "keeps its own ('teddy bear'), which this prompt does not contain" in caplog.text
+    assert stub.requests == [] and not (workdir / "out").exists()

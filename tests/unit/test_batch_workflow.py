@@ -221,3 +221,20 @@ def test_load_workflow_refuses_ui_format_and_accepts_api_format(tmp_path: Path) 
     broken.write_text(json.dumps({"1": {"inputs": {}}}))
     with pytest.raises(WorkflowError, match="no class_type"):
         load_workflow(broken)
+
+
+def test_a_job_without_entity_words_needs_the_workflows_words_in_its_prompt() -> None:
+    workflow = api_workflow()
+    workflow["erae"]["inputs"]["entity_words"] = "teddy bear, red  Scarf"  # the example prompt's words
+    targets = locate_targets(workflow)
+    assert targets.erae_entity_words == ("teddy bear", "red Scarf")
+
+    (error,) = job_workflow_errors(targets, make_job(prompt="a teddy bear on a beach"))
+    assert "no entity_words given" in error and "'red Scarf'" in error and "'teddy bear'" not in error
+    assert job_workflow_errors(targets, make_job(prompt="A Teddy  bear in a RED scarf, waving")) == []
+    assert job_workflow_errors(targets, make_job(prompt="a cat surfing", entity_words="cat")) == []
+    with pytest.raises(JobWorkflowError, match="give entity_words"):
+        fill_workflow(workflow, targets, make_job(prompt="a cat surfing"), UploadedImages("cat.png"))
+
+    workflow["erae"]["inputs"]["entity_words"] = ["words", 0]  # wired from another node: not checked
+    assert locate_targets(workflow).erae_entity_words == ()
