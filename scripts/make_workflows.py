@@ -469,8 +469,8 @@ WAN_FILES_NOTE = """\
 | a CustomVideoX adapter (optional; `none` = training-free) | `customvideox/` |
 
 **Wan 2.2**: pick the TI2V 5B model (`wan2.2_ti2v_5B_fp16.safetensors`) with `wan2.2_vae.safetensors`
-and set 1280×704, 121 frames, 24 fps; or one 14B T2V expert alone (the two-stage high/low-noise split is
-not covered here: the bias schedule follows one sampler's steps).
+and set 1280×704, 121 frames, 24 fps. The 14B models run as two experts (high/low noise) over a split
+schedule, which this one-sampler graph does not cover.
 """
 
 HOW_TO_RUN = """\
