@@ -1,0 +1,333 @@
+"""Benchmark: GPU memory of CustomVideoX LoRA training — a documented estimate, and a measured peak on CUDA.
+
+    python benchmarks/training_memory.py [--markdown]            # estimate, CogVideoX-5B, rank 128, 480x720x49
+    python benchmarks/training_memory.py --rank 64 --frames 25   # estimate for other settings
+    COMFYUI_PATH=/path/to/ComfyUI python benchmarks/training_memory.py --device cuda [--layers 42] [--steps 3]
+
+**Estimate** (no GPU, no ComfyUI): counts, for ComfyUI's CogVideoX transformer (``comfy/ldm/cogvideo``),
+
+- base weights (bf16; the patch and text embeddings are float32 in ComfyUI's module),
+- the LoRA on ``q, k, v, attn_out`` of every block: float32 weights, gradients and AdamW's two moments,
+- activations kept for the backward pass, with and without gradient checkpointing (one block at a time),
+- the cached latents of one sample (video + one reference frame) and the text embeddings.
+
+The token count is the joint sequence training builds: 226 text tokens, the video's latent frames
+(``(frames - 1) / 4 + 1``) and one reference frame, each ``(height / 16) × (width / 16)`` tokens.
+
+Activations per block, in bf16 elements, for ``L`` tokens of width ``D`` (what autograd keeps when only
+the LoRA is trained: frozen linears keep their weight, not their input): LayerNorm inputs (norm1, norm2:
+``2 L·D``), the LoRA input shared by q/k/v (``L·D``), the q/k LayerNorm inputs (``2 L·D``), the attention
+inputs and output kept by a fused SDPA backend (``4 L·D``) and the tanh-GELU input (``4 L·D``, the FF is
+``4 D`` wide): ``13 L·D``, plus the LoRA ranks (``5 L·r``). With checkpointing only each block's input
+stays (``L·D``) and one block is recomputed at a time; its backward needs roughly the same again for
+gradients of those activations (counted as a second ``13 L·D``). A fixed 1 GiB covers the CUDA context
+and kernel workspaces. This is an estimate; ``--device cuda`` measures.
+
+**Measurement** (``--device cuda``, ComfyUI needed for its CogVideoX module): builds the transformer with
+random bf16 weights (``--layers`` lets a smaller GPU measure a slice and scale per block), injects the
+rank-``r`` peft LoRA, and runs ``--steps`` real training steps of ``customvideox_core.training.train``
+(v-prediction loss on the video frames with one clean reference frame appended, bf16 autocast, gradient
+checkpointing unless ``--no-checkpointing``), then prints ``torch.cuda.max_memory_allocated`` next to the
+estimate for the same shape. The target is what CogVideo's own LoRA recipe needs: one 24 GB card (24 GiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+GIB = 1024**3
+BF16 = 2
+FP32 = 4
+TARGET_GIB = 24.0
+"""A 24 GB card (RTX 3090/4090, A10G: 24 GiB) — what CogVideo's own LoRA recipe asks for."""
+OVERHEAD_BYTES = 1 * GIB
+ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH = 13  # see the module docstring
+LORA_RANK_TENSORS = 5  # LoRA-A outputs kept for LoRA-B's gradient (q, k, v share one input; attn_out)
+
+
+@dataclass(frozen=True)
+class DiTShape:
+    """The sizes of a ComfyUI CogVideoX transformer that memory depends on."""
+
+    name: str
+    layers: int
+    heads: int
+    head_dim: int = 64
+    time_dim: int = 512
+    text_dim: int = 4096
+    text_tokens: int = 226
+    ff_mult: int = 4
+    channels: int = 16
+    patch: int = 2
+
+    @property
+    def width(self) -> int:
+        return self.heads * self.head_dim
+
+
+COGVIDEOX_5B = DiTShape(name="CogVideoX-5B", layers=42, heads=48)
+
+
+@dataclass(frozen=True)
+class TrainShape:
+    """One training sample and the LoRA."""
+
+    width: int = 720
+    height: int = 480
+    frames: int = 49
+    reference_frames: int = 1
+    rank: int = 128
+    lora_targets: int = 4  # q, k, v, attn_out
+
+    @property
+    def latent_frames(self) -> int:
+        return (self.frames - 1) // 4 + 1
+
+
+def block_parameters(shape: DiTShape) -> int:
+    """Parameters of one CogVideoXBlock: two AdaLN-zero (6·D from the time embedding), q/k/v/out, q/k
+    norms, FF (D → 4D → D)."""
+    dim, inner = shape.width, shape.width * shape.ff_mult
+    norms = 2 * (shape.time_dim * 6 * dim + 6 * dim + 2 * dim)
+    attention = 4 * (dim * dim + dim) + 2 * 2 * shape.head_dim
+    feed_forward = dim * inner + inner + inner * dim + dim
+    return norms + attention + feed_forward
+
+
+def weight_bytes(shape: DiTShape) -> tuple[int, int]:
+    """``(parameters, bytes)``: bf16 blocks and heads, float32 patch/text embeddings (as ComfyUI builds it)."""
+    dim = shape.width
+    float32_params = (shape.channels * shape.patch**2 * dim + dim) + (shape.text_dim * dim + dim)
+    bf16_params = (
+        shape.layers * block_parameters(shape)
+        + (dim * shape.time_dim + shape.time_dim)
+        + (shape.time_dim * shape.time_dim + shape.time_dim)
+        + 2 * dim  # norm_final
+        + (shape.time_dim * 2 * dim + 2 * dim + 2 * dim)  # norm_out
+        + (dim * shape.patch**2 * shape.channels + shape.patch**2 * shape.channels)  # proj_out
+    )
+    return float32_params + bf16_params, float32_params * FP32 + bf16_params * BF16
+
+
+def lora_parameters(shape: DiTShape, train: TrainShape) -> int:
+    return shape.layers * train.lora_targets * 2 * train.rank * shape.width
+
+
+def token_counts(shape: DiTShape, train: TrainShape) -> tuple[int, int, int]:
+    """``(text, video, reference)`` tokens of the joint sequence."""
+    per_frame = (train.height // (8 * shape.patch)) * (train.width // (8 * shape.patch))
+    return shape.text_tokens, train.latent_frames * per_frame, train.reference_frames * per_frame
+
+
+@dataclass(frozen=True)
+class Row:
+    item: str
+    bytes_with: int
+    bytes_without: int
+    note: str
+
+
+def estimate(shape: DiTShape, train: TrainShape) -> list[Row]:
+    """Memory rows with and without gradient checkpointing (bytes)."""
+    params, weights = weight_bytes(shape)
+    lora = lora_parameters(shape, train)
+    text, video, reference = token_counts(shape, train)
+    tokens = text + video + reference
+    dim = shape.width
+    per_block = (
+        ACTIVATION_ELEMENTS_PER_TOKEN_WIDTH * tokens * dim + LORA_RANK_TENSORS * tokens * train.rank
+    ) * BF16
+    block_inputs = shape.layers * tokens * dim * BF16
+    latents = (
+        shape.channels
+        * (train.latent_frames + train.reference_frames)
+        * (train.height // 8)
+        * (train.width // 8)
+        * FP32
+        + text * shape.text_dim * FP32
+    )
+    return [
+        Row("base weights", weights, weights, f"{params / 1e9:.2f} B parameters (bf16; embeddings float32)"),
+        Row(
+            "LoRA weights",
+            lora * FP32,
+            lora * FP32,
+            f"{lora / 1e6:.1f} M parameters, rank {train.rank}, float32",
+        ),
+        Row("LoRA gradients", lora * FP32, lora * FP32, "float32"),
+        Row("AdamW state", 2 * lora * FP32, 2 * lora * FP32, "two float32 moments"),
+        Row(
+            "activations",
+            block_inputs + 2 * per_block,
+            shape.layers * per_block + per_block,
+            f"{tokens:,} tokens ({text} text + {video:,} video + {reference:,} reference) × {dim}",
+        ),
+        Row("latents + text", latents, latents, "one sample: video + reference latents, T5 embeddings"),
+        Row("CUDA context, workspaces", OVERHEAD_BYTES, OVERHEAD_BYTES, "fixed allowance"),
+    ]
+
+
+def render(rows: list[Row], *, markdown: bool, title: str) -> str:
+    total_with = sum(row.bytes_with for row in rows)
+    total_without = sum(row.bytes_without for row in rows)
+    lines = [title]
+    if markdown:
+        lines += [
+            "",
+            "| | with checkpointing | without | what |",
+            "|---|---:|---:|---|",
+            *(
+                f"| {row.item} | {row.bytes_with / GIB:.2f} GiB | {row.bytes_without / GIB:.2f} GiB | {row.note} |"
+                for row in rows
+            ),
+            f"| **total** | **{total_with / GIB:.1f} GiB** | **{total_without / GIB:.1f} GiB** | "
+            f"target ≤ {TARGET_GIB:.0f} GiB (a 24 GB card) |",
+        ]
+    else:
+        lines.append(f"{'':26} {'with ckpt':>11} {'without':>11}  what")
+        lines += [
+            f"{row.item:26} {row.bytes_with / GIB:9.2f} GiB {row.bytes_without / GIB:7.2f} GiB  {row.note}"
+            for row in rows
+        ]
+        lines.append(
+            f"{'total':26} {total_with / GIB:9.2f} GiB {total_without / GIB:7.2f} GiB  target ≤ {TARGET_GIB:.0f} GiB (a 24 GB card)"
+        )
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------------
+# CUDA measurement
+# -------------------------------------------------------------------------------------------------
+
+
+def _import_comfy_cogvideox():
+    comfyui = os.environ.get("COMFYUI_PATH")
+    if not comfyui or not (Path(comfyui) / "comfy" / "ldm" / "cogvideo" / "model.py").is_file():
+        raise SystemExit(
+            "--device cuda builds ComfyUI's CogVideoX module: set COMFYUI_PATH to a ComfyUI checkout "
+            "(0.21.0 or newer) and run with the Python that runs it"
+        )
+    sys.path.insert(0, str(Path(comfyui).resolve()))
+    import comfy.ops
+    from comfy.ldm.cogvideo.model import CogVideoXTransformer3DModel
+
+    return CogVideoXTransformer3DModel, comfy.ops.disable_weight_init
+
+
+def measure_cuda(shape: DiTShape, train: TrainShape, *, steps: int, checkpointing: bool) -> tuple[int, float]:
+    """Peak ``max_memory_allocated`` (bytes) and seconds per step of real training steps."""
+    import torch
+
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+    from customvideox_core.training import (
+        LatentCacheEntry,
+        LoraTrainConfig,
+        TrainConfig,
+        inject_lora,
+    )
+    from customvideox_core.training import (
+        train as train_lora,
+    )
+
+    transformer_class, operations = _import_comfy_cogvideox()
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    model = transformer_class(
+        num_attention_heads=shape.heads,
+        attention_head_dim=shape.head_dim,
+        in_channels=shape.channels,
+        out_channels=shape.channels,
+        time_embed_dim=shape.time_dim,
+        text_embed_dim=shape.text_dim,
+        num_layers=shape.layers,
+        sample_width=train.width // 8,
+        sample_height=train.height // 8,
+        sample_frames=train.frames,
+        patch_size=shape.patch,
+        use_rotary_positional_embeddings=True,
+        device=device,
+        dtype=torch.bfloat16,
+        operations=operations,
+    )
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.zero_()
+            elif parameter.ndim >= 2:
+                parameter.normal_(0.0, 0.02)
+            else:
+                parameter.fill_(1.0)
+    inject_lora(model, LoraTrainConfig(rank=train.rank, alpha=float(train.rank)))
+    generator = torch.Generator().manual_seed(0)
+    latent_size = (train.height // 8, train.width // 8)
+    entry = LatentCacheEntry(
+        video_latents=torch.randn(
+            (1, shape.channels, train.latent_frames, *latent_size), generator=generator
+        ),
+        reference_latents=torch.randn(
+            (1, shape.channels, train.reference_frames, *latent_size), generator=generator
+        ),
+    )
+    context = torch.randn((1, shape.text_tokens, shape.text_dim), generator=generator).to(
+        device, torch.bfloat16
+    )
+
+    def model_fn(model_input, timestep):
+        return model(model_input.to(torch.bfloat16), timestep, context).float()
+
+    config = TrainConfig(steps=steps, bf16_autocast=True, gradient_checkpointing=checkpointing)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    train_lora(model, [entry], config, model_fn_factory=lambda _entry: model_fn)
+    torch.cuda.synchronize()
+    seconds = (time.perf_counter() - started) / steps
+    return torch.cuda.max_memory_allocated(), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: also measure")
+    parser.add_argument("--width", type=int, default=720)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--frames", type=int, default=49)
+    parser.add_argument("--rank", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=COGVIDEOX_5B.layers, help="blocks (measure a slice)")
+    parser.add_argument("--steps", type=int, default=3, help="training steps to measure")
+    parser.add_argument("--no-checkpointing", action="store_true", help="measure without checkpointing")
+    parser.add_argument("--markdown", action="store_true", help="print the estimate as a markdown table")
+    args = parser.parse_args()
+
+    shape = DiTShape(name=COGVIDEOX_5B.name, layers=args.layers, heads=COGVIDEOX_5B.heads)
+    train = TrainShape(width=args.width, height=args.height, frames=args.frames, rank=args.rank)
+    label = (
+        shape.name if shape.layers == COGVIDEOX_5B.layers else f"{shape.name} ({shape.layers} of 42 blocks)"
+    )
+    rows = estimate(shape, train)
+    title = (
+        f"Estimated training memory: {label}, LoRA rank {train.rank} on q/k/v/attn_out, "
+        f"{train.height}x{train.width}x{train.frames} + {train.reference_frames} reference frame, batch 1, "
+        "bf16 autocast, AdamW"
+    )
+    print(render(rows, markdown=args.markdown, title=title))
+    if args.device == "cuda":
+        checkpointing = not args.no_checkpointing
+        peak, seconds = measure_cuda(shape, train, steps=args.steps, checkpointing=checkpointing)
+        estimated = (
+            sum(row.bytes_with if checkpointing else row.bytes_without for row in rows) - OVERHEAD_BYTES
+        )
+        print(
+            f"\nmeasured on {args.steps} CUDA steps ({'with' if checkpointing else 'without'} checkpointing): "
+            f"peak max_memory_allocated {peak / GIB:.2f} GiB (estimate without the context allowance "
+            f"{estimated / GIB:.2f} GiB), {seconds:.2f} s/step; target ≤ {TARGET_GIB:.0f} GiB: "
+            f"{'met' if peak <= TARGET_GIB * GIB else 'NOT met'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
