@@ -303,5 +303,10 @@ def test_control_graph_with_an_unknown_node_trips_every_missing_node_check(edito
     assert report["unregistered"] == ["CustomVideoXNotInstalled"]
     assert report["missing"] == ["CustomVideoXNotInstalled"]
     assert report["placeholders"] == ["CustomVideoXNotInstalled"]
-    assert any("CustomVideoXNotInstalled" in text for text in report["overlays"]), report["overlays"]
-    assert "missing node" in report["pageText"].lower()
+    overlay = editor.wait_for(
+        "Array.from(document.querySelectorAll('[data-testid=\"error-overlay\"]'))"
+        ".map((element) => element.innerText).join('\\n')",
+        timeout=15,
+    )
+    assert "CustomVideoXNotInstalled" in overlay
+    assert "missing node" in overlay.lower()
