@@ -7,7 +7,7 @@ this script writes
 - ``workflows/<name>.json``: the editor's UI format (what ComfyUI's frontend saves and opens: version
   0.4, ``nodes`` with ``inputs``/``outputs``/``widgets_values``, ``links`` as
   ``[id, from_node, from_slot, to_node, to_slot, type]``, ``groups``);
-- ``workflows/<name>_api.json``: the API-format twin (``{id: {"class_type", "inputs", "_meta"}}``),
+- ``workflows/api/<name>_api.json``: the API-format twin (``{id: {"class_type", "inputs", "_meta"}}``),
   what ``POST /prompt`` and the batch client (``python -m customvideox_core.batch``) take.
 
 so the two never drift. The host tests rebuild both from the live server's ``/object_info`` and
@@ -756,7 +756,7 @@ def build_all(object_info: Mapping[str, Any]) -> dict[str, str]:
     files: dict[str, str] = {}
     for spec in example_specs():
         files[f"{spec.name}.json"] = render(build_ui(spec, object_info))
-        files[f"{spec.name}_api.json"] = render(build_api(spec, object_info))
+        files[f"api/{spec.name}_api.json"] = render(build_api(spec, object_info))
     return files
 
 
@@ -787,6 +787,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         stale.append(file_name)
         if not arguments.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             logger.info("wrote %s", path)
     if arguments.check and stale:

@@ -32,7 +32,7 @@ override, unknown column, an input the workflow lacks) is reported with its line
 anything is queued, and the client exits with status 2.
 
 The workflow must be in API format (ComfyUI: Workflow → Export (API)); by default the pack's
-``workflows/customvideox_cogvideox5b_api.json``. Nodes are found by class, not by id: the
+``workflows/api/customvideox_cogvideox5b_api.json``. Nodes are found by class, not by id: the
 ``LoadImage`` feeding ``CustomVideoXReferenceEncode``, the ``CLIPTextEncode`` feeding the sampler's
 ``positive``, the seed of ``CustomVideoXSample``/``KSampler``/``RandomNoise``, the
 ``CustomVideoXTimeAwareBias`` and ``CustomVideoXERAEMask`` inputs, and every ``filename_prefix``.

@@ -8,7 +8,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
-DEFAULT_WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "customvideox_cogvideox5b_api.json"
+DEFAULT_WORKFLOW = (
+    Path(__file__).resolve().parents[2] / "workflows" / "api" / "customvideox_cogvideox5b_api.json"
+)
 """The pack's API-format CogVideoX-5B workflow (used when no workflow is given)."""
 
 

@@ -259,7 +259,7 @@ def test_workflow_opens_in_the_editor_with_our_nodes_and_widgets(
     name, editor, editor_server, tmp_path_factory
 ):
     workflow = read_json(WORKFLOWS_DIR / f"{name}.json")
-    api = read_json(WORKFLOWS_DIR / f"{name}_api.json")
+    api = read_json(WORKFLOWS_DIR / "api" / f"{name}_api.json")
     console_start = len(editor.console)
     report = load(editor, f"/api/workflow_templates/{PACK_FOLDER_NAME}/{name}.json", name)
 

@@ -469,7 +469,7 @@ def test_failed_jobs_are_retried_on_resume_unless_kept(tmp_path: Path, stubs) ->
 def test_config_defaults_and_validation(tmp_path: Path) -> None:
     config = BatchConfig(jobs_file="jobs.csv", output_dir=tmp_path)
     assert config.servers == ("http://127.0.0.1:8188",)
-    assert config.workflow_path == REPO_ROOT / "workflows" / "customvideox_cogvideox5b_api.json"
+    assert config.workflow_path == REPO_ROOT / "workflows" / "api" / "customvideox_cogvideox5b_api.json"
     assert config.manifest_path == tmp_path / "manifest.json"
     assert BatchConfig(jobs_file="j.csv", output_dir=tmp_path, servers=("http://h:1/",)).servers == (
         "http://h:1",
