@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from harness import stop_process_group
 
 from customvideox_core.batch.websocket import WebSocketConnection
 
@@ -256,15 +257,7 @@ class Chromium:
             page.connection.close()
         self._pages.clear()
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-            except ProcessLookupError:
-                pass
+        stop_process_group(process)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

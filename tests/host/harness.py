@@ -434,6 +434,20 @@ class ComfyHost:
 # ----------------------------------------------------------------------------------------------
 
 
+def stop_process_group(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """SIGTERM a child's process group (it was started with ``start_new_session``), SIGKILL after ``timeout``."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+
+
 def free_loopback_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -598,15 +612,7 @@ class ComfyServer:
         process, self._process = self._process, None
         self._ready = False
         atexit.unregister(self.kill)
-        if process is not None and process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-            except ProcessLookupError:
-                pass
+        stop_process_group(process)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
