@@ -98,9 +98,15 @@ class PreparedDataset:
         size = f"{self.settings.width}x{self.settings.height}x{self.settings.length}"
         text = f"{len(self.entries)} items from {self.folder.name} at {size} ({', '.join(self.names)})"
         if self.skipped:
-            reasons = "; ".join(f"{path.name}: {reason}" for path, reason in self.skipped)
+            reasons = "; ".join(_skip_text(path, reason) for path, reason in self.skipped)
             text += f"; skipped {len(self.skipped)}: {reasons}"
         return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
+
+
+def _skip_text(path: Path, reason: str) -> str:
+    """``"name: reason"`` without repeating the name when the reason already starts with it."""
+    prefix = f"{path.name}: "
+    return reason if reason.startswith(prefix) else f"{prefix}{reason}"
 
 
 # ---------------------------------------------------------------------------------------------------

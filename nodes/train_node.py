@@ -440,7 +440,10 @@ def train_adapter(
     start_step = resume.metadata.steps if resume is not None else 0
     summary = dataset.summary()
 
+    history: list[float] = []
+
     def metadata(total_steps: int) -> AdapterMetadata:
+        window = max(1, len(history) // 10)
         return AdapterMetadata(
             host=host,
             rank=lora.rank,
@@ -457,6 +460,8 @@ def train_adapter(
                 "seed": str(settings.seed),
                 "dropout": repr(settings.dropout),
                 "size": f"{settings.data.width}x{settings.data.height}x{settings.data.length}",
+                "loss_start": f"{sum(history[:window]) / window:.6f}" if history else "",
+                "loss_end": f"{sum(history[-window:]) / window:.6f}" if history else "",
             },
         )
 
@@ -483,12 +488,18 @@ def train_adapter(
         try:
             if resume is not None:
                 load_lora_state_dict(dit, dict(resume.state_dict))
+
+            def record(step: TrainStep) -> None:
+                history.append(step.loss)
+                if on_step is not None:
+                    on_step(step)
+
             losses = train(
                 dit,
                 entries,
                 config,
                 model_fn_factory=model_fn_factory(dit, host, train_context, dtype),
-                on_step=on_step,
+                on_step=record,
                 should_save=lambda step: settings.save_every > 0 and step % settings.save_every == 0,
                 on_save=lambda step, state: writer(start_step + step, _to_cpu(state)),
             )
@@ -741,9 +752,7 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
             vae, folder, settings.data, on_item=lambda done, total: prepare_bar.update_absolute(done, total)
         )
         if not dataset.entries:
-            reasons = (
-                "; ".join(f"{path.name}: {reason}" for path, reason in dataset.skipped) or "folder is empty"
-            )
+            reasons = dataset.summary().partition("; skipped ")[2] or "the folder holds no items"
             raise ValueError(f"no usable training items in {folder} ({reasons}); see docs/TRAINING.md")
         logger.info(
             "CustomVideoX training data: %s (%d encoded, %d from cache)",
