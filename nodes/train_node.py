@@ -27,11 +27,12 @@ How one training step sees the model (the choices this node makes):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -408,6 +409,22 @@ class _AdapterWriter:
         logger.info("CustomVideoX adapter saved at step %d: %s", total_steps, self.path)
 
 
+@contextlib.contextmanager
+def _host_training_mode() -> Iterator[None]:
+    """ComfyUI's own "training now" switch, set for the run and restored after it.
+
+    ``comfy.model_management.in_training`` is the flag ComfyUI's LoRA trainer sets; models read it to
+    take autograd-capable paths (Wan's RoPE, for one, otherwise calls a fused kernel with no backward).
+    It is the one piece of host state this node changes, and only while it trains.
+    """
+    previous = comfy.model_management.in_training
+    comfy.model_management.in_training = True
+    try:
+        yield
+    finally:
+        comfy.model_management.in_training = previous
+
+
 def _training_copy(model):
     """A patcher over a fresh copy of the model's weights (reloaded from its file, autograd-capable)."""
     try:
@@ -466,48 +483,31 @@ def train_adapter(
         )
 
     writer = _AdapterWriter(output_path, metadata, settings.overwrite)
-    with torch.inference_mode(False):
+
+    def record(step: TrainStep) -> None:
+        history.append(step.loss)
+        if on_step is not None:
+            on_step(step)
+
+    with torch.inference_mode(False), _host_training_mode():
         training = _training_copy(model)
-        comfy.model_management.load_models_gpu([training], memory_required=1e20, force_full_load=True)
-        base = training.model
-        dit = base.diffusion_model
-        objective = objective_for(base, host.family)
-        config = settings.train_config(objective, start_step)
-        device = next(dit.parameters()).device
-        dtype = base.get_dtype_inference()
-        entries = [
-            LatentCacheEntry(
-                video_latents=base.process_latent_in(entry.video_latents.clone()).to(device),
-                reference_latents=base.process_latent_in(entry.reference_latents.clone()).to(device),
-                meta=entry.meta,
-            )
-            for entry in dataset.entries
-        ]
-        train_context = context.clone().to(device)
-        inject_lora(dit, lora)
         try:
-            if resume is not None:
-                load_lora_state_dict(dit, dict(resume.state_dict))
-
-            def record(step: TrainStep) -> None:
-                history.append(step.loss)
-                if on_step is not None:
-                    on_step(step)
-
-            losses = train(
-                dit,
-                entries,
-                config,
-                model_fn_factory=model_fn_factory(dit, host, train_context, dtype),
+            losses, state_dict = _train_copy(
+                training,
+                host,
+                dataset,
+                context,
+                lora,
+                settings,
+                start_step=start_step,
+                resume=resume,
                 on_step=record,
-                should_save=lambda step: settings.save_every > 0 and step % settings.save_every == 0,
                 on_save=lambda step, state: writer(start_step + step, _to_cpu(state)),
+                on_trained=on_trained,
             )
-            state_dict = _to_cpu(lora_state_dict(dit))
-            if on_trained is not None:
-                on_trained(dit, entries)
         finally:
-            remove_lora(dit)
+            training.detach()  # the copy leaves the GPU now, not when the garbage collector finds it
+            comfy.model_management.soft_empty_cache()
     total_steps = start_step + settings.steps
     if writer.last_saved_step != total_steps:
         writer(total_steps, state_dict)
@@ -518,6 +518,56 @@ def train_adapter(
         path=output_path,
         saves=writer.saves,
     )
+
+
+def _train_copy(
+    training,
+    host: HostSignature,
+    dataset: PreparedDataset,
+    context: Tensor,
+    lora: LoraTrainConfig,
+    settings: TrainAdapterSettings,
+    *,
+    start_step: int,
+    resume: ResumeState | None,
+    on_step: Callable[[TrainStep], None],
+    on_save: Callable[[int, Mapping[str, Tensor]], None],
+    on_trained: Callable[[nn.Module, Sequence[LatentCacheEntry]], None] | None,
+) -> tuple[list[float], dict[str, Tensor]]:
+    """Load the training copy, inject the LoRA, run the core loop, and take the LoRA out again."""
+    comfy.model_management.load_models_gpu([training], memory_required=1e20, force_full_load=True)
+    base = training.model
+    dit = base.diffusion_model
+    config = settings.train_config(objective_for(base, host.family), start_step)
+    device = next(dit.parameters()).device
+    dtype = base.get_dtype_inference()
+    entries = [
+        LatentCacheEntry(
+            video_latents=base.process_latent_in(entry.video_latents.clone()).to(device),
+            reference_latents=base.process_latent_in(entry.reference_latents.clone()).to(device),
+            meta=entry.meta,
+        )
+        for entry in dataset.entries
+    ]
+    inject_lora(dit, lora)
+    try:
+        if resume is not None:
+            load_lora_state_dict(dit, dict(resume.state_dict))
+        losses = train(
+            dit,
+            entries,
+            config,
+            model_fn_factory=model_fn_factory(dit, host, context.clone().to(device), dtype),
+            on_step=on_step,
+            should_save=lambda step: settings.save_every > 0 and step % settings.save_every == 0,
+            on_save=on_save,
+        )
+        state_dict = _to_cpu(lora_state_dict(dit))
+        if on_trained is not None:
+            on_trained(dit, entries)
+    finally:
+        remove_lora(dit)
+    return losses, state_dict
 
 
 def _to_cpu(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -345,6 +345,9 @@ def test_reference_is_subject_on_white_outside_the_mask(pack, models, dataset) -
 
 
 def test_input_model_is_left_unchanged(trained) -> None:
+    import comfy.model_management
+
+    assert comfy.model_management.in_training is False, "ComfyUI's training flag is restored"
     before, after = trained.before, trained.after
     assert before["weights"].keys() == after["weights"].keys()
     for name, tensor in before["weights"].items():
@@ -749,3 +752,30 @@ def test_api_workflow_runs_through_comfyui(
     progress = [event for event in result.progress if event.node_id == train_id]
     assert progress and progress[-1].value == progress[-1].total == 3
     assert math.isfinite(float(pack.adapter_file.load_adapter(Path(adapter_path))[1].extra["loss_end"]))
+
+
+@pytest.mark.parametrize("variant", ["2b", "1.5", "wan"])
+def test_other_hosts_train_and_load(pack, comfy_host, tiny_models, models, dataset, variant: str) -> None:
+    """CogVideoX-2B (learned positions), CogVideoX 1.5 (temporal patch 2: padded video, repeated
+    reference frame) and Wan 2.1 (flow matching) train a few steps and load back onto their model."""
+    import comfy.model_management
+
+    name = tiny_models.wan if variant == "wan" else tiny_models.cogvideox[variant]
+    with torch.inference_mode():
+        (model,) = comfy_host.node_class("UNETLoader")().load_unet(name, "default")
+    adapter = f"cvx_test_host_{variant.replace('.', '_')}"
+    output = _run_node(
+        pack,
+        _node_inputs(
+            models, dataset, model=model, adapter_name=adapter, rank=4, alpha=4.0, steps=3, save_every=0
+        ),
+    )
+    _, metadata = pack.adapter_file.load_adapter(Path(output.args[1]))
+    host = pack.train_node.host_signature(model)
+    assert metadata.host == host and metadata.steps == 3
+    assert metadata.targets == pack.hosts.attention_targets(host.family)
+    assert math.isfinite(float(metadata.extra["loss_end"]))
+    with torch.inference_mode():
+        loaded = pack.load_node.LoadCustomVideoX.execute(model, f"{adapter}.safetensors", 1.0).args[0]
+        comfy.model_management.load_models_gpu([loaded])
+    assert len(loaded.patches) == len(metadata.targets) * host.num_layers
