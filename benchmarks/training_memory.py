@@ -213,29 +213,29 @@ def _import_comfy_cogvideox():
             "(0.21.0 or newer) and run with the Python that runs it"
         )
     sys.path.insert(0, str(Path(comfyui).resolve()))
+    import comfy.options  # first: ComfyUI keeps its argument parsing off (argv is ours)
+    import torch
+    from comfy.cli_args import args
+
+    args.cpu = not torch.cuda.is_available()  # lets ComfyUI import on a machine without a GPU
     import comfy.ops
     from comfy.ldm.cogvideo.model import CogVideoXTransformer3DModel
 
     return CogVideoXTransformer3DModel, comfy.ops.disable_weight_init
 
 
-def measure_cuda(shape: DiTShape, train: TrainShape, *, steps: int, checkpointing: bool) -> tuple[int, float]:
-    """Peak ``max_memory_allocated`` (bytes) and seconds per step of real training steps."""
+def run_training_steps(
+    shape: DiTShape, train: TrainShape, *, device: str, steps: int, checkpointing: bool
+) -> float:
+    """Build ComfyUI's CogVideoX with random bf16 weights on ``device``, inject the LoRA and run ``steps``
+    training steps of the core loop; returns seconds per step."""
     import torch
 
     sys.path.append(str(Path(__file__).resolve().parents[1]))
-    from customvideox_core.training import (
-        LatentCacheEntry,
-        LoraTrainConfig,
-        TrainConfig,
-        inject_lora,
-    )
-    from customvideox_core.training import (
-        train as train_lora,
-    )
+    from customvideox_core.training import LatentCacheEntry, LoraTrainConfig, TrainConfig, inject_lora
+    from customvideox_core.training import train as train_lora
 
     transformer_class, operations = _import_comfy_cogvideox()
-    device = torch.device("cuda")
     torch.manual_seed(0)
     model = transformer_class(
         num_attention_heads=shape.heads,
@@ -250,11 +250,11 @@ def measure_cuda(shape: DiTShape, train: TrainShape, *, steps: int, checkpointin
         sample_frames=train.frames,
         patch_size=shape.patch,
         use_rotary_positional_embeddings=True,
-        device=device,
+        device=torch.device(device),
         dtype=torch.bfloat16,
         operations=operations,
     )
-    with torch.no_grad():
+    with torch.no_grad():  # ComfyUI's modules skip initialisation: give every weight a value
         for name, parameter in model.named_parameters():
             if name.endswith("bias"):
                 parameter.zero_()
@@ -265,28 +265,35 @@ def measure_cuda(shape: DiTShape, train: TrainShape, *, steps: int, checkpointin
     inject_lora(model, LoraTrainConfig(rank=train.rank, alpha=float(train.rank)))
     generator = torch.Generator().manual_seed(0)
     latent_size = (train.height // 8, train.width // 8)
+    video_shape = (1, shape.channels, train.latent_frames, *latent_size)
+    reference_shape = (1, shape.channels, train.reference_frames, *latent_size)
     entry = LatentCacheEntry(
-        video_latents=torch.randn(
-            (1, shape.channels, train.latent_frames, *latent_size), generator=generator
-        ),
-        reference_latents=torch.randn(
-            (1, shape.channels, train.reference_frames, *latent_size), generator=generator
-        ),
+        video_latents=torch.randn(video_shape, generator=generator),
+        reference_latents=torch.randn(reference_shape, generator=generator),
     )
-    context = torch.randn((1, shape.text_tokens, shape.text_dim), generator=generator).to(
-        device, torch.bfloat16
-    )
+    context = torch.randn((1, shape.text_tokens, shape.text_dim), generator=generator)
+    context = context.to(device, torch.bfloat16)
 
     def model_fn(model_input, timestep):
+        # CogVideoX-5B layout: the reference frame simply follows the video frames (as the wrapper does).
         return model(model_input.to(torch.bfloat16), timestep, context).float()
 
     config = TrainConfig(steps=steps, bf16_autocast=True, gradient_checkpointing=checkpointing)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     train_lora(model, [entry], config, model_fn_factory=lambda _entry: model_fn)
-    torch.cuda.synchronize()
-    seconds = (time.perf_counter() - started) / steps
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / steps
+
+
+def measure_cuda(shape: DiTShape, train: TrainShape, *, steps: int, checkpointing: bool) -> tuple[int, float]:
+    """Peak ``torch.cuda.max_memory_allocated`` (bytes) over real training steps, and seconds per step."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible to this Python")
+    torch.cuda.reset_peak_memory_stats()
+    seconds = run_training_steps(shape, train, device="cuda", steps=steps, checkpointing=checkpointing)
     return torch.cuda.max_memory_allocated(), seconds
 
 

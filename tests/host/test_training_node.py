@@ -701,6 +701,19 @@ def test_settings_refuse_bad_names_and_sizes(pack) -> None:
         data.TrainDataSettings(WIDTH, HEIGHT, 6)
 
 
+def test_dataset_fingerprint_follows_the_files_not_the_cache(pack, tmp_path) -> None:
+    """ComfyUI re-runs the node when the dataset changes (fingerprint_inputs), not when the cache does."""
+    folder = tmp_path / "fingerprinted"
+    folder.mkdir()
+    (folder / "a.txt").write_text("one")
+    signature = pack.train_node.CustomVideoXTrainAdapter.fingerprint_inputs(dataset_path=str(folder), steps=1)
+    (folder / pack.train_data.CACHE_FOLDER).mkdir()
+    (folder / pack.train_data.CACHE_FOLDER / "x.safetensors").write_bytes(b"cache")
+    assert pack.train_node.dataset_signature(str(folder)) == signature
+    (folder / "a.txt").write_text("two, longer")
+    assert pack.train_node.dataset_signature(str(folder)) != signature
+
+
 def test_api_workflow_runs_through_comfyui(
     pack, comfy_host, tiny_models, trained, dataset, test_vae_name
 ) -> None:
