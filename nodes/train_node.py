@@ -608,6 +608,35 @@ def _progress_logger(total: int, bar) -> Callable[[TrainStep], None]:
     return on_step
 
 
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Mean of each value and up to ``window - 1`` before it (single-step losses are noisy)."""
+    averaged, total = [], 0.0
+    for index, value in enumerate(values):
+        total += value
+        if index >= window:
+            total -= values[index - window]
+        averaged.append(total / min(index + 1, window))
+    return averaged
+
+
+def _loss_report(outcome: TrainingOutcome, settings: TrainAdapterSettings, dataset: PreparedDataset):
+    """The loss curve (IMAGE, moving average) and a one-line report for the node."""
+    losses = list(outcome.losses)
+    window = max(1, len(losses) // 50)
+    tenth = max(1, len(losses) // 10)
+    curve = plot_curve(
+        moving_average(losses, window),
+        title=f"{settings.adapter_name}: loss, mean of {window} steps ({outcome.total_steps} steps in all)",
+        x_label="training step",
+    )
+    report = (
+        f"saved {outcome.path.name} ({outcome.total_steps} steps); mean loss {sum(losses[:tenth]) / tenth:.4f} "
+        f"over the first tenth of this run, {sum(losses[-tenth:]) / tenth:.4f} over the last. "
+        f"Data: {dataset.summary()}"
+    )
+    return curve, report
+
+
 # ---------------------------------------------------------------------------------------------------
 # The node
 # ---------------------------------------------------------------------------------------------------
@@ -794,6 +823,12 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
             )
         lora = settings.lora_config(host.family)
         resume = load_resume(settings, host, lora)
+        if model.patches:
+            logger.warning(
+                "the input MODEL carries weight patches on %d tensors (a LoRA?); the adapter is trained on "
+                "top of them, and the output MODEL keeps them",
+                len(model.patches),
+            )
         context = conditioning_context(positive)
         folder = resolve_dataset_path(dataset_path)
 
@@ -823,14 +858,6 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
             on_step=_progress_logger(settings.steps, bar),
         )
         trained = model_with_adapter(model, host, outcome.state_dict)
-        curve = plot_curve(
-            list(outcome.losses),
-            title=f"{settings.adapter_name}: loss over {settings.steps} steps (total {outcome.total_steps})",
-            x_label="training step",
-        )
-        report = (
-            f"saved {outcome.path.name} ({outcome.total_steps} steps; loss {outcome.losses[0]:.4f} → "
-            f"{outcome.losses[-1]:.4f}). Data: {dataset.summary()}"
-        )
+        curve, report = _loss_report(outcome, settings, dataset)
         preview = ui.PreviewImage(curve, cls=cls).as_dict()
         return io.NodeOutput(trained, str(outcome.path), ui={**preview, "text": (report,)})

@@ -701,6 +701,13 @@ def test_settings_refuse_bad_names_and_sizes(pack) -> None:
         data.TrainDataSettings(WIDTH, HEIGHT, 6)
 
 
+def test_loss_curve_is_a_trailing_moving_average(pack) -> None:
+    values = [4.0, 2.0, 6.0, 0.0, 1.0]
+    oracle = [sum(values[max(0, i - 2) : i + 1]) / len(values[max(0, i - 2) : i + 1]) for i in range(5)]
+    assert pack.train_node.moving_average(values, 3) == pytest.approx(oracle)
+    assert pack.train_node.moving_average(values, 1) == values
+
+
 def test_dataset_fingerprint_follows_the_files_not_the_cache(pack, tmp_path) -> None:
     """ComfyUI re-runs the node when the dataset changes (fingerprint_inputs), not when the cache does."""
     folder = tmp_path / "fingerprinted"
