@@ -14,6 +14,7 @@ from .load_node import LoadCustomVideoX
 from .reference_node import CustomVideoXReferenceEncode
 from .sample_node import CustomVideoXSample
 from .tab_node import CustomVideoXTimeAwareBias
+from .train_node import CustomVideoXTrainAdapter
 
 MODEL_FOLDER = "customvideox"
 ADAPTER_EXTENSIONS = {".safetensors", ".sft"}
@@ -39,6 +40,7 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXERAEMask,
     CustomVideoXSample,
     CustomVideoXApply,
+    CustomVideoXTrainAdapter,
 ]
 
 

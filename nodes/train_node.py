@@ -410,13 +410,17 @@ class _AdapterWriter:
 
 
 @contextlib.contextmanager
-def _host_training_mode() -> Iterator[None]:
-    """ComfyUI's own "training now" switch, set for the run and restored after it.
+def _host_training_mode(family: str) -> Iterator[None]:
+    """ComfyUI's own "training now" switch, for the hosts that read it, set for the run and restored.
 
     ``comfy.model_management.in_training`` is the flag ComfyUI's LoRA trainer sets; models read it to
-    take autograd-capable paths (Wan's RoPE, for one, otherwise calls a fused kernel with no backward).
-    It is the one piece of host state this node changes, and only while it trains.
+    take autograd-capable paths (Wan's RoPE otherwise calls a fused kernel with no backward). CogVideoX
+    never reads it, so CogVideoX training leaves all host state alone; for Wan it is the one piece of
+    host state this node changes, and only while it trains.
     """
+    if family != "wan":
+        yield
+        return
     previous = comfy.model_management.in_training
     comfy.model_management.in_training = True
     try:
@@ -489,7 +493,7 @@ def train_adapter(
         if on_step is not None:
             on_step(step)
 
-    with torch.inference_mode(False), _host_training_mode():
+    with torch.inference_mode(False), _host_training_mode(host.family):
         training = _training_copy(model)
         try:
             losses, state_dict = _train_copy(

@@ -27,6 +27,7 @@ NODE_IDS = {
     "CustomVideoXERAEMask",
     "CustomVideoXSample",
     "CustomVideoXApply",
+    "CustomVideoXTrainAdapter",
 }
 # Combo inputs whose choices depend on the machine (files, ComfyUI's sampler list): only the default is kept.
 DYNAMIC_COMBOS = {"adapter", "resume_from", "sampler_name", "scheduler"}

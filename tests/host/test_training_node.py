@@ -728,7 +728,7 @@ def test_api_workflow_runs_through_comfyui(
     of the T5 encoder, validates and runs in ComfyUI's executor."""
     import nodes as comfy_nodes
 
-    prompt = json.loads((REPO_ROOT / "workflows" / "customvideox_train_api.json").read_text())
+    prompt = json.loads((REPO_ROOT / "workflows" / "api" / "customvideox_train_api.json").read_text())
     train_nodes = [key for key, node in prompt.items() if node["class_type"] == "CustomVideoXTrainAdapter"]
     assert len(train_nodes) == 1
     train_id = train_nodes[0]
@@ -757,14 +757,11 @@ def test_api_workflow_runs_through_comfyui(
         gradient_checkpointing=False,
         bf16=False,
     )
-    node_class = pack.train_node.CustomVideoXTrainAdapter
-    with pytest.MonkeyPatch.context() as patcher:
-        if "CustomVideoXTrainAdapter" not in comfy_nodes.NODE_CLASS_MAPPINGS:  # until extension.py lists it
-            patcher.setitem(comfy_nodes.NODE_CLASS_MAPPINGS, "CustomVideoXTrainAdapter", node_class)
-            patcher.setattr(
-                node_class, "RELATIVE_PYTHON_MODULE", f"custom_nodes.{REPO_ROOT.name}", raising=False
-            )
-        result = comfy_host.run_graph(prompt, capture=[train_id])
+    assert (
+        comfy_nodes.NODE_CLASS_MAPPINGS["CustomVideoXTrainAdapter"]
+        is pack.train_node.CustomVideoXTrainAdapter
+    )
+    result = comfy_host.run_graph(prompt, capture=[train_id])
     _, adapter_path = result.node_outputs[train_id]
     assert Path(adapter_path) == pack.train_node.adapter_output_path("cvx_test_workflow")
     assert Path(adapter_path).is_file()

@@ -271,7 +271,7 @@ def test_workflows_folder_holds_exactly_the_examples_and_their_twins():
     assert expected <= shipped
     # The training graph has its own tests; API twins live in api/, one level down, which ComfyUI's
     # template browser does not list (it lists only the *.json found flat in workflows/).
-    others = shipped - expected - {"api/customvideox_train_api.json", "customvideox_train_api.json"}
+    others = shipped - expected - {"api/customvideox_train_api.json"}
     assert not others, f"unexpected files in workflows/: {sorted(others)}"
     folders = sorted(path.name for path in WORKFLOWS_DIR.iterdir() if path.is_dir())
     assert folders == ["api"], f"workflows/ holds UI graphs and the api/ folder only, found folders {folders}"
