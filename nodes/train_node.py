@@ -1,162 +1,48 @@
 """CustomVideoXTrainAdapter: train the reference LoRA inside ComfyUI and save it for LoadCustomVideoX.
 
-How one training step sees the model (the choices this node makes):
-
-- **Same token sequence as inference.** The DiT is called through the pack's own ``ReferenceWrapper``
-  (``nodes/patch.py``), the ``DIFFUSION_MODEL`` wrapper inference uses: it appends the clean reference
-  latent frames after the noisy video frames (CogVideoX 1.5: pads the video circularly and repeats each
-  reference frame ``patch_size_t`` times), runs the DiT, and strips the reference frames' prediction.
-  The TAB bias is 0 during training (``constant`` schedule, peak 0) and every row sees the reference, so
-  attention is the plain joint attention over ``[text | video | reference]``.
-- **Loss on the video frames only.** ``customvideox_core.training.denoising_loss`` noises the video,
-  appends the clean reference and scores the video frames; the reference frames' prediction never reaches
-  the loss (the wrapper drops it; the slot is zero-filled only to keep the core's shape contract).
-- **Noise convention.** CogVideoX: DDPM v-prediction with ComfyUI's own schedule (checked against the
-  model's ``model_sampling`` before training); the DiT gets ``x_t`` and the DDPM timestep, which is what
-  ComfyUI's ``V_PREDICTION_DDPM`` ``calculate_input`` / ``calculate_denoised`` assume. Wan: flow matching
-  with the model's shift.
-- **The input MODEL is never modified.** ComfyUI loads weights under ``torch.inference_mode``, and such
-  tensors cannot take part in autograd, so training runs on a fresh copy loaded again from the model's
-  file (``clone(force_deepcopy=True)``, as ComfyUI's own LoRA trainer does). The peft LoRA is injected
-  into that copy only and removed afterwards. The output MODEL is a plain clone of the input with the
-  trained LoRA added through ``add_patches``, exactly as ``LoadCustomVideoX`` applies a saved file.
-- **Files.** ``models/customvideox/<adapter_name>.safetensors``. An existing file is refused before any
-  data is encoded unless ``overwrite`` is on. Saves every ``save_every`` steps write that same file (this
-  run's own file) and the last step is always saved.
+This module is the node (its schema, its inputs read from disk, progress and the loss report); how a
+training step sees the model and how the run is done is ``nodes/train_run.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import comfy.lora
 import comfy.model_management
-import comfy.patcher_extension
 import comfy.utils
 import folder_paths
-import torch
 from comfy_api.latest import io, ui
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..customvideox_core import LAYOUT_VERSION
-from ..customvideox_core.adapter_file import (
-    AdapterMetadata,
-    check_adapter_host,
-    load_adapter,
-    save_adapter,
-)
-from ..customvideox_core.hosts import HostFamily, HostSignature
-from ..customvideox_core.lora_keys import to_comfy_lora
-from ..customvideox_core.tab import TABSchedule
-from ..customvideox_core.training import (
-    DenoisingObjective,
-    LatentCacheEntry,
-    LoraTrainConfig,
-    ModelFn,
-    TrainConfig,
-    TrainStep,
-    inject_lora,
-    load_lora_state_dict,
-    lora_state_dict,
-    remove_lora,
-    train,
-)
+from ..customvideox_core.training import TrainStep
 from .host_model import host_signature
-from .patch import HOST_KEY, SETTINGS_KEY, WRAPPER_KEY, ReferencePatch, ReferenceWrapper, install_machinery
 from .plots import plot_curve
-from .train_data import CACHE_FOLDER, REFERENCE_FIT, PreparedDataset, TrainDataSettings, prepare_dataset
-from .types import ReferenceLatents
+from .train_data import CACHE_FOLDER, PreparedDataset, TrainDataSettings, prepare_dataset
+from .train_run import (
+    ADAPTER_SUFFIX,
+    MAX_SEED,
+    MODEL_FOLDER,
+    NO_RESUME,
+    TrainAdapterSettings,
+    TrainingOutcome,
+    load_resume,
+    model_with_adapter,
+    normalise_adapter_name,
+    train_adapter,
+)
 
 logger = logging.getLogger(__name__)
 
-MODEL_FOLDER = "customvideox"
-NO_RESUME = "none"
-ADAPTER_SUFFIX = ".safetensors"
-TRAINING_TAB = TABSchedule(shape="constant", peak=0.0)
-"""Training adds no attention bias: the LoRA learns to read the reference from plain attention."""
-SCHEDULE_TOLERANCE = 1e-4
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
 _LOG_EVERY_FRACTION = 20
 
 
 # ---------------------------------------------------------------------------------------------------
-# Settings and files
+# Files and inputs
 # ---------------------------------------------------------------------------------------------------
-
-
-def normalise_adapter_name(name: str) -> str:
-    """``"my subject.safetensors"`` → ``"my subject"``; refuses empty names, folders and hidden names."""
-    stripped = name.strip()
-    if stripped.lower().endswith(ADAPTER_SUFFIX):
-        stripped = stripped[: -len(ADAPTER_SUFFIX)].strip()
-    if not stripped or stripped.startswith(".") or any(sep in stripped for sep in ("/", "\\", "\0")):
-        raise ValueError(
-            f"adapter_name {name!r} is not a plain file name; use letters, digits, spaces, '-' or '_' "
-            "(the file goes to models/customvideox/<adapter_name>.safetensors)"
-        )
-    return stripped
-
-
-@dataclass(frozen=True)
-class TrainAdapterSettings:
-    """Everything the node's widgets say. ``batch_size`` samples are accumulated per optimizer step
-    (one after another, so memory stays that of one sample)."""
-
-    adapter_name: str
-    data: TrainDataSettings
-    rank: int = 64
-    alpha: float = 64.0
-    dropout: float = 0.0
-    steps: int = 1000
-    learning_rate: float = 1e-4
-    warmup_steps: int = 50
-    batch_size: int = 1
-    seed: int = 0
-    save_every: int = 250
-    gradient_checkpointing: bool = True
-    bf16: bool = True
-    overwrite: bool = False
-    resume_from: str = NO_RESUME
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "adapter_name", normalise_adapter_name(self.adapter_name))
-        for name, low in (("steps", 1), ("batch_size", 1), ("save_every", 0), ("warmup_steps", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer of at least {low}, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
-
-    def lora_config(self, family: HostFamily) -> LoraTrainConfig:
-        """The peft LoRA shape on ``family``'s attention projections (validates rank, alpha, dropout)."""
-        return LoraTrainConfig.for_family(
-            family,
-            rank=self.rank,
-            alpha=self.alpha,
-            dropout=self.dropout,
-            init_seed=self.seed % 2**63,
-        )
-
-    def train_config(self, objective: DenoisingObjective, start_step: int) -> TrainConfig:
-        """Optimizer settings; a resumed run draws new noise (seed offset by the steps already trained)."""
-        return TrainConfig(
-            steps=self.steps,
-            objective=objective,
-            learning_rate=self.learning_rate,
-            warmup_steps=self.warmup_steps,
-            grad_accumulation=self.batch_size,
-            seed=(self.seed + start_step) % 2**63,
-            bf16_autocast=self.bf16,
-            gradient_checkpointing=self.gradient_checkpointing,
-            save_every=self.save_every,
-        )
 
 
 def adapter_folder() -> Path:
@@ -213,42 +99,6 @@ def dataset_signature(dataset_path: str) -> str:
     return digest.hexdigest()
 
 
-@dataclass(frozen=True)
-class ResumeState:
-    """A saved adapter to continue from: its LoRA weights and metadata (``steps`` trained so far)."""
-
-    name: str
-    state_dict: Mapping[str, Tensor]
-    metadata: AdapterMetadata
-
-
-def load_resume(
-    settings: TrainAdapterSettings, host: HostSignature, lora: LoraTrainConfig
-) -> ResumeState | None:
-    """Read ``settings.resume_from`` and check it fits this host and LoRA shape; ``None`` for ``none``."""
-    if settings.resume_from == NO_RESUME:
-        return None
-    path = folder_paths.get_full_path(MODEL_FOLDER, settings.resume_from)
-    if path is None:
-        raise FileNotFoundError(
-            f"resume_from {settings.resume_from!r} is not in models/customvideox; refresh the node list (R)"
-        )
-    state_dict, metadata = load_adapter(path)
-    if metadata is None:
-        raise ValueError(
-            f"{settings.resume_from} has no CustomVideoX metadata, so its step count and LoRA shape are "
-            "unknown; resume only from a file this node saved"
-        )
-    check_adapter_host(metadata, host)
-    if (metadata.rank, metadata.alpha, metadata.targets) != (lora.rank, lora.alpha, lora.targets):
-        raise ValueError(
-            f"{settings.resume_from} was trained with rank {metadata.rank}, alpha {metadata.alpha:g} on "
-            f"{','.join(metadata.targets)}; this node is set to rank {lora.rank}, alpha {lora.alpha:g} on "
-            f"{','.join(lora.targets)}. Set rank and alpha to the file's values to resume it."
-        )
-    return ResumeState(name=settings.resume_from, state_dict=state_dict, metadata=metadata)
-
-
 def conditioning_context(positive) -> Tensor:
     """The text embeddings ``[1, L, D]`` of a CONDITIONING (its first entry; used for every item)."""
     if not positive:
@@ -263,335 +113,8 @@ def conditioning_context(positive) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The model call
+# Progress and report
 # ---------------------------------------------------------------------------------------------------
-
-
-def objective_for(base_model, family: HostFamily) -> DenoisingObjective:
-    """The host's denoising objective, checked against its ComfyUI ``model_sampling``."""
-    sampling = base_model.model_sampling
-    if family == "wan":
-        multiplier = float(getattr(sampling, "multiplier", 1000.0))
-        if not math.isclose(multiplier, 1000.0):
-            raise ValueError(
-                f"this Wan model maps sigma to timestep × {multiplier}, the trainer assumes × 1000"
-            )
-        return DenoisingObjective("flow_matching", flow_shift=float(getattr(sampling, "shift", 1.0)))
-    objective = DenoisingObjective("v_prediction")
-    host_alphas = 1.0 / (1.0 + sampling.sigmas.detach().to("cpu", torch.float64) ** 2)
-    core_alphas = objective.alphas_cumprod()
-    if host_alphas.shape != core_alphas.shape:
-        raise ValueError(
-            f"this model's noise schedule has {host_alphas.shape[0]} steps, the trainer assumes "
-            f"{core_alphas.shape[0]} (CogVideoX's 1000-step DDPM)"
-        )
-    # The last step differs by construction (ComfyUI keeps a tiny ᾱ to stay finite; the core uses 0).
-    deviation = float((host_alphas[:-1] - core_alphas[:-1]).abs().max())
-    if deviation > SCHEDULE_TOLERANCE:
-        raise ValueError(
-            f"this model's noise schedule differs from CogVideoX's (max |Δᾱ| = {deviation:.2e}); "
-            "training would not match how ComfyUI samples it"
-        )
-    return objective
-
-
-def training_reference_patch(reference_latents: Tensor) -> ReferencePatch:
-    """The inference patch for one reference ``[1, C, R, h, w]`` (model space), with no bias."""
-    _, _, count, height, width = reference_latents.shape
-    reference = ReferenceLatents(
-        latents=reference_latents,
-        masks=torch.ones(count, height, width),
-        images=torch.ones(count, height, width, 3),
-        source_size=(height, width),
-        fit=REFERENCE_FIT,
-    )
-    return ReferencePatch(
-        reference=reference,
-        model_latents=reference_latents,
-        tab=TRAINING_TAB,
-        erae=None,
-        uncond_sees_reference=True,
-    )
-
-
-def reference_call_options(host: HostSignature, reference_latents: Tensor) -> dict:
-    """``transformer_options`` that route a DiT call through the pack's reference wrapper."""
-    wrappers = {
-        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL: {WRAPPER_KEY: [ReferenceWrapper(host.family)]}
-    }
-    return {
-        "wrappers": wrappers,
-        HOST_KEY: host,
-        SETTINGS_KEY: training_reference_patch(reference_latents),
-    }
-
-
-def predict_video(
-    dit: nn.Module,
-    host: HostSignature,
-    video: Tensor,
-    timestep: Tensor,
-    context: Tensor,
-    reference_latents: Tensor,
-    *,
-    dtype: torch.dtype,
-) -> Tensor:
-    """The DiT's prediction for the video frames with the reference appended, as at inference.
-
-    video ``[B, C, T, h, w]`` (noisy, model space), timestep ``[B]`` (the DiT's own units), context
-    ``[1, L, D]``, reference_latents ``[1, C, R, h, w]`` (clean, model space) → ``[B, C, T, h, w]``.
-    """
-    batch = video.shape[0]
-    options = reference_call_options(host, reference_latents.to(device=video.device, dtype=dtype))
-    return dit(
-        video.to(dtype),
-        timestep.to(video.device, torch.float32),
-        context.to(device=video.device, dtype=dtype).expand(batch, -1, -1),
-        transformer_options=options,
-    )
-
-
-def model_fn_factory(
-    dit: nn.Module, host: HostSignature, context: Tensor, dtype: torch.dtype
-) -> Callable[[LatentCacheEntry], ModelFn]:
-    """For the core loop: ``entry → model_fn(model_input [B, C, T+R, h, w], timestep [B])``."""
-
-    def for_entry(entry: LatentCacheEntry) -> ModelFn:
-        reference = entry.reference_latents
-        reference_frames = reference.shape[2]
-
-        def model_fn(model_input: Tensor, timestep: Tensor) -> Tensor:
-            frames = model_input.shape[2] - reference_frames
-            prediction = predict_video(
-                dit, host, model_input[:, :, :frames], timestep, context, reference, dtype=dtype
-            )
-            dropped = model_input.new_zeros(model_input[:, :, frames:].shape)
-            return torch.cat([prediction.to(model_input.dtype), dropped], dim=2)
-
-        return model_fn
-
-    return for_entry
-
-
-# ---------------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainingOutcome:
-    """What a run produced: the LoRA in ComfyUI keys (CPU, float32), one loss per optimizer step, the
-    total steps the adapter has now (resumed ones included) and where it was saved."""
-
-    state_dict: Mapping[str, Tensor]
-    losses: tuple[float, ...]
-    total_steps: int
-    path: Path
-    saves: int
-
-
-class _AdapterWriter:
-    """Saves to ``path``: the first write honours ``overwrite``; later writes replace this run's own file."""
-
-    def __init__(self, path: Path, metadata: Callable[[int], AdapterMetadata], overwrite: bool) -> None:
-        self.path = path
-        self.metadata = metadata
-        self.overwrite = overwrite
-        self.saves = 0
-        self.last_saved_step = -1
-
-    def __call__(self, total_steps: int, state_dict: Mapping[str, Tensor]) -> None:
-        save_adapter(
-            self.path, state_dict, self.metadata(total_steps), overwrite=self.overwrite or self.saves > 0
-        )
-        self.saves += 1
-        self.last_saved_step = total_steps
-        logger.info("CustomVideoX adapter saved at step %d: %s", total_steps, self.path)
-
-
-@contextlib.contextmanager
-def _host_training_mode(family: str) -> Iterator[None]:
-    """ComfyUI's own "training now" switch, for the hosts that read it, set for the run and restored.
-
-    ``comfy.model_management.in_training`` is the flag ComfyUI's LoRA trainer sets; models read it to
-    take autograd-capable paths (Wan's RoPE otherwise calls a fused kernel with no backward). CogVideoX
-    never reads it, so CogVideoX training leaves all host state alone; for Wan it is the one piece of
-    host state this node changes, and only while it trains.
-    """
-    if family != "wan":
-        yield
-        return
-    previous = comfy.model_management.in_training
-    comfy.model_management.in_training = True
-    try:
-        yield
-    finally:
-        comfy.model_management.in_training = previous
-
-
-def _training_copy(model):
-    """A patcher over a fresh copy of the model's weights (reloaded from its file, autograd-capable)."""
-    try:
-        return model.clone(force_deepcopy=True)
-    except RuntimeError as error:
-        raise RuntimeError(
-            "cannot make a trainable copy of this MODEL: it was not loaded from a file by a ComfyUI "
-            f"loader ({error}). Load it with Load Diffusion Model (UNETLoader) or Load Checkpoint."
-        ) from error
-
-
-def train_adapter(
-    model,
-    host: HostSignature,
-    dataset: PreparedDataset,
-    context: Tensor,
-    settings: TrainAdapterSettings,
-    *,
-    output_path: Path,
-    resume: ResumeState | None = None,
-    on_step: Callable[[TrainStep], None] | None = None,
-    on_trained: Callable[[nn.Module, Sequence[LatentCacheEntry]], None] | None = None,
-) -> TrainingOutcome:
-    """Train the LoRA on a fresh copy of ``model``'s weights and save it to ``output_path``.
-
-    ``context`` ``[1, L, D]`` conditions every item. ``on_trained(dit, entries)`` (tests, tools) runs after
-    the last step while the LoRA is still injected; ``entries`` are in model space on the device.
-    """
-    lora = settings.lora_config(host.family)
-    start_step = resume.metadata.steps if resume is not None else 0
-    summary = dataset.summary()
-
-    history: list[float] = []
-
-    def metadata(total_steps: int) -> AdapterMetadata:
-        window = max(1, len(history) // 10)
-        return AdapterMetadata(
-            host=host,
-            rank=lora.rank,
-            alpha=lora.alpha,
-            targets=lora.targets,
-            layout_version=LAYOUT_VERSION,
-            steps=total_steps,
-            data_summary=summary,
-            extra={
-                "trained_steps_this_run": str(settings.steps),
-                "resumed_from": resume.name if resume is not None else "",
-                "learning_rate": repr(settings.learning_rate),
-                "batch_size": str(settings.batch_size),
-                "seed": str(settings.seed),
-                "dropout": repr(settings.dropout),
-                "size": f"{settings.data.width}x{settings.data.height}x{settings.data.length}",
-                "loss_start": f"{sum(history[:window]) / window:.6f}" if history else "",
-                "loss_end": f"{sum(history[-window:]) / window:.6f}" if history else "",
-            },
-        )
-
-    writer = _AdapterWriter(output_path, metadata, settings.overwrite)
-
-    def record(step: TrainStep) -> None:
-        history.append(step.loss)
-        if on_step is not None:
-            on_step(step)
-
-    with torch.inference_mode(False), _host_training_mode(host.family):
-        training = _training_copy(model)
-        try:
-            losses, state_dict = _train_copy(
-                training,
-                host,
-                dataset,
-                context,
-                lora,
-                settings,
-                start_step=start_step,
-                resume=resume,
-                on_step=record,
-                on_save=lambda step, state: writer(start_step + step, _to_cpu(state)),
-                on_trained=on_trained,
-            )
-        finally:
-            training.detach()  # the copy leaves the GPU now, not when the garbage collector finds it
-            comfy.model_management.soft_empty_cache()
-    total_steps = start_step + settings.steps
-    if writer.last_saved_step != total_steps:
-        writer(total_steps, state_dict)
-    return TrainingOutcome(
-        state_dict=state_dict,
-        losses=tuple(losses),
-        total_steps=total_steps,
-        path=output_path,
-        saves=writer.saves,
-    )
-
-
-def _train_copy(
-    training,
-    host: HostSignature,
-    dataset: PreparedDataset,
-    context: Tensor,
-    lora: LoraTrainConfig,
-    settings: TrainAdapterSettings,
-    *,
-    start_step: int,
-    resume: ResumeState | None,
-    on_step: Callable[[TrainStep], None],
-    on_save: Callable[[int, Mapping[str, Tensor]], None],
-    on_trained: Callable[[nn.Module, Sequence[LatentCacheEntry]], None] | None,
-) -> tuple[list[float], dict[str, Tensor]]:
-    """Load the training copy, inject the LoRA, run the core loop, and take the LoRA out again."""
-    comfy.model_management.load_models_gpu([training], memory_required=1e20, force_full_load=True)
-    base = training.model
-    dit = base.diffusion_model
-    config = settings.train_config(objective_for(base, host.family), start_step)
-    device = next(dit.parameters()).device
-    dtype = base.get_dtype_inference()
-    entries = [
-        LatentCacheEntry(
-            video_latents=base.process_latent_in(entry.video_latents.clone()).to(device),
-            reference_latents=base.process_latent_in(entry.reference_latents.clone()).to(device),
-            meta=entry.meta,
-        )
-        for entry in dataset.entries
-    ]
-    inject_lora(dit, lora)
-    try:
-        if resume is not None:
-            load_lora_state_dict(dit, dict(resume.state_dict))
-        losses = train(
-            dit,
-            entries,
-            config,
-            model_fn_factory=model_fn_factory(dit, host, context.clone().to(device), dtype),
-            on_step=on_step,
-            should_save=lambda step: settings.save_every > 0 and step % settings.save_every == 0,
-            on_save=on_save,
-        )
-        state_dict = _to_cpu(lora_state_dict(dit))
-        if on_trained is not None:
-            on_trained(dit, entries)
-    finally:
-        remove_lora(dit)
-    return losses, state_dict
-
-
-def _to_cpu(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    return {key: tensor.detach().to("cpu", torch.float32).contiguous() for key, tensor in state_dict.items()}
-
-
-def model_with_adapter(model, host: HostSignature, state_dict: Mapping[str, Tensor], strength: float = 1.0):
-    """A clone of ``model`` with the LoRA added through ``add_patches``, as LoadCustomVideoX applies a file."""
-    patched = model.clone()
-    install_machinery(patched, host)
-    key_map = comfy.lora.model_lora_keys_unet(patched.model, {})
-    converted = to_comfy_lora(dict(state_dict), host.family, known_modules=set(key_map))
-    patches = comfy.lora.load_lora(converted.state_dict, key_map, log_missing=False)
-    if converted.unmatched or not patches:
-        raise RuntimeError(
-            f"the trained LoRA does not map onto this {host.variant}: {len(patches)} layers matched, "
-            f"unmatched keys {list(converted.unmatched)[:3]}; please report this"
-        )
-    patched.add_patches(patches, strength)
-    return patched
 
 
 def _progress_logger(total: int, bar) -> Callable[[TrainStep], None]:

@@ -70,6 +70,7 @@ def pack(pack_module) -> SimpleNamespace:
 
     return SimpleNamespace(
         train_node=load("nodes.train_node"),
+        train_run=load("nodes.train_run"),
         train_data=load("nodes.train_data"),
         load_node=load("nodes.load_node"),
         patch=load("nodes.patch"),
@@ -251,7 +252,7 @@ def trained(pack, models, dataset) -> TrainedRun:
     if path.exists():
         path.unlink()
     histories: list[list[float]] = []
-    real_train = pack.train_node.train
+    real_train = pack.train_run.train
 
     def spy(*args, **kwargs):
         losses = real_train(*args, **kwargs)
@@ -260,7 +261,7 @@ def trained(pack, models, dataset) -> TrainedRun:
 
     before = _snapshot(models.model)
     with pytest.MonkeyPatch.context() as patcher:
-        patcher.setattr(pack.train_node, "train", spy)
+        patcher.setattr(pack.train_run, "train", spy)
         output = _run_node(pack, _node_inputs(models, dataset))
     after = _snapshot(models.model)
     (losses,) = histories
@@ -387,8 +388,8 @@ def test_overwrite_replaces_the_file_when_asked(pack, trained, models, dataset) 
 
 
 def test_saves_every_n_steps_into_its_own_file(pack, models, dataset) -> None:
-    node = pack.train_node
-    settings = node.TrainAdapterSettings(
+    node, run = pack.train_node, pack.train_run
+    settings = run.TrainAdapterSettings(
         adapter_name="cvx_test_periodic",
         data=pack.train_data.TrainDataSettings(WIDTH, HEIGHT, LENGTH),
         rank=4,
@@ -409,7 +410,7 @@ def test_saves_every_n_steps_into_its_own_file(pack, models, dataset) -> None:
         seen[step.step] = pack.adapter_file.load_adapter(path)[1].steps if path.exists() else 0
 
     with torch.inference_mode():
-        outcome = node.train_adapter(
+        outcome = run.train_adapter(
             models.model, host, prepared, models.context, settings, output_path=path, on_step=on_step
         )
     assert seen == {1: 0, 2: 0, 3: 0, 4: 3, 5: 3, 6: 3, 7: 6}
@@ -419,14 +420,14 @@ def test_saves_every_n_steps_into_its_own_file(pack, models, dataset) -> None:
 def test_resume_continues_from_the_saved_adapter(pack, trained, models, dataset) -> None:
     resumed_steps = 30
     histories: list[list[float]] = []
-    real_train = pack.train_node.train
+    real_train = pack.train_run.train
 
     def spy(*args, **kwargs):
         histories.append(list(real_train(*args, **kwargs)))
         return histories[-1]
 
     with pytest.MonkeyPatch.context() as patcher:
-        patcher.setattr(pack.train_node, "train", spy)
+        patcher.setattr(pack.train_run, "train", spy)
         output = _run_node(
             pack,
             _node_inputs(
@@ -488,8 +489,8 @@ def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset
     equal within float32 rounding (rtol = atol = 1e-4)."""
     import comfy.model_management
 
-    node = pack.train_node
-    settings = node.TrainAdapterSettings(
+    node, run = pack.train_node, pack.train_run
+    settings = run.TrainAdapterSettings(
         adapter_name="cvx_test_equivalence",
         data=pack.train_data.TrainDataSettings(WIDTH, HEIGHT, LENGTH),
         rank=8,
@@ -513,7 +514,7 @@ def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset
         timestep = torch.tensor([400.0])
         with torch.no_grad():
             captured["inputs"] = (video, timestep, entry.reference_latents)
-            captured["prediction"] = node.predict_video(
+            captured["prediction"] = run.predict_video(
                 dit,
                 host,
                 video,
@@ -524,17 +525,17 @@ def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset
             )
 
     with torch.inference_mode():
-        outcome = node.train_adapter(
+        outcome = run.train_adapter(
             models.model, host, prepared, models.context, settings, output_path=path, on_trained=on_trained
         )
         loaded = pack.load_node.LoadCustomVideoX.execute(models.model, path.name, 1.0).args[0]
-        from_memory = node.model_with_adapter(models.model, host, outcome.state_dict)
+        from_memory = run.model_with_adapter(models.model, host, outcome.state_dict)
         video, timestep, reference = captured["inputs"]
         predictions = []
         for patcher in (loaded, from_memory):
             comfy.model_management.load_models_gpu([patcher])
             predictions.append(
-                node.predict_video(
+                run.predict_video(
                     patcher.model.diffusion_model,
                     host,
                     video,
@@ -559,7 +560,7 @@ def _base_prediction(pack, models, host, video, timestep, reference) -> torch.Te
     with torch.inference_mode():
         plain = pack.load_node.LoadCustomVideoX.execute(models.model, "none", 1.0).args[0]
         comfy.model_management.load_models_gpu([plain])
-        return pack.train_node.predict_video(
+        return pack.train_run.predict_video(
             plain.model.diffusion_model, host, video, timestep, models.context, reference, dtype=torch.float32
         )
 
@@ -691,10 +692,10 @@ def test_schema_has_tooltips_and_is_an_output_node(pack) -> None:
 
 
 def test_settings_refuse_bad_names_and_sizes(pack) -> None:
-    node, data = pack.train_node, pack.train_data
+    run, data = pack.train_run, pack.train_data
     for name in ("", "  ", "../escape", "sub/name", ".hidden"):
         with pytest.raises(ValueError, match="adapter_name"):
-            node.TrainAdapterSettings(adapter_name=name, data=data.TrainDataSettings(WIDTH, HEIGHT, LENGTH))
+            run.TrainAdapterSettings(adapter_name=name, data=data.TrainDataSettings(WIDTH, HEIGHT, LENGTH))
     with pytest.raises(ValueError, match="multiples of 16"):
         data.TrainDataSettings(100, HEIGHT, LENGTH)
     with pytest.raises(ValueError, match=r"1 \+ 4"):
