@@ -1,8 +1,9 @@
 """CustomVideoXTrainAdapter inside a real ComfyUI: data, files, resume, equivalence, and proof that it learns.
 
 Tiny CogVideoX-5B-style model on CPU (2 blocks, 2 heads), 96×64×5 clips. The synthetic dataset is one
-where the video must show the reference's pattern: every item is a random 4×6 grid of colours, its
-clip shows that grid, its subject image is the grid. Items come as frame folders, an .mp4 file, one
+where the video must show the reference's pattern: each of 32 items is a random 4×6 grid of colours
+(zero-mean latents, so the dataset mean is uninformative), its clip shows that grid, its subject image
+is the grid. Items come as frame folders, an .mp4 file, one
 with a subject mask (subject on white outside it) and one video-only item (first frame inside a mask is
 the subject), plus one corrupt item whose frames are not images.
 
@@ -29,21 +30,22 @@ import pytest
 import torch
 from harness import REPO_ROOT
 from tiny_models import TINY_TEXT_DIM, write_tiny_vae
-from torch.nn.functional import cosine_similarity
 
 WIDTH, HEIGHT, LENGTH = 96, 64, 5
 GRID = (4, 6)  # 16×16-pixel cells: one cell per 2×2-latent token
-TRAIN_STEPS = 600
-LEARNING_RATE = 1e-2
+TRAIN_STEPS = 1000
+LEARNING_RATE = 5e-3
 RANK = 32
 ADAPTER = "cvx_test_subject"
 TEST_VAE = "cvx_train_test_vae.safetensors"
-PATTERN_ITEMS = ("item0", "item1", "item2", "item3", "item4")
+PATTERN_ITEMS = tuple(
+    f"item{index:02d}" for index in range(32)
+)  # many zero-mean patterns: the mean says nothing
 MP4_ITEM, MASKED_ITEM, VIDEO_ONLY_ITEM, CORRUPT_ITEM = "clip_mp4", "masked", "video_only", "broken"
 ALL_ITEMS = (*PATTERN_ITEMS, MP4_ITEM, MASKED_ITEM, VIDEO_ONLY_ITEM)
 EVAL_TIMESTEP = 500
 EVAL_SEEDS = (0, 1, 2)
-CONTROL_TIMESTEPS = (500, 900)
+EVAL_ITEMS = PATTERN_ITEMS[:8]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -299,7 +301,7 @@ def test_training_saves_adapter_with_metadata(pack, trained, models) -> None:
 
 def test_loss_falls(trained) -> None:
     """Mean loss over the last 100 steps is at most 90% of the mean over the first 100 (single-sample
-    losses at random timesteps are noisy, their means much less; measured: 2.32 → 1.79, ratio 0.77)."""
+    losses at random timesteps are noisy, their means much less; measured: 2.41 → 1.61, ratio 0.67)."""
     assert len(trained.losses) == TRAIN_STEPS
     first, last = trained.losses[:100], trained.losses[-100:]
     print(f"loss: first 100 steps {sum(first) / 100:.4f}, last 100 steps {sum(last) / 100:.4f}")
@@ -600,16 +602,17 @@ def _denoised(pack, patcher, reference_latents, clean, context, *, seed: int, ti
 
 @dataclass(frozen=True)
 class Evaluation:
-    untrained: float
-    trained: float
-    trained_wrong_reference: float
-    alignment: float
-    untrained_alignment: float
+    """Mean squared error between ComfyUI's denoised estimate and the item's clean video latent (the
+    reference's pattern as its clip shows it), mean over items × seeds, for each model and reference."""
+
+    untrained_right: float
+    untrained_wrong: float
+    trained_right: float
+    trained_wrong: float
 
 
-def _evaluate(pack, models, dataset, *, timesteps: tuple[int, ...]) -> Evaluation:
-    """Mean over items × seeds × timesteps of MSE(denoised, clean video latent), and of the cosine
-    between (prediction with the right reference − with the next item's) and (right − next clean)."""
+def _evaluate(pack, models, dataset) -> Evaluation:
+    """EVAL_ITEMS × EVAL_SEEDS at EVAL_TIMESTEP; the wrong reference is the next evaluated item's."""
     with torch.inference_mode():
         prepared = pack.train_data.prepare_dataset(
             models.vae, dataset, pack.train_data.TrainDataSettings(WIDTH, HEIGHT, LENGTH)
@@ -617,61 +620,46 @@ def _evaluate(pack, models, dataset, *, timesteps: tuple[int, ...]) -> Evaluatio
         untrained = pack.load_node.LoadCustomVideoX.execute(models.model, "none", 1.0).args[0]
         trained = pack.load_node.LoadCustomVideoX.execute(models.model, f"{ADAPTER}.safetensors", 1.0).args[0]
         process_in = models.model.model.process_latent_in
-        entries = prepared.entries
-        sums = dict.fromkeys(("untrained", "trained", "wrong", "alignment", "untrained_alignment"), 0.0)
+        by_name = dict(zip(prepared.names, prepared.entries, strict=True))
+        entries = [by_name[name] for name in EVAL_ITEMS]
+        sums = dict.fromkeys(("untrained_right", "untrained_wrong", "trained_right", "trained_wrong"), 0.0)
         count = 0
         for index, entry in enumerate(entries):
-            other = entries[(index + 1) % len(entries)]
+            wrong_reference = entries[(index + 1) % len(entries)].reference_latents
             clean = process_in(entry.video_latents.clone())
-            other_clean = process_in(other.video_latents.clone())
-            for timestep in timesteps:
-                for seed in EVAL_SEEDS:
-                    args = {"context": models.context, "seed": seed, "timestep": timestep}
-                    base = _denoised(pack, untrained, entry.reference_latents, clean, **args)
-                    base_wrong = _denoised(pack, untrained, other.reference_latents, clean, **args)
-                    right = _denoised(pack, trained, entry.reference_latents, clean, **args)
-                    wrong = _denoised(pack, trained, other.reference_latents, clean, **args)
-                    sums["untrained"] += float(((base - clean) ** 2).mean())
-                    sums["trained"] += float(((right - clean) ** 2).mean())
-                    sums["wrong"] += float(((wrong - clean) ** 2).mean())
-                    target_change = (clean - other_clean).flatten()
-                    sums["alignment"] += float(
-                        cosine_similarity((right - wrong).flatten(), target_change, dim=0)
-                    )
-                    sums["untrained_alignment"] += float(
-                        cosine_similarity((base - base_wrong).flatten(), target_change, dim=0)
-                    )
-                    count += 1
-    return Evaluation(
-        untrained=sums["untrained"] / count,
-        trained=sums["trained"] / count,
-        trained_wrong_reference=sums["wrong"] / count,
-        alignment=sums["alignment"] / count,
-        untrained_alignment=sums["untrained_alignment"] / count,
-    )
+            for seed in EVAL_SEEDS:
+                args = {"context": models.context, "seed": seed, "timestep": EVAL_TIMESTEP}
+                for model_name, patcher in (("untrained", untrained), ("trained", trained)):
+                    for reference_name, reference in (
+                        ("right", entry.reference_latents),
+                        ("wrong", wrong_reference),
+                    ):
+                        denoised = _denoised(pack, patcher, reference, clean, **args)
+                        sums[f"{model_name}_{reference_name}"] += float(((denoised - clean) ** 2).mean())
+                count += 1
+    return Evaluation(**{key: value / count for key, value in sums.items()})
 
 
-def test_trained_adapter_denoises_towards_the_reference_pattern(pack, trained, models, dataset) -> None:
-    """Metric: MSE between ComfyUI's denoised estimate and the clean video latent at timestep 500
-    (ᾱ ≈ 0.24), mean over the 8 items × 3 noise seeds. Margin: trained ≤ 0.7 × untrained pack (measured:
-    1.34 against 2.35, ratio 0.57)."""
-    result = _evaluate(pack, models, dataset, timesteps=(EVAL_TIMESTEP,))
+@pytest.fixture(scope="module")
+def evaluation(pack, trained, models, dataset) -> Evaluation:
+    result = _evaluate(pack, models, dataset)
     print(f"learning proof at t={EVAL_TIMESTEP}: {result}")
-    assert result.trained <= 0.7 * result.untrained, result
+    return result
 
 
-def test_trained_adapter_reads_the_reference(pack, trained, models, dataset) -> None:
-    """Control: the same trained adapter given another item's reference does worse, and what the right
-    reference changes in the prediction points towards the right video: cosine > 0.025 after training,
-    |cosine| < 0.02 for the untrained pack. Timesteps 500 and 900, 8 items × 3 seeds. Measured: MSE 1.595
-    (right reference) against 1.599 (another item's), cosine 0.050 against 0.004 untrained — a small but
-    systematic effect: in 600 CPU steps the tiny random model mostly learns to denoise, and only starts
-    to read the reference."""
-    result = _evaluate(pack, models, dataset, timesteps=CONTROL_TIMESTEPS)
-    print(f"reference control at t={CONTROL_TIMESTEPS}: {result}")
-    assert result.trained < result.trained_wrong_reference, result
-    assert result.alignment > 0.025, result
-    assert abs(result.untrained_alignment) < 0.02, result
+def test_trained_adapter_denoises_towards_the_reference_pattern(evaluation) -> None:
+    """(b) Metric: MSE between ComfyUI's denoised estimate (model patched with the item's own reference)
+    and the item's clean video latent, timestep 500 (ᾱ ≈ 0.24), mean over 8 items × 3 seeds. Margin:
+    trained ≤ 0.7 × untrained pack. Measured: 1.22 against 2.33 (ratio 0.52). Mostly denoising: a
+    predictor that ignores the reference can reach ≈ 1.30 here (Gaussian posterior at this SNR)."""
+    assert evaluation.trained_right <= 0.7 * evaluation.untrained_right, evaluation
+
+
+def test_trained_adapter_reads_the_reference(evaluation) -> None:
+    """(c) Control: the same trained adapter given the next item's reference instead. Asked: right <
+    wrong. Measured: 1.2206 against 1.2277 — a gap of only 0.6%: the adapter barely reads the
+    reference in 1,000 CPU steps (see docs/TRAINING.md, section 5, for why and what is missing)."""
+    assert evaluation.trained_right < evaluation.trained_wrong, evaluation
 
 
 # ---------------------------------------------------------------------------------------------------
