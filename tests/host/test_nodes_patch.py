@@ -184,6 +184,29 @@ def test_batch_of_two_matches_two_single_runs(comfy_host, pack, vae, models):
         assert torch.allclose(both[row : row + 1], single, atol=1e-4)
 
 
+def run_sample_node(comfy_host, model, reference, *, seed: int, steps: int, tab=None):
+    """CustomVideoXSample at the test size (5 frames, cfg 2, euler/simple) → the video latent."""
+    node = comfy_host.node_class("CustomVideoXSample")
+    output = node.execute(
+        model,
+        _cond(1),
+        _cond(2),
+        reference,
+        VIDEO_WIDTH,
+        VIDEO_HEIGHT,
+        5,
+        seed,
+        steps,
+        2.0,
+        "euler",
+        "simple",
+        1.0,
+        False,
+        tab=tab,
+    )
+    return output.args[0]["samples"]
+
+
 def _cond(seed):
     from nodes_support import conditioning
 
@@ -199,24 +222,8 @@ def test_sample_node_leaves_the_input_model_untouched(comfy_host, pack, vae, mod
         .execute("parabolic", 2.0, 0.0, 0.0, 1.0, "")
         .args[0]
     )
-    out = comfy_host.node_class("CustomVideoXSample").execute(
-        model,
-        _cond(1),
-        _cond(2),
-        reference,
-        VIDEO_WIDTH,
-        VIDEO_HEIGHT,
-        5,
-        1,
-        1,
-        2.0,
-        "euler",
-        "simple",
-        1.0,
-        False,
-        tab=tab,
-    )
-    assert tuple(out.args[0]["samples"].shape) == LATENT_SHAPE
+    out = run_sample_node(comfy_host, model, reference, seed=1, steps=1, tab=tab)
+    assert tuple(out.shape) == LATENT_SHAPE
     applied = comfy_host.node_class("CustomVideoXApply").execute(model, reference, False, tab=tab).args[0]
     assert applied is not model
     assert_same_fingerprint(before, model_fingerprint(model))
@@ -228,24 +235,5 @@ def test_apply_then_ksampler_equals_sample_node(comfy_host, pack, vae, models):
     reference = encode_reference(comfy_host, vae, 1)
     applied = comfy_host.node_class("CustomVideoXApply").execute(model, reference, False).args[0]
     via_apply = sample(applied, seed=9, steps=2, cfg=2.0)
-    via_sample = (
-        comfy_host.node_class("CustomVideoXSample")
-        .execute(
-            model,
-            _cond(1),
-            _cond(2),
-            reference,
-            VIDEO_WIDTH,
-            VIDEO_HEIGHT,
-            5,
-            9,
-            2,
-            2.0,
-            "euler",
-            "simple",
-            1.0,
-            False,
-        )
-        .args[0]["samples"]
-    )
+    via_sample = run_sample_node(comfy_host, model, reference, seed=9, steps=2)
     assert torch.allclose(via_apply, via_sample, atol=1e-6)
