@@ -37,7 +37,9 @@ from pathlib import Path
 
 import comfy.lora
 import comfy.model_management
+import comfy.model_patcher
 import comfy.patcher_extension
+import comfy.utils
 import folder_paths
 import torch
 from torch import Tensor, nn
@@ -357,14 +359,36 @@ def _host_training_mode(family: str) -> Iterator[None]:
 
 
 def _training_copy(model):
-    """A patcher over a fresh copy of the model's weights (reloaded from its file, autograd-capable)."""
+    """A patcher over a fresh, autograd-capable copy of the model's weights.
+
+    ComfyUI >= 0.2x reloads the weights from the model's file (``clone(force_deepcopy=True)``, as its own
+    trainer does). Older releases have no such hook: there every loaded model is unloaded first (so no
+    patched weights are copied), the module is deep-copied and its inference-mode tensors are cloned into
+    normal ones. Either way the input MODEL's module is never trained.
+    """
     try:
         return model.clone(force_deepcopy=True)
+    except TypeError:
+        return _copied_patcher(model)
     except RuntimeError as error:
         raise RuntimeError(
             "cannot make a trainable copy of this MODEL: it was not loaded from a file by a ComfyUI "
             f"loader ({error}). Load it with Load Diffusion Model (UNETLoader) or Load Checkpoint."
         ) from error
+
+
+def _copied_patcher(model):
+    """``model`` rebuilt from its own config with a cloned copy of its weights (plain, trainable tensors)."""
+    comfy.model_management.unload_all_models()  # restores any weights another patcher had patched
+    base = model.model
+    weights = {name: tensor.detach().clone() for name, tensor in base.diffusion_model.state_dict().items()}
+    rebuilt = base.model_config.get_model(weights, "")
+    rebuilt.load_model_weights(weights, "")
+    copied = comfy.model_patcher.ModelPatcher(
+        rebuilt, load_device=model.load_device, offload_device=model.offload_device
+    )
+    copied.model_options = comfy.utils.deepcopy_list_dict(model.model_options)
+    return copied
 
 
 def train_adapter(
