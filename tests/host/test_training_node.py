@@ -623,25 +623,9 @@ def _evaluate(pack, models, dataset) -> Evaluation:
         )
         untrained = pack.load_node.LoadCustomVideoX.execute(models.model, "none", 1.0).args[0]
         trained = pack.load_node.LoadCustomVideoX.execute(models.model, f"{ADAPTER}.safetensors", 1.0).args[0]
-        process_in = models.model.model.process_latent_in
-        by_name = dict(zip(prepared.names, prepared.entries, strict=True))
-        entries = [by_name[name] for name in EVAL_ITEMS]
-        sums = dict.fromkeys(("untrained_right", "untrained_wrong", "trained_right", "trained_wrong"), 0.0)
-        count = 0
-        for index, entry in enumerate(entries):
-            wrong_reference = entries[(index + 1) % len(entries)].reference_latents
-            clean = process_in(entry.video_latents.clone())
-            for seed in EVAL_SEEDS:
-                args = {"context": models.context, "seed": seed, "timestep": EVAL_TIMESTEP}
-                for model_name, patcher in (("untrained", untrained), ("trained", trained)):
-                    for reference_name, reference in (
-                        ("right", entry.reference_latents),
-                        ("wrong", wrong_reference),
-                    ):
-                        denoised = _denoised(pack, patcher, reference, clean, **args)
-                        sums[f"{model_name}_{reference_name}"] += float(((denoised - clean) ** 2).mean())
-                count += 1
-    return Evaluation(**{key: value / count for key, value in sums.items()})
+    by_name = dict(zip(prepared.names, prepared.entries, strict=True))
+    entries = [by_name[name] for name in EVAL_ITEMS]
+    return _evaluate_entries(pack, models, entries, untrained, trained)
 
 
 @pytest.fixture(scope="module")
