@@ -22,7 +22,7 @@ the per-call state lives only in the copy of ``transformer_options`` handed to t
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import comfy.ldm.common_dit
 import comfy.patcher_extension
@@ -32,14 +32,9 @@ from torch import Tensor
 from ..customvideox_core.erae import ERAEConfig, reference_token_weights
 from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.layout import TokenLayout
-from ..customvideox_core.reference_attention import (
-    ReferenceStep,
-    cross_entity_activation,
-    joint_entity_activation,
-    plan_step,
-    reference_self_attention,
-)
+from ..customvideox_core.reference_attention import plan_step
 from ..customvideox_core.tab import TABSchedule, sampling_progress
+from .attention_override import OVERRIDE_KEY, RUNTIME_KEY, CallRuntime, reference_attention_override
 from .host_model import diffusion_model_of, host_signature
 from .types import ReferenceLatents
 
@@ -48,8 +43,6 @@ logger = logging.getLogger(__name__)
 WRAPPER_KEY = "customvideox"
 SETTINGS_KEY = "cvx_settings"
 HOST_KEY = "cvx_host"
-RUNTIME_KEY = "cvx_runtime"
-OVERRIDE_KEY = "optimized_attention_override"
 
 # Position of ``transformer_options`` among the positional arguments of each host's DiT forward.
 _TRANSFORMER_OPTIONS_INDEX = {"cogvideox": 4, "wan": 5}
@@ -64,16 +57,6 @@ class ReferencePatch:
     tab: TABSchedule
     erae: ERAEConfig | None
     uncond_sees_reference: bool
-
-
-@dataclass(eq=False)
-class _CallRuntime:
-    """Per-model-call state, created by the wrapper and dropped when the call returns."""
-
-    family: str
-    step: ReferenceStep
-    previous_override: object | None
-    scratch: dict = field(default_factory=dict)
 
 
 def install_machinery(model, host: HostSignature) -> None:
@@ -161,7 +144,7 @@ class ReferenceWrapper:
             erae=patch.erae,
         )
         call_options = dict(transformer_options)
-        call_options[RUNTIME_KEY] = _CallRuntime(
+        call_options[RUNTIME_KEY] = CallRuntime(
             family=self.family, step=step, previous_override=transformer_options.get(OVERRIDE_KEY)
         )
         call_options[OVERRIDE_KEY] = reference_attention_override
@@ -233,58 +216,6 @@ def _check_learned_positions(dit, image_tokens: int) -> None:
             f"this CogVideoX uses learned positions for at most {available} video tokens; video plus "
             f"reference frames need {image_tokens}. Use fewer frames or fewer reference images."
         )
-
-
-def reference_attention_override(func, *args, **kwargs):
-    """``optimized_attention_override``: bias self-attention, pass everything else to the backend."""
-    transformer_options = kwargs.get("transformer_options") or {}
-    runtime: _CallRuntime | None = transformer_options.get(RUNTIME_KEY)
-    previous = runtime.previous_override if runtime is not None else None
-
-    def backend(*backend_args, **backend_kwargs):
-        if previous is not None:
-            return previous(func, *backend_args, **backend_kwargs)
-        return func(*backend_args, **backend_kwargs)
-
-    if runtime is None or len(args) < 3 or kwargs.get("skip_reshape") or kwargs.get("mask") is not None:
-        return backend(*args, **kwargs)
-    query, key, value = args[:3]
-    heads = args[3] if len(args) > 3 else kwargs.get("heads")
-    layout = runtime.step.layout
-    if query.ndim != 3 or heads is None or query.shape[1] != layout.total:
-        return backend(*args, **kwargs)
-
-    rest = {
-        name: val
-        for name, val in kwargs.items()
-        if name not in ("heads", "skip_reshape", "skip_output_reshape")
-    }
-    if key.shape[1] == layout.total:
-        if runtime.family == "cogvideox":
-            activation = joint_entity_activation(query, key, heads, runtime.step)
-        else:
-            activation = runtime.scratch.get("activation")
-
-        def attention_fn(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-            return backend(q, k, v, q.shape[1], skip_reshape=True, skip_output_reshape=True, **rest)
-
-        return reference_self_attention(
-            query, key, value, heads, runtime.step, attention_fn=attention_fn, activation=activation
-        )
-    if runtime.family == "wan" and runtime.step.uses_erae:
-        _store_wan_activation(runtime, query, key, heads)
-    return backend(*args, **kwargs)
-
-
-def _store_wan_activation(runtime: _CallRuntime, query: Tensor, key: Tensor, heads: int) -> None:
-    """Wan reads the text in cross-attention: keep this block's entity activation for the next block."""
-    erae = runtime.step.erae
-    if erae is None or key.shape[1] <= max(erae.entity_positions):
-        return
-    layout = runtime.step.layout
-    video_queries = query[:, layout.video_slice].unflatten(-1, (heads, -1)).transpose(1, 2)
-    text_keys = key.unflatten(-1, (heads, -1)).transpose(1, 2)
-    runtime.scratch["activation"] = cross_entity_activation(video_queries, text_keys, runtime.step)
 
 
 __all__ = [

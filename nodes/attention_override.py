@@ -1,0 +1,85 @@
+"""The attention half of the CustomVideoX patch: the ``optimized_attention_override``.
+
+The ``DIFFUSION_MODEL`` wrapper in :mod:`.patch` plans one :class:`CallRuntime` per model call and puts
+:func:`reference_attention_override` into that call's ``transformer_options``. ComfyUI then hands every
+attention call of the DiT to it, with ``func`` the backend the user chose; the override biases the
+self-attention over ``[text | video | reference]`` tokens and passes every other call through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from ..customvideox_core.reference_attention import (
+    ReferenceStep,
+    cross_entity_activation,
+    joint_entity_activation,
+    reference_self_attention,
+)
+
+RUNTIME_KEY = "cvx_runtime"
+OVERRIDE_KEY = "optimized_attention_override"
+
+
+@dataclass(eq=False)
+class CallRuntime:
+    """Per-model-call state, created by the wrapper and dropped when the call returns."""
+
+    family: str
+    step: ReferenceStep
+    previous_override: object | None
+    scratch: dict = field(default_factory=dict)
+
+
+def reference_attention_override(func, *args, **kwargs):
+    """``optimized_attention_override``: bias self-attention, pass everything else to the backend."""
+    transformer_options = kwargs.get("transformer_options") or {}
+    runtime: CallRuntime | None = transformer_options.get(RUNTIME_KEY)
+    previous = runtime.previous_override if runtime is not None else None
+
+    def backend(*backend_args, **backend_kwargs):
+        if previous is not None:
+            return previous(func, *backend_args, **backend_kwargs)
+        return func(*backend_args, **backend_kwargs)
+
+    if runtime is None or len(args) < 3 or kwargs.get("skip_reshape") or kwargs.get("mask") is not None:
+        return backend(*args, **kwargs)
+    query, key, value = args[:3]
+    heads = args[3] if len(args) > 3 else kwargs.get("heads")
+    layout = runtime.step.layout
+    if query.ndim != 3 or heads is None or query.shape[1] != layout.total:
+        return backend(*args, **kwargs)
+
+    rest = {
+        name: val
+        for name, val in kwargs.items()
+        if name not in ("heads", "skip_reshape", "skip_output_reshape")
+    }
+    if key.shape[1] == layout.total:
+        if runtime.family == "cogvideox":
+            activation = joint_entity_activation(query, key, heads, runtime.step)
+        else:
+            activation = runtime.scratch.get("activation")
+
+        def attention_fn(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+            return backend(q, k, v, q.shape[1], skip_reshape=True, skip_output_reshape=True, **rest)
+
+        return reference_self_attention(
+            query, key, value, heads, runtime.step, attention_fn=attention_fn, activation=activation
+        )
+    if runtime.family == "wan" and runtime.step.uses_erae:
+        _store_wan_activation(runtime, query, key, heads)
+    return backend(*args, **kwargs)
+
+
+def _store_wan_activation(runtime: CallRuntime, query: Tensor, key: Tensor, heads: int) -> None:
+    """Wan reads the text in cross-attention: keep this block's entity activation for the next block."""
+    erae = runtime.step.erae
+    if erae is None or key.shape[1] <= max(erae.entity_positions):
+        return
+    layout = runtime.step.layout
+    video_queries = query[:, layout.video_slice].unflatten(-1, (heads, -1)).transpose(1, 2)
+    text_keys = key.unflatten(-1, (heads, -1)).transpose(1, 2)
+    runtime.scratch["activation"] = cross_entity_activation(video_queries, text_keys, runtime.step)
