@@ -33,15 +33,25 @@ def fit_replacement_mask(reference: ReferenceLatents, mask: torch.Tensor) -> Ref
 
 def patch_model(
     model,
-    reference: ReferenceLatents,
+    reference: ReferenceLatents | None,
     tab: TABSchedule | None,
     erae: ERAESettings | None,
     uncond_sees_reference: bool,
+    *,
+    allow_host_reference: bool = False,
 ):
-    """A clone of ``model`` that generates with ``reference``; defaults: parabolic TAB, no ERAE."""
+    """A clone of ``model`` that generates with ``reference``; defaults: parabolic TAB, no ERAE.
+
+    ``reference=None`` (only with ``allow_host_reference``, i.e. Apply) biases the reference frames the
+    conditioning carries instead; ERAEMask's ``reference_mask`` then masks those frames.
+    """
+    masks = None
     if reference is None:
-        raise ValueError("connect a reference (CustomVideoX ReferenceEncode) to this node")
-    if erae is not None and erae.reference_mask is not None:
+        if not allow_host_reference:
+            raise ValueError("connect a reference (CustomVideoX ReferenceEncode) to this node")
+        if erae is not None and erae.reference_mask is not None:
+            masks = erae.reference_mask
+    elif erae is not None and erae.reference_mask is not None:
         reference = fit_replacement_mask(reference, erae.reference_mask)
     return apply_reference_patch(
         model,
@@ -49,4 +59,5 @@ def patch_model(
         tab=tab if tab is not None else TABSchedule(),
         erae=erae.config if erae is not None else None,
         uncond_sees_reference=uncond_sees_reference,
+        masks=masks,
     )
