@@ -9,6 +9,7 @@ from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
 from .apply_node import CustomVideoXApply
+from .concat_id_node import CustomVideoXLoadConcatID
 from .erae_node import CustomVideoXERAEMask
 from .load_node import LoadCustomVideoX
 from .reference_node import CustomVideoXReferenceEncode
@@ -41,6 +42,7 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXSample,
     CustomVideoXApply,
     CustomVideoXTrainAdapter,
+    CustomVideoXLoadConcatID,
 ]
 
 
