@@ -6,15 +6,12 @@ Several images are several reference frames; ``N`` is kept.
 
 from __future__ import annotations
 
-import logging
 from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
-
-logger = logging.getLogger(__name__)
 
 FitMode = Literal["pad", "crop"]
 FIT_MODES: tuple[str, ...] = get_args(FitMode)

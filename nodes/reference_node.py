@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io, ui
 
+from ..customvideox_core.constants import SIZE_STEP
 from ..customvideox_core.reference import prepare_reference
 from .types import ReferenceLatents, ReferenceType
-
-SIZE_STEP = 16  # 8× VAE compression × patch size 2
 
 
 def encode_frames(vae, images: torch.Tensor) -> torch.Tensor:
@@ -84,6 +83,6 @@ class CustomVideoXReferenceEncode(io.ComfyNode):
         images, masks = prepare_reference(image, mask, width=width, height=height, fit=fit)
         latents = encode_frames(vae, images)
         reference = ReferenceLatents(
-            latents=latents, masks=masks, images=images, source_size=tuple(image.shape[1:3]), fit=fit
+            latents=latents, masks=masks, source_size=tuple(image.shape[1:3]), fit=fit
         )
         return io.NodeOutput(reference, ui=ui.PreviewImage(images, cls=cls))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import mimetypes
 import os
 import uuid
@@ -24,8 +23,6 @@ from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import Request, urlopen
 
 from .websocket import WebSocketConnection
-
-logger = logging.getLogger(__name__)
 
 _TRANSIENT_STATUS = (502, 503, 504)
 

@@ -584,7 +584,6 @@ def _denoised(pack, patcher, reference_latents, clean, context, *, seed: int, ti
     reference = pack.types.ReferenceLatents(
         latents=reference_latents,
         masks=torch.ones(reference_latents.shape[2], HEIGHT, WIDTH),
-        images=torch.ones(reference_latents.shape[2], HEIGHT, WIDTH, 3),
         source_size=(HEIGHT, WIDTH),
         fit="pad",
     )

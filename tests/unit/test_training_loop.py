@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny_host import TinyVideoDiT
 
 from customvideox_core.training import (
     LatentCacheEntry,
@@ -14,7 +15,6 @@ from customvideox_core.training import (
     train,
     warmup_factor,
 )
-from customvideox_core.training.tiny_host import TinyVideoDiT
 
 
 def entries(count=2, seed=1):

@@ -1,4 +1,4 @@
-"""A tiny pure-torch video DiT with ComfyUI's module names, for tests, benchmarks and dry runs.
+"""A tiny pure-torch video DiT with ComfyUI's module names, for the unit tests (test code, not the product).
 
 Not a real model: patch size 1, one token per latent pixel, full 3D self-attention, no text. What it
 shares with ComfyUI's CogVideoX / Wan is what LoRA training touches: the module paths of the attention
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from ..hosts import HostFamily, check_family
+from customvideox_core.hosts import HostFamily, check_family
 
 
 class CastingLinear(nn.Linear):
