@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import comfy.lora
 import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
@@ -51,8 +50,8 @@ from ..customvideox_core.adapter_file import (
     load_adapter,
     save_adapter,
 )
+from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER, SEED_MAX
 from ..customvideox_core.hosts import HostFamily, HostSignature
-from ..customvideox_core.lora_keys import to_comfy_lora
 from ..customvideox_core.tab import TABSchedule
 from ..customvideox_core.training import (
     DenoisingObjective,
@@ -67,19 +66,17 @@ from ..customvideox_core.training import (
     remove_lora,
     train,
 )
-from .patch import HOST_KEY, SETTINGS_KEY, WRAPPER_KEY, ReferencePatch, ReferenceWrapper, install_machinery
+from .load_node import apply_adapter
+from .patch import HOST_KEY, SETTINGS_KEY, WRAPPER_KEY, ReferencePatch, ReferenceWrapper
 from .train_data import REFERENCE_FIT, PreparedDataset, TrainDataSettings
 from .types import ReferenceLatents
 
 logger = logging.getLogger(__name__)
 
-MODEL_FOLDER = "customvideox"
 NO_RESUME = "none"
-ADAPTER_SUFFIX = ".safetensors"
 TRAINING_TAB = TABSchedule(shape="constant", peak=0.0)
 """Training adds no attention bias: the LoRA learns to read the reference from plain attention."""
 SCHEDULE_TOLERANCE = 1e-4
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -127,7 +124,7 @@ class TrainAdapterSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer of at least {low}, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
             raise ValueError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
 
     def lora_config(self, family: HostFamily) -> LoraTrainConfig:
@@ -514,7 +511,6 @@ def _train_copy(
             config,
             model_fn_factory=model_fn_factory(dit, host, context.clone().to(device), dtype),
             on_step=on_step,
-            should_save=lambda step: settings.save_every > 0 and step % settings.save_every == 0,
             on_save=on_save,
         )
         state_dict = _to_cpu(lora_state_dict(dit))
@@ -531,15 +527,10 @@ def _to_cpu(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 def model_with_adapter(model, host: HostSignature, state_dict: Mapping[str, Tensor], strength: float = 1.0):
     """A clone of ``model`` with the LoRA added through ``add_patches``, as LoadCustomVideoX applies a file."""
-    patched = model.clone()
-    install_machinery(patched, host)
-    key_map = comfy.lora.model_lora_keys_unet(patched.model, {})
-    converted = to_comfy_lora(dict(state_dict), host.family, known_modules=set(key_map))
-    patches = comfy.lora.load_lora(converted.state_dict, key_map, log_missing=False)
-    if converted.unmatched or not patches:
+    applied = apply_adapter(model, host, state_dict, strength)
+    if applied.unmatched or not applied.layers:
         raise RuntimeError(
-            f"the trained LoRA does not map onto this {host.variant}: {len(patches)} layers matched, "
-            f"unmatched keys {list(converted.unmatched)[:3]}; please report this"
+            f"the trained LoRA does not map onto this {host.variant}: {applied.layers} layers matched, "
+            f"unmatched keys {list(applied.unmatched)[:3]}; please report this"
         )
-    patched.add_patches(patches, strength)
-    return patched
+    return applied.model

@@ -54,6 +54,10 @@ class TrainConfig:
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ValueError("TrainConfig.weight_decay and max_grad_norm must be non-negative")
 
+    def should_save(self, step: int) -> bool:
+        """The save-every rule: after every ``save_every``-th optimizer step (``step`` counts from 1)."""
+        return self.save_every > 0 and step % self.save_every == 0
+
 
 @dataclass(frozen=True)
 class TrainStep:
@@ -132,8 +136,7 @@ def train(
     device = parameters[0].device
     objective = DenoisingObjective.coerce(config.objective)
     if should_save is None:
-        every = config.save_every
-        should_save = (lambda step: step % every == 0) if every else (lambda step: False)
+        should_save = config.should_save
 
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
