@@ -114,7 +114,7 @@ def train(
     cache_items: Sequence[LatentCacheEntry],
     config: TrainConfig,
     *,
-    model_fn_factory: Callable[[LatentCacheEntry], ModelFn],
+    model_fn: ModelFn,
     on_step: Callable[[TrainStep], None] | None = None,
     should_save: Callable[[int], bool] | None = None,
     on_save: Callable[[int, dict[str, Tensor]], None] | None = None,
@@ -122,8 +122,7 @@ def train(
 ) -> list[float]:
     """Train the LoRA injected in ``model``; returns the loss of every optimizer step.
 
-    ``model_fn_factory(entry)`` returns the callable that runs ``model`` on one entry (it closes over the
-    entry's conditioning). Latents are moved to the LoRA's device as float32. ``on_step`` may raise to
+    ``model_fn(video, reference, timestep)`` runs ``model`` (see :data:`ModelFn`). Latents are moved to the LoRA's device as float32. ``on_step`` may raise to
     stop training (e.g. on user interrupt); the model's modes and forwards are restored either way.
     ``checkpoint_blocks``: modules to checkpoint when ``config.gradient_checkpointing`` (default: every
     block of each ``blocks`` ModuleList).
@@ -164,7 +163,7 @@ def train(
                     device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast
                 ):
                     loss = denoising_loss(
-                        model_fn_factory(entry),
+                        model_fn,
                         entry.video_latents.to(device, torch.float32),
                         entry.reference_latents.to(device, torch.float32),
                         objective=objective,

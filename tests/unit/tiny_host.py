@@ -131,3 +131,10 @@ class TinyVideoDiT(nn.Module):
             tokens = block(tokens)
         output = self.proj_out(tokens)
         return rearrange(output, "b (t h w) c -> b c t h w", t=frames, h=height, w=width)
+
+    def predict_video(self, video: Tensor, reference: Tensor, timestep: Tensor) -> Tensor:
+        """The training model function (``ModelFn``): the reference frames ``[B, C, R, H, W]`` join the
+        video ``[B, C, T, H, W]`` in one attention, as the pack's wrapper appends them in a real host;
+        returns the video's prediction ``[B, C, T, H, W]``."""
+        joined = self(torch.cat([video, reference.to(video)], dim=2), timestep)
+        return joined[:, :, : video.shape[2]]
