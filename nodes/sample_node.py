@@ -10,6 +10,7 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
+from ..customvideox_core.constants import SEED_MAX, SIZE_STEP
 from .conditioning_node import mark_sees_reference
 from .settings import patch_model
 from .types import ERAEType, ReferenceType, TABType
@@ -159,10 +160,20 @@ class CustomVideoXSample(io.ComfyNode):
                     tooltip="Start latent (for denoise < 1); without it width/height/length are used.",
                 ),
                 io.Int.Input(
-                    "width", default=720, min=16, max=MAX_SIZE, step=16, tooltip="Video width in pixels."
+                    "width",
+                    default=720,
+                    min=16,
+                    max=MAX_SIZE,
+                    step=SIZE_STEP,
+                    tooltip="Video width in pixels.",
                 ),
                 io.Int.Input(
-                    "height", default=480, min=16, max=MAX_SIZE, step=16, tooltip="Video height in pixels."
+                    "height",
+                    default=480,
+                    min=16,
+                    max=MAX_SIZE,
+                    step=SIZE_STEP,
+                    tooltip="Video height in pixels.",
                 ),
                 io.Int.Input(
                     "length", default=49, min=1, max=MAX_SIZE, step=4, tooltip="Number of video frames."
@@ -171,7 +182,7 @@ class CustomVideoXSample(io.ComfyNode):
                     "seed",
                     default=0,
                     min=0,
-                    max=0xFFFFFFFFFFFFFFFF,
+                    max=SEED_MAX,
                     control_after_generate=True,
                     tooltip="Noise seed.",
                 ),

@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from ..customvideox_core.reference import prepare_reference
+from ..customvideox_core.reference import check_finite, prepare_reference
 from ..customvideox_core.tab import TABSchedule
 from .patch import apply_reference_patch
 from .types import ERAESettings, ReferenceLatents
@@ -51,7 +51,16 @@ def patch_model(
             raise ValueError("connect a reference (CustomVideoX ReferenceEncode) to this node")
         if erae is not None and erae.reference_mask is not None:
             masks = erae.reference_mask
-    elif erae is not None and erae.reference_mask is not None:
+    else:
+        check_finite(
+            reference.latents,
+            "the reference latents",
+            "encode the reference again with a working VAE (CustomVideoX ReferenceEncode refuses such latents)",
+        )
+        check_finite(reference.masks, "the reference's subject mask", "give a mask with values in [0, 1]")
+    if erae is not None and erae.reference_mask is not None:
+        check_finite(erae.reference_mask, "ERAEMask's reference_mask", "give a mask with values in [0, 1]")
+    if reference is not None and erae is not None and erae.reference_mask is not None:
         reference = fit_replacement_mask(reference, erae.reference_mask)
     return apply_reference_patch(
         model,
