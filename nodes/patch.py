@@ -138,8 +138,10 @@ class ReferenceWrapper:
             layout,
             tab=patch.tab,
             progress=_progress(transformer_options),
-            row_is_cond=_row_is_cond(transformer_options, x.shape[0]),
-            uncond_sees_reference=patch.uncond_sees_reference,
+            row_sees_reference=[
+                cond or patch.uncond_sees_reference for cond in _row_is_cond(transformer_options, x.shape[0])
+            ],
+            row_has_entities=_row_is_cond(transformer_options, x.shape[0]),
             reference_weights=weights,
             erae=patch.erae,
         )
