@@ -10,6 +10,7 @@ from typing_extensions import override
 
 from .apply_node import CustomVideoXApply
 from .concat_id_node import CustomVideoXLoadConcatID
+from .concat_id_wan import CustomVideoXLoadConcatIDWan
 from .erae_node import CustomVideoXERAEMask
 from .load_node import LoadCustomVideoX
 from .reference_node import CustomVideoXReferenceEncode
@@ -43,6 +44,7 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXApply,
     CustomVideoXTrainAdapter,
     CustomVideoXLoadConcatID,
+    CustomVideoXLoadConcatIDWan,
 ]
 
 
