@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .sat_cogvideox import ConversionError
 
+WAN_CONVERTER_ID = "customvideox_core.convert.concat_id_wan/1"
 PROJECTION_WEIGHT = "time_projection_ref.1.weight"
 PROJECTION_BIAS = "time_projection_ref.1.bias"
 _MODULATION_REF = re.compile(r"blocks\.(?P<layer>\d+)\.modulation_ref")
@@ -126,6 +127,7 @@ def reference_modulation(modulation_ref: Tensor, projected_reference: Tensor) ->
 
 __all__ = [
     "REFERENCE_CHUNK_ORDER",
+    "WAN_CONVERTER_ID",
     "ConcatIdWanWeights",
     "ReferenceAdaLN",
     "reference_modulation",

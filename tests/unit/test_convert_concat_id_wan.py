@@ -75,3 +75,26 @@ def test_reference_modulation_follows_forward_adaln():
     # attention: (shift_msa, scale_msa, gate_msa); feed-forward: modulate(.., shift_msa, scale_msa), gate_mlp
     expected = torch.cat([shift_msa, scale_msa, gate_msa, shift_msa, scale_msa, gate_mlp], dim=1)
     assert torch.equal(rows, expected)
+
+
+def test_command_line_resaves_a_concat_id_wan_pt_as_safetensors(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from customvideox_core.convert.cli import main
+
+    state = wan_state(adaln=True)
+    source = tmp_path / "second_stage_adaln.pt"
+    torch.save(state, source)
+    output = tmp_path / "concat_id_wan_adaln.safetensors"
+    assert main(["--input", str(source), "--output", str(output), "--variant", "wan"]) == 0
+    written = load_file(str(output))
+    assert written.keys() == state.keys()
+    assert all(torch.equal(written[key], state[key]) for key in state)
+    with safe_open(str(output), framework="pt") as reader:
+        assert reader.metadata()["cvx_reference_adaln"] == "yes"
+    del state["blocks.0.modulation_ref"]
+    torch.save(state, source)
+    broken = tmp_path / "broken.safetensors"
+    assert main(["--input", str(source), "--output", str(broken), "--variant", "wan"]) == 2
+    assert not broken.exists()
