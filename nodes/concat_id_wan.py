@@ -98,10 +98,16 @@ class ShiftedReferenceRope:
     def __call__(self, t, h, w, *args, transformer_options=None, **kwargs):
         options = transformer_options or {}
         call = options.get(CALL_KEY)
-        if call is None or call.reference_frames == 0 or args:
+        if call is None or call.reference_frames == 0 or kwargs.get("source_id", 0) != 0:
+            # no appended reference; or another in-context stream (Bernini), which keeps its own rope
             return self.original(t, h, w, *args, transformer_options=options, **kwargs)
-        if kwargs.get("t_start", 0) != 0 or kwargs.get("source_id", 0) != 0:
-            return self.original(t, h, w, transformer_options=options, **kwargs)
+        if args or kwargs.get("t_start", 0) != 0:
+            raise ValueError(
+                "Concat-ID-Wan cannot place its reference positions: WanModel.rope_encode was called as "
+                f"rope_encode({t}, {h}, {w}, *{args}, **{sorted(kwargs)}), not as this ComfyUI's _forward "
+                "calls it; this ComfyUI version is not supported by the Concat-ID-Wan loader"
+            )
+        kwargs.pop("t_start", None)
         reference = call.reference_frames
         video = self.original(t - reference, h, w, transformer_options=options, **kwargs)
         patch_w = self.original.__self__.patch_size[2]
