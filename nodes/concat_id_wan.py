@@ -40,7 +40,7 @@ from ..customvideox_core.convert.concat_id_wan import (
     reference_projection,
     split_concat_id_wan,
 )
-from .concat_id_node import CHECKPOINT_FOLDER, WEIGHT_DTYPES
+from .concat_id_node import CHECKPOINT_FOLDER, WEIGHT_DTYPES, checkpoint_choices
 from .patch import SETTINGS_KEY
 
 logger = logging.getLogger(__name__)
@@ -204,14 +204,6 @@ def load_concat_id_wan(path: str, model_options: dict | None = None, disable_dyn
     return patcher
 
 
-def checkpoint_choices() -> list[str]:
-    try:
-        names = folder_paths.get_filename_list(CHECKPOINT_FOLDER)
-    except KeyError:
-        return []
-    return [name for name in names if Path(name).suffix.lower() in _SUFFIXES]
-
-
 class CustomVideoXLoadConcatIDWan(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -229,7 +221,7 @@ class CustomVideoXLoadConcatIDWan(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "checkpoint",
-                    options=checkpoint_choices(),
+                    options=checkpoint_choices(_SUFFIXES),
                     tooltip="first_stage.pt or second_stage_adaln.pt (or a safetensors copy) under "
                     "models/diffusion_models. Read as plain tensors only.",
                 ),
