@@ -274,13 +274,14 @@ def run_training_steps(
     context = torch.randn((1, shape.text_tokens, shape.text_dim), generator=generator)
     context = context.to(device, torch.bfloat16)
 
-    def model_fn(model_input, timestep):
+    def model_fn(video, reference, timestep):
         # CogVideoX-5B layout: the reference frame simply follows the video frames (as the wrapper does).
-        return model(model_input.to(torch.bfloat16), timestep, context).float()
+        joined = torch.cat([video, reference], dim=2).to(torch.bfloat16)
+        return model(joined, timestep, context).float()[:, :, : video.shape[2]]
 
     config = TrainConfig(steps=steps, bf16_autocast=True, gradient_checkpointing=checkpointing)
     started = time.perf_counter()
-    train_lora(model, [entry], config, model_fn_factory=lambda _entry: model_fn)
+    train_lora(model, [entry], config, model_fn=model_fn)
     if device == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - started) / steps

@@ -15,12 +15,9 @@ padding tokens (``</s>``, ``<pad>``, ``<|endoftext|>``, ``[CLS]``, ...) never ma
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-logger = logging.getLogger(__name__)
 
 _SENTENCEPIECE_MARKERS = ("\u2581", "\u0120")  # "▁" (SentencePiece), "Ġ" (byte-level BPE)
 _CLIP_END_OF_WORD = "</w>"

@@ -6,7 +6,6 @@ Several images are several reference frames; ``N`` is kept.
 
 from __future__ import annotations
 
-import logging
 from typing import Literal, get_args
 
 import torch
@@ -14,11 +13,25 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-logger = logging.getLogger(__name__)
-
 FitMode = Literal["pad", "crop"]
 FIT_MODES: tuple[str, ...] = get_args(FitMode)
 _CHANNEL_COUNTS = (1, 3, 4)
+
+
+def check_finite(tensor: Tensor, what: str, remedy: str) -> None:
+    """Raise ``ValueError`` naming ``what`` and how many values are NaN / infinite, then ``remedy``.
+
+    Nothing downstream may run on such values: attention would sample NaN silently (or fail far from
+    the cause, e.g. in ERAE's entity activation).
+    """
+    finite = torch.isfinite(tensor)
+    if bool(finite.all()):
+        return
+    nan = int(torch.isnan(tensor).sum())
+    infinite = int((~finite).sum()) - nan
+    raise ValueError(
+        f"{what} contains {nan} NaN and {infinite} infinite value(s) out of {tensor.numel()}; {remedy}"
+    )
 
 
 def _check_inputs(images: Tensor, masks: Tensor | None, width: int, height: int, fit: str) -> None:

@@ -18,18 +18,83 @@ Negative values are allowed: they weaken the reference instead of strengthening 
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
-
-import torch
-
-logger = logging.getLogger(__name__)
+from typing import Any, Literal, get_args
 
 TABShape = Literal["parabolic", "constant", "linear", "custom"]
 TAB_SHAPES: tuple[str, ...] = get_args(TABShape)
+"""The one list of TAB shapes: the TimeAwareBias node's choices and the batch client's ``tab_shape``."""
+
+
+def check_tab_shape(shape: object, name: str = "TAB shape") -> None:
+    """Raise ``ValueError`` unless ``shape`` is one of :data:`TAB_SHAPES` (``name``: what the user calls it)."""
+    if shape not in TAB_SHAPES:
+        raise ValueError(
+            f"Unknown {name} {shape!r}; expected one of {', '.join(TAB_SHAPES)}. Pick one of these shapes."
+        )
+
+
+def check_tab_number(name: str, value: object) -> float:
+    """``value`` as a float; ``TypeError``/``ValueError`` unless it is a finite number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"TAB {name} must be a number, got {type(value).__name__} ({value!r}).")
+    if not math.isfinite(value):
+        raise ValueError(f"TAB {name} must be a finite number, got {value!r}. Use a finite value.")
+    return float(value)
+
+
+def check_tab_window(
+    start: float | None, end: float | None, names: tuple[str, str] = ("start", "end")
+) -> None:
+    """Raise ``ValueError`` unless each given bound lies in ``[0, 1]`` and ``start <= end``.
+
+    ``None`` is "not given" (the batch client's overrides); ``names`` are what the user calls the bounds.
+    """
+    for name, value in zip(names, (start, end), strict=True):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"TAB window {name} must lie in [0, 1] (sampling progress: 0 = first step, "
+                f"1 = last step), got {value!r}."
+            )
+    if start is not None and end is not None and start > end:
+        raise ValueError(
+            f"TAB window is inverted: {names[0]} ({start!r}) must not exceed {names[1]} ({end!r}). "
+            f"Set {names[0]} <= {names[1]} (the bias is active for start <= s <= end)."
+        )
+
+
+def check_tab_values(values: Sequence[object]) -> tuple[float, ...]:
+    """Custom schedule values as floats; ``TypeError``/``ValueError`` naming the first bad index."""
+    for index, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(
+                f"TAB custom value at index {index} must be a number, got {type(value).__name__} ({value!r})."
+            )
+        if not math.isfinite(value):
+            raise ValueError(
+                f"TAB custom value at index {index} must be finite, got {value!r}. "
+                "Replace it with a finite number."
+            )
+    return tuple(float(value) for value in values)
+
+
+def parse_custom_values(text: str, label: str = "custom_values") -> tuple[float, ...]:
+    """``"0, 0.5, 1"`` → ``(0.0, 0.5, 1.0)``: commas, spaces or new lines separate values; empty items
+    (a trailing comma, doubled separators) are skipped. Finiteness is :class:`TABSchedule`'s check."""
+    values = []
+    for index, item in enumerate(text.replace("\n", ",").replace(" ", ",").split(",")):
+        if not item.strip():
+            continue
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise ValueError(
+                f"{label} item {index + 1}: '{item.strip()}' is not a number; "
+                "write numbers separated by commas, e.g. 0, 0.5, 1, 0.5, 0"
+            ) from None
+    return tuple(values)
 
 
 @dataclass(frozen=True)
@@ -56,43 +121,12 @@ class TABSchedule:
     values: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.shape not in TAB_SHAPES:
-            raise ValueError(
-                f"Unknown TAB shape {self.shape!r}; expected one of {', '.join(TAB_SHAPES)}. "
-                "Pick one of these shapes."
-            )
+        check_tab_shape(self.shape)
         for name in ("peak", "floor", "start", "end"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"TAB {name} must be a number, got {type(value).__name__} ({value!r}).")
-            if not math.isfinite(value):
-                raise ValueError(f"TAB {name} must be a finite number, got {value!r}. Use a finite value.")
-            object.__setattr__(self, name, float(value))
-        for name in ("start", "end"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(
-                    f"TAB window {name} must lie in [0, 1] (sampling progress: 0 = first step, "
-                    f"1 = last step), got {value!r}."
-                )
-        if self.start > self.end:
-            raise ValueError(
-                f"TAB window is inverted: start={self.start!r} > end={self.end!r}. "
-                "Set start <= end (the bias is active for start <= s <= end)."
-            )
-        values = tuple(self.values)
-        for index, value in enumerate(values):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(
-                    f"TAB custom value at index {index} must be a number, got {type(value).__name__} "
-                    f"({value!r})."
-                )
-            if not math.isfinite(value):
-                raise ValueError(
-                    f"TAB custom value at index {index} must be finite, got {value!r}. "
-                    "Replace it with a finite number."
-                )
-        object.__setattr__(self, "values", tuple(float(value) for value in values))
+            object.__setattr__(self, name, check_tab_number(name, getattr(self, name)))
+        check_tab_window(self.start, self.end)
+        values = check_tab_values(self.values)
+        object.__setattr__(self, "values", values)
         if self.shape == "custom" and not values:
             raise ValueError(
                 "TAB shape 'custom' needs at least one value in `values` (spread evenly over "
@@ -148,18 +182,20 @@ def step_progresses(num_steps: int) -> list[float]:
     return [index / (num_steps - 1) for index in range(num_steps)]
 
 
-def _schedule_as_floats(sample_sigmas: Sequence[float] | torch.Tensor) -> list[float]:
-    if isinstance(sample_sigmas, torch.Tensor):
+def _schedule_as_floats(sample_sigmas: Sequence[float] | Any) -> list[float]:
+    """A sequence of numbers or a 1-D torch tensor → floats (duck-typed: this module never imports torch,
+    so the batch client can share its checks and start instantly)."""
+    if hasattr(sample_sigmas, "detach"):
         if sample_sigmas.ndim > 1:
             raise ValueError(
                 f"sample_sigmas must be one-dimensional (the sampler's sigma schedule), got shape "
                 f"{tuple(sample_sigmas.shape)}."
             )
-        return [float(value) for value in sample_sigmas.detach().to("cpu", torch.float64).reshape(-1)]
+        return [float(value) for value in sample_sigmas.detach().cpu().double().reshape(-1).tolist()]
     return [float(value) for value in sample_sigmas]
 
 
-def sampling_progress(sigma: float, sample_sigmas: Sequence[float] | torch.Tensor) -> float:
+def sampling_progress(sigma: float, sample_sigmas: Sequence[float] | Any) -> float:
     """Sampling progress ``s`` in ``[0, 1]`` of the current ``sigma`` within the sampler's schedule.
 
     ``sample_sigmas`` is the sampler's descending sigma schedule (ComfyUI's ``sample_sigmas``), usually

@@ -2,8 +2,9 @@
 
 Concat-ID-Wan appends the reference frame after the video like the pack does, but its forward
 (``inference_wan.py`` / ``pipelines/wan_video.py``) differs from Wan's in three ways. Each is installed
-on the loaded model through a ComfyUI extension point and acts only on calls where the pack's reference
-patch (``CustomVideoX Apply`` / ``Sample``) has appended reference frames:
+on the loaded model through a ComfyUI extension point and acts only on calls with reference frames
+appended after the video — by the pack (``CustomVideoX Apply`` / ``Sample``) or by Wan's own
+``time_dim_concat`` input (core's ``WanPhantomSubjectToVideo``):
 
 1. reference RoPE: time ``T…``, height ``0…h−1``, width shifted by one frame width (``w…2w−1``) — an
    object patch of ``diffusion_model.rope_encode`` that encodes the video frames and the reference
@@ -40,6 +41,7 @@ from ..customvideox_core.convert.concat_id_wan import (
     reference_projection,
     split_concat_id_wan,
 )
+from ..customvideox_core.host_specs import spec_for
 from .concat_id_node import CHECKPOINT_FOLDER, WEIGHT_DTYPES, checkpoint_choices
 from .patch import SETTINGS_KEY
 
@@ -62,16 +64,23 @@ class ConcatIdWanCall:
 
 
 class ConcatIdWanWrapper:
-    """``DIFFUSION_MODEL`` wrapper: record the call's reference frame count and reference projection."""
+    """``DIFFUSION_MODEL`` wrapper: record the call's reference frame count and reference projection.
+
+    Reference frames are those the pack appends (``CustomVideoX Apply`` / ``Sample``) or those the
+    conditioning carries in Wan's own reference input (``time_dim_concat``, core's
+    ``WanPhantomSubjectToVideo``), which ``WanModel._forward`` appends after the video the same way.
+    """
 
     def __init__(self, adaln: ReferenceAdaLN | None) -> None:
         self.adaln = adaln
 
     def __call__(self, executor, *args, **kwargs):
-        in_args = len(args) > _WAN_OPTIONS_INDEX
-        options = args[_WAN_OPTIONS_INDEX] if in_args else kwargs.get("transformer_options")
-        patch = (options or {}).get(SETTINGS_KEY)
-        if patch is None:
+        spec = spec_for("wan")
+        index = spec.transformer_options_index
+        in_args = len(args) > index
+        options = (args[index] if in_args else kwargs.get("transformer_options")) or {}
+        reference_frames = _reference_frames(options.get(SETTINGS_KEY), spec, args, kwargs)
+        if reference_frames == 0:
             return executor(*args, **kwargs)
         projected = None
         if self.adaln is not None:
@@ -81,12 +90,24 @@ class ConcatIdWanWrapper:
                 sinusoidal_embedding_1d(dit.freq_dim, timestep.flatten()).to(dtype=args[0].dtype)
             )
             projected = reference_projection(self.adaln, embedding)
-        call_options = {**options, CALL_KEY: ConcatIdWanCall(patch.model_latents.shape[2], projected)}
+        call_options = {**options, CALL_KEY: ConcatIdWanCall(reference_frames, projected)}
         if in_args:
-            args = (*args[:_WAN_OPTIONS_INDEX], call_options, *args[_WAN_OPTIONS_INDEX + 1 :])
+            args = (*args[:index], call_options, *args[index + 1 :])
         else:
             kwargs = {**kwargs, "transformer_options": call_options}
         return executor(*args, **kwargs)
+
+
+def _reference_frames(patch, spec, args: tuple, kwargs: dict) -> int:
+    """Latent frames appended after the video in this call: the pack's reference, or the host input's."""
+    frames = 0
+    if patch is not None and patch.model_latents is not None:
+        frames += int(patch.model_latents.shape[2])
+    host = spec.reference_input
+    host_frames = args[host.index] if len(args) > host.index else kwargs.get(host.name)
+    if host_frames is not None:
+        frames += int(host_frames.shape[2])
+    return frames
 
 
 class ShiftedReferenceRope:

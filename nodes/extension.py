@@ -8,18 +8,17 @@ import folder_paths
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
+from ..customvideox_core.constants import ADAPTER_EXTENSIONS, MODEL_FOLDER
 from .apply_node import CustomVideoXApply
 from .concat_id_node import CustomVideoXLoadConcatID
 from .concat_id_wan import CustomVideoXLoadConcatIDWan
+from .conditioning_node import CustomVideoXReferenceConditioning
 from .erae_node import CustomVideoXERAEMask
 from .load_node import LoadCustomVideoX
 from .reference_node import CustomVideoXReferenceEncode
 from .sample_node import CustomVideoXSample
 from .tab_node import CustomVideoXTimeAwareBias
 from .train_node import CustomVideoXTrainAdapter
-
-MODEL_FOLDER = "customvideox"
-ADAPTER_EXTENSIONS = {".safetensors", ".sft"}
 
 
 def register_model_folders() -> None:
@@ -43,6 +42,7 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXSample,
     CustomVideoXApply,
     CustomVideoXTrainAdapter,
+    CustomVideoXReferenceConditioning,
     CustomVideoXLoadConcatID,
     CustomVideoXLoadConcatIDWan,
 ]

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import comfy.lora
 import folder_paths
 from comfy_api.latest import io, ui
 
 from ..customvideox_core.adapter_file import check_adapter_host, load_adapter
+from ..customvideox_core.constants import ADAPTER_EXTENSIONS, MODEL_FOLDER
+from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.lora_keys import to_comfy_lora
 from .host_model import host_signature
 from .patch import install_machinery
@@ -17,8 +21,7 @@ from .patch import install_machinery
 logger = logging.getLogger(__name__)
 
 NO_ADAPTER = "none"
-ADAPTER_FOLDERS = ("customvideox", "loras")
-_SAFE_EXTENSIONS = (".safetensors", ".sft")
+ADAPTER_FOLDERS = (MODEL_FOLDER, "loras")
 
 
 def adapter_choices() -> list[str]:
@@ -29,7 +32,7 @@ def adapter_choices() -> list[str]:
             listed = folder_paths.get_filename_list(folder)
         except KeyError:
             continue
-        names.extend(n for n in listed if n.lower().endswith(_SAFE_EXTENSIONS) and n not in names)
+        names.extend(n for n in listed if n.lower().endswith(ADAPTER_EXTENSIONS) and n not in names)
     return [NO_ADAPTER, *names]
 
 
@@ -45,6 +48,27 @@ def adapter_path(name: str) -> str:
         f"adapter '{name}' was not found in models/customvideox or models/loras; put the .safetensors file "
         "there and refresh the node list (press R in the editor)"
     )
+
+
+@dataclass(frozen=True)
+class AppliedAdapter:
+    """A patched clone and how the LoRA mapped onto it: ``layers`` patched, adapter keys ``unmatched``."""
+
+    model: object
+    layers: int
+    unmatched: tuple[str, ...]
+
+
+def apply_adapter(model, host: HostSignature, state_dict: Mapping, strength: float) -> AppliedAdapter:
+    """The one adapter → weight patches path (this node, and the Train Adapter node's output MODEL):
+    a clone of ``model`` with the machinery installed and the LoRA added through ``add_patches``."""
+    patched = model.clone()
+    install_machinery(patched, host)
+    key_map = comfy.lora.model_lora_keys_unet(patched.model, {})
+    converted = to_comfy_lora(dict(state_dict), host.family, known_modules=set(key_map))
+    patches = comfy.lora.load_lora(converted.state_dict, key_map, log_missing=False)
+    patched.add_patches(patches, strength)
+    return AppliedAdapter(model=patched, layers=len(patches), unmatched=tuple(converted.unmatched))
 
 
 class LoadCustomVideoX(io.ComfyNode):
@@ -85,32 +109,29 @@ class LoadCustomVideoX(io.ComfyNode):
     @classmethod
     def execute(cls, model, adapter: str, strength: float) -> io.NodeOutput:
         host = host_signature(model)
-        patched = model.clone()
-        install_machinery(patched, host)
         if adapter == NO_ADAPTER:
+            patched = model.clone()
+            install_machinery(patched, host)
             return io.NodeOutput(patched, ui=ui.PreviewText(f"{host.variant}: training-free (no adapter)"))
         state_dict, metadata = load_adapter(adapter_path(adapter))
         check_adapter_host(metadata, host)
-        key_map = comfy.lora.model_lora_keys_unet(patched.model, {})
-        converted = to_comfy_lora(state_dict, host.family, known_modules=set(key_map))
-        patches = comfy.lora.load_lora(converted.state_dict, key_map, log_missing=False)
-        if not patches:
+        applied = apply_adapter(model, host, state_dict, strength)
+        if not applied.layers:
             raise ValueError(
                 f"adapter '{adapter}' has no LoRA weights for this {host.variant}: none of its "
                 f"{len(state_dict)} keys match the model's attention layers (first keys: "
                 f"{', '.join(sorted(state_dict)[:3])})"
             )
-        patched.add_patches(patches, strength)
-        summary = f"{host.variant}: {len(patches)} layers patched from {os.path.basename(adapter)}"
-        if converted.unmatched:
-            shown = ", ".join(converted.unmatched[:5])
-            more = f" (+{len(converted.unmatched) - 5} more)" if len(converted.unmatched) > 5 else ""
+        summary = f"{host.variant}: {applied.layers} layers patched from {os.path.basename(adapter)}"
+        if applied.unmatched:
+            shown = ", ".join(applied.unmatched[:5])
+            more = f" (+{len(applied.unmatched) - 5} more)" if len(applied.unmatched) > 5 else ""
             logger.warning(
                 "CustomVideoX adapter %s: %d keys match nothing: %s%s",
                 adapter,
-                len(converted.unmatched),
+                len(applied.unmatched),
                 shown,
                 more,
             )
-            summary += f"; {len(converted.unmatched)} keys match nothing: {shown}{more}"
-        return io.NodeOutput(patched, ui=ui.PreviewText(summary))
+            summary += f"; {len(applied.unmatched)} keys match nothing: {shown}{more}"
+        return io.NodeOutput(applied.model, ui=ui.PreviewText(summary))

@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io, ui
 
-from ..customvideox_core.reference import prepare_reference
+from ..customvideox_core.constants import SIZE_STEP
+from ..customvideox_core.reference import check_finite, prepare_reference
 from .types import ReferenceLatents, ReferenceType
-
-SIZE_STEP = 16  # 8× VAE compression × patch size 2
 
 
 def encode_frames(vae, images: torch.Tensor) -> torch.Tensor:
@@ -22,7 +21,24 @@ def encode_frames(vae, images: torch.Tensor) -> torch.Tensor:
                 "video VAE of the model (CogVideoX or Wan VAE, [B, C, T, H, W] latents)"
             )
         frames.append(latent[:, :, :1])
-    return torch.cat(frames, dim=2)
+    latents = torch.cat(frames, dim=2)
+    check_finite(
+        latents,
+        f"the latents this VAE ({vae_description(vae)}) encoded from the reference image(s)",
+        "the VAE's weights are broken or it overflowed in its precision (fp16 VAEs do): load the VAE in "
+        "bfloat16 or float32 (ComfyUI's --bf16-vae / --fp32-vae, or a VAE loader's dtype option) or use "
+        "another VAE file",
+    )
+    return latents
+
+
+def vae_description(vae) -> str:
+    """``"AutoencoderKLCogVideoX, torch.float16"``: the VAE's model class and the dtype it runs in."""
+    model = getattr(vae, "first_stage_model", vae)
+    dtype = getattr(vae, "vae_dtype", None)
+    if dtype is None:
+        dtype = next((parameter.dtype for parameter in model.parameters()), "unknown dtype")
+    return f"{type(model).__name__}, {dtype}"
 
 
 class CustomVideoXReferenceEncode(io.ComfyNode):
@@ -84,6 +100,6 @@ class CustomVideoXReferenceEncode(io.ComfyNode):
         images, masks = prepare_reference(image, mask, width=width, height=height, fit=fit)
         latents = encode_frames(vae, images)
         reference = ReferenceLatents(
-            latents=latents, masks=masks, images=images, source_size=tuple(image.shape[1:3]), fit=fit
+            latents=latents, masks=masks, source_size=tuple(image.shape[1:3]), fit=fit
         )
         return io.NodeOutput(reference, ui=ui.PreviewImage(images, cls=cls))

@@ -10,10 +10,13 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
+from ..customvideox_core.constants import SEED_MAX, SIZE_STEP
+from .conditioning_node import mark_sees_reference
 from .settings import patch_model
 from .types import ERAEType, ReferenceType, TABType
 
 MAX_SIZE = 8192
+GUIDANCE_MODES = ("cfg", "phantom")
 
 
 def empty_video_latent(model, width: int, height: int, length: int) -> dict:
@@ -62,11 +65,69 @@ def sample_video(
         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
         seed=seed,
     )
+    return _latent_out(latent, samples)
+
+
+def _latent_out(latent: dict, samples) -> dict:
     out = {
         k: v for k, v in latent.items() if k not in ("downscale_ratio_spacial", "downscale_ratio_temporal")
     }
     out["samples"] = samples
     return out
+
+
+def sample_video_phantom(
+    model,
+    latent: dict,
+    *,
+    positive,
+    negative,
+    seed: int,
+    steps: int,
+    text_cfg: float,
+    image_cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    denoise: float,
+) -> dict:
+    """Phantom's three-pass guidance on a patched model, through core's ``DualCFGGuider``:
+
+        neg + image_cfg · (pos_img − neg) + text_cfg · (pos_img_text − pos_img)
+
+    ``neg`` is the negative prompt without the reference, ``pos_img`` the negative prompt with it and
+    ``pos_img_text`` the positive prompt with it; who sees the reference is set on each conditioning.
+    """
+    from comfy_extras.nodes_custom_sampler import Guider_DualCFG
+
+    guider = Guider_DualCFG(model)
+    guider.set_conds(
+        mark_sees_reference(positive, True),
+        mark_sees_reference(negative, True),
+        mark_sees_reference(negative, False),
+    )
+    guider.set_cfg(text_cfg, image_cfg)
+    sigmas = comfy.samplers.KSampler(
+        model,
+        steps=steps,
+        device=model.load_device,
+        sampler=sampler_name,
+        scheduler=scheduler,
+        denoise=denoise,
+        model_options=model.model_options,
+    ).sigmas
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    samples = guider.sample(
+        noise,
+        latent_image,
+        comfy.samplers.sampler_object(sampler_name),
+        sigmas,
+        denoise_mask=latent.get("noise_mask"),
+        callback=latent_preview.prepare_callback(model, sigmas.shape[-1] - 1),
+        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+        seed=seed,
+    )
+    return _latent_out(latent, samples.to(comfy.model_management.intermediate_device()))
 
 
 class CustomVideoXSample(io.ComfyNode):
@@ -99,10 +160,20 @@ class CustomVideoXSample(io.ComfyNode):
                     tooltip="Start latent (for denoise < 1); without it width/height/length are used.",
                 ),
                 io.Int.Input(
-                    "width", default=720, min=16, max=MAX_SIZE, step=16, tooltip="Video width in pixels."
+                    "width",
+                    default=720,
+                    min=16,
+                    max=MAX_SIZE,
+                    step=SIZE_STEP,
+                    tooltip="Video width in pixels.",
                 ),
                 io.Int.Input(
-                    "height", default=480, min=16, max=MAX_SIZE, step=16, tooltip="Video height in pixels."
+                    "height",
+                    default=480,
+                    min=16,
+                    max=MAX_SIZE,
+                    step=SIZE_STEP,
+                    tooltip="Video height in pixels.",
                 ),
                 io.Int.Input(
                     "length", default=49, min=1, max=MAX_SIZE, step=4, tooltip="Number of video frames."
@@ -111,7 +182,7 @@ class CustomVideoXSample(io.ComfyNode):
                     "seed",
                     default=0,
                     min=0,
-                    max=0xFFFFFFFFFFFFFFFF,
+                    max=SEED_MAX,
                     control_after_generate=True,
                     tooltip="Noise seed.",
                 ),
@@ -144,7 +215,26 @@ class CustomVideoXSample(io.ComfyNode):
                     "uncond_sees_reference",
                     default=False,
                     tooltip="Off: the negative pass runs without the reference, so guidance pushes "
-                    "toward the subject. On: both passes see it.",
+                    "toward the subject. On: both passes see it. (cfg guidance only.)",
+                ),
+                io.Combo.Input(
+                    "guidance",
+                    options=list(GUIDANCE_MODES),
+                    default="cfg",
+                    optional=True,
+                    tooltip="cfg: classifier-free guidance with the cfg scale. phantom: Phantom's three "
+                    "passes, neg + image_cfg·(pos_img − neg) + cfg·(pos_img_text − pos_img), where cfg is "
+                    "the text guidance (Phantom: 7.5) and the negative pass runs without the reference.",
+                ),
+                io.Float.Input(
+                    "image_cfg",
+                    default=5.0,
+                    min=0.0,
+                    max=100.0,
+                    step=0.1,
+                    round=0.01,
+                    optional=True,
+                    tooltip="Image (reference) guidance scale of the phantom guidance (Phantom: 5.0).",
                 ),
             ],
             outputs=[
@@ -172,10 +262,30 @@ class CustomVideoXSample(io.ComfyNode):
         tab=None,
         erae=None,
         latent=None,
+        guidance: str = "cfg",
+        image_cfg: float = 5.0,
     ) -> io.NodeOutput:
+        if guidance not in GUIDANCE_MODES:
+            raise ValueError(f"guidance must be one of {', '.join(GUIDANCE_MODES)}, got {guidance!r}")
         patched = patch_model(model, reference, tab, erae, uncond_sees_reference)
         if latent is None:
             latent = empty_video_latent(patched, width, height, length)
+        if guidance == "phantom":
+            return io.NodeOutput(
+                sample_video_phantom(
+                    patched,
+                    latent,
+                    positive=positive,
+                    negative=negative,
+                    seed=seed,
+                    steps=steps,
+                    text_cfg=cfg,
+                    image_cfg=image_cfg,
+                    sampler_name=sampler_name,
+                    scheduler=scheduler,
+                    denoise=denoise,
+                )
+            )
         out = sample_video(
             patched,
             latent,

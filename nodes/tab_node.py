@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 from comfy_api.latest import io, ui
 
-from ..customvideox_core.tab import TABSchedule, step_progresses
+from ..customvideox_core.tab import TAB_SHAPES, TABSchedule, parse_custom_values, step_progresses
 from .plots import plot_curve
 from .types import TABType
 
 PLOT_STEPS = 50
-
-
-def parse_values(text: str) -> tuple[float, ...]:
-    """``"0, 0.5, 1"`` → ``(0.0, 0.5, 1.0)``; commas, spaces or new lines separate values."""
-    values = []
-    for index, item in enumerate(text.replace("\n", ",").replace(" ", ",").split(",")):
-        if not item.strip():
-            continue
-        try:
-            values.append(float(item))
-        except ValueError:
-            raise ValueError(
-                f"custom_values item {index + 1} ('{item.strip()}') is not a number; "
-                "write numbers separated by commas, e.g. 0, 0.5, 1, 0.5, 0"
-            ) from None
-    return tuple(values)
 
 
 class CustomVideoXTimeAwareBias(io.ComfyNode):
@@ -44,7 +26,7 @@ class CustomVideoXTimeAwareBias(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "shape",
-                    options=["parabolic", "constant", "linear", "custom"],
+                    options=list(TAB_SHAPES),
                     default="parabolic",
                     tooltip="parabolic: floor + (peak − floor)·4s(1−s); constant: peak; linear: peak → "
                     "floor; custom: your values spread over the window.",
@@ -95,11 +77,8 @@ class CustomVideoXTimeAwareBias(io.ComfyNode):
     def execute(
         cls, shape: str, peak: float, floor: float, start: float, end: float, custom_values: str
     ) -> io.NodeOutput:
-        values = parse_values(custom_values) if shape == "custom" else ()
+        values = parse_custom_values(custom_values) if shape == "custom" else ()
         schedule = TABSchedule(shape=shape, peak=peak, floor=floor, start=start, end=end, values=values)
-        progress = step_progresses(PLOT_STEPS)
-        curve = schedule.curve(progress)
-        if not all(math.isfinite(v) for v in curve):
-            raise ValueError("the schedule produced a non-finite value; check peak, floor and custom_values")
+        curve = schedule.curve(step_progresses(PLOT_STEPS))
         image = plot_curve(curve, title=f"TAB ({shape}) over {PLOT_STEPS} steps", x_label="sampling progress")
         return io.NodeOutput(schedule, ui=ui.PreviewImage(image, cls=cls))

@@ -18,14 +18,12 @@ import folder_paths
 from comfy_api.latest import io, ui
 from torch import Tensor
 
+from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER, SEED_MAX, SIZE_STEP
 from ..customvideox_core.training import TrainStep
 from .host_model import host_signature
 from .plots import plot_curve
 from .train_data import CACHE_FOLDER, PreparedDataset, TrainDataSettings, prepare_dataset
 from .train_run import (
-    ADAPTER_SUFFIX,
-    MAX_SEED,
-    MODEL_FOLDER,
     NO_RESUME,
     TrainAdapterSettings,
     TrainingOutcome,
@@ -203,10 +201,20 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
                     tooltip="Saved as models/customvideox/<adapter_name>.safetensors.",
                 ),
                 io.Int.Input(
-                    "width", default=720, min=16, max=4096, step=16, tooltip="Training width in pixels."
+                    "width",
+                    default=720,
+                    min=16,
+                    max=4096,
+                    step=SIZE_STEP,
+                    tooltip="Training width in pixels.",
                 ),
                 io.Int.Input(
-                    "height", default=480, min=16, max=4096, step=16, tooltip="Training height in pixels."
+                    "height",
+                    default=480,
+                    min=16,
+                    max=4096,
+                    step=SIZE_STEP,
+                    tooltip="Training height in pixels.",
                 ),
                 io.Int.Input(
                     "length",
@@ -255,7 +263,7 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
                     "seed",
                     default=0,
                     min=0,
-                    max=MAX_SEED,
+                    max=SEED_MAX,
                     control_after_generate=False,
                     tooltip="Seed of the LoRA init, the noise and the item order.",
                 ),

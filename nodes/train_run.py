@@ -9,9 +9,10 @@ How one training step sees the model (the choices this module makes):
   reference frame ``patch_size_t`` times), runs the DiT, and strips the reference frames' prediction.
   The TAB bias is 0 during training (``constant`` schedule, peak 0) and every row sees the reference, so
   attention is the plain joint attention over ``[text | video | reference]``.
-- **Loss on the video frames only.** ``customvideox_core.training.denoising_loss`` noises the video,
-  appends the clean reference and scores the video frames; the reference frames' prediction never reaches
-  the loss (the wrapper drops it; the slot is zero-filled only to keep the core's shape contract).
+- **Loss on the video frames only.** ``customvideox_core.training.denoising_loss`` noises the video and
+  calls the model function with (noisy video, clean reference, timestep); the model function hands the
+  reference to the wrapper (as inference does) and returns the video's prediction, which the wrapper has
+  already stripped of the reference frames. Nothing is sliced, appended or padded here.
 - **Noise convention.** CogVideoX: DDPM v-prediction with ComfyUI's own schedule (checked against the
   model's ``model_sampling`` before training); the DiT gets ``x_t`` and the DDPM timestep, which is what
   ComfyUI's ``V_PREDICTION_DDPM`` ``calculate_input`` / ``calculate_denoised`` assume. Wan: flow matching
@@ -35,7 +36,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import comfy.lora
 import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
@@ -51,8 +51,8 @@ from ..customvideox_core.adapter_file import (
     load_adapter,
     save_adapter,
 )
+from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER, SEED_MAX
 from ..customvideox_core.hosts import HostFamily, HostSignature
-from ..customvideox_core.lora_keys import to_comfy_lora
 from ..customvideox_core.tab import TABSchedule
 from ..customvideox_core.training import (
     DenoisingObjective,
@@ -67,19 +67,17 @@ from ..customvideox_core.training import (
     remove_lora,
     train,
 )
-from .patch import HOST_KEY, SETTINGS_KEY, WRAPPER_KEY, ReferencePatch, ReferenceWrapper, install_machinery
+from .load_node import apply_adapter
+from .patch import HOST_KEY, SETTINGS_KEY, WRAPPER_KEY, ReferencePatch, ReferenceWrapper
 from .train_data import REFERENCE_FIT, PreparedDataset, TrainDataSettings
 from .types import ReferenceLatents
 
 logger = logging.getLogger(__name__)
 
-MODEL_FOLDER = "customvideox"
 NO_RESUME = "none"
-ADAPTER_SUFFIX = ".safetensors"
 TRAINING_TAB = TABSchedule(shape="constant", peak=0.0)
 """Training adds no attention bias: the LoRA learns to read the reference from plain attention."""
 SCHEDULE_TOLERANCE = 1e-4
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -127,7 +125,7 @@ class TrainAdapterSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer of at least {low}, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
             raise ValueError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
 
     def lora_config(self, family: HostFamily) -> LoraTrainConfig:
@@ -224,13 +222,17 @@ def objective_for(base_model, family: HostFamily) -> DenoisingObjective:
     return objective
 
 
-def training_reference_patch(reference_latents: Tensor) -> ReferencePatch:
-    """The inference patch for one reference ``[1, C, R, h, w]`` (model space), with no bias."""
-    _, _, count, height, width = reference_latents.shape
+def training_reference_patch(reference_latents: Tensor, pixel_size: tuple[int, int]) -> ReferencePatch:
+    """The inference patch for one reference ``[1, C, R, h, w]`` (model space), with no bias.
+
+    ``pixel_size`` ``(height, width)``: the size the training data was encoded at. The reference carries
+    no subject mask at training time (the bias is 0), so its mask is all ones at that pixel size, which
+    is what ReferenceEncode gives for an image without a mask.
+    """
+    height, width = pixel_size
     reference = ReferenceLatents(
         latents=reference_latents,
-        masks=torch.ones(count, height, width),
-        images=torch.ones(count, height, width, 3),
+        masks=torch.ones(reference_latents.shape[2], height, width, device=reference_latents.device),
         source_size=(height, width),
         fit=REFERENCE_FIT,
     )
@@ -243,7 +245,9 @@ def training_reference_patch(reference_latents: Tensor) -> ReferencePatch:
     )
 
 
-def reference_call_options(host: HostSignature, reference_latents: Tensor) -> dict:
+def reference_call_options(
+    host: HostSignature, reference_latents: Tensor, pixel_size: tuple[int, int]
+) -> dict:
     """``transformer_options`` that route a DiT call through the pack's reference wrapper."""
     wrappers = {
         comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL: {WRAPPER_KEY: [ReferenceWrapper(host.family)]}
@@ -251,7 +255,7 @@ def reference_call_options(host: HostSignature, reference_latents: Tensor) -> di
     return {
         "wrappers": wrappers,
         HOST_KEY: host,
-        SETTINGS_KEY: training_reference_patch(reference_latents),
+        SETTINGS_KEY: training_reference_patch(reference_latents, pixel_size),
     }
 
 
@@ -264,14 +268,18 @@ def predict_video(
     reference_latents: Tensor,
     *,
     dtype: torch.dtype,
+    pixel_size: tuple[int, int],
 ) -> Tensor:
     """The DiT's prediction for the video frames with the reference appended, as at inference.
 
     video ``[B, C, T, h, w]`` (noisy, model space), timestep ``[B]`` (the DiT's own units), context
-    ``[1, L, D]``, reference_latents ``[1, C, R, h, w]`` (clean, model space) → ``[B, C, T, h, w]``.
+    ``[1, L, D]``, reference_latents ``[1 or B, C, R, h, w]`` (clean, model space; one reference for the
+    batch) → ``[B, C, T, h, w]``. ``pixel_size``: ``(height, width)`` the latents were encoded at.
     """
     batch = video.shape[0]
-    options = reference_call_options(host, reference_latents.to(device=video.device, dtype=dtype))
+    options = reference_call_options(
+        host, reference_latents[:1].to(device=video.device, dtype=dtype), pixel_size
+    )
     return dit(
         video.to(dtype),
         timestep.to(video.device, torch.float32),
@@ -280,26 +288,19 @@ def predict_video(
     )
 
 
-def model_fn_factory(
-    dit: nn.Module, host: HostSignature, context: Tensor, dtype: torch.dtype
-) -> Callable[[LatentCacheEntry], ModelFn]:
-    """For the core loop: ``entry → model_fn(model_input [B, C, T+R, h, w], timestep [B])``."""
+def video_model_fn(
+    dit: nn.Module, host: HostSignature, context: Tensor, dtype: torch.dtype, pixel_size: tuple[int, int]
+) -> ModelFn:
+    """For the core loop: ``model_fn(video [B, C, T, h, w], reference [B, C, R, h, w], t [B])`` → the
+    video's prediction ``[B, C, T, h, w]`` (see :func:`predict_video`)."""
 
-    def for_entry(entry: LatentCacheEntry) -> ModelFn:
-        reference = entry.reference_latents
-        reference_frames = reference.shape[2]
+    def model_fn(video: Tensor, reference: Tensor, timestep: Tensor) -> Tensor:
+        prediction = predict_video(
+            dit, host, video, timestep, context, reference, dtype=dtype, pixel_size=pixel_size
+        )
+        return prediction.to(video.dtype)
 
-        def model_fn(model_input: Tensor, timestep: Tensor) -> Tensor:
-            frames = model_input.shape[2] - reference_frames
-            prediction = predict_video(
-                dit, host, model_input[:, :, :frames], timestep, context, reference, dtype=dtype
-            )
-            dropped = model_input.new_zeros(model_input[:, :, frames:].shape)
-            return torch.cat([prediction.to(model_input.dtype), dropped], dim=2)
-
-        return model_fn
-
-    return for_entry
+    return model_fn
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -512,9 +513,10 @@ def _train_copy(
             dit,
             entries,
             config,
-            model_fn_factory=model_fn_factory(dit, host, context.clone().to(device), dtype),
+            model_fn=video_model_fn(
+                dit, host, context.clone().to(device), dtype, (settings.data.height, settings.data.width)
+            ),
             on_step=on_step,
-            should_save=lambda step: settings.save_every > 0 and step % settings.save_every == 0,
             on_save=on_save,
         )
         state_dict = _to_cpu(lora_state_dict(dit))
@@ -531,15 +533,10 @@ def _to_cpu(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 def model_with_adapter(model, host: HostSignature, state_dict: Mapping[str, Tensor], strength: float = 1.0):
     """A clone of ``model`` with the LoRA added through ``add_patches``, as LoadCustomVideoX applies a file."""
-    patched = model.clone()
-    install_machinery(patched, host)
-    key_map = comfy.lora.model_lora_keys_unet(patched.model, {})
-    converted = to_comfy_lora(dict(state_dict), host.family, known_modules=set(key_map))
-    patches = comfy.lora.load_lora(converted.state_dict, key_map, log_missing=False)
-    if converted.unmatched or not patches:
+    applied = apply_adapter(model, host, state_dict, strength)
+    if applied.unmatched or not applied.layers:
         raise RuntimeError(
-            f"the trained LoRA does not map onto this {host.variant}: {len(patches)} layers matched, "
-            f"unmatched keys {list(converted.unmatched)[:3]}; please report this"
+            f"the trained LoRA does not map onto this {host.variant}: {applied.layers} layers matched, "
+            f"unmatched keys {list(applied.unmatched)[:3]}; please report this"
         )
-    patched.add_patches(patches, strength)
-    return patched
+    return applied.model

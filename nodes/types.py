@@ -20,14 +20,12 @@ class ReferenceLatents:
 
     - ``latents``: ``[1, C, R, h, w]`` raw VAE latents, one latent frame per reference image.
     - ``masks``: ``[R, H, W]`` subject masks in ``[0, 1]`` at the pixel size the images were fitted to.
-    - ``images``: ``[R, H, W, 3]`` the prepared images (white outside the mask), for previews.
     - ``source_size``: ``(height, width)`` of the images before fitting; ``fit``: how they were fitted
       (a replacement mask from ERAEMask is fitted the same way).
     """
 
     latents: Tensor
     masks: Tensor
-    images: Tensor
     source_size: tuple[int, int]
     fit: str
 

@@ -1,7 +1,7 @@
 """Batch client: queue many CustomVideoX jobs on one or more ComfyUI servers, resumably.
 
-Standard library only (HTTP through ``urllib``, a small RFC 6455 websocket client); never imports
-torch or ComfyUI, so ``python -m customvideox_core.batch --help`` starts instantly.
+HTTP through ``urllib`` (uploads encoded by ``urllib3``), the websocket through ``websocket-client``; never
+imports torch or ComfyUI, so ``python -m customvideox_core.batch --help`` starts instantly.
 
 Usage::
 

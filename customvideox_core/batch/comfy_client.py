@@ -1,4 +1,7 @@
-"""ComfyUI's HTTP API over ``urllib`` (no dependencies): upload, queue, queue/history look-ups, download.
+"""ComfyUI's HTTP API over ``urllib``: upload, queue, queue/history look-ups, download.
+
+Uploads are encoded by ``urllib3``'s ``encode_multipart_formdata`` (a maintained encoder, already in every
+ComfyUI environment); the websocket is ``websocket-client`` (:mod:`.websocket`).
 
 Errors are split by what the caller should do about them:
 
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import mimetypes
 import os
 import uuid
@@ -23,9 +25,9 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import Request, urlopen
 
-from .websocket import WebSocketConnection
+from urllib3 import encode_multipart_formdata
 
-logger = logging.getLogger(__name__)
+from .websocket import WebSocketConnection
 
 _TRANSIENT_STATUS = (502, 503, 504)
 
@@ -96,16 +98,10 @@ class ComfyClient:
         subfolder, if any) is the one to use.
         """
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        body, boundary = _multipart(
-            fields={"type": "input", "overwrite": "false"},
-            file_field="image",
-            filename=path.name,
-            content=path.read_bytes(),
-            content_type=content_type,
+        body, multipart_type = encode_multipart_formdata(
+            {"type": "input", "overwrite": "false", "image": (path.name, path.read_bytes(), content_type)}
         )
-        answer = self._json(
-            "POST", "/upload/image", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-        )
+        answer = self._json("POST", "/upload/image", body, {"Content-Type": multipart_type})
         name = answer.get("name") if isinstance(answer, dict) else None
         if not isinstance(name, str) or not name:
             raise ComfyRequestError(f"{self.base_url}/upload/image answered without a file name: {answer!r}")
@@ -312,25 +308,3 @@ def _try_json(data: bytes) -> Any:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-
-
-def _multipart(
-    fields: dict[str, str], file_field: str, filename: str, content: bytes, content_type: str
-) -> tuple[bytes, str]:
-    boundary = f"cvx-{uuid.uuid4().hex}"
-    parts = []
-    for name, value in fields.items():
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        )
-    quoted = filename.replace('"', "%22").replace("\r", "").replace("\n", "")
-    parts.append(
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{quoted}"\r\n'
-            f"Content-Type: {content_type}\r\n\r\n"
-        ).encode()
-        + content
-        + b"\r\n"
-    )
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), boundary

@@ -33,12 +33,15 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Literal, get_args
 
-TabShape = Literal["parabolic", "constant", "linear", "custom"]
-TAB_SHAPES: tuple[str, ...] = get_args(TabShape)
-SEED_MAX = 2**64 - 1
-"""ComfyUI seeds are unsigned 64-bit integers."""
+from ..constants import SEED_MAX
+from ..tab import (
+    TABShape,
+    check_tab_shape,
+    check_tab_values,
+    check_tab_window,
+    parse_custom_values,
+)
 
 REQUIRED_COLUMNS = ("reference", "prompt", "seed")
 OPTIONAL_COLUMNS = (
@@ -62,7 +65,7 @@ _FLOAT_COLUMNS = ("tab_peak", "tab_floor", "tab_start", "tab_end", "erae_strengt
 class TabOverrides:
     """Values for ``CustomVideoXTimeAwareBias`` inputs; ``None`` keeps the workflow's value."""
 
-    shape: TabShape | None = None
+    shape: TABShape | None = None
     peak: float | None = None
     floor: float | None = None
     start: float | None = None
@@ -70,14 +73,12 @@ class TabOverrides:
     custom_values: str | None = None
 
     def __post_init__(self) -> None:
-        if self.shape is not None and self.shape not in TAB_SHAPES:
-            raise ValueError(f"tab shape {self.shape!r} is not one of {', '.join(TAB_SHAPES)}")
-        for name in ("start", "end"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ValueError(f"tab_{name} must be in [0, 1], got {value}")
-        if self.start is not None and self.end is not None and self.start > self.end:
-            raise ValueError(f"tab_start ({self.start}) must not exceed tab_end ({self.end})")
+        """``TABSchedule``'s own checks, on the values that are given (the rest is the workflow's)."""
+        if self.shape is not None:
+            check_tab_shape(self.shape, "tab_shape")
+        check_tab_window(self.start, self.end, names=("tab_start", "tab_end"))
+        if self.custom_values is not None:
+            check_tab_values(parse_custom_values(self.custom_values, "tab_custom_values"))
 
     def node_inputs(self) -> dict[str, object]:
         """The given values keyed by ``CustomVideoXTimeAwareBias`` input name."""
@@ -309,26 +310,13 @@ def _job_from_row(
         errors.append(f"entity_words must be text, got {entity_words!r}")
     seed = _seed(values.get("seed"), errors)
     floats = {key: _finite_float(values.get(key), key, errors) for key in _FLOAT_COLUMNS}
-    shape = values.get("tab_shape")
-    if shape is not None and shape not in TAB_SHAPES:
-        errors.append(f"tab_shape {shape!r} is not one of {', '.join(TAB_SHAPES)}")
-    custom_values = values.get("tab_custom_values")
-    if custom_values is not None:
-        _check_custom_values(custom_values, errors)
+    tab = _tab_overrides(values, floats, errors)
     output = values.get("output")
     if output is not None:
         _check_output_name(output, errors)
     if errors:
         return None
     try:
-        tab = TabOverrides(
-            shape=shape,  # type: ignore[arg-type]
-            peak=floats["tab_peak"],
-            floor=floats["tab_floor"],
-            start=floats["tab_start"],
-            end=floats["tab_end"],
-            custom_values=custom_values,
-        )
         erae = EraeOverrides(strength=floats["erae_strength"], threshold=floats["erae_threshold"])
         return Job(
             line=line,
@@ -339,7 +327,7 @@ def _job_from_row(
             mask=mask,
             entity_words=entity_words,  # type: ignore[arg-type]
             output=output,
-            tab=tab,
+            tab=tab,  # type: ignore[arg-type]
             erae=erae,
         )
     except ValueError as error:
@@ -414,19 +402,26 @@ def _finite_float(value: object, key: str, errors: list[str]) -> float | None:
     return number
 
 
-def _check_custom_values(text: object, errors: list[str]) -> None:
-    if not isinstance(text, str):
-        errors.append(f"tab_custom_values must be comma-separated numbers, got {text!r}")
-        return
-    for item in text.split(","):
-        try:
-            number = float(item)
-        except ValueError:
-            errors.append(f"tab_custom_values must be comma-separated numbers, {item.strip()!r} is not")
-            return
-        if not math.isfinite(number):
-            errors.append(f"tab_custom_values must be finite numbers, got {item.strip()!r}")
-            return
+def _tab_overrides(
+    values: Mapping[str, object], floats: Mapping[str, float | None], errors: list[str]
+) -> TabOverrides | None:
+    """The row's TAB overrides, or ``None`` with the problem appended to ``errors``."""
+    custom_values = values.get("tab_custom_values")
+    if custom_values is not None and not isinstance(custom_values, str):
+        errors.append(f"tab_custom_values must be comma-separated numbers, got {custom_values!r}")
+        return None
+    try:
+        return TabOverrides(
+            shape=values.get("tab_shape"),  # type: ignore[arg-type]
+            peak=floats["tab_peak"],
+            floor=floats["tab_floor"],
+            start=floats["tab_start"],
+            end=floats["tab_end"],
+            custom_values=custom_values,
+        )
+    except (TypeError, ValueError) as error:
+        errors.append(str(error))
+        return None
 
 
 def _check_output_name(output: object, errors: list[str]) -> None:

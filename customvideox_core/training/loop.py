@@ -54,6 +54,10 @@ class TrainConfig:
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ValueError("TrainConfig.weight_decay and max_grad_norm must be non-negative")
 
+    def should_save(self, step: int) -> bool:
+        """The save-every rule: after every ``save_every``-th optimizer step (``step`` counts from 1)."""
+        return self.save_every > 0 and step % self.save_every == 0
+
 
 @dataclass(frozen=True)
 class TrainStep:
@@ -110,7 +114,7 @@ def train(
     cache_items: Sequence[LatentCacheEntry],
     config: TrainConfig,
     *,
-    model_fn_factory: Callable[[LatentCacheEntry], ModelFn],
+    model_fn: ModelFn,
     on_step: Callable[[TrainStep], None] | None = None,
     should_save: Callable[[int], bool] | None = None,
     on_save: Callable[[int, dict[str, Tensor]], None] | None = None,
@@ -118,8 +122,7 @@ def train(
 ) -> list[float]:
     """Train the LoRA injected in ``model``; returns the loss of every optimizer step.
 
-    ``model_fn_factory(entry)`` returns the callable that runs ``model`` on one entry (it closes over the
-    entry's conditioning). Latents are moved to the LoRA's device as float32. ``on_step`` may raise to
+    ``model_fn(video, reference, timestep)`` runs ``model`` (see :data:`ModelFn`). Latents are moved to the LoRA's device as float32. ``on_step`` may raise to
     stop training (e.g. on user interrupt); the model's modes and forwards are restored either way.
     ``checkpoint_blocks``: modules to checkpoint when ``config.gradient_checkpointing`` (default: every
     block of each ``blocks`` ModuleList).
@@ -132,8 +135,7 @@ def train(
     device = parameters[0].device
     objective = DenoisingObjective.coerce(config.objective)
     if should_save is None:
-        every = config.save_every
-        should_save = (lambda step: step % every == 0) if every else (lambda step: False)
+        should_save = config.should_save
 
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -161,7 +163,7 @@ def train(
                     device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast
                 ):
                     loss = denoising_loss(
-                        model_fn_factory(entry),
+                        model_fn,
                         entry.video_latents.to(device, torch.float32),
                         entry.reference_latents.to(device, torch.float32),
                         objective=objective,

@@ -1,4 +1,4 @@
-"""The denoising loss of one batch, with clean reference frames appended after the video.
+"""The denoising loss of one batch, with the clean reference frames handed to the model beside the video.
 
 Two parameterisations, matching how ComfyUI samples each host:
 
@@ -10,8 +10,10 @@ Two parameterisations, matching how ComfyUI samples each host:
 - ``"flow_matching"`` (Wan): ``x_σ = (1 − σ) x0 + σ ε``, target ``ε − x0``; ``σ ~ U[0, 1)`` then shifted
   ``σ ← shift σ / (1 + (shift − 1) σ)``; the model gets ``1000 σ`` (ComfyUI's timestep for flow models).
 
-The reference latent frames are appended *clean* along time (as inference feeds them); the model's
-prediction for them is dropped, so the loss covers the video frames only.
+The model function gets the noisy video, the *clean* reference frames (as inference feeds them) and the
+timestep, and returns its prediction for the video only; where the reference frames go in the model's
+token sequence is the model function's business (in the pack: the inference wrapper). The loss covers
+the video frames only.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 ObjectiveKind = Literal["v_prediction", "flow_matching"]
-ModelFn = Callable[[Tensor, Tensor], Tensor]
-"""``model_fn(x [B, C, T+R, H, W], timestep [B]) -> prediction [B, C, T+R, H, W]``."""
+ModelFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""``model_fn(video [B, C, T, H, W], reference [B, C, R, H, W], timestep [B]) -> prediction [B, C, T, H, W]``
+(the video's prediction only)."""
 
 _KINDS = get_args(ObjectiveKind)
 FLOW_TIMESTEP_MULTIPLIER = 1000.0
@@ -111,9 +114,10 @@ def denoising_loss(
 ) -> Tensor:
     """Mean squared error of the model's prediction over the video frames; a float32 scalar.
 
-    ``video_latents [B, C, T, H, W]`` are noised; ``reference_latents [B, C, R, H, W]`` are appended clean
-    after them; ``model_fn`` sees ``[B, C, T+R, H, W]`` and the model timestep ``[B]``. ``noise`` and
-    ``timesteps`` (in :meth:`DenoisingObjective.sample_timesteps` units) override the random draws.
+    ``video_latents [B, C, T, H, W]`` are noised; ``model_fn`` gets them with the clean
+    ``reference_latents [B, C, R, H, W]`` and the model timestep ``[B]``, and returns the video's prediction
+    ``[B, C, T, H, W]``. ``noise`` and ``timesteps`` (in :meth:`DenoisingObjective.sample_timesteps` units)
+    override the random draws.
     """
     objective = DenoisingObjective.coerce(objective)
     if video_latents.ndim != 5 or reference_latents.ndim != 5:
@@ -121,7 +125,7 @@ def denoising_loss(
             "video and reference latents must be [B, C, T, H, W], got shapes "
             f"{tuple(video_latents.shape)} and {tuple(reference_latents.shape)}"
         )
-    batch, channels, frames, height, width = video_latents.shape
+    batch, channels, _, height, width = video_latents.shape
     if (reference_latents.shape[0], reference_latents.shape[1], *reference_latents.shape[3:]) != (
         batch,
         channels,
@@ -138,10 +142,10 @@ def denoising_loss(
     if timesteps is None:
         timesteps = objective.sample_timesteps(batch, generator, clean.device)
     noisy, target = objective.noisy_and_target(clean, noise.to(clean), timesteps)
-    model_input = torch.cat([noisy, reference_latents.to(noisy)], dim=2)
-    prediction = model_fn(model_input, objective.model_timestep(timesteps))
-    if prediction.shape != model_input.shape:
+    prediction = model_fn(noisy, reference_latents.to(noisy), objective.model_timestep(timesteps))
+    if prediction.shape != noisy.shape:
         raise ValueError(
-            f"model_fn returned shape {tuple(prediction.shape)}, expected the input's {tuple(model_input.shape)}"
+            f"model_fn returned shape {tuple(prediction.shape)}, expected the video's {tuple(noisy.shape)} "
+            "(the prediction for the video frames only)"
         )
-    return F.mse_loss(prediction[:, :, :frames].to(torch.float32), target)
+    return F.mse_loss(prediction.to(torch.float32), target)

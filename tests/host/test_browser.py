@@ -3,7 +3,7 @@
 A dedicated ComfyUI server (this pack installed) serves the installed ``comfyui-frontend-package``;
 its models folders hold empty placeholder files named like the files the workflows' loaders ask for
 (so the editor sees what a user who downloaded them sees), its input folder the subject pictures.
-Chromium (Debian's ``chromium``, driven over the DevTools protocol by ``browser.py``) opens the editor
+Chromium (Debian's ``chromium``, driven by Playwright for Python through ``browser.py``) opens the editor
 and loads each UI workflow the way the template browser does: fetch
 ``/api/workflow_templates/<pack>/<name>.json``, then ``app.loadGraphData(json, …, {openSource:
 "template"})``. Then, for each workflow:
@@ -20,7 +20,7 @@ and loads each UI workflow the way the template browser does: fetch
 - no two nodes overlap, and a screenshot is saved into pytest's temporary folder. With
   ``CVX_UPDATE_SCREENSHOTS=1`` the CogVideoX-5B one also replaces ``docs/images/workflow_cogvideox5b.png``.
 
-Skips with one line when Chromium is missing. Every wait is bounded; Chromium and the server are
+Skips with one line when Chromium or Playwright is missing. Every wait is bounded; Chromium and the server are
 killed at the end of the module.
 """
 
@@ -38,12 +38,8 @@ from harness import PACK_FOLDER_NAME, REPO_ROOT, ComfyServer
 pytestmark = pytest.mark.browser
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
-UI_NAMES = (
-    "customvideox_cogvideox5b",
-    "customvideox_wan21",
-    "customvideox_multi_reference",
-    "customvideox_erae_mask",
-)
+UI_NAMES = tuple(sorted(path.stem for path in WORKFLOWS_DIR.glob("*.json")))
+"""Every UI graph shipped in workflows/ (test_workflows.py checks the folder holds exactly the examples)."""
 OUR_NODE_TYPES = {
     "LoadCustomVideoX",
     "CustomVideoXReferenceEncode",
@@ -204,6 +200,7 @@ def strip_meta(api: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def chromium_path() -> str:
+    pytest.importorskip("playwright", reason="no Playwright: pip install -r requirements-dev.txt")
     path = find_chromium()
     if path is None:
         pytest.skip("no Chromium: install Debian's chromium (apt-get install chromium) or set CHROMIUM_PATH")

@@ -187,6 +187,31 @@ def test_reference_path_at_tab_zero_is_concat_id_wan_forward(comfy_host, pack, t
     assert (biased - expected).abs().max() > 1e-2 * scale
 
 
+def test_core_time_dim_concat_frames_get_concat_id_handling_too(comfy_host, tiny_models, files):
+    """Wan's own reference input (core's WanPhantomSubjectToVideo puts the frames in time_dim_concat)
+    is appended by WanModel._forward after the video: the patches treat those frames as Concat-ID's."""
+    import comfy.model_management
+
+    model = load_concat_id(comfy_host, ADALN)
+    reference = encode_reference(comfy_host, tiny_models)
+    x = torch.randn(LATENT_SHAPE, generator=torch.Generator().manual_seed(17))
+    timestep = torch.tensor([TIMESTEP])
+    context = random_conditioning(4)[0][0]
+    reference_latents = model.model.process_latent_in(reference.latents.clone())
+    dit = model.model.diffusion_model
+    with torch.no_grad():
+        expected = concat_id_forward(
+            dit, torch.cat([x, reference_latents], dim=2), timestep, context, 1, files[ADALN]
+        )
+        comfy.model_management.load_models_gpu([model])
+        options = {**model.model_options["transformer_options"], "wrappers": model.wrappers}
+        out = dit(x, timestep, context, time_dim_concat=reference_latents, transformer_options=options)
+    scale = float(expected.abs().max())
+    assert torch.allclose(out, expected, atol=1e-4 * scale, rtol=0), (
+        f"max diff {(out - expected).abs().max():.3g}"
+    )
+
+
 def test_patches_are_what_makes_it_concat_id(comfy_host, pack, tiny_models, files):
     """The same weights loaded as a plain Wan, through the pack's plain reference path, differ from the
     oracle (so each Concat-ID patch matters); without a reference the Concat-ID model is plain Wan."""

@@ -528,6 +528,7 @@ def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset
                 models.context.clone(),
                 entry.reference_latents,
                 dtype=torch.float32,
+                pixel_size=(HEIGHT, WIDTH),
             )
 
     with torch.inference_mode():
@@ -549,6 +550,7 @@ def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset
                     models.context,
                     reference,
                     dtype=torch.float32,
+                    pixel_size=(HEIGHT, WIDTH),
                 )
             )
     trained_prediction = captured["prediction"]
@@ -567,7 +569,14 @@ def _base_prediction(pack, models, host, video, timestep, reference) -> torch.Te
         plain = pack.load_node.LoadCustomVideoX.execute(models.model, "none", 1.0).args[0]
         comfy.model_management.load_models_gpu([plain])
         return pack.train_run.predict_video(
-            plain.model.diffusion_model, host, video, timestep, models.context, reference, dtype=torch.float32
+            plain.model.diffusion_model,
+            host,
+            video,
+            timestep,
+            models.context,
+            reference,
+            dtype=torch.float32,
+            pixel_size=(HEIGHT, WIDTH),
         )
 
 
@@ -584,7 +593,6 @@ def _denoised(pack, patcher, reference_latents, clean, context, *, seed: int, ti
     reference = pack.types.ReferenceLatents(
         latents=reference_latents,
         masks=torch.ones(reference_latents.shape[2], HEIGHT, WIDTH),
-        images=torch.ones(reference_latents.shape[2], HEIGHT, WIDTH, 3),
         source_size=(HEIGHT, WIDTH),
         fit="pad",
     )

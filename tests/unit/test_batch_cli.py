@@ -229,3 +229,24 @@ def test_a_job_without_entity_words_is_refused_when_the_workflows_are_not_in_its
         assert cli_main(argv) == 2
     assert "keeps its own ('teddy bear'), which this prompt does not contain" in caplog.text
     assert stub.requests == [] and not (workdir / "out").exists()
+
+
+def test_help_is_instant_and_never_imports_torch_or_comfyui() -> None:
+    """``--help`` runs in a fresh interpreter without torch (the shared TAB facts are torch-free)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    probe = (
+        "import sys, contextlib, io\n"
+        "from customvideox_core.batch.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "assert '--server' in out.getvalue(), out.getvalue()\n"
+        "heavy = sorted(m for m in ('torch', 'comfy', 'numpy', 'einops') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr

@@ -199,3 +199,18 @@ def test_seed_range_is_the_unsigned_64_bit_range(tmp_path_factory: pytest.TempPa
         assert [job.seed for job in jobs] == [seed] and not errors
     else:
         assert not jobs and [error.line for error in errors] == [2]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0 1 2", (0.0, 1.0, 2.0)), ("0, 0.5, 1,", (0.0, 0.5, 1.0)), ("0,,1\n2", (0.0, 1.0, 2.0))],
+)
+def test_batch_accepts_what_the_node_accepts_for_custom_values(images: Path, text: str, expected) -> None:
+    """One parser: the TimeAwareBias node's (spaces, commas, new lines, a trailing comma)."""
+    from customvideox_core.tab import TABSchedule, parse_custom_values
+
+    row = {"reference": "refs/cat.png", "prompt": "x", "seed": 1, "tab_custom_values": text}
+    jobs, errors = read_jobs(write(images / "jobs.jsonl", json.dumps(row)))
+    assert errors == []
+    assert jobs[0].tab.custom_values == text
+    assert TABSchedule(shape="custom", values=parse_custom_values(text)).values == expected

@@ -1,57 +1,107 @@
-"""The stdlib websocket client against RFC 6455's own examples and a raw socket peer."""
+"""The websocket client (``websocket-client`` under the batch client's adapter) against RFC 6455's own
+examples and a raw socket peer that speaks the server side by hand."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import socket
 import struct
+import threading
 
 import pytest
+import websocket
 from batch_stub_server import StubComfyServer, server_frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from customvideox_core.batch.websocket import (
-    OPCODE_PING,
-    OPCODE_PONG,
-    OPCODE_TEXT,
-    WebSocketClosed,
-    WebSocketConnection,
-    accept_key,
-    apply_mask,
-    decode_frame,
-    encode_frame,
-)
+from customvideox_core.batch.websocket import WebSocketClosed, WebSocketConnection, WebSocketError
+
+OPCODE_TEXT, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG = 0x1, 0x8, 0x9, 0xA
+RFC_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def accept_key(client_key: str) -> str:
+    """RFC 6455 section 1.3, written out independently of any library."""
+    return base64.b64encode(hashlib.sha1((client_key + RFC_GUID).encode()).digest()).decode()
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    return bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+
+
+def _accept_one(listener: socket.socket, status: str, answer: list) -> None:
+    peer, _ = listener.accept()
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += peer.recv(4096)
+    headers = dict(
+        line.split(": ", 1) for line in request.decode("latin-1").split("\r\n")[1:] if ": " in line
+    )
+    key = headers.get("Sec-WebSocket-Key", "")
+    peer.sendall(
+        (
+            f"HTTP/1.1 {status}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
+        ).encode()
+    )
+    answer.append(peer)
+
+
+def raw_peer(status: str = "101 Switching Protocols") -> tuple[WebSocketConnection, socket.socket]:
+    """Connect the client to a one-shot loopback server; return the client and the server's socket."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    answer: list[socket.socket] = []
+    thread = threading.Thread(target=_accept_one, args=(listener, status, answer), daemon=True)
+    thread.start()
+    try:
+        connection = WebSocketConnection.connect(
+            f"ws://127.0.0.1:{listener.getsockname()[1]}/ws?clientId=abc", timeout=2.0
+        )
+    finally:
+        thread.join(timeout=5)
+        listener.close()
+    return connection, answer[0]
 
 
 @pytest.fixture
 def pair():
-    client_side, server_side = socket.socketpair()
-    connection = WebSocketConnection(client_side)
+    connection, server_side = raw_peer()
     yield connection, server_side
     connection.close()
     server_side.close()
 
 
 def test_accept_key_matches_rfc_6455_example() -> None:
-    # RFC 6455 section 1.3.
+    # RFC 6455 section 1.3: the client's handshake is checked against this value.
     assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
 def test_frames_match_rfc_6455_section_5_7_examples() -> None:
-    assert encode_frame(OPCODE_TEXT, b"Hello", None) == bytes.fromhex("810548656c6c6f")
-    masked = bytes.fromhex("818537fa213d7f9f4d5158")
-    assert encode_frame(OPCODE_TEXT, b"Hello", bytes.fromhex("37fa213d")) == masked
-    frame, consumed = decode_frame(masked)
-    assert (frame.opcode, frame.payload, frame.fin, consumed) == (OPCODE_TEXT, b"Hello", True, len(masked))
-    assert encode_frame(0x2, bytes(256), None)[:4] == bytes.fromhex("827e0100")
-    assert encode_frame(0x2, bytes(65536), None)[:10] == bytes.fromhex("827f0000000000010000")
+    unmasked = websocket.ABNF(1, 0, 0, 0, OPCODE_TEXT, 0, b"Hello")
+    assert unmasked.format() == bytes.fromhex("810548656c6c6f")
+    masked = websocket.ABNF(1, 0, 0, 0, OPCODE_TEXT, 1, b"Hello")
+    masked.get_mask_key = lambda length: bytes.fromhex("37fa213d")
+    assert masked.format() == bytes.fromhex("818537fa213d7f9f4d5158")
+    assert server_frame(0x2, bytes(256))[:4] == bytes.fromhex("827e0100")
+    assert server_frame(0x2, bytes(65536))[:10] == bytes.fromhex("827f0000000000010000")
 
 
 @settings(max_examples=50, deadline=None)
 @given(payload=st.binary(max_size=300), mask=st.binary(min_size=4, max_size=4))
 def test_mask_is_a_bytewise_xor(payload: bytes, mask: bytes) -> None:
-    assert apply_mask(payload, mask) == bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    assert websocket.ABNF.mask(mask, payload) == unmask(payload, mask)
+
+
+def test_client_frames_are_masked(pair) -> None:
+    connection, server = pair
+    connection.send_text("hi there")
+    server.settimeout(1.0)
+    raw = server.recv(100)
+    assert raw[0] == 0x80 | OPCODE_TEXT and raw[1] & 0x80, "client frames must be masked"
+    length = raw[1] & 0x7F
+    assert unmask(raw[6 : 6 + length], raw[2:6]) == b"hi there"
 
 
 def test_fragmented_text_message_is_reassembled(pair) -> None:
@@ -86,20 +136,25 @@ def test_ping_is_answered_with_a_masked_pong(pair) -> None:
     raw = server.recv(100)
     assert raw[0] == 0x80 | OPCODE_PONG and raw[1] & 0x80, "client frames must be masked"
     length = raw[1] & 0x7F
-    assert apply_mask(raw[6 : 6 + length], raw[2:6]) == b"are you there"
+    assert unmask(raw[6 : 6 + length], raw[2:6]) == b"are you there"
 
 
 def test_close_frame_and_eof_raise_closed(pair) -> None:
     connection, server = pair
-    server.sendall(server_frame(0x8, struct.pack("!H", 1000)))
+    server.sendall(server_frame(OPCODE_CLOSE, struct.pack("!H", 1000)))
     with pytest.raises(WebSocketClosed):
         connection.receive(timeout=1.0)
-    other_client, other_server = socket.socketpair()
-    other = WebSocketConnection(other_client)
+    assert connection.closed
+    other, other_server = raw_peer()
     other_server.close()
     with pytest.raises(WebSocketClosed):
         other.receive(timeout=1.0)
     other.close()
+
+
+def test_refused_handshake_is_a_websocket_error() -> None:
+    with pytest.raises(WebSocketError, match="refused"):
+        raw_peer(status="403 Forbidden")
 
 
 def test_handshake_and_first_status_message_from_the_stub() -> None:

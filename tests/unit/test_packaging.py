@@ -24,7 +24,16 @@ HOST_MODULES = {
     "latent_preview",
     "node_helpers",
 }
-ALLOWED_DEPENDENCIES = {"torch", "einops", "safetensors", "peft", "numpy", "comfyui-frontend-package"}
+ALLOWED_DEPENDENCIES = {
+    "torch",
+    "einops",
+    "safetensors",
+    "peft",
+    "numpy",
+    "comfyui-frontend-package",
+    "websocket-client",
+    "urllib3",
+}
 
 
 def _requirement_name(line: str) -> str:

@@ -130,3 +130,14 @@ def test_errors(images, masks, kwargs: dict, message: str) -> None:
     arguments = {"width": 4, "height": 4} | kwargs
     with pytest.raises(ValueError, match=message):
         prepare_reference(images, masks, **arguments)
+
+
+def test_check_finite_counts_nan_and_inf_and_names_the_input():
+    from customvideox_core.reference import check_finite
+
+    check_finite(torch.zeros(3), "fine", "never shown")
+    values = torch.tensor([0.0, float("nan"), float("inf"), float("-inf"), float("nan")])
+    with pytest.raises(
+        ValueError, match=r"^the latents contains 2 NaN and 2 infinite value\(s\) out of 5; fix it"
+    ):
+        check_finite(values, "the latents", "fix it")

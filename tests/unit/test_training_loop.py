@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny_host import TinyVideoDiT
 
 from customvideox_core.training import (
     LatentCacheEntry,
@@ -14,7 +15,6 @@ from customvideox_core.training import (
     train,
     warmup_factor,
 )
-from customvideox_core.training.tiny_host import TinyVideoDiT
 
 
 def entries(count=2, seed=1):
@@ -37,7 +37,9 @@ def evaluation_loss(model, samples, kind):
     generator = torch.Generator().manual_seed(123)
     with torch.no_grad():
         losses = [
-            denoising_loss(model, s.video_latents, s.reference_latents, objective=kind, generator=generator)
+            denoising_loss(
+                model.predict_video, s.video_latents, s.reference_latents, objective=kind, generator=generator
+            )
             for s in samples
             for _ in range(16)
         ]
@@ -50,7 +52,7 @@ def test_a_few_dozen_steps_make_the_loss_fall(kind, family):
     samples = entries()
     before = evaluation_loss(model, samples, kind)
     config = TrainConfig(steps=40, objective=kind, learning_rate=1e-2, warmup_steps=5, seed=0)
-    history = train(model, samples, config, model_fn_factory=lambda entry: model)
+    history = train(model, samples, config, model_fn=model.predict_video)
     after = evaluation_loss(model, samples, kind)
     assert len(history) == 40 and all(torch.isfinite(torch.tensor(history)))
     print(f"{kind}: evaluation loss {before:.3f} -> {after:.3f}")
@@ -62,7 +64,7 @@ def test_only_lora_weights_change_and_host_state_is_restored():
     model.eval()
     frozen = {name: p.detach().clone() for name, p in model.named_parameters() if "lora_" not in name}
     lora_before = [p.detach().clone() for p in lora_parameters(model)]
-    train(model, entries(), TrainConfig(steps=3, learning_rate=1e-2), model_fn_factory=lambda entry: model)
+    train(model, entries(), TrainConfig(steps=3, learning_rate=1e-2), model_fn=model.predict_video)
     current = dict(model.named_parameters())
     assert all(torch.equal(current[name], value) for name, value in frozen.items())
     assert all(p.grad is None for p in model.parameters())
@@ -74,9 +76,7 @@ def test_same_seed_same_history():
     runs = []
     for _ in range(2):
         model = lora_model()
-        runs.append(
-            train(model, entries(3), TrainConfig(steps=4, seed=7), model_fn_factory=lambda entry, m=model: m)
-        )
+        runs.append(train(model, entries(3), TrainConfig(steps=4, seed=7), model_fn=model.predict_video))
     assert runs[0] == runs[1]
 
 
@@ -88,7 +88,7 @@ def test_warmup_learning_rates_and_save_callbacks():
         model,
         entries(),
         config,
-        model_fn_factory=lambda entry: model,
+        model_fn=model.predict_video,
         on_step=reports.append,
         on_save=lambda step, state: saves.append((step, sorted(state))),
     )
@@ -107,7 +107,7 @@ def test_custom_should_save_rule():
         model,
         entries(),
         TrainConfig(steps=5),
-        model_fn_factory=lambda entry: model,
+        model_fn=model.predict_video,
         should_save=lambda step: step in (1, 5),
         on_save=lambda step, state: saved.append(step),
     )
@@ -119,7 +119,7 @@ def test_gradient_checkpointing_gives_the_same_update_and_is_undone():
     for checkpointing in (False, True):
         model = lora_model()
         config = TrainConfig(steps=1, learning_rate=1e-2, gradient_checkpointing=checkpointing)
-        train(model, entries(), config, model_fn_factory=lambda entry, m=model: m)
+        train(model, entries(), config, model_fn=model.predict_video)
         results.append([p.detach().clone() for p in lora_parameters(model)])
         assert all("forward" not in vars(block) for block in model.blocks)
     for plain, checkpointed in zip(*results, strict=True):
@@ -143,9 +143,7 @@ def test_checkpoint_modules_keeps_outputs_and_gradients():
 
 def test_bf16_autocast_trains_float32_lora_weights():
     model = lora_model()
-    history = train(
-        model, entries(), TrainConfig(steps=2, bf16_autocast=True), model_fn_factory=lambda entry: model
-    )
+    history = train(model, entries(), TrainConfig(steps=2, bf16_autocast=True), model_fn=model.predict_video)
     assert all(torch.isfinite(torch.tensor(history)))
     assert {p.dtype for p in lora_parameters(model)} == {torch.float32}
 
@@ -158,7 +156,7 @@ def test_interrupt_from_on_step_restores_the_model():
 
     config = TrainConfig(steps=5, gradient_checkpointing=True)
     with pytest.raises(KeyboardInterrupt):
-        train(model, entries(), config, model_fn_factory=lambda entry: model, on_step=interrupt)
+        train(model, entries(), config, model_fn=model.predict_video, on_step=interrupt)
     assert all("forward" not in vars(block) for block in model.blocks)
     assert all(p.grad is None for p in model.parameters())
 
@@ -166,10 +164,10 @@ def test_interrupt_from_on_step_restores_the_model():
 def test_refuses_models_without_lora_and_empty_caches():
     plain = TinyVideoDiT()
     with pytest.raises(ValueError, match="inject_lora"):
-        train(plain, entries(), TrainConfig(steps=1), model_fn_factory=lambda entry: plain)
+        train(plain, entries(), TrainConfig(steps=1), model_fn=plain.predict_video)
     model = lora_model()
     with pytest.raises(ValueError, match="empty"):
-        train(model, [], TrainConfig(steps=1), model_fn_factory=lambda entry: model)
+        train(model, [], TrainConfig(steps=1), model_fn=model.predict_video)
 
 
 @pytest.mark.parametrize(

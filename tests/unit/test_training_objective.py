@@ -94,15 +94,15 @@ def test_timestep_sampling_ranges_and_shift():
 
 
 class RecordingModel:
-    """model_fn that returns a fixed function of its input and records what it saw."""
+    """model_fn that returns a fixed function of the video it got and records what it saw."""
 
     def __init__(self, output_fn=lambda x: 0.5 * x):
         self.output_fn = output_fn
         self.seen = []
 
-    def __call__(self, x, timestep):
-        self.seen.append((x.clone(), timestep.clone()))
-        return self.output_fn(x)
+    def __call__(self, video, reference, timestep):
+        self.seen.append((video.clone(), reference.clone(), timestep.clone()))
+        return self.output_fn(video)
 
 
 def latents(seed=0, frames=3, references=2):
@@ -136,31 +136,35 @@ def test_loss_matches_a_hand_computed_float64_oracle(kind):
     )
     assert loss.dtype == torch.float32 and loss.shape == ()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    seen_input, seen_timestep = model.seen[0]
-    assert seen_input.shape == (2, 4, 5, 3, 3)
-    torch.testing.assert_close(seen_input[:, :, :3].double(), noisy, rtol=1e-6, atol=1e-6)
-    assert torch.equal(seen_input[:, :, 3:], reference)  # appended after the video, clean
+    seen_video, seen_reference, seen_timestep = model.seen[0]
+    assert seen_video.shape == (2, 4, 3, 3, 3)
+    torch.testing.assert_close(seen_video.double(), noisy, rtol=1e-6, atol=1e-6)
+    assert torch.equal(seen_reference, reference)  # handed over beside the video, clean
     torch.testing.assert_close(seen_timestep.double(), expected_timestep)
 
 
 @pytest.mark.parametrize("kind", ["v_prediction", "flow_matching"])
-def test_reference_frame_predictions_do_not_change_the_loss(kind):
+def test_reference_frames_never_reach_the_loss(kind):
+    """The model returns the video's prediction only; one that returns reference frames too is refused,
+    and the reference's content changes nothing for a model that ignores it."""
     video, reference = latents(seed=1)
 
-    def wild_on_references(x):
-        output = 0.5 * x
-        output[:, :, 3:] = 1e6
-        return output
+    def with_reference_frames(x):
+        return torch.cat([0.5 * x, torch.full_like(reference, 1e6)], dim=2)
 
-    losses = [
+    with pytest.raises(ValueError, match="video frames only"):
         denoising_loss(
-            RecordingModel(output_fn),
+            RecordingModel(with_reference_frames),
             video,
             reference,
             objective=kind,
             generator=torch.Generator().manual_seed(4),
         )
-        for output_fn in (lambda x: 0.5 * x, wild_on_references)
+    losses = [
+        denoising_loss(
+            RecordingModel(), video, other, objective=kind, generator=torch.Generator().manual_seed(4)
+        )
+        for other in (reference, torch.full_like(reference, 1e6))
     ]
     assert losses[0].item() == losses[1].item()
     assert losses[0].item() < 1e3
@@ -194,6 +198,7 @@ def test_no_reference_frames_is_plain_denoising():
         model, video, reference, objective="flow_matching", generator=torch.Generator().manual_seed(0)
     )
     assert model.seen[0][0].shape == video.shape
+    assert model.seen[0][1].shape[2] == 0
 
 
 def test_shape_errors_say_what_was_expected():
@@ -212,7 +217,7 @@ def test_shape_errors_say_what_was_expected():
         )
     with pytest.raises(ValueError, match="model_fn returned shape"):
         denoising_loss(
-            RecordingModel(lambda x: x[:, :, :3]),
+            RecordingModel(lambda x: x[:, :, :2]),
             video,
             reference,
             objective="flow_matching",

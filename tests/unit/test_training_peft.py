@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from tiny_host import CastingLinear, TinyVideoDiT
 from torch import nn
 
 from customvideox_core.adapter_file import AdapterMetadata, load_adapter, save_adapter
@@ -18,7 +19,6 @@ from customvideox_core.training import (
     lora_state_dict,
     remove_lora,
 )
-from customvideox_core.training.tiny_host import CastingLinear, TinyVideoDiT
 
 RANK = 3
 ALPHA = 6.0

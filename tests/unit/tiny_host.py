@@ -1,4 +1,4 @@
-"""A tiny pure-torch video DiT with ComfyUI's module names, for tests, benchmarks and dry runs.
+"""A tiny pure-torch video DiT with ComfyUI's module names, for the unit tests (test code, not the product).
 
 Not a real model: patch size 1, one token per latent pixel, full 3D self-attention, no text. What it
 shares with ComfyUI's CogVideoX / Wan is what LoRA training touches: the module paths of the attention
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from ..hosts import HostFamily, check_family
+from customvideox_core.hosts import HostFamily, check_family
 
 
 class CastingLinear(nn.Linear):
@@ -131,3 +131,10 @@ class TinyVideoDiT(nn.Module):
             tokens = block(tokens)
         output = self.proj_out(tokens)
         return rearrange(output, "b (t h w) c -> b c t h w", t=frames, h=height, w=width)
+
+    def predict_video(self, video: Tensor, reference: Tensor, timestep: Tensor) -> Tensor:
+        """The training model function (``ModelFn``): the reference frames ``[B, C, R, H, W]`` join the
+        video ``[B, C, T, H, W]`` in one attention, as the pack's wrapper appends them in a real host;
+        returns the video's prediction ``[B, C, T, H, W]``."""
+        joined = self(torch.cat([video, reference.to(video)], dim=2), timestep)
+        return joined[:, :, : video.shape[2]]
