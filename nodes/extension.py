@@ -11,6 +11,7 @@ from typing_extensions import override
 from ..customvideox_core.constants import ADAPTER_EXTENSIONS, MODEL_FOLDER
 from .apply_node import CustomVideoXApply
 from .concat_id_node import CustomVideoXLoadConcatID
+from .concat_id_wan import CustomVideoXLoadConcatIDWan
 from .conditioning_node import CustomVideoXReferenceConditioning
 from .erae_node import CustomVideoXERAEMask
 from .load_node import LoadCustomVideoX
@@ -43,6 +44,7 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXTrainAdapter,
     CustomVideoXReferenceConditioning,
     CustomVideoXLoadConcatID,
+    CustomVideoXLoadConcatIDWan,
 ]
 
 

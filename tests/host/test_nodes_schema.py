@@ -30,6 +30,7 @@ NODE_IDS = {
     "CustomVideoXApply",
     "CustomVideoXTrainAdapter",
     "CustomVideoXLoadConcatID",
+    "CustomVideoXLoadConcatIDWan",
 }
 # Combo inputs whose choices depend on the machine (files, ComfyUI's sampler list): only the default is kept.
 DYNAMIC_COMBOS = {"adapter", "resume_from", "sampler_name", "scheduler", "checkpoint"}
