@@ -2,10 +2,13 @@
 
 ``apply_reference_patch`` clones the ModelPatcher and installs, on the clone:
 
-- a ``WrappersMP.CALC_COND_BATCH`` wrapper (:class:`ConditioningRoles`) that reads, for every
-  conditioning the guider evaluates, whether it sees the reference and whether its prompt holds the
-  entity words (:func:`conditioning_role`), so every guider works: CFG, ``DualCFGGuider``, Phantom's
-  three-pass guidance;
+- a ``WrappersMP.OUTER_SAMPLE`` wrapper (:class:`GuiderKeys`) that writes, on the guider's per-sampling
+  copies of its conditionings, which of the guider's conditionings each is (``positive``,
+  ``negative``, DualCFG's ``middle``), and a ``WrappersMP.CALC_COND_BATCH`` wrapper
+  (:class:`ConditioningRoles`) that turns that, for every conditioning the guider evaluates, into
+  whether it sees the reference and whether its prompt holds the entity words
+  (:func:`conditioning_role`), so every guider works: CFG, ``DualCFGGuider``, Phantom's three-pass
+  guidance;
 - a ``WrappersMP.DIFFUSION_MODEL`` wrapper (:class:`ReferenceWrapper`) that, for every model call,
   either appends the patch's own reference latent frames *after* the video frames on the time axis and
   strips their prediction again, or — when the call already carries the host's own reference frames
@@ -51,6 +54,8 @@ WRAPPER_KEY = "customvideox"
 SETTINGS_KEY = "cvx_settings"
 HOST_KEY = "cvx_host"
 ROLES_KEY = "cvx_conditioning_roles"
+GUIDER_KEY = "cvx_guider_key"
+"""Set on the guider's per-sampling copies of its conditioning entries: the guider's name for them."""
 SEES_REFERENCE_KEY = "cvx_sees_reference"
 """Conditioning key (bool) that says whether a conditioning sees the reference (see
 :func:`conditioning_role`); set by ``CustomVideoXReferenceConditioning`` and by Sample's guidance."""
@@ -80,8 +85,8 @@ class ConditioningRole:
     """What one conditioning of the guider is, for the reference.
 
     ``sees_reference``: ``True``/``False`` when the conditioning says so (``SEES_REFERENCE_KEY``),
-    ``None`` to follow the patch's default. ``positive``: its ``prompt_type`` is not ``"negative"`` (its
-    prompt holds the entity words).
+    ``None`` to follow the patch's default. ``positive``: the guider holds it as ``positive`` (its prompt
+    holds the entity words).
     """
 
     sees_reference: bool | None
@@ -102,8 +107,20 @@ def conditioning_role(entries: Sequence[dict] | None) -> ConditioningRole | None
             "one conditioning combines entries that see the reference with entries that do not; mark the "
             "whole conditioning with one CustomVideoX Reference Conditioning node"
         )
-    positive = entries[0].get("prompt_type", "positive") != "negative"
+    positive = entries[0].get(GUIDER_KEY, "positive") == "positive"
     return ConditioningRole(sees_reference=bool(marks.pop()) if marks else None, positive=positive)
+
+
+class GuiderKeys:
+    """``OUTER_SAMPLE`` wrapper: tag the guider's per-sampling copies of its conditioning entries with
+    the guider's name for them (the user's conditionings are not touched)."""
+
+    def __call__(self, executor, *args, **kwargs):
+        guider = executor.class_obj
+        for key, entries in (getattr(guider, "conds", None) or {}).items():
+            for entry in entries or ():
+                entry[GUIDER_KEY] = key
+        return executor(*args, **kwargs)
 
 
 class ConditioningRoles:
@@ -119,6 +136,7 @@ class ConditioningRoles:
 def install_machinery(model, host: HostSignature) -> None:
     """Put the wrappers on ``model`` (a clone) and record the host; idempotent."""
     for wrapper_type, wrapper in (
+        (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, GuiderKeys()),
         (comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, ConditioningRoles()),
         (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, ReferenceWrapper(host.family)),
     ):
@@ -355,6 +373,8 @@ __all__ = [
     "WRAPPER_KEY",
     "ConditioningRole",
     "ConditioningRoles",
+    "GUIDER_KEY",
+    "GuiderKeys",
     "ReferencePatch",
     "ReferenceWrapper",
     "apply_reference_patch",

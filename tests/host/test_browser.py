@@ -38,12 +38,8 @@ from harness import PACK_FOLDER_NAME, REPO_ROOT, ComfyServer
 pytestmark = pytest.mark.browser
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
-UI_NAMES = (
-    "customvideox_cogvideox5b",
-    "customvideox_wan21",
-    "customvideox_multi_reference",
-    "customvideox_erae_mask",
-)
+UI_NAMES = tuple(sorted(path.stem for path in WORKFLOWS_DIR.glob("*.json")))
+"""Every UI graph shipped in workflows/ (test_workflows.py checks the folder holds exactly the examples)."""
 OUR_NODE_TYPES = {
     "LoadCustomVideoX",
     "CustomVideoXReferenceEncode",

@@ -37,6 +37,7 @@ UI_NAMES = (
     "customvideox_wan21",
     "customvideox_multi_reference",
     "customvideox_erae_mask",
+    "customvideox_phantom_wan",
 )
 FRONTEND_NOTE_TYPES = {"MarkdownNote", "Note"}
 MODEL_FILE_WIDGETS = {
