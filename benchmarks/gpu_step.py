@@ -73,7 +73,7 @@ REAL_SIZES = (
 )
 TINY_SIZES = (
     ModelSize("tiny CogVideoX", "cogvideox", 2, 2, 64, 96, 64, 9, 16, 64),
-    ModelSize("tiny Wan", "wan", 2, 2, 128, 96, 64, 9, 16, 64, ffn_dim=256),
+    ModelSize("tiny Wan", "wan", 2, 2, 128, 96, 64, 9, 16, 4096, ffn_dim=256),  # Wan detection: text dim 4096
 )
 BACKENDS = {"sdpa": "attention_pytorch", "sage": "attention_sage", "flash": "attention_flash"}
 """Row label -> ComfyUI backend function in ``comfy.ldm.modules.attention``."""
