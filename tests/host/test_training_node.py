@@ -806,7 +806,8 @@ def test_schema_has_tooltips_and_is_an_output_node(pack) -> None:
     assert schema.display_name == "CustomVideoX Train Adapter" and schema.category == "CustomVideoX"
     assert schema.is_output_node
     names = [item.id for item in schema.inputs]
-    assert names == list(_node_inputs(SimpleNamespace(model=0, vae=0, positive=0, context=0), Path(".")))
+    widgets = list(_node_inputs(SimpleNamespace(model=0, vae=0, positive=0, context=0), Path(".")))
+    assert names == [*widgets, "settings"]
     assert all(item.tooltip for item in schema.inputs), [
         item.id for item in schema.inputs if not item.tooltip
     ]
@@ -891,6 +892,84 @@ def test_api_workflow_runs_through_comfyui(
     progress = [event for event in result.progress if event.node_id == train_id]
     assert progress and progress[-1].value == progress[-1].total == 3
     assert math.isfinite(float(pack.adapter_file.load_adapter(Path(adapter_path))[1].extra["loss_end"]))
+
+
+TRAIN_SETTINGS = {
+    "rank": 4,
+    "alpha": 2.0,
+    "dropout": 0.0,
+    "steps": 4,
+    "learning_rate": 3e-3,
+    "warmup_steps": 1,
+    "batch_size": 2,
+    "seed": 11,
+    "save_every": 0,
+    "gradient_checkpointing": False,
+    "bf16": False,
+}
+
+
+def _train_graph(tiny_models, vae_name: str, dataset: Path, adapter_name: str, widgets: dict, settings=None):
+    """Loaders + random conditioning + Train Adapter (API format); ``settings``: a Train Settings node."""
+    graph = {
+        "1": {
+            "class_type": "UNETLoader",
+            "inputs": {"unet_name": tiny_models.cogvideox["5b"], "weight_dtype": "default"},
+        },
+        "2": {"class_type": "VAELoader", "inputs": {"vae_name": vae_name}},
+        "3": {
+            "class_type": "CVXTestRandomConditioning",
+            "inputs": {"seed": 1, "length": 6, "dim": TINY_TEXT_DIM},
+        },
+        "4": {
+            "class_type": "CustomVideoXTrainAdapter",
+            "inputs": {
+                "model": ["1", 0],
+                "vae": ["2", 0],
+                "positive": ["3", 0],
+                "dataset_path": str(dataset),
+                "adapter_name": adapter_name,
+                "width": WIDTH,
+                "height": HEIGHT,
+                "length": LENGTH,
+                **widgets,
+                "overwrite": True,
+                "resume_from": "none",
+            },
+        },
+    }
+    if settings is not None:
+        graph["5"] = {"class_type": "CustomVideoXTrainSettings", "inputs": dict(settings)}
+        graph["4"]["inputs"]["settings"] = ["5", 0]
+    return graph
+
+
+def test_train_settings_node_trains_exactly_as_the_old_widgets(
+    pack, comfy_host, tiny_models, dataset, test_vae_name
+) -> None:
+    """A graph saved before the Train Settings node (settings on Train Adapter's widgets) and a graph
+    with the settings on a Train Settings node give the same adapter, weight for weight; the connected
+    node overrides Train Adapter's own (here different) widgets."""
+    other_widgets = dict(TRAIN_SETTINGS, rank=8, alpha=8.0, steps=2, learning_rate=1e-2, seed=3, batch_size=1)
+    runs = {
+        "old": _train_graph(tiny_models, test_vae_name, dataset, "cvx_test_old_style", TRAIN_SETTINGS),
+        "new": _train_graph(
+            tiny_models, test_vae_name, dataset, "cvx_test_new_style", other_widgets, settings=TRAIN_SETTINGS
+        ),
+    }
+    adapters = {}
+    for style, graph in runs.items():
+        result = comfy_host.run_graph(graph, capture=["4"])
+        adapters[style] = pack.adapter_file.load_adapter(Path(result.node_outputs["4"][1]))
+    (old_weights, old_meta), (new_weights, new_meta) = adapters["old"], adapters["new"]
+    assert (old_meta.rank, old_meta.alpha, old_meta.steps) == (4, 2.0, 4)
+    assert (new_meta.rank, new_meta.alpha, new_meta.steps) == (4, 2.0, 4)
+    for key in ("learning_rate", "batch_size", "seed", "loss_start", "loss_end"):
+        assert old_meta.extra[key] == new_meta.extra[key], key
+    assert sorted(old_weights) == sorted(new_weights)
+    for name, tensor in old_weights.items():
+        assert torch.equal(tensor, new_weights[name]), name
+    assert any(tensor.abs().max() > 0 for tensor in old_weights.values())
 
 
 @pytest.mark.parametrize("variant", ["2b", "1.5", "wan"])
