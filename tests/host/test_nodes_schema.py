@@ -5,7 +5,9 @@ type and default in order, fixed combo choices, and the outputs. Two tests guard
 
 - ``test_schema_is_backward_compatible`` can never be "fixed" by updating the snapshot: ids may not
   disappear, existing inputs may not be renamed, retyped, reordered or get a new default, no input may
-  be inserted before an existing one, and outputs may only be appended.
+  be inserted before an existing one, and outputs may only be appended. It compares the live schema with
+  the snapshot as it was read *before* anything could rewrite it (the ``recorded`` fixture), and the
+  update mode refuses to write a snapshot that is not a compatible extension of the recorded one.
 - ``test_schema_snapshot_is_current`` wants the snapshot to list exactly what is live; after a
   *compatible* addition, record it with ``CVX_UPDATE_SCHEMA_SNAPSHOT=1`` and commit the file.
 """
@@ -28,6 +30,7 @@ NODE_IDS = {
     "CustomVideoXSample",
     "CustomVideoXApply",
     "CustomVideoXTrainAdapter",
+    "CustomVideoXTrainSettings",
 }
 # Combo inputs whose choices depend on the machine (files, ComfyUI's sampler list): only the default is kept.
 DYNAMIC_COMBOS = {"adapter", "resume_from", "sampler_name", "scheduler"}
@@ -74,25 +77,11 @@ def live_schema(comfy_host, pack_module) -> dict:
     return schema
 
 
-@pytest.fixture(scope="module")
-def schema(comfy_host, pack_module) -> dict:
-    live = live_schema(comfy_host, pack_module)
-    if os.environ.get("CVX_UPDATE_SCHEMA_SNAPSHOT") == "1":
-        SNAPSHOT.write_text(json.dumps(live, indent=2, sort_keys=True) + "\n")
-    return live
-
-
-def test_all_node_ids_are_registered_under_one_category_root(comfy_host, schema):
-    assert set(schema) >= NODE_IDS
-    for node_id, node in schema.items():
-        assert node["category"].split("/")[0] == CATEGORY_ROOT, node_id
-
-
-def test_schema_is_backward_compatible(schema):
-    recorded = json.loads(SNAPSHOT.read_text())
+def compatibility_problems(recorded: dict, live: dict) -> list[str]:
+    """What in ``live`` would break a workflow saved against ``recorded`` (empty: additions only)."""
     problems = []
     for node_id, old in recorded.items():
-        new = schema.get(node_id)
+        new = live.get(node_id)
         if new is None:
             problems.append(f"{node_id}: node id removed (deprecate it instead)")
             continue
@@ -104,7 +93,56 @@ def test_schema_is_backward_compatible(schema):
                 problems.append(f"{node_id}: input {index} was {old_input}, now {new['inputs'][index]}")
         if new["outputs"][: len(old["outputs"])] != old["outputs"]:
             problems.append(f"{node_id}: outputs were {old['outputs']}, now {new['outputs']}")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def recorded() -> dict:
+    """The snapshot as committed: read once, before the ``schema`` fixture may rewrite the file."""
+    return json.loads(SNAPSHOT.read_text())
+
+
+@pytest.fixture(scope="module")
+def schema(comfy_host, pack_module, recorded) -> dict:
+    live = live_schema(comfy_host, pack_module)
+    if os.environ.get("CVX_UPDATE_SCHEMA_SNAPSHOT") == "1":
+        problems = compatibility_problems(recorded, live)
+        if problems:
+            pytest.fail(
+                "CVX_UPDATE_SCHEMA_SNAPSHOT=1 refuses to record a schema that breaks saved workflows:\n"
+                + "\n".join(problems)
+            )
+        SNAPSHOT.write_text(json.dumps(live, indent=2, sort_keys=True) + "\n")
+    return live
+
+
+def test_all_node_ids_are_registered_under_one_category_root(comfy_host, schema):
+    assert set(schema) >= NODE_IDS
+    for node_id, node in schema.items():
+        assert node["category"].split("/")[0] == CATEGORY_ROOT, node_id
+
+
+def test_schema_is_backward_compatible(schema, recorded):
+    problems = compatibility_problems(recorded, schema)
     assert not problems, "changes that break saved workflows:\n" + "\n".join(problems)
+
+
+def test_compatibility_check_catches_renames_reorders_and_removals(recorded):
+    """The check above can fail: each kind of breaking change to the recorded schema is reported."""
+    node_id = "CustomVideoXTimeAwareBias"
+    renamed = json.loads(json.dumps(recorded))
+    renamed[node_id]["inputs"][0]["name"] = "schedule_shape"
+    reordered = json.loads(json.dumps(recorded))
+    reordered[node_id]["inputs"].reverse()
+    removed = {key: value for key, value in recorded.items() if key != node_id}
+    regraded = json.loads(json.dumps(recorded))
+    regraded[node_id]["inputs"][1]["default"] = 2.5
+    appended = json.loads(json.dumps(recorded))
+    appended[node_id]["inputs"].append({"name": "extra", "section": "optional", "type": "FLOAT"})
+    assert compatibility_problems(recorded, recorded) == []
+    assert compatibility_problems(recorded, appended) == []
+    for broken in (renamed, reordered, removed, regraded):
+        assert any(node_id in problem for problem in compatibility_problems(recorded, broken))
 
 
 def test_schema_snapshot_is_current(schema):

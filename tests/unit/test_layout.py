@@ -1,4 +1,4 @@
-"""Token layout and bias factors against a naive entry-by-entry bias (DESIGN.md, "The bias, precisely")."""
+"""Token layout and bias factors against a naive entry-by-entry bias (docs/ARCHITECTURE.md, "The bias")."""
 
 import math
 
@@ -20,7 +20,7 @@ def naive_bias(
     gamma: float,
     blocked: list[list[bool]] | None,
 ) -> torch.Tensor:
-    """The DESIGN.md bias written entry by entry with Python floats: [B, L, L]."""
+    """The bias of docs/ARCHITECTURE.md ("The bias") written entry by entry with Python floats: [B, L, L]."""
     text, video, total = layout.text, layout.video, layout.total
     reference_start = text + video
     bias = torch.zeros(len(tab), total, total, dtype=torch.float64)
