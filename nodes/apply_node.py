@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .settings import patch_model
-from .types import ERAEType, ReferenceType, TABType
+from .widgets import reference_inputs
 
 
 class CustomVideoXApply(io.ComfyNode):
@@ -23,13 +23,7 @@ class CustomVideoXApply(io.ComfyNode):
                 io.Model.Input(
                     "model", tooltip="From Load CustomVideoX (or any supported CogVideoX/Wan model)."
                 ),
-                ReferenceType.Input("reference", tooltip="From CustomVideoX ReferenceEncode."),
-                TABType.Input(
-                    "tab", optional=True, tooltip="From TimeAwareBias; default: parabolic, peak 1."
-                ),
-                ERAEType.Input(
-                    "erae", optional=True, tooltip="From ERAEMask; default: no entity enhancement."
-                ),
+                *reference_inputs(),
                 io.Boolean.Input(
                     "uncond_sees_reference",
                     default=False,

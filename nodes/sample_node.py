@@ -10,9 +10,9 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..customvideox_core.constants import SEED_MAX, SIZE_STEP
+from ..customvideox_core.constants import SEED_MAX
 from .settings import patch_model
-from .types import ERAEType, ReferenceType, TABType
+from .widgets import reference_inputs, size_inputs
 
 MAX_SIZE = 8192
 
@@ -87,34 +87,13 @@ class CustomVideoXSample(io.ComfyNode):
                 ),
                 io.Conditioning.Input("positive", tooltip="The prompt describing the subject in motion."),
                 io.Conditioning.Input("negative", tooltip="What to avoid."),
-                ReferenceType.Input("reference", tooltip="From CustomVideoX ReferenceEncode."),
-                TABType.Input(
-                    "tab", optional=True, tooltip="From TimeAwareBias; default: parabolic, peak 1."
-                ),
-                ERAEType.Input(
-                    "erae", optional=True, tooltip="From ERAEMask; default: no entity enhancement."
-                ),
+                *reference_inputs(),
                 io.Latent.Input(
                     "latent",
                     optional=True,
                     tooltip="Start latent (for denoise < 1); without it width/height/length are used.",
                 ),
-                io.Int.Input(
-                    "width",
-                    default=720,
-                    min=16,
-                    max=MAX_SIZE,
-                    step=SIZE_STEP,
-                    tooltip="Video width in pixels.",
-                ),
-                io.Int.Input(
-                    "height",
-                    default=480,
-                    min=16,
-                    max=MAX_SIZE,
-                    step=SIZE_STEP,
-                    tooltip="Video height in pixels.",
-                ),
+                *size_inputs(max_size=MAX_SIZE),
                 io.Int.Input(
                     "length", default=49, min=1, max=MAX_SIZE, step=4, tooltip="Number of video frames."
                 ),
@@ -173,30 +152,14 @@ class CustomVideoXSample(io.ComfyNode):
         width: int,
         height: int,
         length: int,
-        seed: int,
-        steps: int,
-        cfg: float,
-        sampler_name: str,
-        scheduler: str,
-        denoise: float,
         uncond_sees_reference: bool,
         tab=None,
         erae=None,
         latent=None,
+        **sampling,
     ) -> io.NodeOutput:
+        """``sampling``: seed, steps, cfg, sampler_name, scheduler, denoise (see :func:`sample_video`)."""
         patched = patch_model(model, reference, tab, erae, uncond_sees_reference)
         if latent is None:
             latent = empty_video_latent(patched, width, height, length)
-        out = sample_video(
-            patched,
-            latent,
-            positive=positive,
-            negative=negative,
-            seed=seed,
-            steps=steps,
-            cfg=cfg,
-            sampler_name=sampler_name,
-            scheduler=scheduler,
-            denoise=denoise,
-        )
-        return io.NodeOutput(out)
+        return io.NodeOutput(sample_video(patched, latent, positive=positive, negative=negative, **sampling))

@@ -18,7 +18,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 from torch import Tensor
 
-from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER, SIZE_STEP
+from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER
 from ..customvideox_core.training import TrainStep
 from .host_model import host_signature
 from .plots import plot_curve
@@ -35,6 +35,7 @@ from .train_run import (
 )
 from .train_settings_node import DEPRECATED_NOTE, training_inputs
 from .types import TrainSettingsType
+from .widgets import size_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -203,22 +204,7 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
                     default="my_subject",
                     tooltip="Saved as models/customvideox/<adapter_name>.safetensors.",
                 ),
-                io.Int.Input(
-                    "width",
-                    default=720,
-                    min=16,
-                    max=4096,
-                    step=SIZE_STEP,
-                    tooltip="Training width in pixels.",
-                ),
-                io.Int.Input(
-                    "height",
-                    default=480,
-                    min=16,
-                    max=4096,
-                    step=SIZE_STEP,
-                    tooltip="Training height in pixels.",
-                ),
+                *size_inputs(max_size=4096, noun="Training"),
                 io.Int.Input(
                     "length",
                     default=49,
@@ -270,35 +256,15 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
         width: int,
         height: int,
         length: int,
-        rank: int,
-        alpha: float,
-        dropout: float,
-        steps: int,
-        learning_rate: float,
-        warmup_steps: int,
-        batch_size: int,
-        seed: int,
-        save_every: int,
-        gradient_checkpointing: bool,
-        bf16: bool,
         overwrite: bool,
         resume_from: str,
         settings: TrainSettings | None = None,
+        **widgets,
     ) -> io.NodeOutput:
-        if settings is None:  # a graph saved before the Train Settings node: the widgets on this node
-            settings = TrainSettings(
-                rank=rank,
-                alpha=alpha,
-                dropout=dropout,
-                steps=steps,
-                learning_rate=learning_rate,
-                warmup_steps=warmup_steps,
-                batch_size=batch_size,
-                seed=seed,
-                save_every=save_every,
-                gradient_checkpointing=gradient_checkpointing,
-                bf16=bf16,
-            )
+        """``widgets``: this node's deprecated rank … bf16 widgets, used when ``settings`` is not connected
+        (graphs saved before the Train Settings node)."""
+        if settings is None:
+            settings = TrainSettings(**widgets)
         settings = TrainAdapterSettings(
             **settings.values(),
             adapter_name=adapter_name,

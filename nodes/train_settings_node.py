@@ -16,65 +16,56 @@ from .types import TrainSettingsType
 DEPRECATED_NOTE = "Deprecated here (kept for saved graphs); used only when `settings` is not connected. "
 
 
+_WIDGETS: tuple[tuple[type, str, dict, str], ...] = (
+    (io.Int, "rank", {"default": 64, "min": 1, "max": 1024}, "LoRA rank."),
+    (
+        io.Float,
+        "alpha",
+        {"default": 64.0, "min": 0.01, "max": 4096.0, "step": 0.01},
+        "LoRA alpha (scale alpha/rank).",
+    ),
+    (io.Float, "dropout", {"default": 0.0, "min": 0.0, "max": 0.9, "step": 0.01}, "LoRA dropout."),
+    (io.Int, "steps", {"default": 1000, "min": 1, "max": 1_000_000}, "Optimizer steps to train."),
+    (
+        io.Float,
+        "learning_rate",
+        {"default": 1e-4, "min": 1e-7, "max": 1.0, "step": 1e-7},
+        "AdamW learning rate (reached after the warmup).",
+    ),
+    (io.Int, "warmup_steps", {"default": 50, "min": 0, "max": 100_000}, "Linear learning-rate warmup steps."),
+    (
+        io.Int,
+        "batch_size",
+        {"default": 1, "min": 1, "max": 256},
+        "Samples per optimizer step (accumulated one by one: memory of one sample).",
+    ),
+    (
+        io.Int,
+        "seed",
+        {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": False},
+        "Seed of the LoRA init, the noise and the item order.",
+    ),
+    (
+        io.Int,
+        "save_every",
+        {"default": 250, "min": 0, "max": 1_000_000},
+        "Save the adapter every N steps (0: only at the end); the last step is always saved.",
+    ),
+    (
+        io.Boolean,
+        "gradient_checkpointing",
+        {"default": True},
+        "Recompute each block in the backward pass: far less memory, about 30% slower.",
+    ),
+    (io.Boolean, "bf16", {"default": True}, "Run forward and backward under bfloat16 autocast."),
+)
+"""The settings' widgets, in Train Adapter's order: (input class, name, options, tooltip)."""
+
+
 def training_inputs(note: str = "") -> list[io.Input]:
-    """The settings' widgets in Train Adapter's order; ``note`` opens every tooltip."""
+    """The settings' widgets; ``note`` opens every tooltip (Train Adapter's copies say deprecated)."""
     return [
-        io.Int.Input("rank", default=64, min=1, max=1024, tooltip=f"{note}LoRA rank."),
-        io.Float.Input(
-            "alpha",
-            default=64.0,
-            min=0.01,
-            max=4096.0,
-            step=0.01,
-            tooltip=f"{note}LoRA alpha (scale alpha/rank).",
-        ),
-        io.Float.Input("dropout", default=0.0, min=0.0, max=0.9, step=0.01, tooltip=f"{note}LoRA dropout."),
-        io.Int.Input("steps", default=1000, min=1, max=1_000_000, tooltip=f"{note}Optimizer steps to train."),
-        io.Float.Input(
-            "learning_rate",
-            default=1e-4,
-            min=1e-7,
-            max=1.0,
-            step=1e-7,
-            tooltip=f"{note}AdamW learning rate (reached after the warmup).",
-        ),
-        io.Int.Input(
-            "warmup_steps",
-            default=50,
-            min=0,
-            max=100_000,
-            tooltip=f"{note}Linear learning-rate warmup steps.",
-        ),
-        io.Int.Input(
-            "batch_size",
-            default=1,
-            min=1,
-            max=256,
-            tooltip=f"{note}Samples per optimizer step (accumulated one by one: memory of one sample).",
-        ),
-        io.Int.Input(
-            "seed",
-            default=0,
-            min=0,
-            max=SEED_MAX,
-            control_after_generate=False,
-            tooltip=f"{note}Seed of the LoRA init, the noise and the item order.",
-        ),
-        io.Int.Input(
-            "save_every",
-            default=250,
-            min=0,
-            max=1_000_000,
-            tooltip=f"{note}Save the adapter every N steps (0: only at the end); the last step is always saved.",
-        ),
-        io.Boolean.Input(
-            "gradient_checkpointing",
-            default=True,
-            tooltip=f"{note}Recompute each block in the backward pass: far less memory, about 30% slower.",
-        ),
-        io.Boolean.Input(
-            "bf16", default=True, tooltip=f"{note}Run forward and backward under bfloat16 autocast."
-        ),
+        kind.Input(name, **options, tooltip=f"{note}{tooltip}") for kind, name, options, tooltip in _WIDGETS
     ]
 
 
@@ -95,31 +86,6 @@ class CustomVideoXTrainSettings(io.ComfyNode):
         )
 
     @classmethod
-    def execute(
-        cls,
-        rank: int,
-        alpha: float,
-        dropout: float,
-        steps: int,
-        learning_rate: float,
-        warmup_steps: int,
-        batch_size: int,
-        seed: int,
-        save_every: int,
-        gradient_checkpointing: bool,
-        bf16: bool,
-    ) -> io.NodeOutput:
-        settings = TrainSettings(
-            rank=rank,
-            alpha=alpha,
-            dropout=dropout,
-            steps=steps,
-            learning_rate=learning_rate,
-            warmup_steps=warmup_steps,
-            batch_size=batch_size,
-            seed=seed,
-            save_every=save_every,
-            gradient_checkpointing=gradient_checkpointing,
-            bf16=bf16,
-        )
-        return io.NodeOutput(settings)
+    def execute(cls, **settings) -> io.NodeOutput:
+        """``settings``: the widgets above, by name."""
+        return io.NodeOutput(TrainSettings(**settings))

@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 from browser import Chromium, find_chromium
 from harness import PACK_FOLDER_NAME, REPO_ROOT, ComfyServer
+from nodes_support import PACK_NODE_IDS
 
 pytestmark = pytest.mark.browser
 
@@ -44,14 +45,7 @@ UI_NAMES = (
     "customvideox_multi_reference",
     "customvideox_erae_mask",
 )
-OUR_NODE_TYPES = {
-    "LoadCustomVideoX",
-    "CustomVideoXReferenceEncode",
-    "CustomVideoXTimeAwareBias",
-    "CustomVideoXERAEMask",
-    "CustomVideoXSample",
-    "CustomVideoXApply",
-}
+OUR_NODE_TYPES = PACK_NODE_IDS
 MODEL_FOLDERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae"}
 FRONTEND_WIDGET_EXTRAS = {"control_after_generate", "upload", "$$canvas-image-preview"}
 """Widgets the frontend adds on its own (seed control mode, upload button, image preview)."""

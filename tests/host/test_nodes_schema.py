@@ -19,19 +19,11 @@ import os
 from pathlib import Path
 
 import pytest
+from nodes_support import PACK_NODE_IDS
 
 SNAPSHOT = Path(__file__).with_name("schema_snapshot.json")
 CATEGORY_ROOT = "CustomVideoX"
-NODE_IDS = {
-    "LoadCustomVideoX",
-    "CustomVideoXReferenceEncode",
-    "CustomVideoXTimeAwareBias",
-    "CustomVideoXERAEMask",
-    "CustomVideoXSample",
-    "CustomVideoXApply",
-    "CustomVideoXTrainAdapter",
-    "CustomVideoXTrainSettings",
-}
+NODE_IDS = PACK_NODE_IDS
 # Combo inputs whose choices depend on the machine (files, ComfyUI's sampler list): only the default is kept.
 DYNAMIC_COMBOS = {"adapter", "resume_from", "sampler_name", "scheduler"}
 
