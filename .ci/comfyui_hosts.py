@@ -46,6 +46,10 @@ TORCH_PINS = ("torch==2.11.0", "torchvision==0.26.0", "torchaudio==2.11.0")
 # Requirement lines of ComfyUI that the environment takes from TORCH_PINS instead.
 TORCH_NAMES = frozenset({"torch", "torchvision", "torchaudio"})
 EXTRA_REQUIREMENTS = ("torchsde",)
+# Exact pins a tree may differ in from the reference release and gets in its own overlay: the frontend
+# its workflows open in, and the native helpers its Python code calls. (Template and docs packages are
+# content only and stay at the reference release's versions.)
+OVERLAY_PACKAGES = frozenset({"comfyui-frontend-package", "comfy-aimdo", "comfy-kitchen"})
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,9 @@ def overlay_pins(host: Host) -> list[str]:
     return [
         line
         for line in comfy_requirements(host)
-        if "==" in line and reference.get(requirement_name(line)) != line
+        if "==" in line
+        and requirement_name(line) in OVERLAY_PACKAGES
+        and reference.get(requirement_name(line)) != line
     ]
 
 
@@ -180,8 +186,6 @@ def environment_key() -> str:
     digest.update(sys.version.encode())
     for part in (*TORCH_PINS, *EXTRA_REQUIREMENTS, *comfy_requirements(REFERENCE)):
         digest.update(part.encode() + b"\n")
-    for name in ("requirements.txt", "requirements-dev.txt"):
-        digest.update((REPO_ROOT / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -189,35 +193,52 @@ def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
+def pip_install(venv: Path, *arguments: str | Path) -> None:
+    run(venv_python(venv), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *arguments)
+
+
 def ensure_venv() -> Path:
-    """The shared environment, rebuilt when anything that goes into it changed."""
+    """The shared environment, rebuilt when torch or ComfyUI's requirements changed.
+
+    This pack's own requirements are installed on every setup (a no-op when satisfied), so a change of
+    them never forces the multi-GB rebuild.
+    """
     venv = CACHE_DIR / "venv"
     marker = venv / "cvx-environment-key"
     key = environment_key()
     if marker.is_file() and marker.read_text().strip() == key and venv_python(venv).exists():
+        install_pack_requirements(venv)
         return venv
     LOG.info("building the ComfyUI environment at %s (key %s)", venv, key)
     shutil.rmtree(venv, ignore_errors=True)
     run(sys.executable, "-m", "venv", venv)
-    pip = (venv_python(venv), "-m", "pip", "install", "--quiet", "--disable-pip-version-check")
-    run(*pip, *TORCH_PINS)
+    pip_install(venv, *TORCH_PINS)
     with tempfile.TemporaryDirectory() as scratch:
-        constraints = Path(scratch) / "torch-constraints.txt"
-        constraints.write_text("\n".join(TORCH_PINS) + "\n")
         requirements = Path(scratch) / "comfyui-requirements.txt"
         requirements.write_text("\n".join(comfy_requirements(REFERENCE)) + "\n")
-        run(*pip, "-c", constraints, "-r", requirements, *EXTRA_REQUIREMENTS)
-        run(
-            *pip,
-            "-c",
-            constraints,
-            "-r",
-            REPO_ROOT / "requirements.txt",
-            "-r",
-            REPO_ROOT / "requirements-dev.txt",
-        )
+        pip_install(venv, "-c", torch_constraints(), "-r", requirements, *EXTRA_REQUIREMENTS)
+    install_pack_requirements(venv)
     marker.write_text(key + "\n")
     return venv
+
+
+def torch_constraints() -> Path:
+    """A constraints file holding TORCH_PINS (so no later install moves torch)."""
+    path = CACHE_DIR / "torch-constraints.txt"
+    path.write_text("\n".join(TORCH_PINS) + "\n")
+    return path
+
+
+def install_pack_requirements(venv: Path) -> None:
+    pip_install(
+        venv,
+        "-c",
+        torch_constraints(),
+        "-r",
+        REPO_ROOT / "requirements.txt",
+        "-r",
+        REPO_ROOT / "requirements-dev.txt",
+    )
 
 
 def ensure_overlay(host: Host, venv: Path) -> None:
@@ -230,18 +251,7 @@ def ensure_overlay(host: Host, venv: Path) -> None:
     host.overlay.mkdir(parents=True)
     if pins:
         LOG.info("%s: overlay %s", host.name, ", ".join(pins))
-        run(
-            venv_python(venv),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--target",
-            host.overlay,
-            *pins,
-        )
+        pip_install(venv, "--no-deps", "--target", host.overlay, *pins)
     marker.write_text(wanted)
 
 
@@ -265,7 +275,7 @@ def shell(name: str) -> None:
         "CVX_HOST_ROLE": host.role,
     }
     for variable, value in values.items():
-        print(f"{variable}={shlex.quote(value)}")
+        sys.stdout.write(f"{variable}={shlex.quote(value)}\n")
 
 
 def main() -> None:
@@ -281,7 +291,7 @@ def main() -> None:
         setup()
     elif arguments.command == "names":
         for host in HOSTS:
-            print(host.name)
+            sys.stdout.write(host.name + "\n")
     else:
         shell(arguments.name)
 

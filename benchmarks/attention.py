@@ -1,22 +1,23 @@
-"""Benchmark: the exact low-rank biased attention against unbiased and dense-bias attention.
+"""Benchmark: one reference self-attention call, every path side by side, against unbiased attention.
 
     python benchmarks/attention.py [--device cuda] [--preset cpu|cpu-quick|cuda-small|cogvideox-5b] [--markdown]
 
 One table, one block of rows per size, time (median) and peak memory side by side, ratios against
-"SDPA + reference, no bias" (the cost of 3D reference attention without TAB/ERAE):
+"SDPA +ref, no bias" (unbiased attention over the same ``[text | video | reference]`` keys, with the
+host-layout reshapes ComfyUI's SDPA backend does):
 
-1. ``SDPA text+video``: plain SDPA over text + video tokens (no reference at all).
-2. ``SDPA +ref, no bias``: SDPA over text + video + reference tokens — the baseline of the ratios.
-3. ``ours (R=2)``: ``biased_attention`` with the TAB·ERAE term and a blocking term (factors from
-   ``customvideox_core.layout.bias_factors``: b(s)·(1 + γ·a_i) on video queries, m_j on reference keys,
-   -1e4 on reference keys outside the subject mask). Time includes building the augmented tensors.
-3b. ``ours, heads_per_call=n``: the same with ``heads_per_call = max(1, H // 8)`` (bounded extra memory).
-4. ``dense bias``: SDPA with an explicit ``[B, 1, L, L]`` additive float mask (built inside the timed call
-   from the same factors); skipped with the reason printed when its estimated memory exceeds the limit.
+1. ``SDPA text+video``: the base model's attention (no reference at all).
+2. ``SDPA +ref, no bias``: the baseline of the ratios.
+3. ``ours, lse-merge``: ``reference_self_attention`` for a row that sees the reference with TAB·ERAE
+   (b(s)·(1 + γ·a_i) on video queries, m_j an elliptic subject mask on reference keys): native-head-dim
+   attention over text + video, biased attention over the reference keys, merged with the log-sum-exps.
+4. ``ours, augmented``: the same through the augmented-head-dim fallback (any backend without LSE).
+5. ``ours, row without reference``: a row that does not see the reference (compare with row 1).
+6. ``dense bias``: SDPA with an explicit ``[B, 1, L, L]`` additive float mask (built inside the timed call);
+   skipped with the reason printed when its estimated memory exceeds the limit.
 
 Peak memory is what one call adds on top of its inputs (see ``benchmarks/_timing.py``). ``max abs Δ`` is
-ours against the dense-bias result. Issue targets: CPU ≤ 1.5× the baseline's time with no L × L
-allocation; GPU ≤ 1.15× time and ≤ 1.05× peak memory.
+each of ours against the dense-bias result. Issue #11 target: lse-merge ≤ 1.05× the baseline on the CPU.
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ from _timing import Measurement, compare
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from customvideox_core.attention import biased_attention, sdpa_attention
+from einops import rearrange
+
+from customvideox_core.attention import sdpa_attention
 from customvideox_core.layout import TokenLayout, bias_factors
+from customvideox_core.lse_attention import LSE_KERNELS
+from customvideox_core.reference_attention import ReferenceStep, reference_self_attention
 
 
 @dataclass(frozen=True)
@@ -107,27 +112,31 @@ class Row:
     note: str = ""
 
 
-def realistic_factors(
-    size: Size, device: torch.device, generator: torch.Generator
-) -> tuple[torch.Tensor, ...]:
-    """TAB·ERAE + blocking factors ``[B, L, 2]``: b(s) at the parabola's peak, γ = 1, an elliptic mask."""
-    layout = size.layout
+def elliptic_mask(size: Size) -> torch.Tensor:
+    """``[1, reference]`` subject weights: 1 inside an ellipse (~40% of the tokens), 0.1 outside."""
     height, width = size.grid
     rows = torch.linspace(-1, 1, height)[:, None]
     cols = torch.linspace(-1, 1, width)[None, :]
-    mask = ((rows / 0.8) ** 2 + (cols / 0.6) ** 2 <= 1.0).float().reshape(1, -1)  # subject: ~40% of tokens
-    activation = torch.rand(size.batch, layout.video, generator=generator)
-    factors = bias_factors(
-        layout,
-        tab=torch.full((size.batch,), 2.0),
-        reference_weights=mask,
-        entity_activation=activation,
-        gamma=1.0,
-        blocked=mask <= 0.0,
-    )
-    if factors is None or factors[0].shape[-1] != 2:
-        raise RuntimeError("expected a rank-2 bias (TAB·ERAE term and blocking term) from bias_factors")
-    return tuple(factor.to(device) for factor in factors)
+    inside = (rows / 0.8) ** 2 + (cols / 0.6) ** 2 <= 1.0
+    return torch.where(inside, 1.0, 0.1).reshape(1, -1)
+
+
+def steps(size: Size, device: torch.device) -> tuple[ReferenceStep, ReferenceStep]:
+    """(a step whose rows all see the reference with TAB 2, one whose rows see none of it)."""
+    batch, layout = size.batch, size.layout
+
+    def make(sees: bool) -> ReferenceStep:
+        return ReferenceStep(
+            layout=layout,
+            tab_per_row=torch.full((batch,), 2.0, device=device),
+            reference_weights=elliptic_mask(size).to(device),
+            row_sees_reference=torch.full((batch,), sees, device=device),
+            kept_reference=None,
+            erae=None,
+            erae_rows=torch.zeros(batch, dtype=torch.bool, device=device),
+        )
+
+    return make(True), make(False)
 
 
 def dense_bias_bytes(size: Size, dtype: torch.dtype) -> int:
@@ -155,37 +164,66 @@ def memory_limit_bytes(device: torch.device, limit_gib: float | None) -> int:
 
 def benchmark_size(
     size: Size, preset: Preset, device: torch.device, limit: int, generator: torch.Generator
-) -> tuple[list[Row], float | None]:
+) -> tuple[list[Row], dict[str, float]]:
     layout = size.layout
-    shape = (size.batch, size.heads, layout.total, size.head_dim)
+    shape = (size.batch, layout.total, size.heads * size.head_dim)  # the host layout "B L (H D)"
     query, key, value = (torch.randn(shape, generator=generator).to(device, preset.dtype) for _ in range(3))
-    query_bias, key_bias = realistic_factors(size, device, generator)
-    no_reference = slice(0, layout.text + layout.video)
-    query_nr, key_nr, value_nr = (t[:, :, no_reference].contiguous() for t in (query, key, value))
+    seeing, blind = steps(size, device)
+    # One activation column, as ERAE gives it per layer: b(s)(1 + a_i) on video queries.
+    activation = torch.rand(size.batch, layout.video, 1, generator=generator).to(device)
+    seeing = ReferenceStep(**{**_fields(seeing), "erae": _erae()})
+    context = layout.text + layout.video
+
+    def split(tokens: torch.Tensor) -> torch.Tensor:
+        return rearrange(tokens, "b l (h d) -> b h l d", h=size.heads)
+
+    def host_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return rearrange(sdpa_attention(split(q), split(k), split(v)), "b h l d -> b l (h d)")
+
+    def ours(step: ReferenceStep, kernel_name: str | None) -> Callable[[], torch.Tensor]:
+        kernel = None if kernel_name is None else LSE_KERNELS[kernel_name]
+        return lambda: reference_self_attention(
+            query,
+            key,
+            value,
+            size.heads,
+            step,
+            attention_fn=sdpa_attention,
+            activation=activation,
+            lse_kernel=kernel,
+        )
+
+    factors = bias_factors(
+        layout,
+        tab=seeing.tab_per_row,
+        reference_weights=seeing.reference_weights,
+        entity_activation=activation,
+        gamma=1.0,
+    )
 
     def dense() -> torch.Tensor:
-        mask = (query_bias @ key_bias.transpose(-1, -2)).to(preset.dtype).unsqueeze(1)
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        mask = (factors[0] @ factors[1].transpose(-1, -2)).to(preset.dtype).unsqueeze(1)
+        out = F.scaled_dot_product_attention(split(query), split(key), split(value), attn_mask=mask)
+        return rearrange(out, "b h l d -> b l (h d)")
 
-    group = max(1, size.heads // 8)  # heads_per_call of the memory-bounded variant
     candidates: dict[str, Callable[[], torch.Tensor]] = {
-        "SDPA text+video": lambda: sdpa_attention(query_nr, key_nr, value_nr),
-        "SDPA +ref, no bias": lambda: sdpa_attention(query, key, value),
-        "ours (R=2)": lambda: biased_attention(query, key, value, query_bias, key_bias),
-        f"ours, heads_per_call={group}": lambda: biased_attention(
-            query, key, value, query_bias, key_bias, heads_per_call=group
-        ),
+        "SDPA text+video": lambda: host_sdpa(query[:, :context], key[:, :context], value[:, :context]),
+        "SDPA +ref, no bias": lambda: host_sdpa(query, key, value),
+        "ours, lse-merge": ours(seeing, "torch"),
+        "ours, augmented": ours(seeing, None),
+        "ours, row without reference": ours(blind, None),
     }
     label = size.label()
-    difference, dense_note = None, ""
+    differences: dict[str, float] = {}
     needed = dense_bias_bytes(size, preset.dtype)
+    dense_note = ""
     if needed > limit:
         dense_note = f"skipped: needs ~{needed / 2**30:.1f} GiB > limit {limit / 2**30:.1f} GiB"
     else:
         try:  # one trial call: an out-of-memory here skips the row instead of ending the run
-            ours = biased_attention(query, key, value, query_bias, key_bias).float()
-            difference = (ours - dense().float()).abs().max().item()
-            del ours
+            expected = dense().float()
+            for name in ("ours, lse-merge", "ours, augmented"):
+                differences[name] = (candidates[name]().float() - expected).abs().max().item()
             candidates["dense bias"] = dense
         except torch.cuda.OutOfMemoryError as error:
             dense_note = f"skipped: out of memory ({str(error).splitlines()[0]})"
@@ -193,10 +231,31 @@ def benchmark_size(
     rows = [Row(label, name, measurement) for name, measurement in measurements.items()]
     if dense_note:
         rows.append(Row(label, "dense bias", None, dense_note))
-    return rows, difference
+    return rows, {f"{label}|{name}": value for name, value in differences.items()}
 
 
-def format_table(rows: list[Row], differences: dict[str, float | None], markdown: bool) -> str:
+def _fields(step: ReferenceStep) -> dict:
+    return {
+        name: getattr(step, name)
+        for name in (
+            "layout",
+            "tab_per_row",
+            "reference_weights",
+            "row_sees_reference",
+            "kept_reference",
+            "erae",
+            "erae_rows",
+        )
+    }
+
+
+def _erae():
+    from customvideox_core.erae import ERAEConfig
+
+    return ERAEConfig(entity_positions=(0,), gamma=1.0)
+
+
+def format_table(rows: list[Row], differences: dict[str, float], markdown: bool) -> str:
     header = ["size", "variant", "time ms", "× base", "peak MiB", "× base", "max abs Δ vs dense"]
     baselines = {row.size: row.measurement for row in rows if row.variant == "SDPA +ref, no bias"}
     body = []
@@ -206,7 +265,7 @@ def format_table(rows: list[Row], differences: dict[str, float | None], markdown
             body.append([row.size, row.variant, row.note, "", "", "", ""])
             continue
         seconds, peak = row.measurement.median_seconds, row.measurement.peak_bytes
-        difference = differences.get(row.size) if row.variant == "ours (R=2)" else None
+        difference = differences.get(f"{row.size}|{row.variant}")
         body.append(
             [
                 row.size,
@@ -266,12 +325,12 @@ def main(argv: list[str] | None = None) -> None:
         f"median of {preset.repeats}"
     )
     rows: list[Row] = []
-    differences: dict[str, float | None] = {}
+    differences: dict[str, float] = {}
     with torch.inference_mode():
         for size in preset.sizes:
-            size_rows, difference = benchmark_size(size, preset, device, limit, generator)
+            size_rows, size_differences = benchmark_size(size, preset, device, limit, generator)
             rows += size_rows
-            differences[size.label()] = difference
+            differences.update(size_differences)
     print(format_table(rows, differences, args.markdown))
     peak_kind = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS"
     print(f"peak = {peak_kind} above the level before the call (inputs excluded, output included)")

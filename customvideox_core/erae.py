@@ -24,30 +24,51 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class SubjectWords:
+    """Entity words bound to one reference image: ERAE raises their video regions toward that image only.
+
+    - ``reference_frame``: 0-based index of the reference image (reference frame) the words name.
+    - ``entity_positions``: token positions of those words in the text sequence.
+    """
+
+    reference_frame: int
+    entity_positions: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        frame = self.reference_frame
+        if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
+            raise ValueError(f"SubjectWords.reference_frame must be a non-negative integer, got {frame!r}.")
+        object.__setattr__(self, "entity_positions", _checked_positions(self.entity_positions))
+        if not self.entity_positions:
+            raise ValueError(
+                f"SubjectWords for reference image {frame + 1} has no entity positions; give the token "
+                "positions of the words that name that subject."
+            )
+
+
+@dataclass(frozen=True)
 class ERAEConfig:
     """Settings of the entity region-aware enhancement.
 
-    - ``entity_positions``: token positions of the entity words in the text sequence.
+    - ``entity_positions``: token positions of the entity words in the text sequence (the unbound group:
+      it applies to every reference image that no ``subjects`` entry claims).
     - ``gamma``: ERAE strength; 0 turns ERAE off, negative weakens the reference on entity regions.
     - ``threshold``: 0 = soft activation; > 0 = binary region ``a_i = [a_i >= threshold]``.
-    - ``block_outside_mask``: reference keys with weight 0 (outside the subject mask) are blocked for every
+    - ``block_outside_mask``: reference keys with weight 0 (outside the subject mask) are dropped for every
       query.
+    - ``subjects``: entity words bound to single reference images (several subjects). The bias becomes
+      ``b(s) · Σ_k (1 + γ a_i^k) m_j^k`` with ``m_j^k`` the mask weight of token j when it belongs to the
+      reference frames of group k, else 0 (a rank-K bias, see :meth:`bias_terms`).
     """
 
     entity_positions: tuple[int, ...] = ()
     gamma: float = 1.0
     threshold: float = 0.0
     block_outside_mask: bool = False
+    subjects: tuple[SubjectWords, ...] = ()
 
     def __post_init__(self) -> None:
-        positions = tuple(self.entity_positions)
-        for index, position in enumerate(positions):
-            if isinstance(position, bool) or not isinstance(position, int) or position < 0:
-                raise ValueError(
-                    f"ERAE entity_positions[{index}] must be a non-negative integer token position, "
-                    f"got {position!r}."
-                )
-        object.__setattr__(self, "entity_positions", positions)
+        object.__setattr__(self, "entity_positions", _checked_positions(self.entity_positions))
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)):
             raise TypeError(f"ERAE gamma must be a number, got {type(self.gamma).__name__}.")
         if not math.isfinite(self.gamma):
@@ -59,11 +80,62 @@ class ERAEConfig:
         object.__setattr__(self, "threshold", float(self.threshold))
         if not isinstance(self.block_outside_mask, bool):
             raise TypeError(f"ERAE block_outside_mask must be a bool, got {self.block_outside_mask!r}.")
+        subjects = tuple(self.subjects)
+        for subject in subjects:
+            if not isinstance(subject, SubjectWords):
+                raise TypeError(f"ERAE subjects must be SubjectWords, got {type(subject).__name__}.")
+        frames = [subject.reference_frame for subject in subjects]
+        repeated = sorted({frame + 1 for frame in frames if frames.count(frame) > 1})
+        if repeated:
+            raise ValueError(
+                f"ERAE subjects bind reference image(s) {repeated} more than once; give each reference "
+                "image one line of words."
+            )
+        object.__setattr__(self, "subjects", subjects)
 
     @property
     def enabled(self) -> bool:
         """True when ERAE changes anything: ``gamma != 0`` and at least one entity position."""
-        return self.gamma != 0.0 and len(self.entity_positions) > 0
+        return self.gamma != 0.0 and (len(self.entity_positions) > 0 or len(self.subjects) > 0)
+
+    @property
+    def all_positions(self) -> tuple[int, ...]:
+        """Every entity position of every group (for checks against the text length)."""
+        positions = set(self.entity_positions)
+        for subject in self.subjects:
+            positions.update(subject.entity_positions)
+        return tuple(sorted(positions))
+
+    def bias_terms(self, reference_frames: int) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+        """The rank-one terms of the bias: ``(entity positions, reference frames)`` per term.
+
+        One term per subject (its words, its frame), then one term for the frames no subject claims with
+        the unbound ``entity_positions`` (which may be empty: those frames get the plain TAB bias). A
+        config without subjects gives the single term ``(entity_positions, all frames)``: exactly the
+        one-subject bias. Subjects naming a frame beyond ``reference_frames`` raise a ``ValueError``.
+        """
+        beyond = [s.reference_frame + 1 for s in self.subjects if s.reference_frame >= reference_frames]
+        if beyond:
+            raise ValueError(
+                f"ERAE subject words are bound to reference image(s) {beyond} but the reference has only "
+                f"{reference_frames} image(s); bind words to images 1..{reference_frames}."
+            )
+        terms = [(s.entity_positions, (s.reference_frame,)) for s in self.subjects]
+        claimed = {s.reference_frame for s in self.subjects}
+        rest = tuple(frame for frame in range(reference_frames) if frame not in claimed)
+        if rest:
+            terms.append((self.entity_positions, rest))
+        return tuple(terms)
+
+
+def _checked_positions(positions) -> tuple[int, ...]:
+    positions = tuple(positions)
+    for index, position in enumerate(positions):
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise ValueError(
+                f"ERAE entity_positions[{index}] must be a non-negative integer token position, got {position!r}."
+            )
+    return positions
 
 
 def _check_threshold(threshold: float) -> None:
@@ -151,6 +223,36 @@ def entity_activation(
     Returns:
         ``[B, Lv]``, float32 (float64 for float64 inputs).
     """
+    positions = [int(position) for position in entity_positions]
+    if not positions:
+        raise ValueError("entity_positions is empty; give the text positions of the entity words.")
+    return entity_activations(
+        video_queries,
+        text_keys,
+        [positions],
+        frame_tokens=frame_tokens,
+        scale=scale,
+        threshold=threshold,
+        chunk_size=chunk_size,
+    )[..., 0]
+
+
+def entity_activations(
+    video_queries: Tensor,
+    text_keys: Tensor,
+    groups: Sequence[Sequence[int]],
+    *,
+    frame_tokens: int,
+    scale: float | None = None,
+    threshold: float = 0.0,
+    chunk_size: int = 4096,
+) -> Tensor:
+    """:func:`entity_activation` of several word groups at once, sharing the text logits.
+
+    ``groups``: one sequence of entity positions per group; an empty group gives a column of zeros.
+    Returns ``[B, Lv, G]`` (G = ``len(groups)``), float32 (float64 for float64 inputs). Cost is linear
+    in ``Lv`` and ``Lt``.
+    """
     if video_queries.ndim != 4 or text_keys.ndim != 4:
         raise ValueError(
             f"video_queries and text_keys must be (B, H, L, D); got {tuple(video_queries.shape)} and "
@@ -165,10 +267,12 @@ def entity_activation(
         )
     if text_length == 0:
         raise ValueError("text_keys has no tokens (Lt = 0); entity activation needs the text keys.")
-    positions = [int(position) for position in entity_positions]
-    if not positions:
-        raise ValueError("entity_positions is empty; give the text positions of the entity words.")
-    out_of_range = [position for position in positions if not 0 <= position < text_length]
+    group_positions = [sorted({int(position) for position in group}) for group in groups]
+    if not group_positions:
+        raise ValueError("groups is empty; give at least one group of entity positions.")
+    out_of_range = sorted(
+        {position for group in group_positions for position in group if not 0 <= position < text_length}
+    )
     if out_of_range:
         raise ValueError(
             f"entity positions {out_of_range} are out of range for {text_length} text tokens "
@@ -190,16 +294,28 @@ def entity_activation(
 
     work_dtype = torch.promote_types(video_queries.dtype, torch.float32)
     keys = text_keys.to(work_dtype)
-    entity_index = torch.tensor(sorted(set(positions)), device=text_keys.device)
-    masses = []
+    indices = [torch.tensor(group, device=text_keys.device) for group in group_positions if group]
+    columns = []
     for chunk_start in range(0, video_length, chunk_size):
         queries = video_queries[:, :, chunk_start : chunk_start + chunk_size].to(work_dtype)
         all_logits = torch.einsum("bhqd,bhkd->bhqk", queries, keys.expand(batch, -1, -1, -1)) * scale
-        entity_logits = all_logits.index_select(-1, entity_index)
-        log_mass = entity_logits.logsumexp(dim=-1) - all_logits.logsumexp(dim=-1)
-        masses.append(reduce(log_mass.exp(), "b h q -> b q", "mean"))
-    mass = torch.cat(masses, dim=1)
-    return _normalise_per_frame(mass, frame_tokens, threshold)
+        total = all_logits.logsumexp(dim=-1)
+        columns.append(
+            [
+                reduce(
+                    (all_logits.index_select(-1, index).logsumexp(dim=-1) - total).exp(),
+                    "b h q -> b q",
+                    "mean",
+                )
+                for index in indices
+            ]
+        )
+    activations = iter(
+        _normalise_per_frame(torch.cat([chunk[g] for chunk in columns], dim=1), frame_tokens, threshold)
+        for g in range(len(indices))
+    )
+    zeros = video_queries.new_zeros(batch, video_length, dtype=work_dtype)
+    return torch.stack([next(activations) if group else zeros for group in group_positions], dim=-1)
 
 
 def _normalise_per_frame(mass: Tensor, frame_tokens: int, threshold: float) -> Tensor:

@@ -3,7 +3,8 @@
 A :class:`HostSignature` names a host DiT by family and size. It travels inside adapter files (see
 ``adapter_file``), so that an adapter trained for one model is refused, with a clear message, on another.
 :func:`attention_targets` names the self-attention projections of ComfyUI's own modules per family: the
-modules the reference LoRA is trained on and loaded into.
+modules the reference LoRA is trained on and loaded into. What differs between families lives in the
+host-spec table (:mod:`customvideox_core.host_specs`); this module only reads it.
 """
 
 from __future__ import annotations
@@ -12,38 +13,20 @@ import re
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from .host_specs import SUPPORTED_HOSTS, HostSpec, UnsupportedHostError, spec_for, spec_of_dit
+
 HostFamily = Literal["cogvideox", "wan"]
+"""A key of :data:`~customvideox_core.host_specs.HOST_SPECS`."""
 PositionKind = Literal["rope", "sincos", "learned"]
 
-SUPPORTED_HOSTS = "CogVideoX 2B / 5B / 1.5 (native ComfyUI) and Wan 2.1 / 2.2"
-
-_FAMILIES: tuple[str, ...] = get_args(HostFamily)
 _POSITION_KINDS: tuple[str, ...] = get_args(PositionKind)
-
-_ATTENTION_TARGETS: dict[str, tuple[str, ...]] = {
-    "cogvideox": ("q", "k", "v", "attn_out"),
-    "wan": ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o"),
-}
 
 _METADATA_PREFIX = "host."
 
 
-class UnsupportedHostError(ValueError):
-    """A model (or a family name) that the pack does not support."""
-
-
-def _unsupported_family_message(family: object) -> str:
-    return (
-        f"unsupported host model family {family!r}; expected one of {', '.join(_FAMILIES)}. "
-        f"CustomVideoX supports {SUPPORTED_HOSTS}."
-    )
-
-
 def check_family(family: object) -> HostFamily:
     """Return ``family`` if it names a supported host family, else raise :class:`UnsupportedHostError`."""
-    if family not in _FAMILIES:
-        raise UnsupportedHostError(_unsupported_family_message(family))
-    return family  # type: ignore[return-value]
+    return spec_for(family).family  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -88,20 +71,15 @@ class HostSignature:
             )
 
     @property
+    def spec(self) -> HostSpec:
+        """The family's entry of the host-spec table."""
+        return spec_for(self.family)
+
+    @property
     def variant(self) -> str:
         """Human name of the model, e.g. ``"CogVideoX-5B"`` or ``"Wan 2.1/2.2 14B"``."""
-        if self.family == "cogvideox":
-            if self.hidden_size == 3072 and self.patch_size_t == 2:
-                return "CogVideoX-1.5-5B"
-            if self.hidden_size == 3072:
-                return "CogVideoX-5B"
-            if self.hidden_size == 1920:
-                return "CogVideoX-2B"
-        elif self.family == "wan":
-            known = {1536: "Wan 2.1/2.2 1.3B", 5120: "Wan 2.1/2.2 14B", 3072: "Wan 2.2 5B"}
-            if self.hidden_size in known:
-                return known[self.hidden_size]
-        return f"{self.family} ({self.hidden_size} wide, {self.num_layers} layers)"
+        known = self.spec.variant(self.hidden_size, self.patch_size_t)
+        return known or f"{self.family} ({self.hidden_size} wide, {self.num_layers} layers)"
 
     @property
     def description(self) -> str:
@@ -155,13 +133,21 @@ class HostSignature:
         )
 
 
+def signature_of_dit(dit: object) -> HostSignature | None:
+    """The signature of a DiT module of a supported family (read from its attributes), or ``None``."""
+    spec = spec_of_dit(dit)
+    if spec is None:
+        return None
+    return HostSignature(family=spec.family, **spec.describe(dit))  # type: ignore[arg-type]
+
+
 def attention_targets(family: HostFamily) -> tuple[str, ...]:
     """Suffixes (after ``blocks.{i}.``) of the self-attention projections in ComfyUI's modules.
 
     cogvideox: ``("q", "k", "v", "attn_out")``; wan: ``("self_attn.q", "self_attn.k", "self_attn.v",
     "self_attn.o")``.
     """
-    return _ATTENTION_TARGETS[check_family(family)]
+    return spec_for(family).attention_targets
 
 
 def attention_module_regex(
@@ -188,3 +174,17 @@ def block_modules_regex(targets: tuple[str, ...], *, allow_prefix: bool = True) 
     alternatives = "|".join(re.escape(target) for target in targets)
     prefix = r"(?:.*\.)?" if allow_prefix else ""
     return rf"{prefix}blocks\.(?P<index>\d+)\.(?P<target>{alternatives})"
+
+
+__all__ = [
+    "SUPPORTED_HOSTS",
+    "HostFamily",
+    "HostSignature",
+    "PositionKind",
+    "UnsupportedHostError",
+    "attention_module_regex",
+    "attention_targets",
+    "block_modules_regex",
+    "check_family",
+    "signature_of_dit",
+]

@@ -3,27 +3,27 @@
 The sequence of one attention call is ``[text | video | reference]``. The bias added to its logits is
 (DESIGN.md, "The bias, precisely")::
 
-    video query i, reference key j:        b(s) * (1 + gamma * a_i) * m_j
-    any query, blocked reference key j:    + BLOCK_LOGIT
+    video query i, reference key j:        b(s) * sum_k (1 + gamma * a_i^k) * m_j^k
     everything else:                       0
 
-It is a sum of at most two rank-one terms, so it is returned as factors ``query_bias [B, L, R]`` and
-``key_bias [B, L, R]`` with ``bias = query_bias @ key_bias^T``; no ``L x L`` tensor is ever built.
+with one term ``k`` per group of reference frames (one group, all frames, unless ERAE binds words to
+single reference images; ``m_j^k = m_j`` on the frames of group k, else 0). It is a sum of K rank-one
+terms, returned as factors ``query_bias [B, L, K]`` and ``key_bias [B, L, K]`` with
+``bias = query_bias @ key_bias^T``; no ``L x L`` tensor is ever built. Keys that must not be seen are
+dropped from the attention call (``reference_attention``), never blocked with a large logit.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 logger = logging.getLogger(__name__)
-
-BLOCK_LOGIT: float = -1.0e4
-"""Additive logit that removes a key: ``exp(-1e4 + logit)`` underflows to exactly 0 in float32."""
 
 
 @dataclass(frozen=True)
@@ -123,31 +123,29 @@ def bias_factors(
     reference_weights: Tensor,
     entity_activation: Tensor | None = None,
     gamma: float = 0.0,
-    blocked: Tensor | None = None,
+    term_frames: Sequence[Sequence[int]] | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor] | None:
-    """Rank-R factors ``(query_bias [B, total, R], key_bias [B, total, R])`` of the CustomVideoX bias.
+    """Rank-K factors ``(query_bias [B, total, K], key_bias [B, total, K])`` of the CustomVideoX bias.
 
     ``query_bias @ key_bias^T`` (per batch row) equals the DESIGN.md bias:
 
-    - video query ``i``, reference key ``j``: ``tab[b] * (1 + gamma * a[b, i]) * m[b, j]``;
-    - any query (text, video, reference) to a blocked reference key: ``+ BLOCK_LOGIT``;
+    - video query ``i``, reference key ``j``: ``tab[b] * sum_k (1 + gamma * a[b, i, k]) * m[b, j] * [j in k]``;
     - everything else 0 (text and reference queries get no TAB/ERAE bias).
 
     Args:
         layout: the ``[text | video | reference]`` layout of the attention sequence.
         tab: ``[B]`` TAB value ``b(s)`` per batch row (rows may be at different sigmas).
         reference_weights: ``m``, ``[B, reference]`` or ``[1, reference]`` (broadcast), in ``[0, 1]``.
-        entity_activation: ``a``, ``[B, video]`` in ``[0, 1]``, or None for no ERAE.
+        entity_activation: ``a``, ``[B, video]`` (one term) or ``[B, video, K]``, in ``[0, 1]``, or None.
         gamma: ERAE strength (0 = off; negative weakens); ignored when ``entity_activation`` is None.
-        blocked: ``[B, reference]`` or ``[1, reference]`` bool, True = key removed for every query of that
-            row; a row that must not see the reference at all (the unconditional pass) is all True.
+        term_frames: the reference frames of each term (K groups); None = one term over all frames.
         dtype, device: of the returned factors (default device: ``tab``'s).
 
     Returns:
-        ``None`` when the bias is identically zero (use plain attention), else the two factors with
-        ``R = 1`` when nothing is blocked and ``R = 2`` otherwise (column 0: TAB/ERAE, column 1: block).
+        ``None`` when the bias is identically zero (use plain attention), else the two factors. This
+        reads the data back to decide; the attention hot path (``reference_attention``) does not use it.
     """
     if not isinstance(layout, TokenLayout):
         raise TypeError(f"layout must be a TokenLayout, got {type(layout).__name__}.")
@@ -158,17 +156,27 @@ def bias_factors(
     batch = tab.shape[0]
     device = tab.device if device is None else torch.device(device)
     work_dtype = torch.promote_types(dtype, torch.float32)
+    frames = tuple(range(layout.reference_frames)) if term_frames is None else None
+    groups = [frames] if term_frames is None else [tuple(group) for group in term_frames]
+    for group in groups:
+        outside = [frame for frame in group if not 0 <= frame < layout.reference_frames]
+        if outside:
+            raise ValueError(
+                f"term_frames names reference frames {outside}; the layout has {layout.reference_frames}."
+            )
+    terms = len(groups)
 
     weights = _batch_rows(
         "reference_weights", reference_weights, batch, layout.reference, "one weight per reference token"
     )
-    if blocked is not None:
-        if blocked.dtype != torch.bool:
-            raise ValueError(f"blocked must be a bool tensor, got dtype {blocked.dtype}.")
-        blocked = _batch_rows("blocked", blocked, batch, layout.reference, "one flag per reference token")
     if entity_activation is not None:
+        if entity_activation.ndim == 2:
+            entity_activation = entity_activation[..., None]
         _check_shape(
-            "entity_activation", entity_activation, (batch, layout.video), "one activation per video token"
+            "entity_activation",
+            entity_activation,
+            (batch, layout.video, terms),
+            "one activation per video token and term",
         )
 
     tab_rows = tab.to(device=device, dtype=work_dtype)
@@ -177,24 +185,26 @@ def bias_factors(
         if not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"{name} contains NaN or infinite values; expected finite numbers.")
 
-    video_factor = tab_rows[:, None].expand(batch, layout.video)
+    video_factor = tab_rows[:, None, None].expand(batch, layout.video, terms)
     if entity_activation is not None and gamma != 0.0:
         activation = entity_activation.to(device=device, dtype=work_dtype)
         if not bool(torch.isfinite(activation).all()):
             raise ValueError("entity_activation contains NaN or infinite values; expected values in [0, 1].")
         video_factor = video_factor * (1.0 + gamma * activation)
+    frame_of_token = torch.arange(layout.reference, device=device) // layout.frame_tokens
+    membership = torch.stack(
+        [
+            torch.isin(frame_of_token, torch.tensor(group, dtype=torch.long, device=device))
+            for group in groups
+        ],
+        dim=-1,
+    ).to(work_dtype)  # "reference K"
+    key_terms = weights[:, :, None] * membership
 
-    has_bias_term = bool((video_factor != 0).any(dim=1).logical_and((weights != 0).any(dim=1)).any())
-    has_block = blocked is not None and bool(blocked.any())
-    if not has_bias_term and not has_block:
+    if not bool(torch.einsum("bvk,brk->b", video_factor.abs(), key_terms.abs()).any()):
         return None
-
-    rank = 2 if has_block else 1
-    query_bias = torch.zeros(batch, layout.total, rank, dtype=work_dtype, device=device)
-    key_bias = torch.zeros(batch, layout.total, rank, dtype=work_dtype, device=device)
-    query_bias[:, layout.video_slice, 0] = video_factor
-    key_bias[:, layout.reference_slice, 0] = weights
-    if has_block:
-        query_bias[:, :, 1] = 1.0
-        key_bias[:, layout.reference_slice, 1] = blocked.to(device=device, dtype=work_dtype) * BLOCK_LOGIT
+    query_bias = torch.zeros(batch, layout.total, terms, dtype=work_dtype, device=device)
+    key_bias = torch.zeros(batch, layout.total, terms, dtype=work_dtype, device=device)
+    query_bias[:, layout.video_slice] = video_factor
+    key_bias[:, layout.reference_slice] = key_terms
     return query_bias.to(dtype), key_bias.to(dtype)

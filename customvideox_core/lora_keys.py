@@ -32,6 +32,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .host_specs import spec_for
 from .hosts import HostFamily, attention_module_regex, check_family
 
 logger = logging.getLogger(__name__)
@@ -55,36 +56,6 @@ _TENSOR_SUFFIXES: tuple[tuple[re.Pattern[str], TensorRole], ...] = (
 
 _DOTTED_PREFIXES = ("diffusion_model.", "base_model.model.", "transformer.", "model.", "unet.")
 _FLAT_PREFIXES = ("lora_unet_", "lora_transformer_", "lycoris_")
-
-_DIFFUSERS_PROJECTIONS = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o", "to_out": "o"}
-_DIFFUSERS_WAN_IMAGE_PROJECTIONS = {"add_k_proj": "k_img", "add_v_proj": "v_img"}
-
-_COGVIDEOX_DIFFUSERS = re.compile(
-    r"transformer_blocks\.(?P<index>\d+)\.attn1\.(?:processor\.)?(?P<proj>to_q|to_k|to_v|to_out\.0|to_out)"
-)
-_WAN_DIFFUSERS = re.compile(
-    r"blocks\.(?P<index>\d+)\.(?P<attn>attn1|attn2)\.(?:processor\.)?"
-    r"(?P<proj>to_q|to_k|to_v|to_out\.0|to_out|add_k_proj|add_v_proj)"
-)
-_WAN_NATIVE_CROSS = re.compile(r"blocks\.(?P<index>\d+)\.cross_attn\.(?P<proj>q|k|v|o|k_img|v_img)")
-
-# Flattened (kohya) module names, underscores for dots, mapped to dotted native/diffusers paths.
-_FLAT_PATTERNS: dict[str, tuple[tuple[re.Pattern[str], str], ...]] = {
-    "cogvideox": (
-        (re.compile(r"blocks_(\d+)_(q|k|v|attn_out)"), r"blocks.\1.\2"),
-        (
-            re.compile(r"transformer_blocks_(\d+)_attn1_(to_q|to_k|to_v|to_out_0)"),
-            r"transformer_blocks.\1.attn1.\2",
-        ),
-    ),
-    "wan": (
-        (re.compile(r"blocks_(\d+)_(self_attn|cross_attn)_(q|k|v|o|k_img|v_img)"), r"blocks.\1.\2.\3"),
-        (
-            re.compile(r"blocks_(\d+)_(attn1|attn2)_(to_q|to_k|to_v|to_out_0|add_k_proj|add_v_proj)"),
-            r"blocks.\1.\2.\3",
-        ),
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -141,7 +112,7 @@ def _unflatten(module_name: str, family: HostFamily) -> str | None:
         # lora_transformer_transformer_blocks_0 (diffusers) keeps its own "transformer_blocks".
         if flat.startswith(prefix) and not flat.startswith("transformer_blocks_"):
             flat = flat[len(prefix) :]
-    for pattern, replacement in _FLAT_PATTERNS[family]:
+    for pattern, replacement in spec_for(family).lora_aliases:
         if pattern.fullmatch(flat):
             return pattern.sub(replacement, flat).replace(".to_out_0", ".to_out.0")
     return None
@@ -157,25 +128,7 @@ def comfy_module_path(module_name: str, family: HostFamily) -> str | None:
         return None
     if re.fullmatch(attention_module_regex(family, allow_prefix=False), dotted):
         return dotted
-    if family == "cogvideox":
-        match = _COGVIDEOX_DIFFUSERS.fullmatch(dotted)
-        if match is None:
-            return None
-        projection = _DIFFUSERS_PROJECTIONS[match["proj"]]
-        return f"blocks.{match['index']}.{'attn_out' if projection == 'o' else projection}"
-    match = _WAN_NATIVE_CROSS.fullmatch(dotted)
-    if match is not None:
-        return dotted
-    match = _WAN_DIFFUSERS.fullmatch(dotted)
-    if match is None:
-        return None
-    attention = "self_attn" if match["attn"] == "attn1" else "cross_attn"
-    projection = match["proj"]
-    if projection in _DIFFUSERS_WAN_IMAGE_PROJECTIONS:
-        if attention != "cross_attn":
-            return None
-        return f"blocks.{match['index']}.cross_attn.{_DIFFUSERS_WAN_IMAGE_PROJECTIONS[projection]}"
-    return f"blocks.{match['index']}.{attention}.{_DIFFUSERS_PROJECTIONS[projection]}"
+    return spec_for(family).diffusers_module_path(dotted)
 
 
 def _strip_comfy_prefix(path: str) -> str:

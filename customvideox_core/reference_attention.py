@@ -2,9 +2,29 @@
 
 The node glue hands every self-attention call of the host DiT to :func:`reference_self_attention`
 together with a :class:`ReferenceStep` (what is true for the whole model call: where the tokens sit,
-the TAB value of each batch row, the reference token weights, which rows may see the reference).
-This module turns that into the rank-one bias factors of DESIGN.md and runs
-:func:`customvideox_core.attention.biased_attention` on the backend the user chose.
+the TAB value of each batch row, the reference token weights, which rows see the reference). Everything
+that does not depend on the layer (row groups, kept reference keys, the key side of the bias) is built
+once per model call when the step is made; an attention call reads nothing back to the host.
+
+Who attends to what, per batch row (``n = text + video``, ``kept`` = reference keys not dropped):
+
+- a row that sees the reference: every query attends to ``[text | video | kept reference]``; video
+  queries carry the bias ``b(s) · Σ_k (1 + γ a_i^k) m_j^k`` on the kept reference keys (DESIGN.md);
+- a row that does not see the reference: text and video queries attend to ``[text | video]`` only,
+  exactly the base model's attention at its cost; each reference query returns its own value (attention
+  over itself alone) — finite, and discarded by the wrapper;
+- reference keys outside the subject mask (``block_outside_mask``) are sliced out for every query.
+
+The biased rows run one of two exact paths (:data:`PATHS`):
+
+- ``"lse-merge"`` (when an :class:`~customvideox_core.lse_attention.LseKernel` fits): unbiased attention
+  over the ``n`` non-reference keys at the native head dim, plus the biased attention over the few
+  kept reference keys (bias factors appended as extra head dims of this small part only), merged
+  exactly with the two log-sum-exps. With a quantizing kernel (sage: int8 q and k per block) the small
+  part runs on PyTorch's fused kernel, so the bias is never quantized and the many keys keep the
+  user's kernel at its native head dim;
+- ``"augmented"`` (any plain backend): one call over all kept keys with the bias factors appended as
+  extra head dims (:mod:`customvideox_core.attention`).
 
 Tensors arrive in the host's attention layout ``[B, L, (H D)]`` and leave in it.
 """
@@ -12,19 +32,76 @@ Tensors arrive in the host's attention layout ``[B, L, (H D)]`` and leave in it.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from einops import rearrange
 from torch import Tensor
 
-from .attention import AttentionFn, biased_attention
-from .erae import ERAEConfig, entity_activation
-from .layout import TokenLayout, bias_factors
+from .attention import AttentionFn, augmented_head_dim
+from .erae import ERAEConfig, entity_activations
+from .layout import TokenLayout
+from .lse_attention import LSE_KERNELS, LseKernel, merge_partial_attention
 from .tab import TABSchedule
 
 logger = logging.getLogger(__name__)
+
+PATHS = ("lse-merge", "augmented")
+"""The two exact paths for rows that see a biased reference."""
+
+
+@dataclass(frozen=True, eq=False)
+class RowGroup:
+    """Batch rows that run together: ``rows`` (host ints) and how to take them (a slice when contiguous)."""
+
+    rows: tuple[int, ...]
+    index: slice | Tensor
+
+    @classmethod
+    def of(cls, rows: Sequence[int], device: torch.device) -> RowGroup | None:
+        rows = tuple(rows)
+        if not rows:
+            return None
+        if rows == tuple(range(rows[0], rows[-1] + 1)):
+            return cls(rows, slice(rows[0], rows[-1] + 1))
+        return cls(rows, torch.tensor(rows, dtype=torch.long, device=device))
+
+    def take(self, tensor: Tensor) -> Tensor:
+        """Rows of ``tensor`` (dim 0): a view for a slice, a copy otherwise."""
+        if isinstance(self.index, slice):
+            return tensor[self.index]
+        return tensor.index_select(0, self.index.to(tensor.device))
+
+    def put(self, output: Tensor, rows: Tensor) -> None:
+        """Write ``rows`` into ``output`` at this group's rows."""
+        if isinstance(self.index, slice):
+            output[self.index] = rows
+        else:
+            output.index_copy_(0, self.index.to(output.device), rows)
+
+
+@dataclass(frozen=True, eq=False)
+class StepPlan:
+    """The layer-independent part of one model call, derived once from a :class:`ReferenceStep`.
+
+    - ``seeing`` / ``blind``: row groups that do / do not see the reference (None when empty).
+    - ``kept_index``: ``[kept]`` long indices into the reference tokens, None when all are kept.
+    - ``key_factors``: ``[kept, K]`` float32, the key side ``m_j^k`` of the K bias terms.
+    - ``term_positions``: entity positions of each term (``()`` = plain TAB term).
+    - ``biased``: some seeing row has ``b(s) != 0`` and some kept key a non-zero weight.
+    - ``uses_erae``: ERAE changes something this call (entity activations must be measured).
+    """
+
+    seeing: RowGroup | None
+    blind: RowGroup | None
+    kept_index: Tensor | None
+    kept_count: int
+    key_factors: Tensor
+    term_positions: tuple[tuple[int, ...], ...]
+    biased: bool
+    uses_erae: bool
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,30 +110,47 @@ class ReferenceStep:
 
     - ``layout``: where text, video and reference tokens sit in the self-attention sequence.
     - ``tab_per_row``: ``[B]`` TAB value ``b(s)`` for each batch row.
-    - ``reference_weights``: ``[1 or B, reference]`` region weights ``m_j`` in ``[0, 1]``.
-    - ``blocked``: ``[B, reference]`` bool, reference keys no query may attend to (rows that must not
-      see the reference at all have every key blocked), or ``None``.
+    - ``reference_weights``: ``[1, reference]`` region weights ``m_j`` in ``[0, 1]``.
+    - ``row_sees_reference``: ``[B]`` bool, rows whose queries may attend to the reference.
+    - ``kept_reference``: ``[reference]`` bool, reference keys kept (the others are dropped for every
+      query), or ``None`` when all are kept.
     - ``erae``: ERAE settings, or ``None`` for no entity enhancement.
-    - ``erae_rows``: ``[B]`` bool, rows whose prompt holds the entity words (the conditional rows).
+    - ``erae_rows``: ``[B]`` bool, rows whose prompt holds the entity words.
+
+    ``plan`` (derived on construction, the only host read-back of the call) holds the row groups, the
+    kept indices and the key side of the bias.
     """
 
     layout: TokenLayout
     tab_per_row: Tensor
     reference_weights: Tensor
-    blocked: Tensor | None
+    row_sees_reference: Tensor
+    kept_reference: Tensor | None
     erae: ERAEConfig | None
     erae_rows: Tensor
+    plan: StepPlan = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         batch = self.tab_per_row.shape[0]
         if self.tab_per_row.ndim != 1:
             raise ValueError(f"tab_per_row must be [B], got shape {tuple(self.tab_per_row.shape)}")
-        if self.erae_rows.shape != (batch,):
-            raise ValueError(f"erae_rows must be [{batch}], got shape {tuple(self.erae_rows.shape)}")
-        if self.blocked is not None and self.blocked.shape != (batch, self.layout.reference):
+        for name in ("row_sees_reference", "erae_rows"):
+            flags = getattr(self, name)
+            if flags.shape != (batch,) or flags.dtype != torch.bool:
+                raise ValueError(
+                    f"{name} must be a [{batch}] bool tensor, got {flags.dtype} {tuple(flags.shape)}"
+                )
+        if self.reference_weights.shape != (1, self.layout.reference):
             raise ValueError(
-                f"blocked must be [{batch}, {self.layout.reference}], got {tuple(self.blocked.shape)}"
+                f"reference_weights must be [1, {self.layout.reference}], got {tuple(self.reference_weights.shape)}"
             )
+        kept = self.kept_reference
+        if kept is not None and (kept.shape != (self.layout.reference,) or kept.dtype != torch.bool):
+            raise ValueError(
+                f"kept_reference must be a [{self.layout.reference}] bool tensor or None, "
+                f"got {kept.dtype} {tuple(kept.shape)}"
+            )
+        object.__setattr__(self, "plan", _make_plan(self))
 
     @property
     def batch(self) -> int:
@@ -64,7 +158,58 @@ class ReferenceStep:
 
     @property
     def uses_erae(self) -> bool:
-        return self.erae is not None and self.erae.enabled and bool(self.erae_rows.any())
+        return self.plan.uses_erae
+
+
+def _make_plan(step: ReferenceStep) -> StepPlan:
+    layout, device = step.layout, step.tab_per_row.device
+    sees = step.row_sees_reference.tolist()
+    entity_rows = step.erae_rows.tolist()
+    tab_values = step.tab_per_row.tolist()
+    weights = step.reference_weights[0].to(torch.float32)
+    if step.kept_reference is None or bool(step.kept_reference.all()):
+        kept_index, kept_weights = None, weights
+    else:
+        kept_index = step.kept_reference.nonzero().flatten().to(device)
+        kept_weights = weights.index_select(0, kept_index.to(weights.device))
+    frames = layout.reference_frames
+    if step.erae is not None:
+        terms = step.erae.bias_terms(frames)
+    else:
+        terms = (((), tuple(range(frames))),) if frames else ()
+    frame_of_token = torch.arange(layout.reference, device=weights.device) // layout.frame_tokens
+    if kept_index is not None:
+        frame_of_token = frame_of_token.index_select(0, kept_index.to(weights.device))
+    key_factors = torch.stack(
+        [
+            kept_weights * torch.isin(frame_of_token, torch.tensor(term_frames, device=weights.device))
+            for _, term_frames in terms
+        ]
+        or [kept_weights.new_zeros(kept_weights.shape[0])],
+        dim=-1,
+    ).to(device)
+    seeing_rows = [row for row, flag in enumerate(sees) if flag]
+    has_weight = kept_weights.shape[0] > 0 and bool((kept_weights != 0).any())
+    biased = has_weight and any(tab_values[row] != 0.0 for row in seeing_rows)
+    erae = step.erae
+    uses_erae = (
+        biased
+        and erae is not None
+        and erae.enabled
+        and layout.video > 0
+        and any(entity_rows[row] for row in seeing_rows)
+        and any(positions for positions, _ in terms)
+    )
+    return StepPlan(
+        seeing=RowGroup.of(seeing_rows, device),
+        blind=RowGroup.of([row for row, flag in enumerate(sees) if not flag], device),
+        kept_index=kept_index,
+        kept_count=kept_weights.shape[0],
+        key_factors=key_factors,
+        term_positions=tuple(positions for positions, _ in terms),
+        biased=biased,
+        uses_erae=uses_erae,
+    )
 
 
 def plan_step(
@@ -72,49 +217,53 @@ def plan_step(
     *,
     tab: TABSchedule,
     progress: float,
-    row_is_cond: Sequence[bool],
-    uncond_sees_reference: bool,
+    row_sees_reference: Sequence[bool],
+    row_has_entities: Sequence[bool],
     reference_weights: Tensor,
     erae: ERAEConfig | None,
 ) -> ReferenceStep:
     """Build the :class:`ReferenceStep` of one model call.
 
-    ``row_is_cond``: one flag per batch row (True = conditional / positive prompt). Unconditional rows
-    see the reference only when ``uncond_sees_reference``; otherwise every reference key is blocked for
-    them, which makes them exactly the plain model's unconditional prediction. Unconditional rows never
-    get ERAE (their prompt does not hold the entity words) but do get TAB when they see the reference.
-    Reference keys whose weight is 0 are blocked for every row when ``erae.block_outside_mask``.
+    ``row_sees_reference``: one flag per batch row; a row that does not see the reference runs exactly
+    the plain model's attention on its text and video tokens. ``row_has_entities``: rows whose prompt
+    holds the entity words (ERAE applies to them only). Both are decided by the caller per conditioning.
+    Reference keys whose weight is 0 are dropped for every row when ``erae.block_outside_mask``.
     ``reference_weights``: ``[reference]`` or ``[1, reference]``.
     """
+    sees = [bool(flag) for flag in row_sees_reference]
+    entities = [bool(flag) for flag in row_has_entities]
+    if len(sees) != len(entities) or not sees:
+        raise ValueError(
+            f"row_sees_reference ({len(sees)} rows) and row_has_entities ({len(entities)} rows) must give "
+            "one flag per batch row, for at least one row"
+        )
     device = reference_weights.device
-    cond = torch.tensor(list(row_is_cond), dtype=torch.bool, device=device)
-    sees_reference = cond | uncond_sees_reference
     weights = reference_weights.reshape(1, -1).to(torch.float32)
     if weights.shape[1] != layout.reference:
         raise ValueError(
             f"reference weights cover {weights.shape[1]} tokens but the layout has {layout.reference} "
             "reference tokens; the reference was prepared for another size"
         )
-    blocked = (~sees_reference)[:, None].expand(cond.shape[0], layout.reference)
-    if erae is not None and erae.block_outside_mask:
-        blocked = blocked | (weights <= 0.0)
-    blocked_or_none = blocked.clone() if bool(blocked.any()) else None
+    if not bool(torch.isfinite(weights).all()):
+        raise ValueError("reference weights contain NaN or infinite values; expected numbers in [0, 1]")
+    kept = weights[0] > 0.0 if erae is not None and erae.block_outside_mask else None
     tab_value = float(tab.value_at(progress))
-    tab_per_row = torch.full((cond.shape[0],), tab_value, dtype=torch.float32, device=device)
     return ReferenceStep(
         layout=layout,
-        tab_per_row=tab_per_row,
+        tab_per_row=torch.full((len(sees),), tab_value, dtype=torch.float32, device=device),
         reference_weights=weights,
-        blocked=blocked_or_none,
+        row_sees_reference=torch.tensor(sees, dtype=torch.bool, device=device),
+        kept_reference=kept,
         erae=erae,
-        erae_rows=cond.clone(),
+        erae_rows=torch.tensor(entities, dtype=torch.bool, device=device),
     )
 
 
 def joint_entity_activation(query: Tensor, key: Tensor, heads: int, step: ReferenceStep) -> Tensor | None:
-    """Entity activation ``a`` ``[B, video]`` from a joint ``[text | video | reference]`` attention call.
+    """Entity activations ``[B, video, K]`` from a joint ``[text | video | reference]`` attention call.
 
-    query/key ``[B, L, (H D)]``. Rows outside ``step.erae_rows`` get ``a = 0``. ``None`` when ERAE is off.
+    query/key ``[B, L, (H D)]``. One column per bias term (zeros for a term without words); rows outside
+    ``step.erae_rows`` get 0. ``None`` when ERAE changes nothing this call.
     """
     if not step.uses_erae or step.layout.text == 0:
         return None
@@ -125,18 +274,29 @@ def joint_entity_activation(query: Tensor, key: Tensor, heads: int, step: Refere
 
 
 def cross_entity_activation(video_queries: Tensor, text_keys: Tensor, step: ReferenceStep) -> Tensor | None:
-    """Entity activation ``[B, video]`` from video queries ``[B, H, video, D]`` and text keys ``[B, H, T, D]``."""
+    """Entity activations ``[B, video, K]`` from video queries ``[B, H, video, D]``, text keys ``[B, H, T, D]``."""
     if not step.uses_erae:
         return None
     assert step.erae is not None
-    activation = entity_activation(
+    activation = entity_activations(
         video_queries,
         text_keys,
-        step.erae.entity_positions,
+        step.plan.term_positions,
         frame_tokens=step.layout.frame_tokens,
         threshold=step.erae.threshold,
     )
-    return activation * step.erae_rows.to(activation.dtype)[:, None]
+    return activation * step.erae_rows.to(activation.dtype)[:, None, None]
+
+
+def check_sequence(query: Tensor, key: Tensor, layout: TokenLayout) -> None:
+    """Raise when a self-attention call does not have the planned ``[text | video | reference]`` length."""
+    if query.shape[1] != layout.total or key.shape[1] != layout.total:
+        raise ValueError(
+            f"CustomVideoX: a self-attention call has {query.shape[1]} queries / {key.shape[1]} keys but the "
+            f"planned layout has {layout.total} tokens (text {layout.text} + video {layout.video} + reference "
+            f"{layout.reference}). Something else changed the token sequence (for example another node "
+            "appended its own reference frames); the reference bias cannot be placed, so nothing is run."
+        )
 
 
 def reference_self_attention(
@@ -148,34 +308,200 @@ def reference_self_attention(
     *,
     attention_fn: AttentionFn,
     activation: Tensor | None = None,
+    lse_kernel: LseKernel | None = None,
+    scale: float | None = None,
 ) -> Tensor:
-    """Self-attention over ``[text | video | reference]`` tokens with the TAB/ERAE bias.
+    """Self-attention over ``[text | video | reference]`` tokens with the TAB/ERAE bias (module docstring).
 
-    query/key/value ``[B, L, (H D)]`` with ``L == step.layout.total``; ``activation`` ``[B, video]``
-    (entity activation) or ``None``. Returns ``[B, L, (H D)]``. ``attention_fn`` gets ``[B, H, L, D']``.
+    query/key/value ``[B, L, (H D)]`` with ``L == step.layout.total``; ``activation`` ``[B, video, K]``
+    (entity activations, :func:`joint_entity_activation`) or ``None``. ``attention_fn`` (the user's
+    backend) gets ``[B, H, L, D]`` and applies ``1 / sqrt(D)``; ``lse_kernel``, when given and able to run
+    on these tensors, takes the ``"lse-merge"`` path for biased rows. ``scale``: the model's softmax
+    scale (default ``1 / sqrt(D)``). Returns ``[B, L, (H D)]``.
     """
-    layout = step.layout
-    if query.shape[1] != layout.total or key.shape[1] != layout.total:
-        raise ValueError(
-            f"attention sequence has {query.shape[1]} queries / {key.shape[1]} keys, layout expects {layout.total}"
-        )
+    check_sequence(query, key, step.layout)
     if query.shape[0] != step.batch:
         raise ValueError(f"attention batch is {query.shape[0]} rows, the step was planned for {step.batch}")
-    gamma = step.erae.gamma if (step.erae is not None and activation is not None) else 0.0
-    factors = bias_factors(
-        layout,
-        tab=step.tab_per_row,
-        reference_weights=step.reference_weights,
-        entity_activation=activation,
-        gamma=gamma,
-        blocked=step.blocked,
-        dtype=torch.float32,
-        device=query.device,
+    head_dim = query.shape[-1] // heads
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    call = _Call(step, heads, scale, attention_fn, lse_kernel)
+    plan = step.plan
+    if plan.blind is None:
+        return call.seeing(query, key, value, activation)
+    if plan.seeing is None:
+        return call.blind(query, key, value)
+    output = query.new_empty(query.shape)
+    plan.blind.put(output, call.blind(plan.blind.take(query), plan.blind.take(key), plan.blind.take(value)))
+    plan.seeing.put(
+        output,
+        call.seeing(
+            plan.seeing.take(query),
+            plan.seeing.take(key),
+            plan.seeing.take(value),
+            None if activation is None else plan.seeing.take(activation),
+            rows=plan.seeing,
+        ),
     )
-    split = [rearrange(t, "b l (h d) -> b h l d", h=heads) for t in (query, key, value)]
-    if factors is None:
-        out = attention_fn(*split)
+    return output
+
+
+def path_for(step: ReferenceStep, lse_kernel: LseKernel | None, query: Tensor, key: Tensor) -> str | None:
+    """The path the biased rows of ``step`` take on these inputs ("B L (H D)"), None when nothing is biased."""
+    if not step.plan.biased or step.plan.seeing is None:
+        return None
+    return "lse-merge" if lse_kernel is not None and lse_kernel.supports(query, key) else "augmented"
+
+
+@dataclass(frozen=True)
+class _Call:
+    step: ReferenceStep
+    heads: int
+    scale: float
+    attention_fn: AttentionFn
+    lse_kernel: LseKernel | None
+
+    def split(self, tokens: Tensor) -> Tensor:
+        return rearrange(tokens, "b l (h d) -> b h l d", h=self.heads)
+
+    def attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+        """The user's backend at the model's scale; "B L (H D)" in, "B H Lq D" out."""
+        query = self.split(query)
+        default = 1.0 / math.sqrt(query.shape[-1])
+        if not math.isclose(self.scale, default, rel_tol=1e-12):
+            query = query * (self.scale / default)
+        return self.attention_fn(query, self.split(key), self.split(value))
+
+    def blind(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+        """Rows that do not see the reference: the base model's attention on ``[text | video]``."""
+        context = self.step.layout.text + self.step.layout.video
+        main = self.attend(query[:, :context], key[:, :context], value[:, :context])
+        return torch.cat([rearrange(main, "b h l d -> b l (h d)"), value[:, context:]], dim=1)
+
+    def seeing(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        activation: Tensor | None,
+        rows: RowGroup | None = None,
+    ) -> Tensor:
+        """Rows that see the reference: kept reference keys, bias on video queries."""
+        plan, layout = self.step.plan, self.step.layout
+        context = layout.text + layout.video
+        reference_key, reference_value = key[:, context:], value[:, context:]
+        if plan.kept_index is not None:
+            index = plan.kept_index.to(key.device)
+            reference_key = reference_key.index_select(1, index)
+            reference_value = reference_value.index_select(1, index)
+        if not plan.biased:
+            if plan.kept_index is not None:
+                key = torch.cat([key[:, :context], reference_key], dim=1)
+                value = torch.cat([value[:, :context], reference_value], dim=1)
+            return rearrange(self.attend(query, key, value), "b h l d -> b l (h d)")
+        query_factors = self.query_factors(query, activation, rows)
+        key_factors = plan.key_factors.to(key.device, _factor_dtype(key))[None]  # "1 kept K"
+        if self.lse_kernel is not None and self.lse_kernel.supports(query, key):
+            out = self.lse_merge(
+                query,
+                key[:, :context],
+                value[:, :context],
+                reference_key,
+                reference_value,
+                query_factors,
+                key_factors,
+            )
+        else:
+            out = self.augmented(
+                query,
+                key[:, :context],
+                value[:, :context],
+                reference_key,
+                reference_value,
+                query_factors,
+                key_factors,
+            )
+        return rearrange(out, "b h l d -> b l (h d)")
+
+    def query_factors(self, query: Tensor, activation: Tensor | None, rows: RowGroup | None) -> Tensor:
+        """``[b, L, K]`` float32: ``b(s) (1 + γ a_i^k)`` on video queries, 0 on text and reference queries."""
+        layout, plan = self.step.layout, self.step.plan
+        tab = self.step.tab_per_row.to(query.device, _factor_dtype(query))
+        if rows is not None:
+            tab = rows.take(tab)
+        terms = plan.key_factors.shape[-1]
+        video = tab[:, None, None].expand(-1, layout.video, terms)
+        if activation is not None and self.step.erae is not None:
+            video = video * (
+                1.0 + self.step.erae.gamma * activation.to(device=query.device, dtype=torch.float32)
+            )
+        factors = query.new_zeros(query.shape[0], layout.total, terms, dtype=_factor_dtype(query))
+        factors[:, layout.video_slice] = video
+        return factors
+
+    def lse_merge(
+        self, query, key, value, reference_key, reference_value, query_factors, key_factors
+    ) -> Tensor:
+        """Native-head-dim attention over ``[text | video]`` merged with biased attention over the kept
+        reference keys; the bias rides as extra head dims of the small reference part only."""
+        assert self.lse_kernel is not None
+        query4 = self.split(query)
+        out_main, lse_main = self.lse_kernel.run(query4, self.split(key), self.split(value), self.scale)
+        head_dim = query4.shape[-1]
+        kernel = self.lse_kernel
+        padded = kernel.padded_head_dim(head_dim + key_factors.shape[-1])
+        if padded is None or kernel.quantized:
+            # No native head dim fits, or the kernel would round the bias to int8: PyTorch's fused kernel
+            # runs the small reference part (a few % of the keys) instead.
+            kernel = LSE_KERNELS["torch"]
+            padded = augmented_head_dim(head_dim, key_factors.shape[-1])
+        factor_scale = self.scale**-0.5  # (c · s)(m · s) · scale = c · m
+        ref_query = _augment(query4, query_factors, padded, 1.0, factor_scale)
+        ref_key = _augment(self.split(reference_key), key_factors, padded, 1.0, factor_scale)
+        ref_value = _augment(self.split(reference_value), None, padded, 1.0, 0.0)
+        out_reference, lse_reference = kernel.run(ref_query, ref_key, ref_value, self.scale)
+        return merge_partial_attention(out_main, lse_main, out_reference[..., :head_dim], lse_reference)
+
+    def augmented(
+        self, query, key, value, reference_key, reference_value, query_factors, key_factors
+    ) -> Tensor:
+        """One backend call over all kept keys with the bias factors as extra head dims."""
+        query4 = self.split(query)
+        head_dim = query4.shape[-1]
+        padded = augmented_head_dim(head_dim, key_factors.shape[-1])
+        all_keys = torch.cat([key, reference_key], dim=1)
+        all_values = torch.cat([value, reference_value], dim=1)
+        key_factors = torch.cat(
+            [key_factors.new_zeros(1, key.shape[1], key_factors.shape[-1]), key_factors], dim=1
+        )
+        factor_scale = padded**0.25  # backend scale 1/sqrt(D'): (c · s)(m · s) / sqrt(D') = c · m
+        augmented_query = _augment(
+            query4, query_factors, padded, self.scale * math.sqrt(padded), factor_scale
+        )
+        augmented_key = _augment(self.split(all_keys), key_factors, padded, 1.0, factor_scale)
+        augmented_value = _augment(self.split(all_values), None, padded, 1.0, 0.0)
+        return self.attention_fn(augmented_query, augmented_key, augmented_value)[..., :head_dim]
+
+
+def _factor_dtype(tokens: Tensor) -> torch.dtype:
+    """Bias factors are formed in float32, or float64 for float64 tokens."""
+    return torch.promote_types(tokens.dtype, torch.float32)
+
+
+def _augment(
+    tokens: Tensor, factors: Tensor | None, padded_dim: int, multiplier: float, factor_scale: float
+) -> Tensor:
+    """``[tokens · multiplier | factors · factor_scale | 0 …]`` as one fresh "B H L D'" tensor.
+
+    tokens "B H L D", factors "B L K" (shared by all heads, B may be 1) or None (zeros).
+    """
+    batch, heads, length, head_dim = tokens.shape
+    augmented = tokens.new_empty((batch, heads, length, padded_dim))
+    if multiplier == 1.0:
+        augmented[..., :head_dim] = tokens
     else:
-        query_bias, key_bias = factors
-        out = biased_attention(*split, query_bias, key_bias, attention_fn=attention_fn)
-    return rearrange(out, "b h l d -> b l (h d)")
+        torch.mul(tokens, multiplier, out=augmented[..., :head_dim])
+    rank = 0 if factors is None else factors.shape[-1]
+    if factors is not None:
+        augmented[..., head_dim : head_dim + rank] = (factors * factor_scale).to(tokens.dtype)[:, None]
+    augmented[..., head_dim + rank :] = 0
+    return augmented

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .settings import patch_model
-from .widgets import reference_inputs
+from .types import ERAEType, ReferenceType, TABType
 
 
 class CustomVideoXApply(io.ComfyNode):
@@ -17,13 +17,26 @@ class CustomVideoXApply(io.ComfyNode):
             category="CustomVideoX",
             description=(
                 "Adds the reference subject to a model so that any sampler (KSampler, SamplerCustomAdvanced…) "
-                "generates it. The sampled latent holds the video frames only."
+                "generates it. The sampled latent holds the video frames only. With no reference connected "
+                "it biases the reference frames the conditioning carries (Phantom-Wan via "
+                "WanPhantomSubjectToVideo)."
             ),
             inputs=[
                 io.Model.Input(
                     "model", tooltip="From Load CustomVideoX (or any supported CogVideoX/Wan model)."
                 ),
-                *reference_inputs(),
+                ReferenceType.Input(
+                    "reference",
+                    optional=True,
+                    tooltip="From CustomVideoX ReferenceEncode. Leave it unconnected to bias the reference "
+                    "frames the conditioning already carries (WanPhantomSubjectToVideo's positive).",
+                ),
+                TABType.Input(
+                    "tab", optional=True, tooltip="From TimeAwareBias; default: parabolic, peak 1."
+                ),
+                ERAEType.Input(
+                    "erae", optional=True, tooltip="From ERAEMask; default: no entity enhancement."
+                ),
                 io.Boolean.Input(
                     "uncond_sees_reference",
                     default=False,
@@ -34,5 +47,9 @@ class CustomVideoXApply(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, reference, uncond_sees_reference: bool, tab=None, erae=None) -> io.NodeOutput:
-        return io.NodeOutput(patch_model(model, reference, tab, erae, uncond_sees_reference))
+    def execute(
+        cls, model, uncond_sees_reference: bool, reference=None, tab=None, erae=None
+    ) -> io.NodeOutput:
+        return io.NodeOutput(
+            patch_model(model, reference, tab, erae, uncond_sees_reference, allow_host_reference=True)
+        )

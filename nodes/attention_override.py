@@ -14,10 +14,13 @@ from torch import Tensor
 
 from ..customvideox_core.reference_attention import (
     ReferenceStep,
+    check_sequence,
     cross_entity_activation,
     joint_entity_activation,
+    path_for,
     reference_self_attention,
 )
+from .attention_backends import announce_path, backend_name, lse_kernel_for
 
 RUNTIME_KEY = "cvx_runtime"
 OVERRIDE_KEY = "optimized_attention_override"
@@ -34,7 +37,11 @@ class CallRuntime:
 
 
 def reference_attention_override(func, *args, **kwargs):
-    """``optimized_attention_override``: bias self-attention, pass everything else to the backend."""
+    """``optimized_attention_override``: bias self-attention, pass everything else to the backend.
+
+    A self-attention call (as many keys as queries) whose length is not the planned layout's raises a
+    clear error instead of running unbiased. Cross-attention (Wan's text) passes through.
+    """
     transformer_options = kwargs.get("transformer_options") or {}
     runtime: CallRuntime | None = transformer_options.get(RUNTIME_KEY)
     previous = runtime.previous_override if runtime is not None else None
@@ -49,13 +56,17 @@ def reference_attention_override(func, *args, **kwargs):
     query, key, value = args[:3]
     heads = args[3] if len(args) > 3 else kwargs.get("heads")
     layout = runtime.step.layout
-    if query.ndim != 3 or heads is None or query.shape[1] != layout.total:
+    if query.ndim != 3 or heads is None:
+        return backend(*args, **kwargs)
+    if key.shape[1] == query.shape[1] or key.shape[1] == layout.total:
+        check_sequence(query, key, layout)
+    if query.shape[1] != layout.total:
         return backend(*args, **kwargs)
 
     rest = {
         name: val
         for name, val in kwargs.items()
-        if name not in ("heads", "skip_reshape", "skip_output_reshape")
+        if name not in ("heads", "skip_reshape", "skip_output_reshape", "scale")
     }
     if key.shape[1] == layout.total:
         if runtime.family == "cogvideox":
@@ -66,8 +77,21 @@ def reference_attention_override(func, *args, **kwargs):
         def attention_fn(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
             return backend(q, k, v, q.shape[1], skip_reshape=True, skip_output_reshape=True, **rest)
 
+        name = backend_name(func)
+        kernel = lse_kernel_for(name) if previous is None else None
+        path = path_for(runtime.step, kernel, query, key)
+        if path is not None:
+            announce_path(name, path, kernel.name if path == "lse-merge" else "augmented head dims")
         return reference_self_attention(
-            query, key, value, heads, runtime.step, attention_fn=attention_fn, activation=activation
+            query,
+            key,
+            value,
+            heads,
+            runtime.step,
+            attention_fn=attention_fn,
+            activation=activation,
+            lse_kernel=kernel,
+            scale=kwargs.get("scale"),
         )
     if runtime.family == "wan" and runtime.step.uses_erae:
         _store_wan_activation(runtime, query, key, heads)
@@ -77,7 +101,7 @@ def reference_attention_override(func, *args, **kwargs):
 def _store_wan_activation(runtime: CallRuntime, query: Tensor, key: Tensor, heads: int) -> None:
     """Wan reads the text in cross-attention: keep this block's entity activation for the next block."""
     erae = runtime.step.erae
-    if erae is None or key.shape[1] <= max(erae.entity_positions):
+    if erae is None or key.shape[1] <= max(erae.all_positions):
         return
     layout = runtime.step.layout
     video_queries = query[:, layout.video_slice].unflatten(-1, (heads, -1)).transpose(1, 2)

@@ -10,6 +10,8 @@ from typing_extensions import override
 
 from ..customvideox_core.constants import ADAPTER_EXTENSIONS, MODEL_FOLDER
 from .apply_node import CustomVideoXApply
+from .concat_id_node import CustomVideoXLoadConcatID
+from .conditioning_node import CustomVideoXReferenceConditioning
 from .erae_node import CustomVideoXERAEMask
 from .load_node import LoadCustomVideoX
 from .reference_node import CustomVideoXReferenceEncode
@@ -40,6 +42,8 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXSample,
     CustomVideoXApply,
     CustomVideoXTrainAdapter,
+    CustomVideoXReferenceConditioning,
+    CustomVideoXLoadConcatID,
     CustomVideoXTrainSettings,
 ]
 

@@ -1,20 +1,28 @@
 """The CustomVideoX MODEL patch: ComfyUI extension points only, no monkeypatching.
 
-``apply_reference_patch`` clones the ModelPatcher and installs two things on the clone:
+``apply_reference_patch`` clones the ModelPatcher and installs, on the clone:
 
-- a ``WrappersMP.DIFFUSION_MODEL`` wrapper (key ``customvideox``) that, for every model call, appends
-  the reference latent frames *after* the video frames on the time axis, runs the DiT, and strips the
-  reference frames' prediction again. Appending (not prepending) keeps every video token at its own
-  position: under CogVideoX-5B/1.5's RoPE and Wan's RoPE the reference frames get the temporal indices
-  ``T .. T+R-1``; under CogVideoX-2B's 3D sin-cos table they get the sin-cos rows of frames ``T ..``.
-  CogVideoX-1.5 (temporal patch 2) first pads the video exactly as the model would (circular) and
-  repeats each reference frame twice so that it fills one temporal patch.
-- for the duration of that call, ``transformer_options["optimized_attention_override"]`` set to
-  :class:`ReferenceAttentionOverride`, which adds the TAB/ERAE bias inside every self-attention (the
-  joint ``[text | video | reference]`` attention of CogVideoX; Wan's self-attention) through
-  ``customvideox_core.attention.biased_attention`` on the backend the user chose. Any override that was
-  already there (another pack's) stays in the chain: ours calls it as the backend.
+- a ``WrappersMP.OUTER_SAMPLE`` wrapper (:class:`GuiderKeys`) that writes, on the guider's per-sampling
+  copies of its conditionings, which of the guider's conditionings each is (``positive``,
+  ``negative``, DualCFG's ``middle``), and a ``WrappersMP.CALC_COND_BATCH`` wrapper
+  (:class:`ConditioningRoles`) that turns that, for every conditioning the guider evaluates, into
+  whether it sees the reference and whether its prompt holds the entity words
+  (:func:`conditioning_role`), so every guider works: CFG, ``DualCFGGuider``, Phantom's three-pass
+  guidance;
+- a ``WrappersMP.DIFFUSION_MODEL`` wrapper (:class:`ReferenceWrapper`) that, for every model call,
+  either appends the patch's own reference latent frames *after* the video frames on the time axis and
+  strips their prediction again, or — when the call already carries the host's own reference frames
+  (Wan's ``time_dim_concat`` from core's ``WanPhantomSubjectToVideo``) and the patch has no reference —
+  leaves the frames where the host puts them and only biases them. Appending keeps every video token at
+  its own position: under CogVideoX-5B/1.5's and Wan's RoPE the reference frames get the temporal
+  indices ``T .. T+R-1``; under CogVideoX-2B's 3D sin-cos table the rows of frames ``T ..``.
+  CogVideoX-1.5 (temporal patch 2) first pads the video exactly as the model would and repeats each
+  reference frame so that it fills one temporal patch;
+- for the duration of that call, ``transformer_options["optimized_attention_override"]`` set to the
+  override of :mod:`.attention_override`, which adds the TAB/ERAE bias inside every self-attention.
 
+What differs between host families comes from the core's host-spec table
+(:mod:`customvideox_core.host_specs`), never from ``if family ==`` here.
 State rides on the clone under ``cvx_``-prefixed keys of ``model_options["transformer_options"]``;
 the per-call state lives only in the copy of ``transformer_options`` handed to the DiT.
 """
@@ -22,6 +30,7 @@ the per-call state lives only in the copy of ``transformer_options`` handed to t
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import comfy.ldm.common_dit
@@ -30,6 +39,7 @@ import torch
 from torch import Tensor
 
 from ..customvideox_core.erae import ERAEConfig, reference_token_weights
+from ..customvideox_core.host_specs import HostSpec, spec_for
 from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.layout import TokenLayout
 from ..customvideox_core.reference_attention import plan_step
@@ -43,42 +53,120 @@ logger = logging.getLogger(__name__)
 WRAPPER_KEY = "customvideox"
 SETTINGS_KEY = "cvx_settings"
 HOST_KEY = "cvx_host"
-
-# Position of ``transformer_options`` among the positional arguments of each host's DiT forward.
-_TRANSFORMER_OPTIONS_INDEX = {"cogvideox": 4, "wan": 5}
+ROLES_KEY = "cvx_conditioning_roles"
+GUIDER_KEY = "cvx_guider_key"
+"""Set on the guider's per-sampling copies of its conditioning entries: the guider's name for them."""
+SEES_REFERENCE_KEY = "cvx_sees_reference"
+"""Conditioning key (bool) that says whether a conditioning sees the reference (see
+:func:`conditioning_role`); set by ``CustomVideoXReferenceConditioning`` and by Sample's guidance."""
 
 
 @dataclass(frozen=True, eq=False)
 class ReferencePatch:
-    """Everything one patched MODEL needs. ``model_latents``: ``[1, C, R, h, w]`` in the model's space."""
+    """Everything one patched MODEL needs.
 
-    reference: ReferenceLatents
-    model_latents: Tensor
+    - ``reference``: the patch's own reference (ReferenceEncode), or ``None`` to bias the reference
+      frames the conditioning already carries (the host's reference input, e.g. Phantom's).
+    - ``model_latents``: ``[1, C, R, h, w]`` the reference in the model's latent space, or ``None``.
+    - ``masks``: ``[1 or R, H, W]`` subject masks for the host's own reference frames (compose mode),
+      or ``None`` for the whole frame.
+    """
+
+    reference: ReferenceLatents | None
+    model_latents: Tensor | None
     tab: TABSchedule
     erae: ERAEConfig | None
     uncond_sees_reference: bool
+    masks: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ConditioningRole:
+    """What one conditioning of the guider is, for the reference.
+
+    ``sees_reference``: ``True``/``False`` when the conditioning says so (``SEES_REFERENCE_KEY``),
+    ``None`` to follow the patch's default. ``positive``: the guider holds it as ``positive`` (its prompt
+    holds the entity words).
+    """
+
+    sees_reference: bool | None
+    positive: bool
+
+
+def conditioning_role(entries: Sequence[dict] | None) -> ConditioningRole | None:
+    """The :class:`ConditioningRole` of one conditioning (the list of its entries, as the guider holds
+    it after ComfyUI's ``encode_model_conds``), or ``None`` for an absent one.
+
+    Raises when the entries of one conditioning disagree on ``SEES_REFERENCE_KEY``.
+    """
+    if not entries:
+        return None
+    marks = {entry[SEES_REFERENCE_KEY] for entry in entries if entry.get(SEES_REFERENCE_KEY) is not None}
+    if len(marks) > 1:
+        raise ValueError(
+            "one conditioning combines entries that see the reference with entries that do not; mark the "
+            "whole conditioning with one CustomVideoX Reference Conditioning node"
+        )
+    positive = entries[0].get(GUIDER_KEY, "positive") == "positive"
+    return ConditioningRole(sees_reference=bool(marks.pop()) if marks else None, positive=positive)
+
+
+class GuiderKeys:
+    """``OUTER_SAMPLE`` wrapper: tag the guider's per-sampling copies of its conditioning entries with
+    the guider's name for them (the user's conditionings are not touched)."""
+
+    def __call__(self, executor, *args, **kwargs):
+        guider = executor.class_obj
+        for key, entries in (getattr(guider, "conds", None) or {}).items():
+            for entry in entries or ():
+                entry[GUIDER_KEY] = key
+        return executor(*args, **kwargs)
+
+
+class ConditioningRoles:
+    """``CALC_COND_BATCH`` wrapper: record each evaluated conditioning's role for the model calls."""
+
+    def __call__(self, executor, model, conds, x_in, timestep, model_options):
+        roles = tuple(conditioning_role(entries) for entries in conds)
+        options = dict(model_options)
+        options["transformer_options"] = {**model_options.get("transformer_options", {}), ROLES_KEY: roles}
+        return executor(model, conds, x_in, timestep, options)
 
 
 def install_machinery(model, host: HostSignature) -> None:
-    """Put the wrapper on ``model`` (a clone) and record the host; idempotent."""
-    model.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
-    model.add_wrapper_with_key(
-        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, ReferenceWrapper(host.family)
-    )
+    """Put the wrappers on ``model`` (a clone) and record the host; idempotent."""
+    for wrapper_type, wrapper in (
+        (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, GuiderKeys()),
+        (comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, ConditioningRoles()),
+        (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, ReferenceWrapper(host.family)),
+    ):
+        model.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
+        model.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, wrapper)
     model.model_options.setdefault("transformer_options", {})[HOST_KEY] = host
 
 
 def apply_reference_patch(
     model,
-    reference: ReferenceLatents,
+    reference: ReferenceLatents | None,
     *,
     tab: TABSchedule,
     erae: ERAEConfig | None,
     uncond_sees_reference: bool,
+    masks: Tensor | None = None,
 ):
-    """Clone ``model`` and make it generate with ``reference`` (the input model is left untouched)."""
+    """Clone ``model`` and make it generate with ``reference`` (the input model is left untouched).
+
+    ``reference=None`` biases the reference frames the conditioning carries in the host's own input
+    (hosts whose spec has a ``reference_input``); other hosts refuse it.
+    """
     host = host_signature(model)
-    model_latents = model.model.process_latent_in(reference.latents.clone())
+    spec = host.spec
+    if reference is None and spec.reference_input is None:
+        raise ValueError(
+            f"connect a reference (CustomVideoX ReferenceEncode): {host.variant} has no reference input of "
+            "its own for CustomVideoX to bias"
+        )
+    model_latents = None if reference is None else model.model.process_latent_in(reference.latents.clone())
     patched = model.clone()
     install_machinery(patched, host)
     patched.model_options["transformer_options"][SETTINGS_KEY] = ReferencePatch(
@@ -87,16 +175,9 @@ def apply_reference_patch(
         tab=tab,
         erae=erae,
         uncond_sees_reference=uncond_sees_reference,
+        masks=masks,
     )
     return patched
-
-
-def _row_is_cond(transformer_options: dict, batch: int) -> list[bool]:
-    cond_or_uncond = transformer_options.get("cond_or_uncond")
-    if not cond_or_uncond or batch % len(cond_or_uncond):
-        return [True] * batch
-    per_chunk = batch // len(cond_or_uncond)
-    return [chunk == 0 for chunk in cond_or_uncond for _ in range(per_chunk)]
 
 
 def _progress(transformer_options: dict) -> float:
@@ -107,14 +188,39 @@ def _progress(transformer_options: dict) -> float:
     return sampling_progress(float(sigmas.reshape(-1)[0]), sample_sigmas)
 
 
+def _row_roles(transformer_options: dict, batch: int) -> list[ConditioningRole]:
+    """One role per batch row. Rows come in equal chunks, one per entry of ``cond_or_uncond`` (the index
+    of the conditioning in the guider's list). Without recorded roles (a model call outside a guider)
+    chunk 0 counts as positive and the others as negative, as in ComfyUI's CFG."""
+    chunks = transformer_options.get("cond_or_uncond") or [0]
+    if batch % len(chunks):
+        raise ValueError(
+            f"the model call has {batch} rows for {len(chunks)} conditionings; expected a multiple"
+        )
+    roles = transformer_options.get(ROLES_KEY)
+    per_chunk = batch // len(chunks)
+    found = []
+    for index in chunks:
+        role = roles[index] if roles is not None and index < len(roles) else None
+        if role is None:
+            role = ConditioningRole(sees_reference=None, positive=index == 0)
+        found.extend([role] * per_chunk)
+    return found
+
+
 class ReferenceWrapper:
-    """``DIFFUSION_MODEL`` wrapper: append the reference frames, run, strip them from the prediction."""
+    """``DIFFUSION_MODEL`` wrapper: join the reference frames, plan the bias, run, strip the frames."""
 
     def __init__(self, family: str) -> None:
         self.family = family
 
+    @property
+    def spec(self) -> HostSpec:
+        return spec_for(self.family)
+
     def __call__(self, executor, *args, **kwargs):
-        options_index = _TRANSFORMER_OPTIONS_INDEX[self.family]
+        spec = self.spec
+        options_index = spec.transformer_options_index
         transformer_options = args[options_index] if len(args) > options_index else None
         if transformer_options is None:
             transformer_options = kwargs.get("transformer_options") or {}
@@ -122,25 +228,48 @@ class ReferenceWrapper:
         if patch is None:
             return executor(*args, **kwargs)
 
-        x, context = args[0], args[2]
-        dit = executor.class_obj
-        video, reference, layout = self._join(dit, x, context, patch)
-        weights = reference_token_weights(
-            patch.reference.masks.to(x.device),
-            latent_size=(video.shape[-2], video.shape[-1]),
-            patch_size=layout_patch(dit),
-        ).reshape(1, -1)
-        if weights.shape[1] != layout.reference:
+        x = args[0]
+        roles = _row_roles(transformer_options, x.shape[0])
+        host_frames = self._host_reference(spec, args, kwargs)
+        if host_frames is not None and patch.reference is not None:
             raise ValueError(
-                f"reference mask pooled to {weights.shape[1]} tokens, expected {layout.reference}"
+                f"this conditioning already carries {host_frames.shape[2]} reference frame(s) in "
+                f"{spec.reference_input.name} (from WanPhantomSubjectToVideo or a similar core node) and "
+                "CustomVideoX has its own reference connected: use one of them. Disconnect the reference from "
+                "CustomVideoX Apply to bias the conditioning's frames, or give the core node no images."
             )
+        dit = executor.class_obj
+        new_args = list(args)
+        if patch.reference is not None:
+            video, reference, layout = self._join(spec, dit, x, args[spec.context_index], patch)
+            masks = patch.reference.masks
+            new_args[0] = torch.cat([video, reference], dim=2)
+            sees = [
+                role.sees_reference
+                if role.sees_reference is not None
+                else (role.positive or patch.uncond_sees_reference)
+                for role in roles
+            ]
+        else:
+            if host_frames is None:
+                if any(role.positive for role in roles):
+                    raise ValueError(
+                        "CustomVideoX Apply has no reference connected and the positive conditioning carries "
+                        f"no reference frames ({spec.reference_input.name}): connect a CustomVideoX "
+                        "ReferenceEncode to Apply, or sample with the positive of WanPhantomSubjectToVideo"
+                    )
+                return executor(*args, **kwargs)
+            layout = self._host_layout(spec, dit, x, args[spec.context_index], host_frames)
+            masks = patch.masks
+            # The host's own method: every row that carries the frames attends to them.
+            sees = [True] * x.shape[0]
         step = plan_step(
             layout,
             tab=patch.tab,
             progress=_progress(transformer_options),
-            row_is_cond=_row_is_cond(transformer_options, x.shape[0]),
-            uncond_sees_reference=patch.uncond_sees_reference,
-            reference_weights=weights,
+            row_sees_reference=sees,
+            row_has_entities=[role.positive for role in roles],
+            reference_weights=self._weights(dit, x, layout, masks),
             erae=patch.erae,
         )
         call_options = dict(transformer_options)
@@ -148,9 +277,6 @@ class ReferenceWrapper:
             family=self.family, step=step, previous_override=transformer_options.get(OVERRIDE_KEY)
         )
         call_options[OVERRIDE_KEY] = reference_attention_override
-
-        new_args = list(args)
-        new_args[0] = torch.cat([video, reference], dim=2)
         if len(args) > options_index:
             new_args[options_index] = call_options
         else:
@@ -159,8 +285,38 @@ class ReferenceWrapper:
         t, h, w = x.shape[-3:]
         return out[:, :, :t, :h, :w]
 
+    @staticmethod
+    def _host_reference(spec: HostSpec, args: tuple, kwargs: dict) -> Tensor | None:
+        """The host's own reference frames in this call (``[B, C, R, h, w]``), or ``None``."""
+        if spec.reference_input is None:
+            return None
+        name, index = spec.reference_input.name, spec.reference_input.index
+        return args[index] if len(args) > index else kwargs.get(name)
+
+    @staticmethod
+    def _weights(dit, x: Tensor, layout: TokenLayout, masks: Tensor | None) -> Tensor:
+        """Region weights ``[1, reference]`` of the reference tokens (all ones without a mask)."""
+        if masks is None:
+            return torch.ones(1, layout.reference, device=x.device)
+        frames = layout.reference_frames
+        if masks.shape[0] not in (1, frames):
+            raise ValueError(
+                f"{masks.shape[0]} subject masks for {frames} reference frames: give one mask, or one per "
+                "reference image"
+            )
+        weights = reference_token_weights(
+            masks.to(x.device).expand(frames, -1, -1),
+            latent_size=(x.shape[-2], x.shape[-1]),
+            patch_size=layout_patch(dit),
+        ).reshape(1, -1)
+        if weights.shape[1] != layout.reference:
+            raise ValueError(
+                f"reference mask pooled to {weights.shape[1]} tokens, expected {layout.reference}"
+            )
+        return weights
+
     def _join(
-        self, dit, x: Tensor, context: Tensor, patch: ReferencePatch
+        self, spec: HostSpec, dit, x: Tensor, context: Tensor, patch: ReferencePatch
     ) -> tuple[Tensor, Tensor, TokenLayout]:
         """Pad the video as the DiT would and build the reference frames. x ``[B, C, T, H, W]``."""
         reference = patch.model_latents.to(device=x.device, dtype=x.dtype)
@@ -179,19 +335,22 @@ class ReferenceWrapper:
         frame_tokens = (video.shape[-2] // spatial) * (video.shape[-1] // spatial)
         frames = video.shape[2] // temporal
         reference_frames = reference.shape[2] // temporal
-        if self.family == "cogvideox":
-            _check_learned_positions(dit, (frames + reference_frames) * frame_tokens)
-            layout = TokenLayout.cogvideox(
-                text=context.shape[1],
-                frames=frames,
-                reference_frames=reference_frames,
-                frame_tokens=frame_tokens,
-            )
-        else:
-            layout = TokenLayout.wan(
-                frames=frames, reference_frames=reference_frames, frame_tokens=frame_tokens
-            )
+        if spec.check_reference_fits is not None:
+            spec.check_reference_fits(dit, (frames + reference_frames) * frame_tokens)
+        layout = spec.make_layout(context.shape[1], frames, reference_frames, frame_tokens)
         return video, reference, layout
+
+    @staticmethod
+    def _host_layout(spec: HostSpec, dit, x: Tensor, context: Tensor, host_frames: Tensor) -> TokenLayout:
+        """The layout the host builds itself when it appends ``host_frames`` after the (padded) video."""
+        spatial = layout_patch(dit)
+        temporal = layout_patch_t(dit)
+        padded = comfy.ldm.common_dit.pad_to_patch_size(x, (temporal, spatial, spatial))
+        padded_reference = comfy.ldm.common_dit.pad_to_patch_size(host_frames, (temporal, spatial, spatial))
+        frame_tokens = (padded.shape[-2] // spatial) * (padded.shape[-1] // spatial)
+        return spec.make_layout(
+            context.shape[1], padded.shape[2] // temporal, padded_reference.shape[2] // temporal, frame_tokens
+        )
 
 
 def layout_patch(dit) -> int:
@@ -206,25 +365,20 @@ def layout_patch_t(dit) -> int:
     return int(getattr(dit, "patch_size_t", None) or 1)
 
 
-def _check_learned_positions(dit, image_tokens: int) -> None:
-    embed = getattr(dit, "patch_embed", None)
-    if embed is None or not getattr(embed, "use_learned_positional_embeddings", False):
-        return
-    available = embed.pos_embedding.shape[1] - embed.max_text_seq_length
-    if image_tokens > available:
-        raise ValueError(
-            f"this CogVideoX uses learned positions for at most {available} video tokens; video plus "
-            f"reference frames need {image_tokens}. Use fewer frames or fewer reference images."
-        )
-
-
 __all__ = [
     "HOST_KEY",
+    "ROLES_KEY",
+    "SEES_REFERENCE_KEY",
     "SETTINGS_KEY",
     "WRAPPER_KEY",
+    "ConditioningRole",
+    "ConditioningRoles",
+    "GUIDER_KEY",
+    "GuiderKeys",
     "ReferencePatch",
     "ReferenceWrapper",
     "apply_reference_patch",
+    "conditioning_role",
     "diffusion_model_of",
     "host_signature",
     "install_machinery",

@@ -11,10 +11,13 @@ import torch
 from comfy_api.latest import io
 
 from ..customvideox_core.constants import SEED_MAX
+from .conditioning_node import mark_sees_reference
 from .settings import patch_model
-from .widgets import reference_inputs, size_inputs
+from .types import ERAEType, ReferenceType, TABType
+from .widgets import size_inputs
 
 MAX_SIZE = 8192
+GUIDANCE_MODES = ("cfg", "phantom")
 
 
 def empty_video_latent(model, width: int, height: int, length: int) -> dict:
@@ -63,11 +66,69 @@ def sample_video(
         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
         seed=seed,
     )
+    return _latent_out(latent, samples)
+
+
+def _latent_out(latent: dict, samples) -> dict:
     out = {
         k: v for k, v in latent.items() if k not in ("downscale_ratio_spacial", "downscale_ratio_temporal")
     }
     out["samples"] = samples
     return out
+
+
+def sample_video_phantom(
+    model,
+    latent: dict,
+    *,
+    positive,
+    negative,
+    seed: int,
+    steps: int,
+    text_cfg: float,
+    image_cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    denoise: float,
+) -> dict:
+    """Phantom's three-pass guidance on a patched model, through core's ``DualCFGGuider``:
+
+        neg + image_cfg · (pos_img − neg) + text_cfg · (pos_img_text − pos_img)
+
+    ``neg`` is the negative prompt without the reference, ``pos_img`` the negative prompt with it and
+    ``pos_img_text`` the positive prompt with it; who sees the reference is set on each conditioning.
+    """
+    from comfy_extras.nodes_custom_sampler import Guider_DualCFG
+
+    guider = Guider_DualCFG(model)
+    guider.set_conds(
+        mark_sees_reference(positive, True),
+        mark_sees_reference(negative, True),
+        mark_sees_reference(negative, False),
+    )
+    guider.set_cfg(text_cfg, image_cfg)
+    sigmas = comfy.samplers.KSampler(
+        model,
+        steps=steps,
+        device=model.load_device,
+        sampler=sampler_name,
+        scheduler=scheduler,
+        denoise=denoise,
+        model_options=model.model_options,
+    ).sigmas
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    samples = guider.sample(
+        noise,
+        latent_image,
+        comfy.samplers.sampler_object(sampler_name),
+        sigmas,
+        denoise_mask=latent.get("noise_mask"),
+        callback=latent_preview.prepare_callback(model, sigmas.shape[-1] - 1),
+        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+        seed=seed,
+    )
+    return _latent_out(latent, samples.to(comfy.model_management.intermediate_device()))
 
 
 class CustomVideoXSample(io.ComfyNode):
@@ -87,7 +148,13 @@ class CustomVideoXSample(io.ComfyNode):
                 ),
                 io.Conditioning.Input("positive", tooltip="The prompt describing the subject in motion."),
                 io.Conditioning.Input("negative", tooltip="What to avoid."),
-                *reference_inputs(),
+                ReferenceType.Input("reference", tooltip="From CustomVideoX ReferenceEncode."),
+                TABType.Input(
+                    "tab", optional=True, tooltip="From TimeAwareBias; default: parabolic, peak 1."
+                ),
+                ERAEType.Input(
+                    "erae", optional=True, tooltip="From ERAEMask; default: no entity enhancement."
+                ),
                 io.Latent.Input(
                     "latent",
                     optional=True,
@@ -134,7 +201,26 @@ class CustomVideoXSample(io.ComfyNode):
                     "uncond_sees_reference",
                     default=False,
                     tooltip="Off: the negative pass runs without the reference, so guidance pushes "
-                    "toward the subject. On: both passes see it.",
+                    "toward the subject. On: both passes see it. (cfg guidance only.)",
+                ),
+                io.Combo.Input(
+                    "guidance",
+                    options=list(GUIDANCE_MODES),
+                    default="cfg",
+                    optional=True,
+                    tooltip="cfg: classifier-free guidance with the cfg scale. phantom: Phantom's three "
+                    "passes, neg + image_cfg·(pos_img − neg) + cfg·(pos_img_text − pos_img), where cfg is "
+                    "the text guidance (Phantom: 7.5) and the negative pass runs without the reference.",
+                ),
+                io.Float.Input(
+                    "image_cfg",
+                    default=5.0,
+                    min=0.0,
+                    max=100.0,
+                    step=0.1,
+                    round=0.01,
+                    optional=True,
+                    tooltip="Image (reference) guidance scale of the phantom guidance (Phantom: 5.0).",
                 ),
             ],
             outputs=[
@@ -152,14 +238,50 @@ class CustomVideoXSample(io.ComfyNode):
         width: int,
         height: int,
         length: int,
+        seed: int,
+        steps: int,
+        cfg: float,
+        sampler_name: str,
+        scheduler: str,
+        denoise: float,
         uncond_sees_reference: bool,
         tab=None,
         erae=None,
         latent=None,
-        **sampling,
+        guidance: str = "cfg",
+        image_cfg: float = 5.0,
     ) -> io.NodeOutput:
-        """``sampling``: seed, steps, cfg, sampler_name, scheduler, denoise (see :func:`sample_video`)."""
+        if guidance not in GUIDANCE_MODES:
+            raise ValueError(f"guidance must be one of {', '.join(GUIDANCE_MODES)}, got {guidance!r}")
         patched = patch_model(model, reference, tab, erae, uncond_sees_reference)
         if latent is None:
             latent = empty_video_latent(patched, width, height, length)
-        return io.NodeOutput(sample_video(patched, latent, positive=positive, negative=negative, **sampling))
+        if guidance == "phantom":
+            return io.NodeOutput(
+                sample_video_phantom(
+                    patched,
+                    latent,
+                    positive=positive,
+                    negative=negative,
+                    seed=seed,
+                    steps=steps,
+                    text_cfg=cfg,
+                    image_cfg=image_cfg,
+                    sampler_name=sampler_name,
+                    scheduler=scheduler,
+                    denoise=denoise,
+                )
+            )
+        out = sample_video(
+            patched,
+            latent,
+            positive=positive,
+            negative=negative,
+            seed=seed,
+            steps=steps,
+            cfg=cfg,
+            sampler_name=sampler_name,
+            scheduler=scheduler,
+            denoise=denoise,
+        )
+        return io.NodeOutput(out)

@@ -33,23 +33,34 @@ def fit_replacement_mask(reference: ReferenceLatents, mask: torch.Tensor) -> Ref
 
 def patch_model(
     model,
-    reference: ReferenceLatents,
+    reference: ReferenceLatents | None,
     tab: TABSchedule | None,
     erae: ERAESettings | None,
     uncond_sees_reference: bool,
+    *,
+    allow_host_reference: bool = False,
 ):
-    """A clone of ``model`` that generates with ``reference``; defaults: parabolic TAB, no ERAE."""
+    """A clone of ``model`` that generates with ``reference``; defaults: parabolic TAB, no ERAE.
+
+    ``reference=None`` (only with ``allow_host_reference``, i.e. Apply) biases the reference frames the
+    conditioning carries instead; ERAEMask's ``reference_mask`` then masks those frames.
+    """
+    masks = None
     if reference is None:
-        raise ValueError("connect a reference (CustomVideoX ReferenceEncode) to this node")
-    check_finite(
-        reference.latents,
-        "the reference latents",
-        "encode the reference again with a working VAE (CustomVideoX ReferenceEncode refuses such latents)",
-    )
-    check_finite(reference.masks, "the reference's subject mask", "give a mask with values in [0, 1]")
+        if not allow_host_reference:
+            raise ValueError("connect a reference (CustomVideoX ReferenceEncode) to this node")
+        if erae is not None and erae.reference_mask is not None:
+            masks = erae.reference_mask
+    else:
+        check_finite(
+            reference.latents,
+            "the reference latents",
+            "encode the reference again with a working VAE (CustomVideoX ReferenceEncode refuses such latents)",
+        )
+        check_finite(reference.masks, "the reference's subject mask", "give a mask with values in [0, 1]")
     if erae is not None and erae.reference_mask is not None:
         check_finite(erae.reference_mask, "ERAEMask's reference_mask", "give a mask with values in [0, 1]")
-    if erae is not None and erae.reference_mask is not None:
+    if reference is not None and erae is not None and erae.reference_mask is not None:
         reference = fit_replacement_mask(reference, erae.reference_mask)
     return apply_reference_patch(
         model,
@@ -57,4 +68,5 @@ def patch_model(
         tab=tab if tab is not None else TABSchedule(),
         erae=erae.config if erae is not None else None,
         uncond_sees_reference=uncond_sees_reference,
+        masks=masks,
     )

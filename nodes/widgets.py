@@ -1,11 +1,10 @@
-"""Widgets and sockets several nodes declare alike, written once."""
+"""Widgets several nodes declare alike, written once."""
 
 from __future__ import annotations
 
 from comfy_api.latest import io
 
 from ..customvideox_core.constants import SIZE_STEP
-from .types import ERAEType, ReferenceType, TABType
 
 
 def size_inputs(*, max_size: int, noun: str = "Video", width_note: str = "") -> list[io.Input]:
@@ -20,13 +19,4 @@ def size_inputs(*, max_size: int, noun: str = "Video", width_note: str = "") -> 
             tooltip=f"{noun} {name} in pixels{width_note if name == 'width' else ''}.",
         )
         for name, default in (("width", 720), ("height", 480))
-    ]
-
-
-def reference_inputs() -> list[io.Input]:
-    """The reference (required) and its optional TAB and ERAE settings, as Apply and Sample take them."""
-    return [
-        ReferenceType.Input("reference", tooltip="From CustomVideoX ReferenceEncode."),
-        TABType.Input("tab", optional=True, tooltip="From TimeAwareBias; default: parabolic, peak 1."),
-        ERAEType.Input("erae", optional=True, tooltip="From ERAEMask; default: no entity enhancement."),
     ]

@@ -411,6 +411,10 @@ class HostFiles:
     fps: float
     shift: float | None = None
     """``ModelSamplingSD3`` shift (flow models such as Wan); ``None``: no ModelSamplingSD3 node."""
+    guidance: str = "cfg"
+    """Sample's ``guidance``: ``cfg``, or ``phantom`` (three passes; ``cfg`` is then the text scale)."""
+    image_cfg: float = 5.0
+    """Sample's image guidance scale (``phantom`` guidance only)."""
 
 
 COGVIDEOX_5B = HostFiles(
@@ -445,6 +449,25 @@ WAN21_1_3B = HostFiles(
     shift=8.0,
 )
 
+PHANTOM_WAN_1_3B = HostFiles(
+    label="Phantom-Wan 1.3B",
+    unet="phantom_wan_1.3B_fp16.safetensors",
+    text_encoder="umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+    clip_type="wan",
+    vae="wan_2.1_vae.safetensors",
+    width=832,
+    height=480,
+    length=81,
+    steps=50,
+    cfg=7.5,
+    sampler="uni_pc",
+    scheduler="simple",
+    fps=16.0,
+    shift=5.0,
+    guidance="phantom",
+    image_cfg=5.0,
+)
+
 COGVIDEOX_FILES_NOTE = """\
 **Model files** (into `ComfyUI/models/…`):
 
@@ -471,6 +494,22 @@ WAN_FILES_NOTE = """\
 **Wan 2.2**: pick the TI2V 5B model (`wan2.2_ti2v_5B_fp16.safetensors`) with `wan2.2_vae.safetensors`
 and set 1280×704, 121 frames, 24 fps. The 14B models run as two experts (high/low noise) over a split
 schedule, which this one-sampler graph does not cover.
+"""
+
+PHANTOM_FILES_NOTE = """\
+**Phantom-Wan** (ByteDance, Apache-2.0) is a Wan 2.1 T2V model trained to read reference frames appended
+after the video: the reference-trained model to use with this pack. No adapter is needed.
+
+| file | folder |
+|---|---|
+| `Phantom-Wan-1.3B.pth` as published (ComfyUI reads it as plain tensors) or a safetensors conversion, e.g. `phantom_wan_1.3B_fp16.safetensors` | `diffusion_models/` |
+| `umt5_xxl_fp8_e4m3fn_scaled.safetensors` | `text_encoders/` |
+| `wan_2.1_vae.safetensors` | `vae/` |
+
+**14B**: pick the Phantom-Wan 14B file (its shards merged into one file) in *Load Diffusion Model*.
+*Sample* runs Phantom's three-pass guidance (`guidance = phantom`): text scale `cfg` 7.5, image scale
+`image_cfg` 5.0, the negative pass without the reference, as Phantom does. Up to four subject images:
+wire them through Batch Images. TAB and ERAE act on top; set TAB's peak to 0 for Phantom's own result.
 """
 
 HOW_TO_RUN = """\
@@ -665,6 +704,8 @@ def customvideox_graph(
                 "scheduler": host.scheduler,
                 "denoise": 1.0,
                 "uncond_sees_reference": False,
+                "guidance": host.guidance,
+                "image_cfg": host.image_cfg,
             },
             {
                 "model": (2, 0),
@@ -737,6 +778,12 @@ def example_specs() -> tuple[WorkflowSpec, ...]:
             "single-reference workflow). A cut-out PNG works too: its transparent area is the mask's "
             "background, so turn on *invert_mask*.\n\n" + HOW_TO_RUN,
             wire_mask=True,
+        ),
+        customvideox_graph(
+            "customvideox_phantom_wan",
+            PHANTOM_WAN_1_3B,
+            note_title="CustomVideoX · Phantom-Wan 1.3B / 14B · TAB + ERAE on a reference-trained model",
+            note_text=PHANTOM_FILES_NOTE + "\n" + HOW_TO_RUN,
         ),
     )
 

@@ -2,7 +2,8 @@
 
 Every test under ``tests/host`` gets the ``comfy`` marker. When ``COMFYUI_PATH`` is unset or invalid,
 or ComfyUI cannot be imported by this interpreter (e.g. the unit-tier venv has no aiohttp), they are
-skipped with one line saying so. Test modules must not import ComfyUI at import time — only inside
+skipped with one line saying so, unless ``CVX_REQUIRE_COMFYUI=1`` (CI sets it for the host tier): then
+the session stops with that reason and a non-zero exit. Test modules must not import ComfyUI at import time — only inside
 fixtures and tests — because they are collected by the unit-tier interpreter too.
 
 Fixtures (all session-scoped unless noted):
@@ -23,6 +24,7 @@ Fixtures (all session-scoped unless noted):
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -47,6 +49,8 @@ from tiny_models import (
 )
 
 HOST_TESTS_DIR = Path(__file__).resolve().parent
+REQUIRE_COMFYUI_VARIABLE = "CVX_REQUIRE_COMFYUI"
+"""Set to 1 (CI does) to fail, not skip, when the host tier cannot import ComfyUI."""
 _PROBE_KEY = pytest.StashKey["ComfyProbe"]()
 _SERVER_KEY = pytest.StashKey[ComfyServer]()
 
@@ -108,6 +112,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     )
     probe = _probe(config, launch_server=wants_server)
     if probe.reason is not None:
+        if os.environ.get(REQUIRE_COMFYUI_VARIABLE) == "1":
+            pytest.exit(
+                f"{REQUIRE_COMFYUI_VARIABLE}=1 but the host tier cannot run: {probe.reason}", returncode=3
+            )
         skip = pytest.mark.skip(reason=probe.reason)
         for item in comfy_items:
             item.add_marker(skip)

@@ -23,6 +23,8 @@ PACK_NODE_IDS = frozenset(
         "CustomVideoXApply",
         "CustomVideoXTrainAdapter",
         "CustomVideoXTrainSettings",
+        "CustomVideoXReferenceConditioning",
+        "CustomVideoXLoadConcatID",
     }
 )
 """Every node id the pack registers (frozen once released: saved workflows refer to them)."""

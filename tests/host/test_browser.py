@@ -34,18 +34,20 @@ from pathlib import Path
 import pytest
 from browser import Chromium, find_chromium
 from harness import PACK_FOLDER_NAME, REPO_ROOT, ComfyServer
-from nodes_support import PACK_NODE_IDS
 
 pytestmark = pytest.mark.browser
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
-UI_NAMES = (
-    "customvideox_cogvideox5b",
-    "customvideox_wan21",
-    "customvideox_multi_reference",
-    "customvideox_erae_mask",
-)
-OUR_NODE_TYPES = PACK_NODE_IDS
+UI_NAMES = tuple(sorted(path.stem for path in WORKFLOWS_DIR.glob("*.json")))
+"""Every UI graph shipped in workflows/ (test_workflows.py checks the folder holds exactly the examples)."""
+OUR_NODE_TYPES = {
+    "LoadCustomVideoX",
+    "CustomVideoXReferenceEncode",
+    "CustomVideoXTimeAwareBias",
+    "CustomVideoXERAEMask",
+    "CustomVideoXSample",
+    "CustomVideoXApply",
+}
 MODEL_FOLDERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae"}
 FRONTEND_WIDGET_EXTRAS = {"control_after_generate", "upload", "$$canvas-image-preview"}
 """Widgets the frontend adds on its own (seed control mode, upload button, image preview)."""

@@ -37,6 +37,7 @@ UI_NAMES = (
     "customvideox_wan21",
     "customvideox_multi_reference",
     "customvideox_erae_mask",
+    "customvideox_phantom_wan",
 )
 FRONTEND_NOTE_TYPES = {"MarkdownNote", "Note"}
 MODEL_FILE_WIDGETS = {
@@ -327,6 +328,7 @@ def test_api_twin_is_the_ui_graph_in_api_format(name, server_object_info):
     assert stripped == ui_as_api(ui_workflow(name), server_object_info)
 
 
+@pytest.mark.pinned_core_schemas
 @pytest.mark.parametrize("name", UI_NAMES)
 def test_committed_files_are_what_the_generator_writes_from_the_live_schemas(
     name, generator, server_object_info
@@ -337,6 +339,67 @@ def test_committed_files_are_what_the_generator_writes_from_the_live_schemas(
         assert files[file_name] == committed, (
             f"{file_name} is stale: run scripts/make_workflows.py --server <url>"
         )
+
+
+def pack_node_types(object_info: dict) -> set[str]:
+    """The node types this pack registers, as the live ``/object_info`` says (its ``python_module``)."""
+    return {
+        node_type
+        for node_type, info in object_info.items()
+        if PACK_FOLDER_NAME in str(info.get("python_module", ""))
+    }
+
+
+def owned_parts(text: str, pack_types: set[str]) -> dict:
+    """What the pack owns in a UI or API graph: its nodes' entries and every wire, by node id.
+
+    Core nodes' own entries (their widgets, input and output slots) are left out: they follow the
+    schemas of whichever ComfyUI is running, and a newer release may change them in ways that do not
+    break the graph (those graphs are checked to validate and open instead).
+    """
+    graph = json.loads(text)
+    if "nodes" in graph:
+        return {
+            "nodes": {node["id"]: node for node in graph["nodes"] if node["type"] in pack_types},
+            "types": {node["id"]: node["type"] for node in graph["nodes"]},
+            "links": graph["links"],
+        }
+    return {
+        "nodes": {key: node for key, node in graph.items() if node["class_type"] in pack_types},
+        "wires": {
+            key: {name: value for name, value in node["inputs"].items() if isinstance(value, list)}
+            for key, node in graph.items()
+        },
+    }
+
+
+@pytest.mark.parametrize("name", UI_NAMES)
+def test_what_the_pack_owns_in_the_committed_files_is_what_the_generator_writes(
+    name, generator, server_object_info
+):
+    """Runs on every ComfyUI: the pack's nodes (ids, inputs, defaults, our widget values) and every
+    link of the committed graphs are exactly what the generator writes from the live schemas."""
+    pack_types = pack_node_types(server_object_info)
+    assert {"CustomVideoXSample", "CustomVideoXReferenceEncode"} <= pack_types
+    files = generator.build_all(server_object_info)
+    for file_name in (f"{name}.json", f"api/{name}_api.json"):
+        committed = (WORKFLOWS_DIR / file_name).read_text(encoding="utf-8")
+        assert owned_parts(files[file_name], pack_types) == owned_parts(committed, pack_types), (
+            f"{file_name}: the pack's nodes or the graph's wires changed: run scripts/make_workflows.py "
+            "--server <url> on ComfyUI 0.33.0"
+        )
+
+
+def test_the_owned_parts_check_catches_a_changed_pack_widget(server_object_info):
+    pack_types = pack_node_types(server_object_info)
+    committed = (WORKFLOWS_DIR / f"{UI_NAMES[0]}.json").read_text(encoding="utf-8")
+    graph = json.loads(committed)
+    sample = next(node for node in graph["nodes"] if node["type"] == "CustomVideoXSample")
+    sample["widgets_values"][-1] = not sample["widgets_values"][-1]
+    assert owned_parts(json.dumps(graph), pack_types) != owned_parts(committed, pack_types)
+    graph = json.loads(committed)
+    graph["links"][0][4] += 1
+    assert owned_parts(json.dumps(graph), pack_types) != owned_parts(committed, pack_types)
 
 
 @pytest.mark.parametrize("name", UI_NAMES)

@@ -7,20 +7,22 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from customvideox_core.layout import BLOCK_LOGIT, TokenLayout, bias_factors
-
-BLOCK = -1.0e4  # the documented blocking logit, written out independently of the module
+import customvideox_core.layout as layout_module
+from customvideox_core.layout import TokenLayout, bias_factors
 
 
 def naive_bias(
     layout: TokenLayout,
     tab: list[float],
     weights: list[list[float]],
-    activation: list[list[float]] | None,
+    activation: list[list[float]] | list[list[list[float]]] | None,
     gamma: float,
-    blocked: list[list[bool]] | None,
+    term_frames: list[list[int]] | None = None,
 ) -> torch.Tensor:
-    """The bias of docs/ARCHITECTURE.md ("The bias") written entry by entry with Python floats: [B, L, L]."""
+    """The bias of docs/ARCHITECTURE.md ("The bias") written entry by entry with Python floats: [B, L, L].
+
+    ``activation[row][i]`` is a float (one term) or a list with one value per term of ``term_frames``.
+    """
     text, video, total = layout.text, layout.video, layout.total
     reference_start = text + video
     bias = torch.zeros(len(tab), total, total, dtype=torch.float64)
@@ -28,13 +30,16 @@ def naive_bias(
         for query in range(total):
             for key in range(total):
                 value = 0.0
-                if key >= reference_start:
+                if key >= reference_start and text <= query < reference_start:
                     j = key - reference_start
-                    if text <= query < reference_start:
+                    frame = j // layout.frame_tokens
+                    groups = [list(range(layout.reference_frames))] if term_frames is None else term_frames
+                    for k, group in enumerate(groups):
+                        if frame not in group:
+                            continue
                         a_i = 0.0 if activation is None else activation[row][query - text]
+                        a_i = a_i[k] if isinstance(a_i, list) else a_i
                         value += tab[row] * (1.0 + gamma * a_i) * weights[row][j]
-                    if blocked is not None and blocked[row][j]:
-                        value += BLOCK
                 bias[row, query, key] = value
     return bias
 
@@ -75,11 +80,9 @@ def test_layout_validation(kwargs: dict, message: str) -> None:
         TokenLayout(**kwargs)
 
 
-def test_block_logit_value_and_underflow() -> None:
-    assert BLOCK_LOGIT == BLOCK
-    logits = torch.tensor([[3.0, -2.0, 8.0, 8.0 + BLOCK]], dtype=torch.float32)
-    probabilities = torch.softmax(logits, dim=-1)
-    assert probabilities[0, 3].item() == 0.0
+def test_no_blocking_logit_is_left() -> None:
+    """Keys that must not be seen are dropped from the call; no large logit exists any more."""
+    assert not hasattr(layout_module, "BLOCK_LOGIT")
 
 
 def test_tab_only_matches_naive_and_has_rank_one() -> None:
@@ -90,7 +93,7 @@ def test_tab_only_matches_naive_and_has_rank_one() -> None:
     )
     assert factors is not None
     assert factors[0].shape == (2, LAYOUT.total, 1) and factors[1].shape == (2, LAYOUT.total, 1)
-    torch.testing.assert_close(product(factors), naive_bias(LAYOUT, tab, weights, None, 0.0, None))
+    torch.testing.assert_close(product(factors), naive_bias(LAYOUT, tab, weights, None, 0.0))
 
 
 def test_erae_matches_naive() -> None:
@@ -105,44 +108,31 @@ def test_erae_matches_naive() -> None:
         gamma=0.8,
         dtype=torch.float64,
     )
-    torch.testing.assert_close(product(factors), naive_bias(LAYOUT, tab, weights, activation, 0.8, None))
+    torch.testing.assert_close(product(factors), naive_bias(LAYOUT, tab, weights, activation, 0.8))
 
 
-def test_blocked_rows_and_keys_match_naive() -> None:
-    tab = [1.0, 1.0]
-    weights = [[1.0, 1.0, 0.0, 0.0]]  # broadcast to both rows
-    activation = [[0.5] * 6, [0.25] * 6]
-    blocked = [[False, False, True, True], [True, True, True, True]]  # row 1: unconditional pass
+def test_subject_terms_match_naive_and_have_rank_k() -> None:
+    """Two subjects: frame 0 bound to term 0, frame 1 to term 1, each with its own activation."""
+    tab = [1.0, 0.5]
+    weights = [[1.0, 0.5, 0.25, 0.75]]
+    activation = [[[0.5, 0.0], [1.0, 0.2]] * 3, [[0.0, 1.0], [0.25, 0.5]] * 3]
     factors = bias_factors(
         LAYOUT,
         tab=torch.tensor(tab),
         reference_weights=torch.tensor(weights),
         entity_activation=torch.tensor(activation),
         gamma=2.0,
-        blocked=torch.tensor(blocked),
+        term_frames=[[0], [1]],
         dtype=torch.float64,
     )
     assert factors[0].shape[-1] == 2
-    expected = naive_bias(LAYOUT, tab, weights * 2, activation, 2.0, blocked)
-    torch.testing.assert_close(product(factors), expected)
-    # Text and reference queries see the block too; the unconditional row sees no reference at all.
-    reference = LAYOUT.reference_slice
-    assert torch.all(product(factors)[1, :, reference] <= BLOCK + 10)
-
-
-def test_block_only_when_tab_is_zero() -> None:
-    blocked = torch.tensor([[True, False, False, False]])
-    factors = bias_factors(
-        LAYOUT, tab=torch.zeros(1), reference_weights=torch.ones(1, 4), blocked=blocked, dtype=torch.float64
-    )
-    assert factors is not None and factors[0].shape[-1] == 2
-    expected = naive_bias(LAYOUT, [0.0], [[1.0] * 4], None, 0.0, [[True, False, False, False]])
+    expected = naive_bias(LAYOUT, tab, weights * 2, activation, 2.0, [[0], [1]])
     torch.testing.assert_close(product(factors), expected)
 
 
 @pytest.mark.parametrize(
     "case",
-    ["zero_tab", "zero_weights", "nothing_blocked", "erae_cancels", "no_reference_tokens"],
+    ["zero_tab", "zero_weights", "erae_cancels", "no_reference_tokens"],
 )
 def test_identically_zero_bias_returns_none(case: str) -> None:
     layout, tab, weights = LAYOUT, torch.ones(2), torch.ones(2, 4)
@@ -151,9 +141,6 @@ def test_identically_zero_bias_returns_none(case: str) -> None:
         tab = torch.zeros(2)
     elif case == "zero_weights":
         weights = torch.zeros(1, 4)
-    elif case == "nothing_blocked":
-        tab = torch.zeros(2)
-        kwargs["blocked"] = torch.zeros(2, 4, dtype=torch.bool)
     elif case == "erae_cancels":  # 1 + gamma * a = 0 everywhere
         kwargs.update(entity_activation=torch.ones(2, 6), gamma=-1.0)
     else:
@@ -174,7 +161,7 @@ def test_gamma_is_ignored_without_activation_and_activation_without_gamma() -> N
         entity_activation=torch.ones(1, 6),
         dtype=torch.float64,
     )
-    expected = naive_bias(LAYOUT, [1.0], [[1.0] * 4], None, 0.0, None)
+    expected = naive_bias(LAYOUT, [1.0], [[1.0] * 4], None, 0.0)
     for factors in (base, with_gamma, with_activation):
         torch.testing.assert_close(product(factors), expected)
 
@@ -192,10 +179,9 @@ def test_output_dtype_and_device() -> None:
     [
         ({"reference_weights": torch.ones(2, 3)}, r"reference_weights has shape \(2, 3\), expected \(2, 4\)"),
         ({"reference_weights": torch.ones(3, 4)}, r"expected \(2, 4\) or \(1, 4\)"),
-        ({"entity_activation": torch.ones(2, 5), "gamma": 1.0}, r"entity_activation .*expected \(2, 6\)"),
+        ({"entity_activation": torch.ones(2, 5), "gamma": 1.0}, r"entity_activation .*expected \(2, 6, 1\)"),
         ({"tab": torch.ones(2, 1)}, r"tab has shape \(2, 1\), expected \(B,\)"),
-        ({"blocked": torch.ones(2, 4)}, "blocked must be a bool tensor"),
-        ({"blocked": torch.ones(2, 5, dtype=torch.bool)}, r"blocked has shape \(2, 5\)"),
+        ({"term_frames": [[0], [2]]}, r"term_frames names reference frames \[2\]"),
         ({"gamma": math.nan}, "gamma .* must be a finite number"),
         ({"tab": torch.tensor([1.0, math.inf])}, "tab contains NaN or infinite"),
     ],
@@ -223,32 +209,26 @@ def bias_cases(draw):
     if draw(st.booleans()):
         activation = [draw(st.lists(unit, min_size=layout.video, max_size=layout.video)) for _ in tab]
     gamma = draw(st.floats(-2.0, 2.0))
-    blocked = None
-    if draw(st.booleans()):
-        flags = st.lists(st.booleans(), min_size=layout.reference, max_size=layout.reference)
-        blocked = [draw(flags) for _ in tab]
-    return layout, tab, weights, activation, gamma, blocked
+    return layout, tab, weights, activation, gamma
 
 
 @settings(max_examples=60, deadline=None)
 @given(bias_cases())
 def test_factor_product_equals_naive_bias(case) -> None:
-    layout, tab, weights, activation, gamma, blocked = case
+    layout, tab, weights, activation, gamma = case
     factors = bias_factors(
         layout,
         tab=torch.tensor(tab, dtype=torch.float64),
         reference_weights=torch.tensor(weights, dtype=torch.float64),
         entity_activation=None if activation is None else torch.tensor(activation, dtype=torch.float64),
         gamma=gamma,
-        blocked=None if blocked is None else torch.tensor(blocked, dtype=torch.bool),
         dtype=torch.float64,
     )
-    expected = naive_bias(layout, tab, weights, activation, gamma, blocked)
+    expected = naive_bias(layout, tab, weights, activation, gamma)
     if factors is None:
         assert torch.count_nonzero(expected) == 0
     else:
-        rank = 2 if blocked is not None and any(any(row) for row in blocked) else 1
-        assert factors[0].shape == (len(tab), layout.total, rank)
+        assert factors[0].shape == (len(tab), layout.total, 1)
         torch.testing.assert_close(product(factors), expected, rtol=1e-12, atol=1e-9)
 
 
@@ -261,21 +241,15 @@ def test_factors_drive_biased_attention_like_the_dense_bias() -> None:
     )
     tab, weights = [1.5, 0.8], [[1.0, 0.5, 0.0, 0.25]] * 2
     activation = [[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]] * 2
-    blocked = [[False, False, True, False], [True, True, True, True]]  # row 1 must not see the reference
     factors = bias_factors(
         LAYOUT,
         tab=torch.tensor(tab),
         reference_weights=torch.tensor(weights),
         entity_activation=torch.tensor(activation),
         gamma=1.0,
-        blocked=torch.tensor(blocked),
         dtype=torch.float64,
     )
     output = biased_attention(query, key, value, *factors)
     logits = query @ key.transpose(-1, -2) / math.sqrt(8)
-    dense = torch.softmax(logits + naive_bias(LAYOUT, tab, weights, activation, 1.0, blocked)[:, None], -1)
+    dense = torch.softmax(logits + naive_bias(LAYOUT, tab, weights, activation, 1.0)[:, None], -1)
     torch.testing.assert_close(output, dense @ value)
-    # Row 1 equals plain attention over the text and video keys only.
-    visible = slice(0, LAYOUT.text + LAYOUT.video)
-    plain = torch.softmax(logits[1, :, :, visible], -1) @ value[1, :, visible]
-    torch.testing.assert_close(output[1], plain)

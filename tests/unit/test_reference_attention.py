@@ -64,6 +64,10 @@ def naive_attention(
             for j in range(layout.reference):
                 if not row_sees[b] or blocked_keys[j]:
                     logits[:, ref0 + j] = -math.inf
+            if not row_sees[b]:  # reference queries of a row that does not see the reference: own value
+                for j in range(layout.reference):
+                    logits[ref0 + j] = -math.inf
+                    logits[ref0 + j, ref0 + j] = 0.0
             out[b, :, h] = torch.softmax(logits, dim=-1) @ v[b, :, h]
     return out.reshape(batch, length, heads * HEAD_DIM)
 
@@ -82,8 +86,8 @@ def test_cond_and_uncond_rows_match_oracle(uncond_sees_reference):
         LAYOUT,
         tab=schedule,
         progress=0.3,
-        row_is_cond=[True, False],
-        uncond_sees_reference=uncond_sees_reference,
+        row_sees_reference=[True, uncond_sees_reference],
+        row_has_entities=[True, False],
         reference_weights=weights,
         erae=None,
     )
@@ -113,14 +117,14 @@ def test_erae_and_block_outside_mask_match_oracle():
         LAYOUT,
         tab=schedule,
         progress=0.5,
-        row_is_cond=[True],
-        uncond_sees_reference=False,
+        row_sees_reference=[True],
+        row_has_entities=[True],
         reference_weights=weights,
         erae=erae,
     )
     activation = joint_entity_activation(query, key, HEADS, step)
     expected_activation = naive_activation(query, key, HEADS, LAYOUT, [1, 3])
-    assert torch.allclose(activation.double(), expected_activation, atol=1e-5)
+    assert torch.allclose(activation[..., 0].double(), expected_activation, atol=1e-5)
     got = reference_self_attention(
         query, key, value, HEADS, step, attention_fn=sdpa_attention, activation=activation
     )
@@ -133,7 +137,7 @@ def test_erae_and_block_outside_mask_match_oracle():
         tab=2.0,
         weights=weights,
         gamma=2.0,
-        activation=expected_activation,
+        activation=expected_activation,  # [B, video]
         row_sees=[True],
         blocked_keys=[w == 0.0 for w in weights.tolist()],
     )
@@ -147,14 +151,15 @@ def test_uncond_rows_get_no_entity_activation():
         LAYOUT,
         tab=TABSchedule(),
         progress=0.5,
-        row_is_cond=[False, True],
-        uncond_sees_reference=True,
+        row_sees_reference=[True, True],
+        row_has_entities=[False, True],
         reference_weights=torch.ones(4),
         erae=erae,
     )
     activation = joint_entity_activation(query, key, HEADS, step)
     assert torch.count_nonzero(activation[0]) == 0
     assert activation[1].max() == pytest.approx(1.0)
+    assert activation.shape == (2, LAYOUT.video, 1)
 
 
 def test_blocked_reference_equals_attention_without_reference_tokens():
@@ -164,8 +169,8 @@ def test_blocked_reference_equals_attention_without_reference_tokens():
         LAYOUT,
         tab=TABSchedule(shape="constant", peak=5.0),
         progress=0.5,
-        row_is_cond=[False],
-        uncond_sees_reference=False,
+        row_sees_reference=[False],
+        row_has_entities=[False],
         reference_weights=torch.ones(4),
         erae=None,
     )
@@ -182,8 +187,8 @@ def test_reference_weights_of_another_size_are_refused():
             LAYOUT,
             tab=TABSchedule(),
             progress=0.0,
-            row_is_cond=[True],
-            uncond_sees_reference=False,
+            row_sees_reference=[True],
+            row_has_entities=[True],
             reference_weights=torch.ones(3),
             erae=None,
         )

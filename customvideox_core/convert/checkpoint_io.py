@@ -1,0 +1,171 @@
+"""Read published checkpoints as plain tensors — never by running a pickle.
+
+Accepted inputs:
+
+- ``.safetensors`` files (read with safetensors, no pickle involved);
+- ``.pt`` / ``.pth`` / ``.ckpt`` files, read with ``torch.load(..., weights_only=True)`` only: tensors,
+  dicts, lists, numbers and strings load; any other pickled object (a class, a function, an
+  ``argparse.Namespace``) makes torch refuse the file, and we refuse it too with a message saying so;
+- SAT / DeepSpeed checkpoint folders as SwissArmyTransformer writes them and Concat-ID publishes them
+  (``<folder>/latest`` holding the iteration, ``<folder>/<iteration>/mp_rank_00_model_states.pt``), or
+  the ``<iteration>`` folder itself. Model-parallel shards (``mp_rank_01_...``) are refused.
+
+Wrapper dictionaries (``{"module": state_dict, "iteration": ..}`` from SAT/DeepSpeed, ``{"state_dict":
+..}``, ``{"model": ..}``) are unwrapped to the state dict of tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..adapter_file import read_safetensors
+
+logger = logging.getLogger(__name__)
+
+TENSOR_PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt"})
+"""Suffixes read with ``torch.load(weights_only=True)``."""
+SAFETENSORS_SUFFIX = ".safetensors"
+SAT_LATEST_FILE = "latest"
+SAT_SHARD_NAME = "mp_rank_00_model_states.pt"
+SAT_SECOND_SHARD_NAME = "mp_rank_01_model_states.pt"
+WRAPPER_KEYS = ("module", "state_dict", "model")
+"""Keys under which training frameworks nest the state dict (SAT/DeepSpeed use ``module``)."""
+_MAX_WRAPPER_DEPTH = 3
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read as plain tensors (or is not where it was said to be)."""
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A state dict read from ``file`` (the resolved file, inside a SAT folder when one was given)."""
+
+    tensors: dict[str, Tensor]
+    file: Path
+
+
+def resolve_checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    """The file to read for ``path``: the path itself, or the model-state shard of a SAT folder.
+
+    Raises :class:`CheckpointError` naming what was looked for when nothing fits.
+    """
+    source = Path(path)
+    if source.is_file():
+        return source
+    if not source.exists():
+        raise CheckpointError(f"{source} does not exist; give a checkpoint file or a SAT checkpoint folder")
+    if not source.is_dir():
+        raise CheckpointError(f"{source} is neither a file nor a folder")
+    latest = source / SAT_LATEST_FILE
+    if latest.is_file():
+        iteration = latest.read_text(encoding="utf-8").strip()
+        shard = source / iteration / SAT_SHARD_NAME
+        if not shard.is_file():
+            raise CheckpointError(
+                f"{latest} names iteration {iteration!r}, but {shard} does not exist; "
+                "the SAT checkpoint folder is incomplete"
+            )
+    elif (source / SAT_SHARD_NAME).is_file():
+        shard = source / SAT_SHARD_NAME
+    else:
+        shards = sorted(source.glob(f"*/{SAT_SHARD_NAME}"))
+        if len(shards) != 1:
+            found = ", ".join(str(s.relative_to(source)) for s in shards) or "none"
+            raise CheckpointError(
+                f"{source} is a folder but not a SAT checkpoint: expected a '{SAT_LATEST_FILE}' file naming "
+                f"the iteration and '<iteration>/{SAT_SHARD_NAME}', or exactly one '*/{SAT_SHARD_NAME}' "
+                f"(found: {found}). Give the checkpoint file itself instead."
+            )
+        shard = shards[0]
+    if (shard.parent / SAT_SECOND_SHARD_NAME).exists():
+        raise CheckpointError(
+            f"{shard.parent} holds a model-parallel checkpoint (several mp_rank_* shards); only "
+            "single-shard checkpoints (model_parallel_size 1, as Concat-ID publishes) can be converted"
+        )
+    return shard
+
+
+def load_tensor_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
+    """Read ``path`` (file or SAT folder) as a flat ``{name: Tensor}`` state dict, without running code."""
+    file = resolve_checkpoint_file(path)
+    suffix = file.suffix.lower()
+    if suffix == SAFETENSORS_SUFFIX:
+        try:
+            tensors, _ = read_safetensors(file)
+        except ValueError as error:
+            raise CheckpointError(str(error)) from error
+        return LoadedCheckpoint(tensors=tensors, file=file)
+    if suffix not in TENSOR_PICKLE_SUFFIXES:
+        accepted = ", ".join(sorted(TENSOR_PICKLE_SUFFIXES | {SAFETENSORS_SUFFIX}))
+        raise CheckpointError(f"{file} has suffix {file.suffix!r}; accepted checkpoint files are {accepted}")
+    loaded = _torch_load_tensors_only(file)
+    return LoadedCheckpoint(tensors=unwrap_state_dict(loaded, source=file), file=file)
+
+
+def _torch_load_tensors_only(file: Path) -> object:
+    """``torch.load(weights_only=True)``, memory-mapped when the file format allows it."""
+    try:
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            # Legacy (non-zip) torch.save format: cannot be memory-mapped; still weights_only.
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()
+        detail = next((line for line in reason if "GLOBAL" in line), reason[0] if reason else "")
+        detail = detail.split(" Please ")[0].strip()
+        raise CheckpointError(
+            f"{file} is not a plain-tensor checkpoint: torch.load(weights_only=True) refused it ({detail}). "
+            "This pack never unpickles arbitrary objects, so the file was not loaded. If you trust its "
+            "source, re-save only its tensors (e.g. the 'module' state dict) with torch.save or as "
+            ".safetensors, and convert that file."
+        ) from None
+    except (RuntimeError, OSError, EOFError) as error:
+        raise CheckpointError(f"{file} could not be read as a PyTorch checkpoint: {error}") from error
+
+
+def unwrap_state_dict(loaded: object, *, source: Path | str) -> dict[str, Tensor]:
+    """The flat ``{name: Tensor}`` dict inside ``loaded`` (descending through ``module``/``state_dict``/
+    ``model`` wrappers). Raises :class:`CheckpointError` listing what was found when there is none."""
+    current = loaded
+    for _ in range(_MAX_WRAPPER_DEPTH + 1):
+        if not isinstance(current, Mapping):
+            raise CheckpointError(
+                f"{source} holds a {type(current).__name__}, not a state dict (a mapping of names to tensors)"
+            )
+        values = list(current.values())
+        if values and all(isinstance(value, Tensor) for value in values):
+            return {str(key): value for key, value in current.items()}
+        nested = next((current[key] for key in WRAPPER_KEYS if isinstance(current.get(key), Mapping)), None)
+        if nested is None:
+            break
+        current = nested
+    keys = sorted(map(str, current.keys())) if isinstance(current, Mapping) else []
+    non_tensors = [key for key in keys if not isinstance(current[key], Tensor)]
+    raise CheckpointError(
+        f"{source} holds no state dict of tensors: expected a mapping of names to tensors, possibly nested "
+        f"under one of {WRAPPER_KEYS}; found keys {keys[:12]}{' …' if len(keys) > 12 else ''}"
+        + (f", of which not tensors: {non_tensors[:12]}" if non_tensors else "")
+    )
+
+
+__all__ = [
+    "SAT_SHARD_NAME",
+    "TENSOR_PICKLE_SUFFIXES",
+    "CheckpointError",
+    "LoadedCheckpoint",
+    "load_tensor_checkpoint",
+    "resolve_checkpoint_file",
+    "unwrap_state_dict",
+]

@@ -1,0 +1,115 @@
+"""Command line: convert Concat-ID's SAT CogVideoX-5B checkpoint to a ComfyUI diffusion-model file.
+
+    python scripts/convert_concat_id.py --input models/single-identity \\
+        --output ComfyUI/models/diffusion_models/concat_id_cogvideox5b_single_bf16.safetensors
+
+``--input`` is a SAT checkpoint folder (``latest`` + ``<iteration>/mp_rank_00_model_states.pt``), the
+``.pt`` file itself, or a ``.safetensors`` file. ``.pt`` files are read with
+``torch.load(weights_only=True)`` only. The output is never overwritten unless ``--overwrite`` is given,
+and is written atomically (a temporary file in the same folder, then renamed). Exit status 0 on
+success, 2 on a refused input or output (the message says why; nothing is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..adapter_file import write_safetensors_atomic
+from .checkpoint_io import CheckpointError, load_tensor_checkpoint
+from .sat_cogvideox import ConversionError, conversion_metadata, convert_sat_cogvideox
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"keep": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+"""``--dtype`` choices: keep the checkpoint's own dtype, or cast floating-point weights."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convert_concat_id",
+        description=(
+            "Convert Concat-ID's SAT CogVideoX-5B checkpoint (a folder with 'latest', an "
+            "mp_rank_00_model_states.pt file, or a .safetensors file) to ComfyUI's CogVideoX layout."
+        ),
+    )
+    parser.add_argument("--input", required=True, type=Path, help="SAT checkpoint folder or file")
+    parser.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        help="output .safetensors, e.g. ComfyUI/models/diffusion_models/concat_id_cogvideox5b.safetensors",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="keep", help="cast floating-point weights (default: keep)"
+    )
+    return parser
+
+
+def convert_file(
+    input_path: Path, output_path: Path, *, overwrite: bool = False, dtype: str = "keep"
+) -> Path:
+    """Convert ``input_path`` to ``output_path``; returns the written path.
+
+    Raises ``FileExistsError`` (output exists, no ``overwrite``), :class:`CheckpointError` (unreadable or
+    refused input), :class:`ConversionError` (not a SAT CogVideoX-5B), ``ValueError`` (bad output name).
+    The output is checked before the (large) input is read.
+    """
+    if output_path.suffix.lower() != ".safetensors":
+        raise ValueError(f"--output {output_path} must end in .safetensors")
+    if output_path.exists() and not overwrite:
+        raise FileExistsError(f"{output_path} already exists; choose another name or pass --overwrite")
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r} is not one of {sorted(DTYPES)}")
+    loaded = load_tensor_checkpoint(input_path)
+    result = convert_sat_cogvideox(loaded.tensors)
+    target_dtype = DTYPES[dtype]
+    tensors = result.tensors
+    if target_dtype is not None:
+        tensors = {
+            key: tensor.to(target_dtype) if tensor.is_floating_point() else tensor
+            for key, tensor in tensors.items()
+        }
+    source = _source_name(input_path, loaded.file)
+    metadata = conversion_metadata(result, source=source)
+    written = write_safetensors_atomic(output_path, tensors, metadata, overwrite=overwrite)
+    logger.info(
+        "wrote %s: %d tensors, %d layers (from %s; %d non-DiT keys left out, %d computed tables dropped)",
+        written,
+        len(tensors),
+        result.num_layers,
+        source,
+        len(result.skipped),
+        len(result.dropped),
+    )
+    return written
+
+
+def _source_name(input_path: Path, file: Path) -> str:
+    if file == input_path:
+        return file.name
+    try:
+        return f"{input_path.name}/{file.relative_to(input_path).as_posix()}"
+    except ValueError:
+        return file.name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        convert_file(args.input, args.output, overwrite=args.overwrite, dtype=args.dtype)
+    except (CheckpointError, ConversionError, FileExistsError, ValueError) as error:
+        logger.error("convert_concat_id: %s", error)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

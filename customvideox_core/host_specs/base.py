@@ -1,0 +1,89 @@
+"""What the pack must know about one host DiT family: the :class:`HostSpec` (one module per family).
+
+Everything that differs between CogVideoX and Wan lives in one spec object, so the rest of the pack
+reads a table instead of branching on the family name. Adding a model is one module defining a
+``SPEC`` plus its tests, and one line in :mod:`customvideox_core.host_specs`'s table.
+
+The spec is host-free: it names ComfyUI's classes by their qualified names and reads a DiT's sizes
+from its attributes, so that ``customvideox_core`` never imports ComfyUI. See docs/ARCHITECTURE.md,
+"Host specs".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..layout import TokenLayout
+
+Objective = Literal["v_prediction", "flow_matching"]
+EntitySource = Literal["joint_attention", "cross_attention"]
+
+
+@dataclass(frozen=True)
+class ReferenceInput:
+    """A host's own reference-frame input: the forward argument that carries clean latent frames
+    appended after the video on the time axis (Wan: ``time_dim_concat``, filled by core's Phantom node).
+
+    ``name``: keyword name; ``index``: its position among the forward's positional arguments.
+    """
+
+    name: str
+    index: int
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One host family (see the module docstring).
+
+    - ``family``: the name stored in adapters' metadata (``"cogvideox"``, ``"wan"``).
+    - ``supported``: how the README and error messages name the supported models.
+    - ``dit_classes``: qualified names (``module.Class``) of ComfyUI's DiT classes of the family; a DiT
+      whose class or any base class has one of these names is of the family.
+    - ``describe``: DiT module → the :class:`~customvideox_core.hosts.HostSignature` fields other than
+      ``family`` (sizes, patch sizes, position kind).
+    - ``variants``: ``(hidden_size, patch_size_t) → human name`` of the published models.
+    - ``attention_targets``: self-attention projections (suffixes after ``blocks.{i}.``) a reference
+      LoRA is trained on and loaded into.
+    - ``lora_aliases``: ``(pattern, replacement)`` pairs that turn kohya-style flattened module names
+      into dotted ones; ``diffusers_module_path``: diffusers' dotted name → ComfyUI's, or ``None``.
+    - ``transformer_options_index``: position of ``transformer_options`` among the positional
+      arguments the ``DIFFUSION_MODEL`` wrapper receives (the DiT's ``_forward``).
+    - ``context_index``: position of the text context among those arguments.
+    - ``reference_input``: the host's own reference-frame input, or ``None``.
+    - ``make_layout``: ``(text, frames, reference_frames, frame_tokens) → TokenLayout`` of the
+      self-attention sequence; ``text_in_self_attention`` says whether the text tokens are part of it
+      (CogVideoX's joint attention) or only of a cross-attention (Wan), which is where ERAE reads the
+      entity activation (``entity_source``).
+    - ``check_reference_fits``: ``(dit, image_tokens) → None``, raises when the DiT cannot take that
+      many video + reference tokens (learned position tables), or ``None``.
+    - ``objective``: the training objective; ``sets_in_training``: whether training must set
+      ComfyUI's ``comfy.model_management.in_training`` (models that read it to take autograd paths).
+    """
+
+    family: str
+    supported: str
+    dit_classes: tuple[str, ...]
+    describe: Callable[[Any], dict[str, Any]]
+    variants: Mapping[tuple[int, int | None], str]
+    attention_targets: tuple[str, ...]
+    lora_aliases: tuple[tuple[re.Pattern[str], str], ...]
+    diffusers_module_path: Callable[[str], str | None]
+    transformer_options_index: int
+    context_index: int
+    reference_input: ReferenceInput | None
+    make_layout: Callable[[int, int, int, int], TokenLayout]
+    entity_source: EntitySource
+    objective: Objective
+    sets_in_training: bool
+    check_reference_fits: Callable[[Any, int], None] | None = None
+
+    def matches(self, dit: object) -> bool:
+        """Whether ``dit``'s class, or one of its bases, is one of ``dit_classes``."""
+        names = {f"{cls.__module__}.{cls.__qualname__}" for cls in type(dit).__mro__}
+        return not names.isdisjoint(self.dit_classes)
+
+    def variant(self, hidden_size: int, patch_size_t: int | None) -> str | None:
+        return self.variants.get((hidden_size, patch_size_t))

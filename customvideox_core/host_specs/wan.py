@@ -1,0 +1,87 @@
+"""Wan 2.1 / 2.2 (T2V 1.3B / 14B, TI2V 5B, and their Phantom / VACE subclasses) as ComfyUI runs it
+natively (``comfy/ldm/wan/model.py``).
+
+- Self-attention over ``[video | reference]``; the text is read in a separate cross-attention, so ERAE
+  takes the entity activation of block ``i``'s cross-attention into block ``i + 1``'s self-attention.
+- ``_forward(x, timestep, context, clip_fea, time_dim_concat, transformer_options, ...)``.
+  ``time_dim_concat`` is Wan's own reference-frame input (core's ``WanPhantomSubjectToVideo`` fills it
+  on the conditioning): frames appended after the padded video, RoPE over the longer time axis, the
+  prediction sliced back to the video — exactly the pack's layout.
+- Trained as rectified flow; Wan's RoPE reads ComfyUI's ``in_training`` flag to take its autograd path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..layout import TokenLayout
+from .base import HostSpec, ReferenceInput
+
+_DIFFUSERS = re.compile(
+    r"blocks\.(?P<index>\d+)\.(?P<attn>attn1|attn2)\.(?:processor\.)?"
+    r"(?P<proj>to_q|to_k|to_v|to_out\.0|to_out|add_k_proj|add_v_proj)"
+)
+_NATIVE_CROSS = re.compile(r"blocks\.(?P<index>\d+)\.cross_attn\.(?P<proj>q|k|v|o|k_img|v_img)")
+_PROJECTIONS = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o", "to_out": "o"}
+_IMAGE_PROJECTIONS = {"add_k_proj": "k_img", "add_v_proj": "v_img"}
+
+
+def diffusers_module_path(dotted: str) -> str | None:
+    """``blocks.1.attn1.to_q`` → ``blocks.1.self_attn.q``; cross-attention (``attn2``, native
+    ``cross_attn``) maps too, so adapters that also touch it load; ``None`` for anything else."""
+    if _NATIVE_CROSS.fullmatch(dotted) is not None:
+        return dotted
+    match = _DIFFUSERS.fullmatch(dotted)
+    if match is None:
+        return None
+    attention = "self_attn" if match["attn"] == "attn1" else "cross_attn"
+    projection = match["proj"]
+    if projection in _IMAGE_PROJECTIONS:
+        if attention != "cross_attn":
+            return None
+        return f"blocks.{match['index']}.cross_attn.{_IMAGE_PROJECTIONS[projection]}"
+    return f"blocks.{match['index']}.{attention}.{_PROJECTIONS[projection]}"
+
+
+def describe(dit: Any) -> dict[str, Any]:
+    """HostSignature fields of a ``WanModel`` (or a subclass)."""
+    return {
+        "hidden_size": dit.dim,
+        "num_layers": len(dit.blocks),
+        "num_heads": dit.num_heads,
+        "head_dim": dit.dim // dit.num_heads,
+        "patch_size": dit.patch_size[-1],
+        "patch_size_t": dit.patch_size[0] if dit.patch_size[0] != 1 else None,
+        "positions": "rope",
+    }
+
+
+def make_layout(text: int, frames: int, reference_frames: int, frame_tokens: int) -> TokenLayout:
+    del text  # Wan's self-attention holds no text tokens
+    return TokenLayout.wan(frames=frames, reference_frames=reference_frames, frame_tokens=frame_tokens)
+
+
+SPEC = HostSpec(
+    family="wan",
+    supported="Wan 2.1 / 2.2 (incl. Phantom-Wan)",
+    dit_classes=("comfy.ldm.wan.model.WanModel",),
+    describe=describe,
+    variants={(1536, None): "Wan 2.1/2.2 1.3B", (5120, None): "Wan 2.1/2.2 14B", (3072, None): "Wan 2.2 5B"},
+    attention_targets=("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o"),
+    lora_aliases=(
+        (re.compile(r"blocks_(\d+)_(self_attn|cross_attn)_(q|k|v|o|k_img|v_img)"), r"blocks.\1.\2.\3"),
+        (
+            re.compile(r"blocks_(\d+)_(attn1|attn2)_(to_q|to_k|to_v|to_out_0|add_k_proj|add_v_proj)"),
+            r"blocks.\1.\2.\3",
+        ),
+    ),
+    diffusers_module_path=diffusers_module_path,
+    transformer_options_index=5,
+    context_index=2,
+    reference_input=ReferenceInput(name="time_dim_concat", index=4),
+    make_layout=make_layout,
+    entity_source="cross_attention",
+    objective="flow_matching",
+    sets_in_training=True,
+)

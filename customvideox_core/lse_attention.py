@@ -1,0 +1,156 @@
+"""Attention kernels that also return the log-sum-exp of each query row, and the exact merge of two parts.
+
+With ``lse`` the natural log of a row's softmax denominator, attention over keys ``A ∪ B`` is exactly::
+
+    out = out_A + sigmoid(lse_B - lse_A) · (out_B - out_A)
+
+so a few reference keys can be attended to separately (with their bias) while the many other keys run
+through the fused kernel at the model's native head dim. Each :class:`LseKernel` wraps one library's
+LSE-returning entry point behind one signature::
+
+    kernel(query, key, value, scale) -> (out "B H Lq D", lse "B H Lq" float32)
+
+query "B H Lq D", key/value "B H Lk D", no mask. ``supports(query, key)`` says whether the kernel runs on
+those inputs (device, dtype, head dim); ``head_dims`` lists the head dims it runs natively (``None`` = any
+multiple of 8), used to pad augmented head dims. :data:`LSE_KERNELS` is the table, by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+LseFn = Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
+"""(query, key, value "B H L D", scale) -> (out "B H Lq D", lse "B H Lq" float32 or float64, natural log)."""
+
+
+@dataclass(frozen=True)
+class LseKernel:
+    """One LSE-returning attention kernel: its name, the call, where it runs, its native head dims.
+
+    ``quantized``: the kernel rounds q and k to a low precision (SageAttention: int8 per block). The
+    small biased reference part then runs on PyTorch's kernel, so the bias is never quantized.
+    """
+
+    name: str
+    run: LseFn
+    supports: Callable[[Tensor, Tensor], bool]
+    head_dims: tuple[int, ...] | None = None
+    quantized: bool = False
+
+    def padded_head_dim(self, head_dim: int) -> int | None:
+        """Smallest native head dim >= ``head_dim`` (multiple of 8 when any is allowed), or None."""
+        if self.head_dims is None:
+            return -(-head_dim // 8) * 8
+        fitting = [dim for dim in self.head_dims if dim >= head_dim]
+        return min(fitting) if fitting else None
+
+
+def merge_partial_attention(out_a: Tensor, lse_a: Tensor, out_b: Tensor, lse_b: Tensor) -> Tensor:
+    """Exact softmax attention over the union of two disjoint key sets from the two partial results.
+
+    out "B H Lq D" (any float dtype), lse "B H Lq" (float32). Returns "B H Lq D" in ``out_a``'s dtype.
+    The weight ``sigmoid(lse_b - lse_a)`` is formed in float32; the blend runs in the outputs' dtype
+    (in place on ``out_a``, which must not be needed afterwards).
+    """
+    work = torch.promote_types(torch.promote_types(lse_a.dtype, lse_b.dtype), torch.float32)
+    weight = torch.sigmoid(lse_b.to(work) - lse_a.to(work)).unsqueeze(-1)
+    return out_a.lerp_(out_b.to(out_a.dtype), weight.to(out_a.dtype))
+
+
+# --- PyTorch's own fused ops ---------------------------------------------------------------------------
+
+
+def _torch_sdpa_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """PyTorch's flash op (CPU; CUDA half types) or memory-efficient op (CUDA float32), with lse."""
+    if query.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, 0.0, False, scale=scale
+        )
+        return out, lse.to(torch.promote_types(lse.dtype, torch.float32))
+    if query.dtype in (torch.float16, torch.bfloat16) and query.shape[-1] <= 256:
+        out, lse, *_ = torch.ops.aten._scaled_dot_product_flash_attention(
+            query, key, value, 0.0, False, False, scale=scale
+        )
+        return out, lse
+    out, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(
+        query, key, value, None, True, 0.0, False, scale=scale
+    )
+    return out, lse[..., : query.shape[2]]  # the efficient op pads lse's last dim to a multiple of 32
+
+
+def _torch_supports(query: Tensor, key: Tensor) -> bool:
+    if query.device.type == "cpu":
+        return query.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+    return query.device.type == "cuda" and query.dtype in (torch.float32, torch.float16, torch.bfloat16)
+
+
+# --- flash-attn ----------------------------------------------------------------------------------------
+
+
+def _flash_attn_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """flash-attn's ``flash_attn_func(..., return_attn_probs=True)``; it takes "B L H D"."""
+    flash_attn = importlib.import_module("flash_attn")
+    out, lse, _ = flash_attn.flash_attn_func(
+        query.transpose(1, 2),
+        key.transpose(1, 2),
+        value.transpose(1, 2),
+        dropout_p=0.0,
+        softmax_scale=scale,
+        causal=False,
+        return_attn_probs=True,
+    )
+    return out.transpose(1, 2), lse.float()
+
+
+def _half_on_cuda(query: Tensor, key: Tensor) -> bool:
+    return query.device.type == "cuda" and query.dtype in (torch.float16, torch.bfloat16)
+
+
+# --- SageAttention 2 -----------------------------------------------------------------------------------
+
+
+def _sage_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """SageAttention 2's ``sageattn(..., return_lse=True)`` on "B H L D" (``tensor_layout="HND"``)."""
+    sageattention = importlib.import_module("sageattention")
+    out, lse = sageattention.sageattn(
+        query, key, value, tensor_layout="HND", is_causal=False, sm_scale=scale, return_lse=True
+    )
+    return out, lse.float()
+
+
+# --- xformers ------------------------------------------------------------------------------------------
+
+
+def _xformers_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """xformers' ``memory_efficient_attention_partial`` (it takes "B L H D", returns lse "B H L")."""
+    fmha = importlib.import_module("xformers.ops.fmha")
+    out, lse = fmha.memory_efficient_attention_partial(
+        query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), scale=scale
+    )
+    return out.transpose(1, 2), lse.float()
+
+
+def module_available(name: str) -> bool:
+    """True when ``name`` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+LSE_KERNELS: dict[str, LseKernel] = {
+    "torch": LseKernel("torch", _torch_sdpa_lse, _torch_supports),
+    "flash_attn": LseKernel("flash_attn", _flash_attn_lse, _half_on_cuda),
+    "sage": LseKernel("sage", _sage_lse, _half_on_cuda, head_dims=(64, 128), quantized=True),
+    "xformers": LseKernel("xformers", _xformers_lse, _torch_supports),
+}
+"""LSE kernels by name. A host maps its attention backend to one of these (torch is always there)."""

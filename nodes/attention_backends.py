@@ -1,0 +1,70 @@
+"""Which LSE-returning kernel stands in for each ComfyUI attention backend, and saying so once.
+
+ComfyUI hands the attention override ``func``: the backend the user chose (``--use-sage-attention``,
+``--use-flash-attention``, ...). The biased rows' ``"lse-merge"`` path needs that backend's
+log-sum-exp, which ComfyUI's wrappers do not return, so this table maps each backend (by function name)
+to the kernel of the same library that does (:data:`customvideox_core.lse_attention.LSE_KERNELS`).
+Backends not in the table, and libraries without an LSE entry point here, use PyTorch's fused kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+
+from ..customvideox_core.lse_attention import LSE_KERNELS, LseKernel, module_available
+
+logger = logging.getLogger(__name__)
+
+BACKEND_KERNELS: dict[str, str] = {
+    "attention_pytorch": "torch",
+    "attention_sage": "sage",
+    "attention_flash": "flash_attn",
+    "attention_xformers": "xformers",
+    "attention_sub_quad": "torch",
+    "attention_split": "torch",
+    "attention_basic": "torch",
+}
+"""ComfyUI backend function name -> name of its LSE kernel in ``LSE_KERNELS``."""
+
+KERNEL_MODULES: dict[str, str] = {"sage": "sageattention", "flash_attn": "flash_attn", "xformers": "xformers"}
+"""Kernels that need a library, and the module to import."""
+
+
+def backend_name(func) -> str:
+    """The name of ComfyUI's backend function (through ``functools.wraps``)."""
+    return getattr(func, "__name__", type(func).__name__)
+
+
+@functools.cache
+def lse_kernel_for(backend: str) -> LseKernel:
+    """The LSE kernel for a ComfyUI backend name; logged once per process and backend."""
+    wanted = BACKEND_KERNELS.get(backend, "torch")
+    kernel = LSE_KERNELS[wanted]
+    if wanted in KERNEL_MODULES and not _has_lse_entry(wanted):
+        logger.info(
+            "CustomVideoX: %s has no log-sum-exp entry point here; biased reference rows merge on "
+            "PyTorch's fused attention instead",
+            backend,
+        )
+        kernel = LSE_KERNELS["torch"]
+    logger.info("CustomVideoX: attention backend %s -> log-sum-exp kernel %s", backend, kernel.name)
+    return kernel
+
+
+def _has_lse_entry(kernel: str) -> bool:
+    module = KERNEL_MODULES[kernel]
+    if not module_available(module):
+        return False
+    if kernel == "sage":  # SageAttention 1.x has no return_lse
+        import sageattention
+
+        return "return_lse" in inspect.signature(sageattention.sageattn).parameters
+    return True
+
+
+@functools.cache
+def announce_path(backend: str, path: str, kernel: str) -> None:
+    """Log once per process which path the biased rows take on a backend."""
+    logger.info("CustomVideoX: biased reference attention on %s runs the %s path (%s)", backend, path, kernel)

@@ -1,0 +1,318 @@
+"""Every path of reference_self_attention against a float64 oracle written entry by entry.
+
+Paths: the LSE merge (PyTorch's CPU flash op, and a simulated int8 kernel quantizing q and k per block
+as SageAttention does) and the augmented-head-dim fallback; row groups (rows that see / do not see the
+reference, in any order), dropped reference keys, several subjects bound to their own reference frames.
+"""
+
+import math
+
+import pytest
+import torch
+
+from customvideox_core.attention import sdpa_attention
+from customvideox_core.erae import ERAEConfig, SubjectWords
+from customvideox_core.layout import TokenLayout
+from customvideox_core.lse_attention import LSE_KERNELS, LseKernel, merge_partial_attention
+from customvideox_core.reference_attention import (
+    ReferenceStep,
+    check_sequence,
+    path_for,
+    plan_step,
+    reference_self_attention,
+)
+from customvideox_core.tab import TABSchedule
+
+HEADS, HEAD_DIM = 2, 16
+LAYOUT = TokenLayout.cogvideox(text=5, frames=2, reference_frames=2, frame_tokens=4)
+
+
+def oracle(query, key, value, *, tab, weights, sees, kept, term_frames, activation, gamma):
+    """Dense float64 softmax, one logit at a time, docs/ARCHITECTURE.md's bias ("The bias"); dropped keys removed outright.
+
+    activation: [B][video][K] floats or None; term_frames: K lists of reference frames.
+    A row that does not see the reference: text/video queries attend to text/video keys only, each
+    reference query to itself only.
+    """
+    batch, length, _ = query.shape
+    q, k, v = (t.double().reshape(batch, length, HEADS, HEAD_DIM) for t in (query, key, value))
+    out = torch.zeros(batch, length, HEADS, HEAD_DIM, dtype=torch.float64)
+    start = LAYOUT.text + LAYOUT.video
+    for b in range(batch):
+        for h in range(HEADS):
+            logits = q[b, :, h] @ k[b, :, h].T / math.sqrt(HEAD_DIM)
+            for i in range(LAYOUT.video):
+                for j in range(LAYOUT.reference):
+                    frame = j // LAYOUT.frame_tokens
+                    for term, frames in enumerate(term_frames):
+                        if frame in frames:
+                            a = 0.0 if activation is None else activation[b][i][term]
+                            logits[LAYOUT.text + i, start + j] += tab * (1 + gamma * a) * weights[j]
+            for j in range(LAYOUT.reference):
+                if not sees[b] or not kept[j]:
+                    logits[:, start + j] = -math.inf
+            if not sees[b]:
+                for j in range(LAYOUT.reference):
+                    logits[start + j] = -math.inf
+                    logits[start + j, start + j] = 0.0
+            out[b, :, h] = torch.softmax(logits, dim=-1) @ v[b, :, h]
+    return out.reshape(batch, length, HEADS * HEAD_DIM)
+
+
+def quantize_per_block(tokens: torch.Tensor, block: int) -> torch.Tensor:
+    """Symmetric int8 per block of ``block`` tokens per head (SageAttention's q/k scheme), dequantized."""
+    batch, heads, length, dim = tokens.shape
+    padded = -(-length // block) * block
+    blocks = torch.nn.functional.pad(tokens.double(), (0, 0, 0, padded - length)).reshape(
+        batch, heads, padded // block, block, dim
+    )
+    scale = blocks.abs().amax(dim=(-1, -2), keepdim=True).clamp_min(1e-30) / 127.0
+    return (torch.round(blocks / scale) * scale).reshape(batch, heads, padded, dim)[:, :, :length]
+
+
+def simulated_int8(query, key, value, scale):
+    """An LSE kernel that quantizes q (blocks of 128) and k (blocks of 64) to int8 first, float64 after."""
+    logits = quantize_per_block(query, 128) @ quantize_per_block(key, 64).transpose(-1, -2) * scale
+    lse = torch.logsumexp(logits, dim=-1)
+    out = torch.softmax(logits, dim=-1) @ value.double()
+    return out.to(query.dtype), lse.float()
+
+
+SIMULATED_INT8 = LseKernel("int8-sim", simulated_int8, lambda q, k: True, head_dims=(64, 128), quantized=True)
+KERNELS = {"augmented": None, "lse-merge": LSE_KERNELS["torch"]}
+
+
+def qkv(batch, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, LAYOUT.total, HEADS * HEAD_DIM, generator=generator) for _ in range(3)]
+
+
+def make_step(sees, *, weights, tab=1.5, erae=None, entities=None):
+    return plan_step(
+        LAYOUT,
+        tab=TABSchedule(shape="constant", peak=tab),
+        progress=0.4,
+        row_sees_reference=sees,
+        row_has_entities=entities if entities is not None else sees,
+        reference_weights=weights,
+        erae=erae,
+    )
+
+
+WEIGHTS = torch.tensor([1.0, 0.5, 0.0, 0.25, 0.75, 0.0, 1.0, 0.3])
+
+
+@pytest.mark.parametrize("path", list(KERNELS))
+@pytest.mark.parametrize("sees", [[True, False, True], [False, True], [True, True], [False, False]])
+def test_row_groups_match_oracle(path, sees):
+    query, key, value = qkv(len(sees))
+    step = make_step(sees, weights=WEIGHTS)
+    got = reference_self_attention(
+        query, key, value, HEADS, step, attention_fn=sdpa_attention, lse_kernel=KERNELS[path]
+    )
+    expected = oracle(
+        query, key, value, tab=1.5, weights=WEIGHTS.tolist(), sees=sees, kept=[True] * 8,
+        term_frames=[[0, 1]], activation=None, gamma=0.0,
+    )  # fmt: skip
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("path", list(KERNELS))
+def test_dropped_keys_and_erae_activation_match_oracle(path):
+    query, key, value = qkv(2, seed=1)
+    erae = ERAEConfig(entity_positions=(1, 3), gamma=2.0, block_outside_mask=True)
+    step = make_step([True, False], weights=WEIGHTS, erae=erae)
+    assert step.plan.kept_count == 6
+    generator = torch.Generator().manual_seed(2)
+    activation = torch.rand(2, LAYOUT.video, 1, generator=generator) * torch.tensor([1.0, 0.0])[:, None, None]
+    got = reference_self_attention(
+        query, key, value, HEADS, step, attention_fn=sdpa_attention, activation=activation,
+        lse_kernel=KERNELS[path],
+    )  # fmt: skip
+    expected = oracle(
+        query, key, value, tab=1.5, weights=WEIGHTS.tolist(), sees=[True, False],
+        kept=[w > 0 for w in WEIGHTS.tolist()], term_frames=[[0, 1]], activation=activation.tolist(),
+        gamma=2.0,
+    )  # fmt: skip
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("path", list(KERNELS))
+def test_two_subjects_bias_only_their_own_frames(path):
+    """Subject 1 bound to frame 0, subject 2 to frame 1: a rank-2 bias, each term with its activation."""
+    query, key, value = qkv(1, seed=3)
+    erae = ERAEConfig(
+        gamma=1.5, subjects=(SubjectWords(0, (1,)), SubjectWords(1, (2, 4))), block_outside_mask=False
+    )
+    step = make_step([True], weights=WEIGHTS, erae=erae)
+    assert step.plan.term_positions == ((1,), (2, 4))
+    generator = torch.Generator().manual_seed(4)
+    activation = torch.rand(1, LAYOUT.video, 2, generator=generator)
+    got = reference_self_attention(
+        query, key, value, HEADS, step, attention_fn=sdpa_attention, activation=activation,
+        lse_kernel=KERNELS[path],
+    )  # fmt: skip
+    expected = oracle(
+        query, key, value, tab=1.5, weights=WEIGHTS.tolist(), sees=[True], kept=[True] * 8,
+        term_frames=[[0], [1]], activation=activation.tolist(), gamma=1.5,
+    )  # fmt: skip
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=0)
+
+
+def test_unbound_frames_keep_the_unbound_words():
+    erae = ERAEConfig(entity_positions=(7,), subjects=(SubjectWords(1, (2,)),))
+    assert erae.bias_terms(3) == (((2,), (1,)), ((7,), (0, 2)))
+    assert ERAEConfig(entity_positions=(7,)).bias_terms(2) == (((7,), (0, 1)),)
+    with pytest.raises(ValueError, match=r"bound to reference image\(s\) \[3\] but the reference has only 2"):
+        ERAEConfig(subjects=(SubjectWords(2, (1,)),)).bias_terms(2)
+
+
+def test_lse_merge_runs_the_native_head_dim_on_the_many_keys():
+    """The non-reference part runs at head dim D over text + video keys; only the small part is wider."""
+    calls = []
+
+    def recording(query, key, value, scale):
+        calls.append((query.shape[-1], key.shape[2]))
+        return LSE_KERNELS["torch"].run(query, key, value, scale)
+
+    kernel = LseKernel("recording", recording, lambda q, k: True)
+    query, key, value = qkv(1)
+    step = make_step([True], weights=WEIGHTS)
+    reference_self_attention(query, key, value, HEADS, step, attention_fn=sdpa_attention, lse_kernel=kernel)
+    assert calls == [(HEAD_DIM, LAYOUT.text + LAYOUT.video), (24, LAYOUT.reference)]
+
+
+def test_rows_without_reference_pay_only_for_text_and_video():
+    calls = []
+
+    def backend(query, key, value):
+        calls.append((query.shape[2], key.shape[2], query.shape[-1]))
+        return sdpa_attention(query, key, value)
+
+    query, key, value = qkv(2)
+    step = make_step([False, False], weights=WEIGHTS)
+    reference_self_attention(query, key, value, HEADS, step, attention_fn=backend)
+    context = LAYOUT.text + LAYOUT.video
+    assert calls == [(context, context, HEAD_DIM)]
+
+
+def test_tab_zero_runs_one_plain_call_over_all_keys():
+    calls = []
+
+    def backend(query, key, value):
+        calls.append((key.shape[2], query.shape[-1]))
+        return sdpa_attention(query, key, value)
+
+    query, key, value = qkv(1)
+    step = make_step([True], weights=WEIGHTS, tab=0.0)
+    assert path_for(step, LSE_KERNELS["torch"], query, key) is None
+    reference_self_attention(
+        query, key, value, HEADS, step, attention_fn=backend, lse_kernel=LSE_KERNELS["torch"]
+    )
+    assert calls == [(LAYOUT.total, HEAD_DIM)]
+
+
+def test_no_host_read_back_per_attention_call(monkeypatch):
+    """Everything the call needs to decide is on the step: no .item(), bool(), float() or .tolist()."""
+    query, key, value = qkv(3)
+    erae = ERAEConfig(entity_positions=(1,), gamma=1.0, block_outside_mask=True)
+    step = make_step([True, False, True], weights=WEIGHTS, erae=erae)
+    activation = torch.rand(3, LAYOUT.video, 1)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("host read-back inside an attention call")
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    for kernel in KERNELS.values():
+        reference_self_attention(
+            query,
+            key,
+            value,
+            HEADS,
+            step,
+            attention_fn=sdpa_attention,
+            activation=activation,
+            lse_kernel=kernel,
+        )
+
+
+def test_simulated_int8_kernel_keeps_the_bias_exact():
+    """q and k quantized per block to int8 (as sage does): the biased output is as close to the float64
+    oracle as the unbiased one is to its own, because the bias factors are of the size of b(s)."""
+    generator = torch.Generator().manual_seed(5)
+    layout_heads, head_dim = 2, 64
+    layout = TokenLayout.cogvideox(text=8, frames=4, reference_frames=1, frame_tokens=32)
+    shape = (2, layout.total, layout_heads * head_dim)
+    query, key, value = (torch.randn(shape, generator=generator, dtype=torch.float64) for _ in range(3))
+    weights = torch.rand(layout.reference, generator=generator, dtype=torch.float64)
+    # The kernel on its own over all keys, no bias: the error int8 q/k costs any attention.
+    split = [t.reshape(2, layout.total, layout_heads, head_dim).transpose(1, 2) for t in (query, key, value)]
+    plain, _ = simulated_int8(*split, 1.0 / math.sqrt(head_dim))
+    plain = plain.transpose(1, 2).reshape(shape)
+    unbiased_error = float(
+        (plain[0] - _dense(query, key, value, layout, layout_heads, 0.0, weights)[0]).abs().max()
+    )
+    step = plan_step(
+        layout, tab=TABSchedule(shape="constant", peak=3.0), progress=0.5, row_sees_reference=[True, False],
+        row_has_entities=[True, False], reference_weights=weights, erae=None,
+    )  # fmt: skip
+    exact = _dense(query, key, value, layout, layout_heads, 3.0, weights)
+    got = reference_self_attention(
+        query, key, value, layout_heads, step, attention_fn=sdpa_attention, lse_kernel=SIMULATED_INT8
+    )
+    biased_error = float((got[0] - exact[0]).abs().max())
+    no_quant = reference_self_attention(
+        query, key, value, layout_heads, step, attention_fn=sdpa_attention, lse_kernel=LSE_KERNELS["torch"]
+    )
+    assert float((no_quant[0] - exact[0]).abs().max()) < 1e-6  # weights are stored in float32
+    assert unbiased_error > 1e-4, "the simulated quantization must make a visible error"
+    assert biased_error < 1.5 * unbiased_error, (biased_error, unbiased_error)
+
+
+def _dense(query, key, value, layout, heads, tab, weights):
+    """Row 0 sees the reference with bias tab * m_j on video queries (float64, dense)."""
+    q, k, v = (t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2) for t in (query, key, value))
+    logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    bias = torch.zeros(layout.total, layout.total, dtype=torch.float64)
+    bias[layout.video_slice, layout.reference_slice] = tab * weights
+    out = torch.softmax(logits + bias, dim=-1) @ v
+    return out.transpose(1, 2).reshape(query.shape)
+
+
+def test_merge_of_two_halves_is_attention_over_all_keys():
+    generator = torch.Generator().manual_seed(6)
+    query, key, value = (torch.randn(1, 2, 9, 8, generator=generator, dtype=torch.float64) for _ in range(3))
+    full = torch.softmax(query @ key.transpose(-1, -2) / math.sqrt(8), -1) @ value
+
+    def part(keys):
+        logits = query @ key[:, :, keys].transpose(-1, -2) / math.sqrt(8)
+        return torch.softmax(logits, -1) @ value[:, :, keys], torch.logsumexp(logits, -1)
+
+    merged = merge_partial_attention(*part(slice(0, 6)), *part(slice(6, 9)))
+    torch.testing.assert_close(merged, full)
+
+
+def test_a_self_attention_of_another_length_is_refused():
+    query = torch.zeros(1, LAYOUT.total + 4, HEADS * HEAD_DIM)
+    with pytest.raises(
+        ValueError, match=rf"has {LAYOUT.total + 4} queries .* planned layout has {LAYOUT.total}"
+    ):
+        check_sequence(query, query, LAYOUT)
+    step = make_step([True], weights=WEIGHTS)
+    with pytest.raises(ValueError, match="planned layout has"):
+        reference_self_attention(query, query, query, HEADS, step, attention_fn=sdpa_attention)
+
+
+def test_step_validation_is_clear():
+    with pytest.raises(ValueError, match="one flag per batch row"):
+        plan_step(
+            LAYOUT, tab=TABSchedule(), progress=0.0, row_sees_reference=[True], row_has_entities=[True, False],
+            reference_weights=WEIGHTS, erae=None,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="kept_reference must be"):
+        ReferenceStep(
+            layout=LAYOUT, tab_per_row=torch.ones(1), reference_weights=WEIGHTS[None],
+            row_sees_reference=torch.ones(1, dtype=torch.bool), kept_reference=torch.ones(3, dtype=torch.bool),
+            erae=None, erae_rows=torch.ones(1, dtype=torch.bool),
+        )  # fmt: skip
