@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tiny_models import TINY_TEXT_DIM
 
-PACK_NODE_IDS = frozenset(
+GRAPH_NODE_IDS = frozenset(
     {
         "LoadCustomVideoX",
         "CustomVideoXReferenceEncode",
@@ -21,12 +21,15 @@ PACK_NODE_IDS = frozenset(
         "CustomVideoXERAEMask",
         "CustomVideoXSample",
         "CustomVideoXApply",
-        "CustomVideoXTrainAdapter",
-        "CustomVideoXTrainSettings",
-        "CustomVideoXReferenceConditioning",
-        "CustomVideoXLoadConcatID",
     }
 )
+"""The pack's nodes the example generation graphs are built from."""
+PACK_NODE_IDS = GRAPH_NODE_IDS | {
+    "CustomVideoXTrainAdapter",
+    "CustomVideoXTrainSettings",
+    "CustomVideoXReferenceConditioning",
+    "CustomVideoXLoadConcatID",
+}
 """Every node id the pack registers (frozen once released: saved workflows refer to them)."""
 VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FRAMES = 96, 64, 5
 LATENT_SHAPE = (1, 16, 2, 8, 12)
