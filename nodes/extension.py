@@ -19,6 +19,7 @@ from .reference_node import CustomVideoXReferenceEncode
 from .sample_node import CustomVideoXSample
 from .tab_node import CustomVideoXTimeAwareBias
 from .train_node import CustomVideoXTrainAdapter
+from .train_settings_node import CustomVideoXTrainSettings
 
 
 def register_model_folders() -> None:
@@ -45,6 +46,7 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXReferenceConditioning,
     CustomVideoXLoadConcatID,
     CustomVideoXLoadConcatIDWan,
+    CustomVideoXTrainSettings,
 ]
 
 

@@ -8,6 +8,7 @@ from comfy_api.latest import io, ui
 from ..customvideox_core.constants import SIZE_STEP
 from ..customvideox_core.reference import check_finite, prepare_reference
 from .types import ReferenceLatents, ReferenceType
+from .widgets import size_inputs
 
 
 def encode_frames(vae, images: torch.Tensor) -> torch.Tensor:
@@ -56,17 +57,7 @@ class CustomVideoXReferenceEncode(io.ComfyNode):
             inputs=[
                 io.Vae.Input("vae", tooltip="The video model's VAE (the same one that decodes the video)."),
                 io.Image.Input("image", tooltip="One or more reference images of the subject."),
-                io.Int.Input(
-                    "width",
-                    default=720,
-                    min=16,
-                    max=4096,
-                    step=SIZE_STEP,
-                    tooltip="Video width in pixels (the reference is fitted to it).",
-                ),
-                io.Int.Input(
-                    "height", default=480, min=16, max=4096, step=SIZE_STEP, tooltip="Video height in pixels."
-                ),
+                *size_inputs(max_size=4096, width_note=" (the reference is fitted to it)"),
                 io.Combo.Input(
                     "fit",
                     options=["pad", "crop"],

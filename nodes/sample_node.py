@@ -10,10 +10,11 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..customvideox_core.constants import SEED_MAX, SIZE_STEP
+from ..customvideox_core.constants import SEED_MAX
 from .conditioning_node import mark_sees_reference
 from .settings import patch_model
 from .types import ERAEType, ReferenceType, TABType
+from .widgets import size_inputs
 
 MAX_SIZE = 8192
 GUIDANCE_MODES = ("cfg", "phantom")
@@ -159,22 +160,7 @@ class CustomVideoXSample(io.ComfyNode):
                     optional=True,
                     tooltip="Start latent (for denoise < 1); without it width/height/length are used.",
                 ),
-                io.Int.Input(
-                    "width",
-                    default=720,
-                    min=16,
-                    max=MAX_SIZE,
-                    step=SIZE_STEP,
-                    tooltip="Video width in pixels.",
-                ),
-                io.Int.Input(
-                    "height",
-                    default=480,
-                    min=16,
-                    max=MAX_SIZE,
-                    step=SIZE_STEP,
-                    tooltip="Video height in pixels.",
-                ),
+                *size_inputs(max_size=MAX_SIZE),
                 io.Int.Input(
                     "length", default=49, min=1, max=MAX_SIZE, step=4, tooltip="Number of video frames."
                 ),

@@ -9,6 +9,13 @@ from .plots import plot_curve
 from .types import TABType
 
 PLOT_STEPS = 50
+_NUMBERS = (
+    ("peak", 1.0, -20.0, 20.0, 0.05, "Largest bias (added to the attention logit)."),
+    ("floor", 0.0, -20.0, 20.0, 0.05, "Bias at the start and end of the parabola / end of the linear ramp."),
+    ("start", 0.0, 0.0, 1.0, 0.01, "Sampling progress where the bias starts (0 = first step)."),
+    ("end", 1.0, 0.0, 1.0, 0.01, "Sampling progress where the bias ends (1 = last step)."),
+)
+"""The schedule's number widgets: (name, default, min, max, step, tooltip)."""
 
 
 class CustomVideoXTimeAwareBias(io.ComfyNode):
@@ -31,37 +38,9 @@ class CustomVideoXTimeAwareBias(io.ComfyNode):
                     tooltip="parabolic: floor + (peak − floor)·4s(1−s); constant: peak; linear: peak → "
                     "floor; custom: your values spread over the window.",
                 ),
-                io.Float.Input(
-                    "peak",
-                    default=1.0,
-                    min=-20.0,
-                    max=20.0,
-                    step=0.05,
-                    tooltip="Largest bias (added to the attention logit).",
-                ),
-                io.Float.Input(
-                    "floor",
-                    default=0.0,
-                    min=-20.0,
-                    max=20.0,
-                    step=0.05,
-                    tooltip="Bias at the start and end of the parabola / end of the linear ramp.",
-                ),
-                io.Float.Input(
-                    "start",
-                    default=0.0,
-                    min=0.0,
-                    max=1.0,
-                    step=0.01,
-                    tooltip="Sampling progress where the bias starts (0 = first step).",
-                ),
-                io.Float.Input(
-                    "end",
-                    default=1.0,
-                    min=0.0,
-                    max=1.0,
-                    step=0.01,
-                    tooltip="Sampling progress where the bias ends (1 = last step).",
+                *(
+                    io.Float.Input(name, default=default, min=low, max=high, step=step, tooltip=tooltip)
+                    for name, default, low, high, step, tooltip in _NUMBERS
                 ),
                 io.String.Input(
                     "custom_values",

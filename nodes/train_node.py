@@ -18,7 +18,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 from torch import Tensor
 
-from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER, SEED_MAX, SIZE_STEP
+from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER
 from ..customvideox_core.training import TrainStep
 from .host_model import host_signature
 from .plots import plot_curve
@@ -27,11 +27,15 @@ from .train_run import (
     NO_RESUME,
     TrainAdapterSettings,
     TrainingOutcome,
+    TrainSettings,
     load_resume,
     model_with_adapter,
     normalise_adapter_name,
     train_adapter,
 )
+from .train_settings_node import DEPRECATED_NOTE, training_inputs
+from .types import TrainSettingsType
+from .widgets import size_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -200,22 +204,7 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
                     default="my_subject",
                     tooltip="Saved as models/customvideox/<adapter_name>.safetensors.",
                 ),
-                io.Int.Input(
-                    "width",
-                    default=720,
-                    min=16,
-                    max=4096,
-                    step=SIZE_STEP,
-                    tooltip="Training width in pixels.",
-                ),
-                io.Int.Input(
-                    "height",
-                    default=480,
-                    min=16,
-                    max=4096,
-                    step=SIZE_STEP,
-                    tooltip="Training height in pixels.",
-                ),
+                *size_inputs(max_size=4096, noun="Training"),
                 io.Int.Input(
                     "length",
                     default=49,
@@ -224,64 +213,7 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
                     step=4,
                     tooltip="Frames per clip (1 + 4k); the first frames of each clip are used.",
                 ),
-                io.Int.Input("rank", default=64, min=1, max=1024, tooltip="LoRA rank."),
-                io.Float.Input(
-                    "alpha",
-                    default=64.0,
-                    min=0.01,
-                    max=4096.0,
-                    step=0.01,
-                    tooltip="LoRA alpha (scale alpha/rank).",
-                ),
-                io.Float.Input("dropout", default=0.0, min=0.0, max=0.9, step=0.01, tooltip="LoRA dropout."),
-                io.Int.Input(
-                    "steps", default=1000, min=1, max=1_000_000, tooltip="Optimizer steps to train."
-                ),
-                io.Float.Input(
-                    "learning_rate",
-                    default=1e-4,
-                    min=1e-7,
-                    max=1.0,
-                    step=1e-7,
-                    tooltip="AdamW learning rate (reached after the warmup).",
-                ),
-                io.Int.Input(
-                    "warmup_steps",
-                    default=50,
-                    min=0,
-                    max=100_000,
-                    tooltip="Linear learning-rate warmup steps.",
-                ),
-                io.Int.Input(
-                    "batch_size",
-                    default=1,
-                    min=1,
-                    max=256,
-                    tooltip="Samples per optimizer step (accumulated one by one: memory of one sample).",
-                ),
-                io.Int.Input(
-                    "seed",
-                    default=0,
-                    min=0,
-                    max=SEED_MAX,
-                    control_after_generate=False,
-                    tooltip="Seed of the LoRA init, the noise and the item order.",
-                ),
-                io.Int.Input(
-                    "save_every",
-                    default=250,
-                    min=0,
-                    max=1_000_000,
-                    tooltip="Save the adapter every N steps (0: only at the end); the last step is always saved.",
-                ),
-                io.Boolean.Input(
-                    "gradient_checkpointing",
-                    default=True,
-                    tooltip="Recompute each block in the backward pass: far less memory, about 30% slower.",
-                ),
-                io.Boolean.Input(
-                    "bf16", default=True, tooltip="Run forward and backward under bfloat16 autocast."
-                ),
+                *training_inputs(DEPRECATED_NOTE),
                 io.Boolean.Input(
                     "overwrite",
                     default=False,
@@ -292,6 +224,12 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
                     options=resume_choices(),
                     default=NO_RESUME,
                     tooltip="Continue training a saved adapter (same rank and alpha); its step count carries on.",
+                ),
+                TrainSettingsType.Input(
+                    "settings",
+                    optional=True,
+                    tooltip="From CustomVideoX Train Settings: LoRA shape, optimiser, schedule and memory "
+                    "settings. When connected it overrides rank … bf16 on this node.",
                 ),
             ],
             outputs=[
@@ -318,34 +256,19 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
         width: int,
         height: int,
         length: int,
-        rank: int,
-        alpha: float,
-        dropout: float,
-        steps: int,
-        learning_rate: float,
-        warmup_steps: int,
-        batch_size: int,
-        seed: int,
-        save_every: int,
-        gradient_checkpointing: bool,
-        bf16: bool,
         overwrite: bool,
         resume_from: str,
+        settings: TrainSettings | None = None,
+        **widgets,
     ) -> io.NodeOutput:
+        """``widgets``: this node's deprecated rank … bf16 widgets, used when ``settings`` is not connected
+        (graphs saved before the Train Settings node)."""
+        if settings is None:
+            settings = TrainSettings(**widgets)
         settings = TrainAdapterSettings(
+            **settings.values(),
             adapter_name=adapter_name,
             data=TrainDataSettings(width=width, height=height, length=length),
-            rank=rank,
-            alpha=alpha,
-            dropout=dropout,
-            steps=steps,
-            learning_rate=learning_rate,
-            warmup_steps=warmup_steps,
-            batch_size=batch_size,
-            seed=seed,
-            save_every=save_every,
-            gradient_checkpointing=gradient_checkpointing,
-            bf16=bf16,
             overwrite=overwrite,
             resume_from=resume_from,
         )

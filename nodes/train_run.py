@@ -33,7 +33,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import comfy.model_management
@@ -98,13 +98,12 @@ def normalise_adapter_name(name: str) -> str:
     return stripped
 
 
-@dataclass(frozen=True)
-class TrainAdapterSettings:
-    """Everything the node's widgets say. ``batch_size`` samples are accumulated per optimizer step
-    (one after another, so memory stays that of one sample)."""
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """The LoRA shape, optimiser, schedule and memory settings of a run: what the Train Settings node
+    outputs (and Train Adapter's own, deprecated widgets say). ``batch_size`` samples are accumulated
+    per optimizer step (one after another, so memory stays that of one sample)."""
 
-    adapter_name: str
-    data: TrainDataSettings
     rank: int = 64
     alpha: float = 64.0
     dropout: float = 0.0
@@ -116,17 +115,33 @@ class TrainAdapterSettings:
     save_every: int = 250
     gradient_checkpointing: bool = True
     bf16: bool = True
-    overwrite: bool = False
-    resume_from: str = NO_RESUME
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "adapter_name", normalise_adapter_name(self.adapter_name))
         for name, low in (("steps", 1), ("batch_size", 1), ("save_every", 0), ("warmup_steps", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer of at least {low}, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
             raise ValueError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
+
+    def values(self) -> dict[str, object]:
+        """``{field: value}`` of these settings only (to build a :class:`TrainAdapterSettings`)."""
+        return {item.name: getattr(self, item.name) for item in fields(TrainSettings)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainAdapterSettings(TrainSettings):
+    """Everything one Train Adapter run uses: the :class:`TrainSettings` plus the name, data size,
+    overwrite and resume choices."""
+
+    adapter_name: str
+    data: TrainDataSettings
+    overwrite: bool = False
+    resume_from: str = NO_RESUME
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "adapter_name", normalise_adapter_name(self.adapter_name))
+        super().__post_init__()
 
     def lora_config(self, family: HostFamily) -> LoraTrainConfig:
         """The peft LoRA shape on ``family``'s attention projections (validates rank, alpha, dropout)."""

@@ -12,6 +12,7 @@ from ..customvideox_core.erae import ERAEConfig
 ReferenceType = io.Custom("CVX_REFERENCE")
 TABType = io.Custom("CVX_TAB")
 ERAEType = io.Custom("CVX_ERAE")
+TrainSettingsType = io.Custom("CVX_TRAIN_SETTINGS")
 
 
 @dataclass(frozen=True, eq=False)

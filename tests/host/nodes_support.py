@@ -13,6 +13,25 @@ from pathlib import Path
 import torch
 from tiny_models import TINY_TEXT_DIM
 
+GRAPH_NODE_IDS = frozenset(
+    {
+        "LoadCustomVideoX",
+        "CustomVideoXReferenceEncode",
+        "CustomVideoXTimeAwareBias",
+        "CustomVideoXERAEMask",
+        "CustomVideoXSample",
+        "CustomVideoXApply",
+    }
+)
+"""The pack's nodes the example generation graphs are built from."""
+PACK_NODE_IDS = GRAPH_NODE_IDS | {
+    "CustomVideoXTrainAdapter",
+    "CustomVideoXTrainSettings",
+    "CustomVideoXReferenceConditioning",
+    "CustomVideoXLoadConcatID",
+    "CustomVideoXLoadConcatIDWan",
+}
+"""Every node id the pack registers (frozen once released: saved workflows refer to them)."""
 VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FRAMES = 96, 64, 5
 LATENT_SHAPE = (1, 16, 2, 8, 12)
 
@@ -30,17 +49,25 @@ class Pack:
 
     @classmethod
     def of(cls, pack_module: types.ModuleType) -> Pack:
-        def sub(name: str) -> types.ModuleType:
-            return importlib.import_module(f"{pack_module.__name__}.{name}")
+        return cls(**vars(pack_modules(pack_module, PACK_MODULES)))
 
-        return cls(
-            patch=sub("nodes.patch"),
-            types=sub("nodes.types"),
-            tab=sub("customvideox_core.tab"),
-            erae=sub("customvideox_core.erae"),
-            hosts=sub("customvideox_core.hosts"),
-            adapter_file=sub("customvideox_core.adapter_file"),
-        )
+
+PACK_MODULES = {
+    "patch": "nodes.patch",
+    "types": "nodes.types",
+    "tab": "customvideox_core.tab",
+    "erae": "customvideox_core.erae",
+    "hosts": "customvideox_core.hosts",
+    "adapter_file": "customvideox_core.adapter_file",
+}
+
+
+def pack_modules(pack_module: types.ModuleType, paths: dict[str, str]) -> types.SimpleNamespace:
+    """``{name: dotted path under the pack}`` → the modules as ComfyUI loaded them (relative imports need
+    the pack as their parent, so they are imported under its module name)."""
+    return types.SimpleNamespace(
+        **{name: importlib.import_module(f"{pack_module.__name__}.{path}") for name, path in paths.items()}
+    )
 
 
 def load_model(directory: Path, name: str):

@@ -34,20 +34,14 @@ from pathlib import Path
 import pytest
 from browser import Chromium, find_chromium
 from harness import PACK_FOLDER_NAME, REPO_ROOT, ComfyServer
+from nodes_support import GRAPH_NODE_IDS
 
 pytestmark = pytest.mark.browser
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 UI_NAMES = tuple(sorted(path.stem for path in WORKFLOWS_DIR.glob("*.json")))
 """Every UI graph shipped in workflows/ (test_workflows.py checks the folder holds exactly the examples)."""
-OUR_NODE_TYPES = {
-    "LoadCustomVideoX",
-    "CustomVideoXReferenceEncode",
-    "CustomVideoXTimeAwareBias",
-    "CustomVideoXERAEMask",
-    "CustomVideoXSample",
-    "CustomVideoXApply",
-}
+OUR_NODE_TYPES = GRAPH_NODE_IDS
 MODEL_FOLDERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae"}
 FRONTEND_WIDGET_EXTRAS = {"control_after_generate", "upload", "$$canvas-image-preview"}
 """Widgets the frontend adds on its own (seed control mode, upload button, image preview)."""

@@ -6,6 +6,8 @@ models, built with ComfyUI's own classes; sampling runs through ComfyUI's own sa
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import pytest
@@ -192,20 +194,20 @@ def run_sample_node(comfy_host, model, reference, *, seed: int, steps: int, tab=
     """CustomVideoXSample at the test size (5 frames, cfg 2, euler/simple) → the video latent."""
     node = comfy_host.node_class("CustomVideoXSample")
     output = node.execute(
-        model,
-        _cond(1),
-        _cond(2),
-        reference,
-        VIDEO_WIDTH,
-        VIDEO_HEIGHT,
-        5,
-        seed,
-        steps,
-        2.0,
-        "euler",
-        "simple",
-        1.0,
-        False,
+        model=model,
+        positive=_cond(1),
+        negative=_cond(2),
+        reference=reference,
+        width=VIDEO_WIDTH,
+        height=VIDEO_HEIGHT,
+        length=5,
+        seed=seed,
+        steps=steps,
+        cfg=2.0,
+        sampler_name="euler",
+        scheduler="simple",
+        denoise=1.0,
+        uncond_sees_reference=False,
         tab=tab,
     )
     return output.args[0]["samples"]
@@ -241,3 +243,83 @@ def test_apply_then_ksampler_equals_sample_node(comfy_host, pack, vae, models):
     via_apply = sample(applied, seed=9, steps=2, cfg=2.0)
     via_sample = run_sample_node(comfy_host, model, reference, seed=9, steps=2)
     assert torch.allclose(via_apply, via_sample, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------
+# NaN in, clear error out. The broken VAE is the tiny VAE's own object with its ``encode`` wrapped
+# (ComfyUI's code is untouched): it returns what the real encode returns with NaN or inf written into
+# it, as broken weights or an fp16 overflow would. The oracle is the error text: it names the VAE's
+# class and dtype, or the input.
+# ---------------------------------------------------------------------------------------------------
+
+
+def broken_vae(vae, value: float):
+    """A shallow copy of ``vae`` whose ``encode`` writes ``value`` into one latent of each result."""
+    broken = copy.copy(vae)
+    real_encode = vae.encode
+
+    def encode(pixels):
+        latent = real_encode(pixels).clone()
+        latent.view(-1)[3] = value
+        return latent
+
+    broken.encode = encode
+    return broken
+
+
+def encode_one(comfy_host, vae, mask=None):
+    node = comfy_host.node_class("CustomVideoXReferenceEncode")
+    return node.execute(vae, reference_images(1), VIDEO_WIDTH, VIDEO_HEIGHT, "pad", False, mask).args[0]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_reference_encode_refuses_non_finite_vae_latents_naming_the_vae(comfy_host, vae, value):
+    encode_one(comfy_host, vae)  # the same VAE without the fault encodes fine
+    with pytest.raises(ValueError) as caught:
+        encode_one(comfy_host, broken_vae(vae, value))
+    message = str(caught.value)
+    assert type(vae.first_stage_model).__name__ in message
+    assert str(vae.vae_dtype) in message
+    assert ("1 NaN" if value != value else "1 infinite") in message
+    assert "fp32-vae" in message
+
+
+def test_reference_encode_refuses_a_nan_mask(comfy_host, vae):
+    mask = torch.ones(1, VIDEO_HEIGHT, VIDEO_WIDTH)
+    mask[0, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        encode_one(comfy_host, vae, mask)
+
+
+@pytest.mark.parametrize("node_id", ["CustomVideoXApply", "CustomVideoXSample"])
+def test_apply_and_sample_refuse_non_finite_reference_latents_and_masks(comfy_host, vae, models, node_id):
+    model = models["cogvideox-5b"]
+    good = encode_one(comfy_host, vae)
+    latents = good.latents.clone()
+    latents[0, 0, 0, 0, 0] = float("nan")
+    masks = good.masks.clone()
+    masks[0, 0, 0] = float("inf")
+    cases = {
+        "the reference latents": dataclasses.replace(good, latents=latents),
+        "subject mask": dataclasses.replace(good, masks=masks),
+    }
+
+    def run(reference):
+        if node_id == "CustomVideoXApply":
+            return comfy_host.node_class(node_id).execute(model, reference, False).args[0]
+        return run_sample_node(comfy_host, model, reference, seed=0, steps=1)
+
+    assert run(good) is not None  # the finite reference is accepted
+    for expected, reference in cases.items():
+        with pytest.raises(ValueError, match=expected):
+            run(reference)
+
+
+def test_apply_refuses_a_non_finite_erae_mask(comfy_host, pack, vae, models):
+    model = models["cogvideox-5b"]
+    good = encode_one(comfy_host, vae)
+    mask = torch.ones(1, *good.source_size)
+    mask[0, 1, 1] = float("nan")
+    erae = pack.types.ERAESettings(config=pack.erae.ERAEConfig(), reference_mask=mask)
+    with pytest.raises(ValueError, match="ERAEMask's reference_mask"):
+        comfy_host.node_class("CustomVideoXApply").execute(model, good, False, erae=erae)

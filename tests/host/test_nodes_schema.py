@@ -6,7 +6,9 @@ type and default in order, fixed combo choices, and the outputs. Two tests guard
 - ``test_schema_is_backward_compatible`` (rule in :func:`compatibility_problems`): ids may not
   disappear; sockets and widgets each keep their order, names, types and defaults, with new ones only
   after them; added inputs are optional and optional ones stay optional (an input may only be relaxed
-  from required to optional); outputs may only be appended.
+  from required to optional); outputs may only be appended. It compares the live schema with the
+  snapshot as it was read *before* anything could rewrite it (the ``recorded`` fixture), and the update
+  mode refuses to write a snapshot that breaks that rule, so updating the snapshot can never "fix" it.
 - ``test_schema_snapshot_is_current`` wants the snapshot to list exactly what is live; after a
   *compatible* addition, record it with ``CVX_UPDATE_SCHEMA_SNAPSHOT=1`` and commit the file.
 """
@@ -18,20 +20,11 @@ import os
 from pathlib import Path
 
 import pytest
+from nodes_support import PACK_NODE_IDS
 
 SNAPSHOT = Path(__file__).with_name("schema_snapshot.json")
 CATEGORY_ROOT = "CustomVideoX"
-NODE_IDS = {
-    "LoadCustomVideoX",
-    "CustomVideoXReferenceEncode",
-    "CustomVideoXTimeAwareBias",
-    "CustomVideoXERAEMask",
-    "CustomVideoXSample",
-    "CustomVideoXApply",
-    "CustomVideoXTrainAdapter",
-    "CustomVideoXLoadConcatID",
-    "CustomVideoXLoadConcatIDWan",
-}
+NODE_IDS = PACK_NODE_IDS
 # Combo inputs whose choices depend on the machine (files, ComfyUI's sampler list): only the default is kept.
 DYNAMIC_COMBOS = {"adapter", "resume_from", "sampler_name", "scheduler", "checkpoint"}
 
@@ -78,9 +71,21 @@ def live_schema(comfy_host, pack_module) -> dict:
 
 
 @pytest.fixture(scope="module")
-def schema(comfy_host, pack_module) -> dict:
+def recorded() -> dict:
+    """The snapshot as committed: read once, before the ``schema`` fixture may rewrite the file."""
+    return json.loads(SNAPSHOT.read_text())
+
+
+@pytest.fixture(scope="module")
+def schema(comfy_host, pack_module, recorded) -> dict:
     live = live_schema(comfy_host, pack_module)
     if os.environ.get("CVX_UPDATE_SCHEMA_SNAPSHOT") == "1":
+        problems = compatibility_problems(recorded, live)
+        if problems:
+            pytest.fail(
+                "CVX_UPDATE_SCHEMA_SNAPSHOT=1 refuses to record a schema that breaks saved workflows:\n"
+                + "\n".join(problems)
+            )
         SNAPSHOT.write_text(json.dumps(live, indent=2, sort_keys=True) + "\n")
     return live
 
@@ -143,8 +148,7 @@ def compatibility_problems(recorded: dict, live: dict) -> list[str]:
     return problems
 
 
-def test_schema_is_backward_compatible(schema):
-    recorded = json.loads(SNAPSHOT.read_text())
+def test_schema_is_backward_compatible(schema, recorded):
     problems = compatibility_problems(recorded, schema)
     assert not problems, "changes that break saved workflows:\n" + "\n".join(problems)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import json
 import math
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from harness import REPO_ROOT
+from nodes_support import pack_modules
 from tiny_models import TINY_TEXT_DIM, write_tiny_vae
 
 WIDTH, HEIGHT, LENGTH = 96, 64, 5
@@ -50,6 +50,8 @@ ALL_ITEMS = (*PATTERN_ITEMS, MP4_ITEM, MASKED_ITEM, VIDEO_ONLY_ITEM)
 EVAL_TIMESTEP = 500
 EVAL_SEEDS = (0, 1, 2)
 EVAL_ITEMS = PATTERN_ITEMS[:8]
+QUICK_RUN = {"rank": 4, "alpha": 4.0, "warmup_steps": 0, "bf16": False}
+"""A few-step run's LoRA shape and schedule (tests of files and plumbing, not of learning)."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -69,23 +71,11 @@ def one_cpu_thread():
 
 @pytest.fixture(scope="module")
 def pack(pack_module) -> SimpleNamespace:
-    """The pack's modules as ComfyUI loaded them (relative imports need the pack as parent)."""
-
-    def load(name: str):
-        return importlib.import_module(f"{pack_module.__name__}.{name}")
-
-    return SimpleNamespace(
-        train_node=load("nodes.train_node"),
-        train_run=load("nodes.train_run"),
-        train_data=load("nodes.train_data"),
-        load_node=load("nodes.load_node"),
-        patch=load("nodes.patch"),
-        types=load("nodes.types"),
-        tab=load("customvideox_core.tab"),
-        adapter_file=load("customvideox_core.adapter_file"),
-        hosts=load("customvideox_core.hosts"),
-        core=load("customvideox_core"),
-    )
+    """The pack's modules as ComfyUI loaded them."""
+    names = ("train_node", "train_run", "train_data", "load_node", "patch", "types")
+    paths = {name: f"nodes.{name}" for name in names}
+    paths.update({name: f"customvideox_core.{name}" for name in ("tab", "adapter_file", "hosts")})
+    return pack_modules(pack_module, {**paths, "core": "customvideox_core"})
 
 
 def _pattern(seed: int) -> torch.Tensor:
@@ -393,23 +383,29 @@ def test_overwrite_replaces_the_file_when_asked(pack, trained, models, dataset) 
     assert metadata.steps == 4 and _digest(path) != digest
 
 
-def test_saves_every_n_steps_into_its_own_file(pack, models, dataset) -> None:
-    node, run = pack.train_node, pack.train_run
-    settings = run.TrainAdapterSettings(
-        adapter_name="cvx_test_periodic",
-        data=pack.train_data.TrainDataSettings(WIDTH, HEIGHT, LENGTH),
-        rank=4,
-        alpha=4.0,
-        steps=7,
-        warmup_steps=0,
-        save_every=3,
-        gradient_checkpointing=True,
-        bf16=False,
+def _prepared_run(pack, models, dataset: Path, **values):
+    """Settings at the test size (``values``: the rest), the adapter's path, the host and the encoded data."""
+    settings = pack.train_run.TrainAdapterSettings(
+        data=pack.train_data.TrainDataSettings(WIDTH, HEIGHT, LENGTH), **values
     )
-    path = node.adapter_output_path(settings.adapter_name)
-    host = node.host_signature(models.model)
     with torch.inference_mode():
         prepared = pack.train_data.prepare_dataset(models.vae, dataset, settings.data)
+    path = pack.train_node.adapter_output_path(settings.adapter_name)
+    return settings, path, pack.train_node.host_signature(models.model), prepared
+
+
+def test_saves_every_n_steps_into_its_own_file(pack, models, dataset) -> None:
+    run = pack.train_run
+    settings, path, host, prepared = _prepared_run(
+        pack,
+        models,
+        dataset,
+        adapter_name="cvx_test_periodic",
+        **QUICK_RUN,
+        steps=7,
+        save_every=3,
+        gradient_checkpointing=True,
+    )
     seen: dict[int, int] = {}
 
     def on_step(step) -> None:  # the file on disk after each step: saved at 3 and 6, then 7 at the end
@@ -495,10 +491,12 @@ def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset
     equal within float32 rounding (rtol = atol = 1e-4)."""
     import comfy.model_management
 
-    node, run = pack.train_node, pack.train_run
-    settings = run.TrainAdapterSettings(
+    run = pack.train_run
+    settings, path, host, prepared = _prepared_run(
+        pack,
+        models,
+        dataset,
         adapter_name="cvx_test_equivalence",
-        data=pack.train_data.TrainDataSettings(WIDTH, HEIGHT, LENGTH),
         rank=8,
         alpha=4.0,
         steps=40,
@@ -507,10 +505,6 @@ def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset
         save_every=0,
         bf16=False,
     )
-    path = node.adapter_output_path(settings.adapter_name)
-    host = node.host_signature(models.model)
-    with torch.inference_mode():
-        prepared = pack.train_data.prepare_dataset(models.vae, dataset, settings.data)
     captured: dict[str, object] = {}
 
     def on_trained(dit, entries) -> None:
@@ -806,7 +800,8 @@ def test_schema_has_tooltips_and_is_an_output_node(pack) -> None:
     assert schema.display_name == "CustomVideoX Train Adapter" and schema.category == "CustomVideoX"
     assert schema.is_output_node
     names = [item.id for item in schema.inputs]
-    assert names == list(_node_inputs(SimpleNamespace(model=0, vae=0, positive=0, context=0), Path(".")))
+    widgets = list(_node_inputs(SimpleNamespace(model=0, vae=0, positive=0, context=0), Path(".")))
+    assert names == [*widgets, "settings"]
     assert all(item.tooltip for item in schema.inputs), [
         item.id for item in schema.inputs if not item.tooltip
     ]
@@ -843,20 +838,16 @@ def test_dataset_fingerprint_follows_the_files_not_the_cache(pack, tmp_path) -> 
     assert pack.train_node.dataset_signature(str(folder)) != signature
 
 
-def test_api_workflow_runs_through_comfyui(
-    pack, comfy_host, tiny_models, trained, dataset, test_vae_name
-) -> None:
-    """The shipped API graph, with the tiny model, the test VAE and random text conditioning in place
-    of the T5 encoder, validates and runs in ComfyUI's executor."""
-    import nodes as comfy_nodes
-
+def _shipped_train_prompt(tiny_models, vae_name: str, dataset: Path) -> tuple[dict, str]:
+    """The shipped API graph with the tiny model, the test VAE, random text conditioning in place of the
+    T5 encoder, and the test dataset at the test size; returns it and the Train Adapter's node id."""
     prompt = json.loads((REPO_ROOT / "workflows" / "api" / "customvideox_train_api.json").read_text())
     train_nodes = [key for key, node in prompt.items() if node["class_type"] == "CustomVideoXTrainAdapter"]
     assert len(train_nodes) == 1
     train_id = train_nodes[0]
     assert prompt["1"]["class_type"] == "UNETLoader" and prompt["2"]["class_type"] == "VAELoader"
     prompt["1"]["inputs"]["unet_name"] = tiny_models.cogvideox["5b"]
-    prompt["2"]["inputs"]["vae_name"] = test_vae_name
+    prompt["2"]["inputs"]["vae_name"] = vae_name
     conditioning_id = prompt[train_id]["inputs"]["positive"][0]
     assert prompt[conditioning_id]["class_type"] == "CLIPTextEncode"
     clip_id = prompt[conditioning_id]["inputs"]["clip"][0]
@@ -865,19 +856,20 @@ def test_api_workflow_runs_through_comfyui(
         "class_type": "CVXTestRandomConditioning",
         "inputs": {"seed": 1, "length": 6, "dim": TINY_TEXT_DIM},
     }
+    prompt[train_id]["inputs"].update(dataset_path=str(dataset), width=WIDTH, height=HEIGHT, length=LENGTH)
+    return prompt, train_id
+
+
+def test_api_workflow_runs_through_comfyui(
+    pack, comfy_host, tiny_models, trained, dataset, test_vae_name
+) -> None:
+    """The shipped API graph, with the tiny model, the test VAE and random text conditioning in place
+    of the T5 encoder, validates and runs in ComfyUI's executor."""
+    import nodes as comfy_nodes
+
+    prompt, train_id = _shipped_train_prompt(tiny_models, test_vae_name, dataset)
     prompt[train_id]["inputs"].update(
-        dataset_path=str(dataset),
-        adapter_name="cvx_test_workflow",
-        width=WIDTH,
-        height=HEIGHT,
-        length=LENGTH,
-        rank=4,
-        alpha=4.0,
-        steps=3,
-        warmup_steps=0,
-        save_every=0,
-        gradient_checkpointing=False,
-        bf16=False,
+        adapter_name="cvx_test_workflow", **QUICK_RUN, steps=3, save_every=0, gradient_checkpointing=False
     )
     assert (
         comfy_nodes.NODE_CLASS_MAPPINGS["CustomVideoXTrainAdapter"]
@@ -891,6 +883,51 @@ def test_api_workflow_runs_through_comfyui(
     progress = [event for event in result.progress if event.node_id == train_id]
     assert progress and progress[-1].value == progress[-1].total == 3
     assert math.isfinite(float(pack.adapter_file.load_adapter(Path(adapter_path))[1].extra["loss_end"]))
+
+
+TRAIN_SETTINGS = {
+    "rank": 4,
+    "alpha": 2.0,
+    "dropout": 0.0,
+    "steps": 4,
+    "learning_rate": 3e-3,
+    "warmup_steps": 1,
+    "batch_size": 2,
+    "seed": 11,
+    "save_every": 0,
+    "gradient_checkpointing": False,
+    "bf16": False,
+}
+
+
+def test_train_settings_node_trains_exactly_as_the_old_widgets(
+    pack, comfy_host, tiny_models, dataset, test_vae_name
+) -> None:
+    """The shipped graph (saved before the Train Settings node: settings on Train Adapter's widgets) and
+    the same graph with the settings on a Train Settings node give the same adapter, weight for weight;
+    the connected node overrides Train Adapter's own (here different) widgets."""
+    other_widgets = dict(TRAIN_SETTINGS, rank=8, alpha=8.0, steps=2, learning_rate=1e-2, seed=3, batch_size=1)
+    adapters = {}
+    for style, widgets in (("old", TRAIN_SETTINGS), ("new", other_widgets)):
+        prompt, train_id = _shipped_train_prompt(tiny_models, test_vae_name, dataset)
+        prompt[train_id]["inputs"].update(widgets, adapter_name=f"cvx_test_{style}_style", overwrite=True)
+        if style == "new":
+            prompt["cvx_settings"] = {
+                "class_type": "CustomVideoXTrainSettings",
+                "inputs": dict(TRAIN_SETTINGS),
+            }
+            prompt[train_id]["inputs"]["settings"] = ["cvx_settings", 0]
+        result = comfy_host.run_graph(prompt, capture=[train_id])
+        adapters[style] = pack.adapter_file.load_adapter(Path(result.node_outputs[train_id][1]))
+    (old_weights, old_meta), (new_weights, new_meta) = adapters["old"], adapters["new"]
+    assert (old_meta.rank, old_meta.alpha, old_meta.steps) == (4, 2.0, 4)
+    assert (new_meta.rank, new_meta.alpha, new_meta.steps) == (4, 2.0, 4)
+    for key in ("learning_rate", "batch_size", "seed", "loss_start", "loss_end"):
+        assert old_meta.extra[key] == new_meta.extra[key], key
+    assert sorted(old_weights) == sorted(new_weights)
+    for name, tensor in old_weights.items():
+        assert torch.equal(tensor, new_weights[name]), name
+    assert any(tensor.abs().max() > 0 for tensor in old_weights.values())
 
 
 @pytest.mark.parametrize("variant", ["2b", "1.5", "wan"])

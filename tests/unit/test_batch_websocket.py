@@ -31,6 +31,15 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
     return bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
 
 
+def read_client_frame(server: socket.socket, opcode: int) -> bytes:
+    """The payload of the next (short) frame the client sent; asserts its opcode and that it is masked."""
+    server.settimeout(1.0)
+    raw = server.recv(100)
+    assert raw[0] == 0x80 | opcode and raw[1] & 0x80, "client frames must be masked"
+    length = raw[1] & 0x7F
+    return unmask(raw[6 : 6 + length], raw[2:6])
+
+
 def _accept_one(listener: socket.socket, status: str, answer: list) -> None:
     peer, _ = listener.accept()
     request = b""
@@ -97,11 +106,7 @@ def test_mask_is_a_bytewise_xor(payload: bytes, mask: bytes) -> None:
 def test_client_frames_are_masked(pair) -> None:
     connection, server = pair
     connection.send_text("hi there")
-    server.settimeout(1.0)
-    raw = server.recv(100)
-    assert raw[0] == 0x80 | OPCODE_TEXT and raw[1] & 0x80, "client frames must be masked"
-    length = raw[1] & 0x7F
-    assert unmask(raw[6 : 6 + length], raw[2:6]) == b"hi there"
+    assert read_client_frame(server, OPCODE_TEXT) == b"hi there"
 
 
 def test_fragmented_text_message_is_reassembled(pair) -> None:
@@ -132,11 +137,7 @@ def test_ping_is_answered_with_a_masked_pong(pair) -> None:
     connection, server = pair
     server.sendall(server_frame(OPCODE_PING, b"are you there") + server_frame(OPCODE_TEXT, b"after"))
     assert connection.receive(timeout=1.0) == "after"
-    server.settimeout(1.0)
-    raw = server.recv(100)
-    assert raw[0] == 0x80 | OPCODE_PONG and raw[1] & 0x80, "client frames must be masked"
-    length = raw[1] & 0x7F
-    assert unmask(raw[6 : 6 + length], raw[2:6]) == b"are you there"
+    assert read_client_frame(server, OPCODE_PONG) == b"are you there"
 
 
 def test_close_frame_and_eof_raise_closed(pair) -> None:

@@ -1,4 +1,4 @@
-"""Token layout and bias factors against a naive entry-by-entry bias (DESIGN.md, "The bias, precisely")."""
+"""Token layout and bias factors against a naive entry-by-entry bias (docs/ARCHITECTURE.md, "The bias")."""
 
 import math
 
@@ -19,7 +19,7 @@ def naive_bias(
     gamma: float,
     term_frames: list[list[int]] | None = None,
 ) -> torch.Tensor:
-    """The DESIGN.md bias written entry by entry with Python floats: [B, L, L].
+    """The bias of docs/ARCHITECTURE.md ("The bias") written entry by entry with Python floats: [B, L, L].
 
     ``activation[row][i]`` is a float (one term) or a list with one value per term of ``term_frames``.
     """

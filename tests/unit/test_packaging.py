@@ -125,3 +125,15 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert "The test command itself is `python -m pytest`" in readme
     assert '"$venv_python" -m pytest\n' in ci
+
+
+def test_registry_icon_is_a_square_png_in_the_repository():
+    """``[tool.comfy] Icon`` points at this repository's ``main`` branch: the file must exist here."""
+    import struct
+
+    icon_url = PYPROJECT["tool"]["comfy"]["Icon"]
+    relative = icon_url.split("/main/", 1)[1]
+    data = (REPO_ROOT / relative).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width == height and width >= 128, (width, height)

@@ -1,4 +1,4 @@
-"""reference_self_attention / plan_step against a dense float64 oracle written from DESIGN.md."""
+"""reference_self_attention / plan_step against a dense float64 oracle written from docs/ARCHITECTURE.md ("The bias")."""
 
 import math
 
@@ -47,7 +47,7 @@ def naive_activation(query, key, heads, layout, positions):
 def naive_attention(
     query, key, value, heads, layout, *, tab, weights, gamma, activation, row_sees, blocked_keys
 ):
-    """Dense softmax with the DESIGN.md bias, written entry by entry. Blocked keys are removed outright."""
+    """Dense softmax with the docs/ARCHITECTURE.md bias, written entry by entry. Blocked keys are removed outright."""
     batch, length, _ = query.shape
     q = query.double().reshape(batch, length, heads, HEAD_DIM)
     k = key.double().reshape(batch, length, heads, HEAD_DIM)

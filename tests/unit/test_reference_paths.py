@@ -28,7 +28,7 @@ LAYOUT = TokenLayout.cogvideox(text=5, frames=2, reference_frames=2, frame_token
 
 
 def oracle(query, key, value, *, tab, weights, sees, kept, term_frames, activation, gamma):
-    """Dense float64 softmax, one logit at a time, DESIGN.md's bias; dropped keys removed outright.
+    """Dense float64 softmax, one logit at a time, docs/ARCHITECTURE.md's bias ("The bias"); dropped keys removed outright.
 
     activation: [B][video][K] floats or None; term_frames: K lists of reference frames.
     A row that does not see the reference: text/video queries attend to text/video keys only, each

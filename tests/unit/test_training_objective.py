@@ -51,12 +51,16 @@ def test_alphas_cumprod_without_rescale_is_the_plain_product():
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=0)
 
 
+def clean_and_noise(seed: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 ``[batch, 3, 2, 2, 2]`` latents and noise, in that draw order."""
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(batch, 3, 2, 2, 2, generator=generator, dtype=torch.float64) for _ in range(2))
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 999), st.integers(0, 2**16))
 def test_v_prediction_noising_and_target(timestep, seed):
-    generator = torch.Generator().manual_seed(seed)
-    clean = torch.randn(2, 3, 2, 2, 2, generator=generator, dtype=torch.float64)
-    noise = torch.randn(2, 3, 2, 2, 2, generator=generator, dtype=torch.float64)
+    clean, noise = clean_and_noise(seed, batch=2)
     alpha_bar = diffusers_style_alphas_cumprod()[0][timestep].item()
     noisy, target = DenoisingObjective("v_prediction").noisy_and_target(
         clean, noise, torch.tensor([timestep] * 2)
@@ -70,9 +74,7 @@ def test_v_prediction_noising_and_target(timestep, seed):
 @settings(max_examples=25, deadline=None)
 @given(st.floats(0.0, 1.0), st.integers(0, 2**16))
 def test_flow_matching_noising_and_target(sigma, seed):
-    generator = torch.Generator().manual_seed(seed)
-    clean = torch.randn(1, 3, 2, 2, 2, generator=generator, dtype=torch.float64)
-    noise = torch.randn(1, 3, 2, 2, 2, generator=generator, dtype=torch.float64)
+    clean, noise = clean_and_noise(seed, batch=1)
     noisy, target = DenoisingObjective("flow_matching").noisy_and_target(
         clean, noise, torch.tensor([sigma], dtype=torch.float64)
     )
