@@ -13,6 +13,7 @@ from .erae_node import CustomVideoXERAEMask
 from .load_node import LoadCustomVideoX
 from .reference_node import CustomVideoXReferenceEncode
 from .sample_node import CustomVideoXSample
+from .score_node import CustomVideoXScore
 from .tab_node import CustomVideoXTimeAwareBias
 from .train_node import CustomVideoXTrainAdapter
 
@@ -41,6 +42,7 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXSample,
     CustomVideoXApply,
     CustomVideoXTrainAdapter,
+    CustomVideoXScore,
 ]
 
 

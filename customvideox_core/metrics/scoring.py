@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..score_summary import METRIC_LABELS
 from .regions import REGION_MODES, RegionMode, check_images, select_region
 from .sampling import frame_indices
 from .similarity import identity_per_reference, temporal_consistency, text_per_frame
@@ -105,9 +106,8 @@ class VideoScores:
 
     def summary_text(self) -> str:
         """One line per measure, e.g. ``CLIP-I 0.8123`` (``n/a`` when not measured)."""
-        labels = {"clip_i": "CLIP-I", "dino_i": "DINO-I", "t_cons": "T.Cons", "clip_t": "CLIP-T"}
         lines = []
-        for key, label in labels.items():
+        for key, label in METRIC_LABELS.items():
             value = self.means[key]
             lines.append(f"{label} {'n/a' if value is None else f'{value:.4f}'}")
         lines.append(f"{len(self.frames)} frame(s) scored ({self.region}), {self.references} reference(s)")
