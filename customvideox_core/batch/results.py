@@ -113,12 +113,8 @@ def to_csv(header: Sequence[str], rows: Sequence[Mapping[str, object]]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=list(header), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({name: _csv_cell(row.get(name, "")) for name in header})
+        writer.writerow({name: row.get(name, "") for name in header})  # floats in full (repr)
     return buffer.getvalue()
-
-
-def _csv_cell(value: object) -> object:
-    return f"{value:.6f}" if isinstance(value, float) else value
 
 
 def to_markdown(header: Sequence[str], rows: Sequence[Mapping[str, object]]) -> str:

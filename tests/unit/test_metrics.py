@@ -254,3 +254,30 @@ def test_summary_is_json_and_text() -> None:
     assert document["clip_i"] == pytest.approx(sum(document["per_frame"]["clip_i"]) / 3)
     text = scores.summary_text()
     assert "DINO-I n/a" in text and f"CLIP-I {scores.means['clip_i']:.4f}" in text
+
+
+def test_text_projection_is_the_one_that_fits_both_widths() -> None:
+    from customvideox_core.metrics.text import project_text, select_text_projection
+
+    generator = torch.Generator().manual_seed(0)
+    projection_g = torch.randn(6, 5, generator=generator)
+    weights = {
+        "clip_l.transformer.text_projection.weight": torch.randn(4, 4, generator=generator),
+        "clip_g.transformer.text_projection.weight": projection_g,
+        "clip_g.transformer.text_model.final_layer_norm.weight": torch.ones(5),
+    }
+    assert select_text_projection(weights, pooled_width=5, embed_width=6) is projection_g
+    pooled = torch.randn(1, 5, generator=generator)
+    projected = project_text(pooled, projection_g)
+    expected = [
+        math.fsum(float(projection_g[i, j]) * float(pooled[0, j]) for j in range(5)) for i in range(6)
+    ]
+    assert projected.tolist() == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="no CLIP text projection"):
+        select_text_projection({"encoder.block.0.weight": torch.ones(2, 2)}, 2, 2)
+    with pytest.raises(ValueError, match="no text projection maps"):
+        select_text_projection(weights, pooled_width=5, embed_width=7)
+    with pytest.raises(ValueError, match="several text projections fit"):
+        select_text_projection(
+            {"a.text_projection.weight": torch.ones(4, 4), "b.text_projection.weight": torch.ones(4, 4)}, 4, 4
+        )
