@@ -28,6 +28,7 @@ NODE_IDS = {
     "CustomVideoXSample",
     "CustomVideoXApply",
     "CustomVideoXTrainAdapter",
+    "CustomVideoXScore",
 }
 # Combo inputs whose choices depend on the machine (files, ComfyUI's sampler list): only the default is kept.
 DYNAMIC_COMBOS = {"adapter", "resume_from", "sampler_name", "scheduler"}
