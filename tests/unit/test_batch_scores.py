@@ -291,3 +291,22 @@ def test_cli_sweep_and_its_errors(stub, tmp_path) -> None:
     assert cli_main([str(jobs), *base, "--sweep", "tab_start=0.9", "--sweep", "tab_end=0.1", "--check"]) == 2
     two, _ = write_job(tmp_path, [{"reference": "dog.png", "prompt": "a", "seed": 1}] * 2)
     assert cli_main([str(two), *base, "--sweep", "seed=1,2"]) == 2
+
+
+@pytest.mark.parametrize(("file_name", "count"), [("example_subjects.jsonl", 8), ("example_sweep.jsonl", 1)])
+def test_the_shipped_example_job_files_are_valid(tmp_path, file_name, count) -> None:
+    """Valid job files once the user's pictures are in ``refs/`` (the pictures are not shipped)."""
+    source = Path(__file__).resolve().parents[2] / "workflows" / "jobs" / file_name
+    copy = tmp_path / file_name
+    copy.write_text(source.read_text())
+    rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    (tmp_path / "refs").mkdir()
+    for row in rows:
+        (tmp_path / row["reference"]).write_bytes(b"picture")
+    jobs = load_jobs(copy)
+    assert len(jobs) == count
+    for job in jobs:
+        for word in job.entity_words.split(","):
+            assert word.strip().lower() in job.prompt.lower()
+    points, _ = expand(jobs[0], [parse_axis("tab_peak=0,1,2"), parse_axis("seed=1,2")])
+    assert len(points) == 6
