@@ -23,6 +23,8 @@ from ..score_summary import METRIC_LABELS, METRICS, SCORE_UI_KEY
 from .jobs import Job
 from .manifest import JobRecord, atomic_write_text
 
+SCORE_NODE_CLASS = "CustomVideoXScore"
+
 RESULTS_CSV = "results.csv"
 RESULTS_MARKDOWN = "results.md"
 
@@ -38,6 +40,11 @@ def scores_from_history(history_entry: Mapping) -> dict[str, dict] | None:
         if isinstance(records, list) and records and isinstance(records[0], Mapping):
             found[str(node_id)] = dict(records[0])
     return found or None
+
+
+def expects_scores(workflow: Mapping[str, Mapping]) -> bool:
+    """Whether an API-format workflow has a ``CustomVideoXScore`` node."""
+    return any(node.get("class_type") == SCORE_NODE_CLASS for node in workflow.values())
 
 
 def job_settings(job: Job) -> dict[str, object]:

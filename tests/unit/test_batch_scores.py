@@ -310,3 +310,18 @@ def test_the_shipped_example_job_files_are_valid(tmp_path, file_name, count) -> 
             assert word.strip().lower() in job.prompt.lower()
     points, _ = expand(jobs[0], [parse_axis("tab_peak=0,1,2"), parse_axis("seed=1,2")])
     assert len(points) == 6
+
+
+def test_a_score_node_that_reports_nothing_is_warned_about(tmp_path, caplog) -> None:
+    from batch_stub_server import StubBehaviour
+
+    server = StubComfyServer(StubBehaviour(scores=lambda prompt: None)).start()
+    try:
+        jobs, workflow = write_job(tmp_path, [{"reference": "dog.png", "prompt": "a dog", "seed": 1}])
+        with caplog.at_level("WARNING", logger="customvideox_core.batch.worker"):
+            assert run_batch(config(tmp_path, jobs, workflow, server)).ok
+    finally:
+        server.stop()
+    assert "has a CustomVideoXScore node but prompt" in caplog.text
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["jobs"]["job_0001"]["scores"] is None

@@ -176,10 +176,10 @@ class CVXTestTinyClipVisionLoader(io.ComfyNode):
             category="_for_testing/customvideox",
             description="Loads a tiny CLIP-vision/DINOv2 test file as comfy.clip_vision.ClipVisionModel.",
             inputs=[
-                io.Combo.Input(
-                    "clip_name",
-                    options=folder_paths.get_filename_list("clip_vision"),
-                    tooltip="A file written by tests/host/tiny_models.py.",
+                # A plain string, not a combo: a server started before the test wrote the file keeps
+                # a stale cached file list for a models folder that did not exist yet.
+                io.String.Input(
+                    "clip_name", tooltip="A file in models/clip_vision written by tiny_models.py."
                 ),
             ],
             outputs=[io.ClipVision.Output()],
@@ -187,7 +187,16 @@ class CVXTestTinyClipVisionLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip_name: str) -> io.NodeOutput:
-        path = folder_paths.get_full_path_or_raise("clip_vision", clip_name)
+        # Looked up on disk, not through folder_paths' cached file lists (see the input's comment).
+        folders = folder_paths.get_folder_paths("clip_vision")
+        found = [
+            os.path.join(folder, clip_name)
+            for folder in folders
+            if os.path.isfile(os.path.join(folder, clip_name))
+        ]
+        if not found:
+            raise FileNotFoundError(f"{clip_name} is in none of the clip_vision folders {folders}")
+        path = found[0]
         return io.NodeOutput(_tiny_models_module().load_tiny_clip_vision(path))
 
 
