@@ -347,8 +347,8 @@ TINY_CLIP_VISION_CONFIG: dict = {
 TINY_DINOV2_CONFIG: dict = {
     "hidden_size": 48,
     "use_mask_token": True,
-    "patch_size": 8,
-    "image_size": 32,
+    "patch_size": 14,
+    "image_size": 518,
     "num_channels": 3,
     "num_attention_heads": 2,
     "attention_probs_dropout_prob": 0.0,
@@ -365,7 +365,9 @@ TINY_DINOV2_CONFIG: dict = {
     "image_mean": [0.485, 0.456, 0.406],
     "image_std": [0.229, 0.224, 0.225],
 }
-"""A DINOv2-shaped config (same keys as ComfyUI's ``image_encoders/dino2_large.json``), tiny."""
+"""A DINOv2-shaped config (same keys as ComfyUI's ``image_encoders/dino2_large.json``), tiny in width
+and depth only: ComfyUI 0.21.0's ``Dino2Embeddings`` hard-codes the 518-pixel image and 14-pixel patches
+(a 37 × 37 position table), so the tiny model keeps that geometry."""
 
 TINY_CLIP_TEXT_CONFIG: dict = {
     "eos_token_id": 49407,
