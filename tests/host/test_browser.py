@@ -43,6 +43,7 @@ UI_NAMES = (
     "customvideox_wan21",
     "customvideox_multi_reference",
     "customvideox_erae_mask",
+    "customvideox_score",
 )
 OUR_NODE_TYPES = {
     "LoadCustomVideoX",
@@ -51,8 +52,14 @@ OUR_NODE_TYPES = {
     "CustomVideoXERAEMask",
     "CustomVideoXSample",
     "CustomVideoXApply",
+    "CustomVideoXScore",
 }
-MODEL_FOLDERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae"}
+MODEL_FOLDERS = {
+    "UNETLoader": "diffusion_models",
+    "CLIPLoader": "text_encoders",
+    "VAELoader": "vae",
+    "CLIPVisionLoader": "clip_vision",
+}
 FRONTEND_WIDGET_EXTRAS = {"control_after_generate", "upload", "$$canvas-image-preview"}
 """Widgets the frontend adds on its own (seed control mode, upload button, image preview)."""
 EDITOR_SIZE = (1600, 1000)
