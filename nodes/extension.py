@@ -17,6 +17,7 @@ from .erae_node import CustomVideoXERAEMask
 from .load_node import LoadCustomVideoX
 from .reference_node import CustomVideoXReferenceEncode
 from .sample_node import CustomVideoXSample
+from .score_node import CustomVideoXScore
 from .tab_node import CustomVideoXTimeAwareBias
 from .train_node import CustomVideoXTrainAdapter
 from .train_settings_node import CustomVideoXTrainSettings
@@ -47,6 +48,7 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXLoadConcatID,
     CustomVideoXLoadConcatIDWan,
     CustomVideoXTrainSettings,
+    CustomVideoXScore,
 ]
 
 

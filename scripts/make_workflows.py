@@ -512,6 +512,21 @@ after the video: the reference-trained model to use with this pack. No adapter i
 wire them through Batch Images. TAB and ERAE act on top; set TAB's peak to 0 for Phantom's own result.
 """
 
+SCORE_FILES_NOTE = """\
+**Scoring** (*CustomVideoX Score*, right column): the paper's fidelity measures of the decoded video,
+with encoders loaded by core's *Load CLIP Vision* (into `ComfyUI/models/…`):
+
+| file | folder |
+|---|---|
+| `clip_vision_h.safetensors`: OpenCLIP ViT-H/14 (the Wan I2V CLIP vision file) → CLIP-I, T.Cons | `clip_vision/` |
+| `dinov2_large.safetensors`: the `model.safetensors` of facebook/dinov2-large, renamed → DINO-I | `clip_vision/` |
+
+No DINOv2 file? Delete its loader: DINO-I then reads NaN. CLIP-T needs the text tower of the *same*
+CLIP (wire a CLIP of the same model into *clip* and type the prompt); a T5/umT5 encoder cannot give it.
+The scores (cosines; the paper prints them × 100) are drawn per frame on the node, returned as FLOATs
+and saved in the API's history under `cvx_scores`. See `docs/METRICS.md` for what they mean.
+"""
+
 HOW_TO_RUN = """\
 **Run it**
 1. *Load Image*: upload a photo of your subject (a plain background works best).
@@ -548,13 +563,15 @@ def customvideox_graph(
     note_text: str,
     reference_images: int = 1,
     wire_mask: bool = False,
+    score: bool = False,
 ) -> WorkflowSpec:
     """The layout all examples share, about 1,850 × 950 canvas units (readable at the editor's fit zoom).
 
     Node ids are the same in every example: 1 UNETLoader, 2 LoadCustomVideoX, 3 CLIPLoader,
     4 VAELoader, 5 Prompt, 6 positive and 7 negative CLIPTextEncode, 8 LoadImage, 9 ReferenceEncode,
     10 TimeAwareBias, 11 ERAEMask, 12 Sample, 13 VAEDecode, 14 CreateVideo, 15 SaveVideo, 16 the note,
-    17 ModelSamplingSD3 (Wan only), 18-19 more LoadImage and 20 BatchImagesNode (several references).
+    17 ModelSamplingSD3 (Wan only), 18-19 more LoadImage and 20 BatchImagesNode (several references),
+    21-23 the two Load CLIP Vision nodes and CustomVideoX Score (``score``, a sixth column).
     """
     loaders, prompts, bias, sampler, output = COLUMN_X
     shift_rows = 100 if host.shift is not None else 0
@@ -737,7 +754,31 @@ def customvideox_graph(
         ),
         _note(16, (bias, 500), (output + 300 - bias, 300), note_title, note_text),
     ]
+    if score:
+        nodes += _score_nodes(SCORE_COLUMN_X)
     return WorkflowSpec(name, tuple(nodes))
+
+
+SCORE_COLUMN_X = 1880
+"""Left edge of the scoring column (right of the output column)."""
+
+
+def _score_nodes(column: int) -> list[Node]:
+    """Load CLIP Vision (CLIP, DINOv2) → CustomVideoX Score of the decoded frames against the subject."""
+    return [
+        Node(21, "CLIPVisionLoader", (column, 0), (340, 58), {"clip_name": "clip_vision_h.safetensors"}),
+        Node(22, "CLIPVisionLoader", (column, 100), (340, 58), {"clip_name": "dinov2_large.safetensors"}),
+        Node(
+            23,
+            "CustomVideoXScore",
+            (column, 200),
+            (340, 420),
+            {"region": "full", "frame_stride": 1, "center_crop": True, "prompt": ""},
+            {"frames": (13, 0), "reference": (8, 0), "clip_vision": (21, 0), "dino_vision": (22, 0)},
+            color=PACK_COLOR,
+            bgcolor=PACK_BGCOLOR,
+        ),
+    ]
 
 
 def example_specs() -> tuple[WorkflowSpec, ...]:
@@ -784,6 +825,13 @@ def example_specs() -> tuple[WorkflowSpec, ...]:
             PHANTOM_WAN_1_3B,
             note_title="CustomVideoX · Phantom-Wan 1.3B / 14B · TAB + ERAE on a reference-trained model",
             note_text=PHANTOM_FILES_NOTE + "\n" + HOW_TO_RUN,
+        ),
+        customvideox_graph(
+            "customvideox_score",
+            COGVIDEOX_5B,
+            note_title="CustomVideoX · CogVideoX-5B · generate, then score against the subject",
+            note_text=COGVIDEOX_FILES_NOTE + "\n" + SCORE_FILES_NOTE + "\n" + HOW_TO_RUN,
+            score=True,
         ),
     )
 

@@ -21,9 +21,10 @@ GRAPH_NODE_IDS = frozenset(
         "CustomVideoXERAEMask",
         "CustomVideoXSample",
         "CustomVideoXApply",
+        "CustomVideoXScore",
     }
 )
-"""The pack's nodes the example generation graphs are built from."""
+"""The pack's nodes the example graphs are built from."""
 PACK_NODE_IDS = GRAPH_NODE_IDS | {
     "CustomVideoXTrainAdapter",
     "CustomVideoXTrainSettings",

@@ -38,12 +38,14 @@ UI_NAMES = (
     "customvideox_multi_reference",
     "customvideox_erae_mask",
     "customvideox_phantom_wan",
+    "customvideox_score",
 )
 FRONTEND_NOTE_TYPES = {"MarkdownNote", "Note"}
 MODEL_FILE_WIDGETS = {
     "UNETLoader": ("unet_name", "diffusion_models"),
     "CLIPLoader": ("clip_name", "text_encoders"),
     "VAELoader": ("vae_name", "vae"),
+    "CLIPVisionLoader": ("clip_name", "clip_vision"),
 }
 """Loader → (file-name widget, models folder): the widgets whose values name files users download."""
 CONTROL_AFTER_GENERATE_VALUES = {"fixed", "increment", "decrement", "randomize"}
@@ -275,7 +277,9 @@ def test_workflows_folder_holds_exactly_the_examples_and_their_twins():
     others = shipped - expected - {"api/customvideox_train_api.json"}
     assert not others, f"unexpected files in workflows/: {sorted(others)}"
     folders = sorted(path.name for path in WORKFLOWS_DIR.iterdir() if path.is_dir())
-    assert folders == ["api"], f"workflows/ holds UI graphs and the api/ folder only, found folders {folders}"
+    assert folders == ["api", "jobs"], (
+        f"workflows/ holds UI graphs, the api/ folder and the example job files in jobs/, found {folders}"
+    )
 
 
 @pytest.mark.parametrize("name", UI_NAMES)
@@ -426,7 +430,7 @@ def test_api_twin_validates_through_post_prompt_but_for_the_model_file_names(
 
 @pytest.mark.parametrize("name", UI_NAMES)
 def test_api_twin_with_local_model_files_passes_comfyui_validation(
-    name, comfy_host, pack_module, tiny_models
+    name, comfy_host, pack_module, tiny_models, tiny_encoders
 ):
     """Every loader pointed at a file the host has: ComfyUI's validate_prompt finds nothing (no run)."""
     import execution
@@ -439,6 +443,7 @@ def test_api_twin_with_local_model_files_passes_comfyui_validation(
         "UNETLoader": tiny_models.cogvideox["5b"],
         "CLIPLoader": PLACEHOLDER_TEXT_ENCODER,
         "VAELoader": tiny_models.vae,
+        "CLIPVisionLoader": tiny_encoders.clip_vision,
     }
     api = api_workflow(name)
     for node in api.values():
@@ -446,7 +451,8 @@ def test_api_twin_with_local_model_files_passes_comfyui_validation(
             node["inputs"][MODEL_FILE_WIDGETS[node["class_type"]][0]] = local_files[node["class_type"]]
     valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt(str(uuid.uuid4()), api, None))
     assert (valid, node_errors) == (True, {}), error
-    assert outputs == ["15"]  # SaveVideo is the one output
+    # SaveVideo is the output; the scoring example also runs CustomVideoX Score (an output node).
+    assert sorted(outputs) == (["15", "23"] if name == "customvideox_score" else ["15"])
 
 
 @pytest.mark.parametrize("name", [name for name in UI_NAMES if name != "customvideox_multi_reference"])
@@ -462,6 +468,7 @@ def test_batch_client_fills_the_api_twin(name):
     assert targets.tab_nodes == ("10",)
     assert targets.seed_inputs == (("12", "seed"),)
     assert targets.save_nodes == ("15",)
+    assert targets.cfg_nodes == ("12",)
     # The drawn mask lives in the reference's own LoadImage, so there is no separate mask loader.
     assert targets.mask_loaders == ()
     job = Job(
