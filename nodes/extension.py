@@ -13,6 +13,7 @@ from .erae_node import CustomVideoXERAEMask
 from .load_node import LoadCustomVideoX
 from .reference_node import CustomVideoXReferenceEncode
 from .sample_node import CustomVideoXSample
+from .standin_nodes import CustomVideoXApplyStandIn, CustomVideoXLoadStandIn
 from .tab_node import CustomVideoXTimeAwareBias
 from .train_node import CustomVideoXTrainAdapter
 
@@ -41,6 +42,8 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXSample,
     CustomVideoXApply,
     CustomVideoXTrainAdapter,
+    CustomVideoXLoadStandIn,
+    CustomVideoXApplyStandIn,
 ]
 
 
