@@ -28,9 +28,11 @@ NODE_IDS = {
     "CustomVideoXSample",
     "CustomVideoXApply",
     "CustomVideoXTrainAdapter",
+    "CustomVideoXLoadStandIn",
+    "CustomVideoXApplyStandIn",
 }
 # Combo inputs whose choices depend on the machine (files, ComfyUI's sampler list): only the default is kept.
-DYNAMIC_COMBOS = {"adapter", "resume_from", "sampler_name", "scheduler"}
+DYNAMIC_COMBOS = {"adapter", "resume_from", "sampler_name", "scheduler", "standin_name"}
 
 
 def _input_record(name: str, section: str, spec) -> dict:
