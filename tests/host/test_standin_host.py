@@ -338,3 +338,50 @@ def test_loader_node_reads_a_plain_tensor_ckpt_and_refuses_a_pickle(comfy_host, 
     )
     with pytest.raises(mods["lora"].StandInFileError, match="plain tensors"):
         node.execute("cvx_bad.ckpt")
+
+
+def two_expert_sampling(high, low):
+    """Wan 2.2 style: the high-noise expert runs step 0, the low-noise expert step 1 (KSamplerAdvanced)."""
+    import comfy.sample
+    from nodes_support import conditioning
+
+    latent = torch.zeros(LATENT_SHAPE)
+    noise = comfy.sample.prepare_noise(latent, 3)
+    common = {"positive": conditioning(1), "negative": conditioning(2), "disable_pbar": True, "seed": 3}
+    first = comfy.sample.sample(
+        high, noise, 2, 2.0, "euler", "simple", latent_image=latent, start_step=0, last_step=1, **common
+    )
+    return comfy.sample.sample(
+        low,
+        noise,
+        2,
+        2.0,
+        "euler",
+        "simple",
+        latent_image=first,
+        start_step=1,
+        last_step=2,
+        disable_noise=True,
+        force_full_denoise=True,
+        **common,
+    )
+
+
+def test_two_experts_compute_their_reference_once_each(mods, model, reference, lora, tiny_models):
+    """One Apply Stand-In per expert: each fills its own cache once; the result is the uncached oracle's."""
+    from tiny_models import write_tiny_wan
+
+    name = "cvx_tiny_wan21_t2v_expert2.safetensors"
+    write_tiny_wan(tiny_models.diffusion_models_dir / name, seed=7)
+    low_model = load_model(tiny_models.diffusion_models_dir, name)
+    high = apply(mods, model, lora, reference)
+    low = apply(mods, low_model, lora, reference)
+    ours = two_expert_sampling(high, low)
+    for patched in (high, low):
+        cache = patched.model_options["transformer_options"]["cvx_standin"].cache
+        assert cache.computed == 1
+    oracle = two_expert_sampling(
+        oracle_model(model, reference, lora_state(), 1.0),
+        oracle_model(low_model, reference, lora_state(), 1.0),
+    )
+    assert (ours - oracle).abs().max().item() < ORACLE_ATOL
