@@ -24,6 +24,9 @@ from .types import ERAEType, ReferenceType, TABType
 logger = logging.getLogger(__name__)
 
 STANDIN_FOLDER = "loras"
+SUPPORTED_DIT_CLASSES = frozenset({"WanModel"})
+"""ComfyUI's plain Wan DiT. Variants that run extra blocks or streams (VACE, camera, S2V, HuMo, Animate)
+would interleave other attention calls with the self-attention the override counts on."""
 StandInType = io.Custom("CVX_STANDIN")
 
 
@@ -148,6 +151,11 @@ def apply_standin(
     if host.family != "wan":
         raise ValueError(f"Stand-In runs on Wan models only; this model is {host.variant}.")
     dit = diffusion_model_of(model)
+    if type(dit).__name__ not in SUPPORTED_DIT_CLASSES:
+        raise ValueError(
+            f"Stand-In runs on ComfyUI's plain Wan T2V model; this is a {type(dit).__name__} "
+            "(VACE, camera, speech or animation variants are not supported)."
+        )
     if reference is None:
         raise ValueError(
             "connect a reference (CustomVideoX ReferenceEncode with one face image) to Apply Stand-In"

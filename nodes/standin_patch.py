@@ -128,6 +128,7 @@ class StandInWrapper:
                 strength=patch.strength,
                 video_grid=grid,
                 dtype=x.dtype,
+                device=x.device,
             ),
         )
         tab_value = patch.tab.value_at(progress_of(options)) if patch.tab is not None else 0.0

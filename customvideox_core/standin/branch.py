@@ -88,6 +88,7 @@ def compute_reference_kv(
     strength: float,
     video_grid: tuple[int, int, int],
     dtype: torch.dtype,
+    device: torch.device | str | None = None,
     placement: ReferencePlacement = STANDIN_PLACEMENT,
     attention_fn: AttentionFn | None = None,
 ) -> ReferenceKV:
@@ -102,6 +103,7 @@ def compute_reference_kv(
         strength: multiplier of the LoRA deltas (1 = as published; 0 = no LoRA).
         video_grid: the video's token grid ``(f, h, w)`` (RoPE rows/columns start past ``h``/``w``).
         dtype: the dtype the DiT computes in.
+        device: the device it computes on (the video's); default: where ``patch_embedding``'s weights are.
         attention_fn: backend for the reference-to-reference attention (``[1, H, Lr, D]``); SDPA default.
 
     Returns:
@@ -114,7 +116,8 @@ def compute_reference_kv(
     if lora is not None:
         lora.check_model(num_blocks=len(blocks), dim=dim)
     grid = reference_grid(reference_latent, tuple(model.patch_size))
-    device = next(model.patch_embedding.parameters()).device
+    if device is None:
+        device = next(model.patch_embedding.parameters()).device
     latent = reference_latent.to(device=device)
     tokens = model.patch_embedding(latent.float()).to(dtype)
     tokens = rearrange(tokens, "b c f h w -> b (f h w) c")

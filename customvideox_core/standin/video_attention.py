@@ -151,8 +151,10 @@ def _with_reference(
     """Attention of ``rows`` (their q/k/v in ``split``, ``[b, H, Lv, D]``) over ``[video | reference]``."""
     query, key, value = split
     count = query.shape[0]
-    full_key = torch.cat([key, ref_key.to(key.dtype).expand(count, -1, -1, -1)], dim=2)
-    full_value = torch.cat([value, ref_value.to(value.dtype).expand(count, -1, -1, -1)], dim=2)
+    ref_key = ref_key.to(device=key.device, dtype=key.dtype)
+    ref_value = ref_value.to(device=value.device, dtype=value.dtype)
+    full_key = torch.cat([key, ref_key.expand(count, -1, -1, -1)], dim=2)
+    full_value = torch.cat([value, ref_value.expand(count, -1, -1, -1)], dim=2)
     tabs = [step.tab_per_row[row] for row in rows]
     if all(tab == 0.0 for tab in tabs):
         return attention_fn(query, full_key, full_value)
