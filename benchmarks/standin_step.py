@@ -7,14 +7,16 @@ Runs with ComfyUI's Python and ``COMFYUI_PATH`` pointing at a ComfyUI checkout, 
     COMFYUI_PATH=~/.cache/customvideox/ComfyUI ~/.cache/customvideox/venv/bin/python \
         benchmarks/standin_step.py --preset cpu-medium --markdown
 
-Each variant is timed as one KSampler run of ``--steps`` steps (cfg > 1: one batched model call per step
-over the conditional and unconditional rows) divided by the step count; the cached variant therefore
-includes its one reference computation, amortised. "cached, steady" subtracts the separately timed
-reference computation: the per-step cost once the cache is filled. The model is built with ComfyUI's own
-``WanModel`` and random weights (``load_diffusion_model_state_dict``); nothing is downloaded.
-``cpu-medium`` is the size of ``sampling_step.py``'s ``cpu-medium`` (4 layers, 352×240×13 frames) as a
-Wan (4 heads of 128); its reference is 128×128 pixels (64 tokens, 4.8 % of the 1,320 video tokens — the
-proportion of Stand-In's 512×512 face, 1,024 tokens, to an 832×480×81 video, 32,760 tokens: 3.1 %).
+One step is one model call with cfg > 1: the DiT on a batch of two rows (conditional and unconditional),
+called through the patched MODEL's wrappers exactly as KSampler's ``calc_cond_batch`` calls it (sampler
+overhead left out, so the ratios are the DiT's). "cached" calls it with the reference K/V already in the
+cache (every step after the first of a sampling); "recomputed" empties the cache before every call (the
+reference branch runs at every step); "reference branch alone" is the one-off cost the cache saves. The
+model is built with ComfyUI's own ``WanModel`` and random weights (``load_diffusion_model_state_dict``);
+nothing is downloaded. ``cpu-medium`` is the size of ``sampling_step.py``'s ``cpu-medium`` (4 layers,
+352×240×13 frames) as a Wan (4 heads of 128), ``cpu-small`` the same video with 2 layers of width 256;
+their reference is 128×128 pixels (64 tokens, 4.8 % of the 1,320 video tokens — about the proportion of
+Stand-In's 512×512 face, 1,024 tokens, to an 832×480×81 video, 32,760 tokens: 3.1 %).
 ``--reference-size 512`` measures the published face size against the small video too. ``wan-14b`` (CUDA)
 is Wan 2.1 14B's shape at 832×480×81 with the 512×512 face, bf16.
 """
@@ -57,6 +59,7 @@ class Preset:
 
 PRESETS = {
     "cpu-tiny": Preset(2, 256, 768, 96, 64, 9, 32, 32, 16, torch.float32, 3),
+    "cpu-small": Preset(2, 256, 768, 352, 240, 13, 64, 128, 32, torch.float32, 5),
     "cpu-medium": Preset(4, 512, 1536, 352, 240, 13, 226, 128, 32, torch.float32, 3),
     "wan-14b": Preset(40, 5120, 13824, 832, 480, 81, 512, 512, 128, torch.bfloat16, 2),
 }
@@ -131,14 +134,6 @@ def variants(pack, model, preset: Preset) -> tuple[dict, object]:
 
     cached = patched()
     uncached = patched()
-    cache = uncached.model_options["transformer_options"]["cvx_standin"].cache
-    original_get = cache.get
-
-    def recompute_every_call(key, compute):
-        cache.clear()
-        return original_get(key, compute)
-
-    cache.get = recompute_every_call
     return {"no reference": model, "Stand-In, cached K/V": cached, "Stand-In, recomputed": uncached}, cached
 
 
@@ -147,41 +142,36 @@ def latent_of(preset: Preset) -> torch.Tensor:
     return torch.zeros(1, 16, frames, preset.height // 8, preset.width // 8)
 
 
-def sampling_function(model, preset: Preset, steps: int):
-    import comfy.sample
+def step_function(model_patcher, preset: Preset, device: torch.device, *, recompute: bool = False):
+    """One DiT call on a cfg batch of 2, through the patcher's wrappers and transformer options."""
+    import comfy.model_management
+    import comfy.patcher_extension
 
-    latent = latent_of(preset)
-    noise = comfy.sample.prepare_noise(latent, 0)
+    comfy.model_management.load_models_gpu([model_patcher])
+    dit = model_patcher.model.diffusion_model
     generator = torch.Generator().manual_seed(1)
-    positive = [[torch.randn(1, preset.text_tokens, TEXT_DIM, generator=generator).to(preset.dtype), {}]]
-    negative = [[torch.randn(1, preset.text_tokens, TEXT_DIM, generator=generator).to(preset.dtype), {}]]
+    latent = latent_of(preset)
+    x = torch.randn((2, *latent.shape[1:]), generator=generator).to(device, preset.dtype)
+    timestep = torch.full((2,), 500.0, device=device, dtype=preset.dtype)
+    context = torch.randn(2, preset.text_tokens, TEXT_DIM, generator=generator).to(device, preset.dtype)
+    options = dict(model_patcher.model_options.get("transformer_options", {}))
+    options["wrappers"] = comfy.patcher_extension.copy_nested_dicts(model_patcher.wrappers)
+    options["cond_or_uncond"] = [0, 1]
+    patch = options.get("cvx_standin")
 
-    def run():
+    def step():
+        if recompute and patch is not None:
+            patch.cache.clear()
         with torch.inference_mode():
-            return comfy.sample.sample(
-                model,
-                noise,
-                steps,
-                5.0,
-                "euler",
-                "simple",
-                positive,
-                negative,
-                latent,
-                disable_pbar=True,
-                seed=0,
-            )
+            return dit(x, timestep, context, transformer_options=dict(options))
 
-    return run
+    return step
 
 
 def reference_fill_seconds(pack, cached_model, preset: Preset, device: torch.device, repeats: int) -> float:
     """Median time of the reference branch alone (what the cache saves per model call)."""
     branch = importlib.import_module(f"{pack.__name__}.customvideox_core.standin.branch")
-    import comfy.model_management
-
     patch = cached_model.model_options["transformer_options"]["cvx_standin"]
-    comfy.model_management.load_models_gpu([cached_model])
     dit = cached_model.model.diffusion_model
     latent = latent_of(preset)
     grid = (latent.shape[2], latent.shape[3] // 2, latent.shape[4] // 2)
@@ -191,26 +181,28 @@ def reference_fill_seconds(pack, cached_model, preset: Preset, device: torch.dev
         start = time.perf_counter()
         with torch.inference_mode():
             branch.compute_reference_kv(
-                dit, patch.reference_latent, patch.lora, strength=1.0, video_grid=grid, dtype=preset.dtype
+                dit,
+                patch.reference_latent,
+                patch.lora,
+                strength=1.0,
+                video_grid=grid,
+                dtype=preset.dtype,
+                device=device,
             )
         synchronize(device)
         samples.append(time.perf_counter() - start)
     return sorted(samples[1:])[len(samples[1:]) // 2]
 
 
-def format_table(results: dict, steps: int, fill: float, markdown: bool) -> str:
-    base = results["no reference"].median_seconds / steps
+def format_table(results: dict, fill: float, markdown: bool) -> str:
+    base = results["no reference"].median_seconds
     base_peak = results["no reference"].peak_bytes
     rows = []
     for name, m in results.items():
-        per_step = m.median_seconds / steps
         peak = f"{m.peak_bytes / 2**20:.0f}" if m.peak_bytes is not None else "n/a"
         peak_ratio = f"{m.peak_bytes / base_peak:.2f}" if m.peak_bytes is not None and base_peak else "n/a"
-        rows.append([name, f"{per_step:.3f}", f"{per_step / base:.3f}", peak, peak_ratio])
-        if name == "Stand-In, cached K/V":
-            steady = (m.median_seconds - fill) / steps
-            rows.append(["Stand-In, cached, steady", f"{steady:.3f}", f"{steady / base:.3f}", "", ""])
-    rows.append(["reference branch alone (once)", f"{fill:.3f}", f"{fill / base:.3f}", "", ""])
+        rows.append([name, f"{m.median_seconds:.3f}", f"{m.median_seconds / base:.3f}", peak, peak_ratio])
+    rows.append(["reference branch alone (once per sampling)", f"{fill:.3f}", f"{fill / base:.3f}", "", ""])
     header = ["variant", "s / step", "× no ref", "peak MiB", "× no ref"]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -223,9 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-medium")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--reference-size", type=int, default=None, help="reference pixels (square)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--markdown", action="store_true")
     options = parser.parse_args(argv)
     comfyui_path = Path(os.environ.get("COMFYUI_PATH", "")).expanduser()
@@ -237,11 +229,16 @@ def main(argv: list[str] | None = None) -> None:
     if options.preset == "wan-14b" and options.device != "cuda":
         parser.error("the wan-14b preset needs a CUDA device")
     logging.basicConfig(level=logging.WARNING)
+    if options.threads:
+        torch.set_num_threads(options.threads)
     pack = import_comfy(comfyui_path, options.device)
     device = torch.device(options.device)
     model = build_model(preset, device)
     models, cached = variants(pack, model, preset)
-    runs = {name: sampling_function(m, preset, options.steps) for name, m in models.items()}
+    runs = {
+        name: step_function(m, preset, device, recompute=name == "Stand-In, recomputed")
+        for name, m in models.items()
+    }
     repeats = options.repeats or preset.repeats
     results = compare(runs, device, warmup=1, repeats=repeats)
     fill = reference_fill_seconds(pack, cached, preset, device, repeats)
@@ -253,10 +250,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{preset.width}×{preset.height}×{preset.frames} frames ({video_tokens} video tokens), "
         f"{preset.text_tokens} text tokens, reference {preset.reference_size}² ({reference_tokens} tokens, "
         f"{100 * reference_tokens / video_tokens:.1f} % of the video), LoRA rank {preset.rank}, "
-        f"{options.steps} steps, cfg batch of 2, {preset.dtype}, device {device}, torch {torch.__version__}, "
+        f"one step = one DiT call on a cfg batch of 2, {preset.dtype}, device {device}, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}"
     )
-    print(format_table(results, options.steps, fill, options.markdown))
+    print(format_table(results, fill, options.markdown))
 
 
 if __name__ == "__main__":
