@@ -18,6 +18,7 @@ from .load_node import LoadCustomVideoX
 from .reference_node import CustomVideoXReferenceEncode
 from .sample_node import CustomVideoXSample
 from .score_node import CustomVideoXScore
+from .standin_nodes import CustomVideoXApplyStandIn, CustomVideoXLoadStandIn
 from .tab_node import CustomVideoXTimeAwareBias
 from .train_node import CustomVideoXTrainAdapter
 from .train_settings_node import CustomVideoXTrainSettings
@@ -49,6 +50,8 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXLoadConcatIDWan,
     CustomVideoXTrainSettings,
     CustomVideoXScore,
+    CustomVideoXLoadStandIn,
+    CustomVideoXApplyStandIn,
 ]
 
 

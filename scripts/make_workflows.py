@@ -781,6 +781,194 @@ def _score_nodes(column: int) -> list[Node]:
     ]
 
 
+STANDIN_FILE = "Stand-In_wan2.1_T2V_14B_ver1.0.ckpt"
+STANDIN_FACE_IMAGE = "standin_face.png"
+STANDIN_PROMPT = (
+    "A man sits comfortably at a desk facing the camera, talking warmly as if to a friend on a video call. "
+    "Natural smile, focused gentle eyes, a cosy room with photos and a world map on the wall behind him."
+)
+WAN21_14B_STANDIN = HostFiles(
+    label="Wan 2.1 T2V 14B",
+    unet="wan2.1_t2v_14B_fp8_scaled.safetensors",
+    text_encoder="umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+    clip_type="wan",
+    vae="wan_2.1_vae.safetensors",
+    width=832,
+    height=480,
+    length=81,
+    steps=20,
+    cfg=5.0,
+    sampler="euler",
+    scheduler="simple",
+    fps=25.0,
+    shift=5.0,
+)
+STANDIN_NOTE = f"""\
+**Model files** (into `ComfyUI/models/…`; Wan files from Comfy-Org/Wan_2.1_ComfyUI_repackaged, the
+Stand-In file from the Stand-In release of WeChatCV):
+
+| file | folder |
+|---|---|
+| `{WAN21_14B_STANDIN.unet}` | `diffusion_models/` |
+| `{WAN21_14B_STANDIN.text_encoder}` | `text_encoders/` |
+| `{WAN21_14B_STANDIN.vae}` | `vae/` |
+| `{STANDIN_FILE}` (or a safetensors conversion of it) | `loras/` |
+
+**The face**: Stand-In was trained on a face crop on a white background, 512×512: crop the head with some
+margin (about 1.5× the face box), make the background white (a cut-out PNG: wire its mask and turn on
+*invert_mask*), keep ReferenceEncode at 512×512.
+
+**Run it**: pick the face in *Load Image*, write the prompt, queue. Settings are the published ones
+(832×480, 81 frames, 20 steps, cfg 5, shift 5). *Apply Stand-In* computes the face's keys and values once
+per sampling and reuses them. Optional: a *TimeAwareBias* / *ERAEMask* on Apply Stand-In strengthens the
+face in the middle of sampling (unconnected = the published method). **Wan 2.2 A14B**: one Apply Stand-In
+per expert with `Stand-In_wan2.2_T2V_A14B_high.ckpt` / `_low.ckpt`, each before its KSamplerAdvanced.
+"""
+
+
+def standin_graph(name: str, host: HostFiles) -> WorkflowSpec:
+    """Stand-In on Wan 2.1 14B with core KSampler: ids follow customvideox_graph where they mean the same.
+
+    1 UNETLoader, 17 ModelSamplingSD3, 21 Load Stand-In, 2 Apply Stand-In, 3 CLIPLoader, 4 VAELoader,
+    5 Prompt, 6/7 CLIPTextEncode, 8 LoadImage (the face), 9 ReferenceEncode, 22 EmptyHunyuanLatentVideo,
+    12 KSampler, 13 VAEDecode, 14 CreateVideo, 15 SaveVideo, 16 the note.
+    """
+    loaders, prompts, bias, sampler, output = COLUMN_X
+    return WorkflowSpec(
+        name,
+        (
+            Node(
+                1, "UNETLoader", (loaders, 0), (340, 82), {"unet_name": host.unet, "weight_dtype": "default"}
+            ),
+            Node(17, "ModelSamplingSD3", (loaders, 120), (340, 58), {"shift": host.shift}, {"model": (1, 0)}),
+            Node(
+                21,
+                "CustomVideoXLoadStandIn",
+                (loaders, 220),
+                (340, 58),
+                {"standin_name": STANDIN_FILE},
+                color=PACK_COLOR,
+                bgcolor=PACK_BGCOLOR,
+            ),
+            Node(
+                3,
+                "CLIPLoader",
+                (loaders, 320),
+                (340, 106),
+                {"clip_name": host.text_encoder, "type": host.clip_type, "device": "default"},
+            ),
+            Node(4, "VAELoader", (loaders, 470), (340, 58), {"vae_name": host.vae}),
+            Node(
+                8,
+                "LoadImage",
+                (loaders, 570),
+                (340, 380),
+                {"image": STANDIN_FACE_IMAGE},
+                title="Face (crop on white)",
+            ),
+            Node(
+                5,
+                "PrimitiveStringMultiline",
+                (prompts, 0),
+                (400, 150),
+                {"value": STANDIN_PROMPT},
+                title="Prompt",
+                color=POSITIVE_COLOR,
+                bgcolor=POSITIVE_BGCOLOR,
+            ),
+            Node(
+                6,
+                "CLIPTextEncode",
+                (prompts, 190),
+                (400, 50),
+                {"text": STANDIN_PROMPT},
+                {"clip": (3, 0), "text": (5, 0)},
+                title="Positive",
+                color=POSITIVE_COLOR,
+                bgcolor=POSITIVE_BGCOLOR,
+            ),
+            Node(
+                7,
+                "CLIPTextEncode",
+                (prompts, 320),
+                (400, 130),
+                {"text": NEGATIVE_PROMPT},
+                {"clip": (3, 0)},
+                title="Negative",
+                color=NEGATIVE_COLOR,
+                bgcolor=NEGATIVE_BGCOLOR,
+            ),
+            Node(
+                9,
+                "CustomVideoXReferenceEncode",
+                (prompts, 500),
+                (400, 170),
+                {"width": 512, "height": 512, "fit": "pad", "invert_mask": False},
+                {"vae": (4, 0), "image": (8, 0)},
+                color=PACK_COLOR,
+                bgcolor=PACK_BGCOLOR,
+            ),
+            Node(
+                2,
+                "CustomVideoXApplyStandIn",
+                (bias, 0),
+                (330, 170),
+                {"strength": 1.0, "uncond_sees_reference": True},
+                {"model": (17, 0), "standin": (21, 0), "reference": (9, 0)},
+                color=PACK_COLOR,
+                bgcolor=PACK_BGCOLOR,
+            ),
+            Node(
+                22,
+                "EmptyHunyuanLatentVideo",
+                (bias, 220),
+                (330, 130),
+                {"width": host.width, "height": host.height, "length": host.length, "batch_size": 1},
+            ),
+            Node(
+                12,
+                "KSampler",
+                (sampler, 0),
+                (310, 262),
+                {
+                    "seed": SEED,
+                    "seed.control_after_generate": "randomize",
+                    "steps": host.steps,
+                    "cfg": host.cfg,
+                    "sampler_name": host.sampler,
+                    "scheduler": host.scheduler,
+                    "denoise": 1.0,
+                },
+                {"model": (2, 0), "positive": (6, 0), "negative": (7, 0), "latent_image": (22, 0)},
+            ),
+            Node(13, "VAEDecode", (output, 0), (300, 46), {}, {"samples": (12, 0), "vae": (4, 0)}),
+            Node(
+                14,
+                "CreateVideo",
+                (output, 90),
+                (300, 102),
+                {"fps": host.fps, "bit_depth": 8},
+                {"images": (13, 0)},
+            ),
+            Node(
+                15,
+                "SaveVideo",
+                (output, 240),
+                (300, 180),
+                {"filename_prefix": "video/Stand-In", "format": "auto", "codec": "auto"},
+                {"video": (14, 0)},
+            ),
+            _note(
+                16,
+                (bias, 500),
+                (output + 300 - bias, 330),
+                "Stand-In · Wan 2.1 T2V 14B · one face",
+                STANDIN_NOTE,
+            ),
+        ),
+    )
+
+
 def example_specs() -> tuple[WorkflowSpec, ...]:
     """Every shipped example, UI name without ``_api``."""
     return (
@@ -833,6 +1021,7 @@ def example_specs() -> tuple[WorkflowSpec, ...]:
             note_text=COGVIDEOX_FILES_NOTE + "\n" + SCORE_FILES_NOTE + "\n" + HOW_TO_RUN,
             score=True,
         ),
+        standin_graph("standin_wan21_14b", WAN21_14B_STANDIN),
     )
 
 
