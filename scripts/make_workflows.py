@@ -699,6 +699,7 @@ def customvideox_graph(
                 "strength": 1.0,
                 "threshold": 0.0,
                 "block_outside_mask": False,
+                "subject_words": "",
             },
             {"clip": (3, 0), "prompt": (5, 0)},
             color=PACK_COLOR,
