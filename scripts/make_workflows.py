@@ -505,6 +505,7 @@ after the video: the reference-trained model to use with this pack. No adapter i
 | `Phantom-Wan-1.3B.pth` as published (ComfyUI reads it as plain tensors) or a safetensors conversion, e.g. `phantom_wan_1.3B_fp16.safetensors` | `diffusion_models/` |
 | `umt5_xxl_fp8_e4m3fn_scaled.safetensors` | `text_encoders/` |
 | `wan_2.1_vae.safetensors` | `vae/` |
+| a CustomVideoX adapter: none needed (`none`); one trained with this pack on Phantom-Wan would go here | `customvideox/` |
 
 **14B**: pick the Phantom-Wan 14B file (its shards merged into one file) in *Load Diffusion Model*.
 *Sample* runs Phantom's three-pass guidance (`guidance = phantom`): text scale `cfg` 7.5, image scale
@@ -551,7 +552,7 @@ def _note(node_id: int, pos: tuple[int, int], size: tuple[int, int], title: str,
 
 COLUMN_X = (0, 380, 820, 1190, 1540)
 """Left edges of the five columns: loaders | prompt and reference | TAB and ERAE | Sample | output."""
-MULTI_REFERENCE_ROW_Y = 880
+MULTI_REFERENCE_ROW_Y = 940
 """Top of the row of subject views (under the note) in the several-references example."""
 
 
@@ -692,7 +693,7 @@ def customvideox_graph(
             11,
             "CustomVideoXERAEMask",
             (bias, 250),
-            (330, 210),
+            (330, 320),
             {
                 "prompt": PROMPT,
                 "entity_words": ENTITY_WORDS,
@@ -753,7 +754,7 @@ def customvideox_graph(
             {"filename_prefix": OUTPUT_PREFIX, "format": "auto", "codec": "auto"},
             {"video": (14, 0)},
         ),
-        _note(16, (bias, 500), (output + 300 - bias, 300), note_title, note_text),
+        _note(16, (bias, 600), (output + 300 - bias, 300), note_title, note_text),
     ]
     if score:
         nodes += _score_nodes(SCORE_COLUMN_X)

@@ -18,20 +18,18 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import math
-import sys
 import types
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from graphs_support import load_generator, owned_parts, pack_node_types
 from harness import PACK_FOLDER_NAME, REPO_ROOT, GraphValidationError
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
-GENERATOR_PATH = REPO_ROOT / "scripts" / "make_workflows.py"
 UI_NAMES = (
     "customvideox_cogvideox5b",
     "customvideox_wan21",
@@ -63,15 +61,6 @@ PLACEHOLDER_STANDIN = "cvx_placeholder_standin.ckpt"
 # ----------------------------------------------------------------------------------------------
 # Helpers (an oracle of their own: they read /object_info directly, not through the generator)
 # ----------------------------------------------------------------------------------------------
-
-
-def load_generator() -> types.ModuleType:
-    """``scripts/make_workflows.py`` as a module (it is a script, not part of a package)."""
-    spec = importlib.util.spec_from_file_location("cvx_make_workflows", GENERATOR_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_json(path: Path) -> Any:
@@ -350,38 +339,6 @@ def test_committed_files_are_what_the_generator_writes_from_the_live_schemas(
         assert files[file_name] == committed, (
             f"{file_name} is stale: run scripts/make_workflows.py --server <url>"
         )
-
-
-def pack_node_types(object_info: dict) -> set[str]:
-    """The node types this pack registers, as the live ``/object_info`` says (its ``python_module``)."""
-    return {
-        node_type
-        for node_type, info in object_info.items()
-        if PACK_FOLDER_NAME in str(info.get("python_module", ""))
-    }
-
-
-def owned_parts(text: str, pack_types: set[str]) -> dict:
-    """What the pack owns in a UI or API graph: its nodes' entries and every wire, by node id.
-
-    Core nodes' own entries (their widgets, input and output slots) are left out: they follow the
-    schemas of whichever ComfyUI is running, and a newer release may change them in ways that do not
-    break the graph (those graphs are checked to validate and open instead).
-    """
-    graph = json.loads(text)
-    if "nodes" in graph:
-        return {
-            "nodes": {node["id"]: node for node in graph["nodes"] if node["type"] in pack_types},
-            "types": {node["id"]: node["type"] for node in graph["nodes"]},
-            "links": graph["links"],
-        }
-    return {
-        "nodes": {key: node for key, node in graph.items() if node["class_type"] in pack_types},
-        "wires": {
-            key: {name: value for name, value in node["inputs"].items() if isinstance(value, list)}
-            for key, node in graph.items()
-        },
-    }
 
 
 @pytest.mark.parametrize("name", UI_NAMES)
