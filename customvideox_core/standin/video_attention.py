@@ -159,18 +159,17 @@ def _with_reference(
     if all(tab == 0.0 for tab in tabs):
         return attention_fn(query, full_key, full_value)
     video_len, ref_len = key.shape[2], ref_key.shape[2]
-    video_factor = torch.tensor(tabs, dtype=torch.float32, device=query.device)[:, None].expand(
-        count, video_len
-    )
+    work = torch.promote_types(query.dtype, torch.float32)  # the bias factors: float32, float64 for float64
+    video_factor = torch.tensor(tabs, dtype=work, device=query.device)[:, None].expand(count, video_len)
     if activation is not None and step.gamma != 0.0:
         erae_rows = torch.tensor([step.erae_rows[row] for row in rows], device=query.device)
-        row_activation = activation[rows].to(torch.float32) * erae_rows[:, None]
+        row_activation = activation[rows].to(work) * erae_rows[:, None]
         video_factor = video_factor * (1.0 + step.gamma * row_activation)
     query_bias = video_factor[..., None]
     key_bias = torch.cat(
         [
-            torch.zeros(count, video_len, dtype=torch.float32, device=query.device),
-            weights.to(torch.float32)[None].expand(count, ref_len),
+            torch.zeros(count, video_len, dtype=work, device=query.device),
+            weights.to(work)[None].expand(count, ref_len),
         ],
         dim=1,
     )[..., None]

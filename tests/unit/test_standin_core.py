@@ -228,14 +228,14 @@ def test_video_queries_see_video_then_reference_keys(tokens):
     keys = torch.cat([k, rk.expand(2, -1, -1)], 1)
     values = torch.cat([v, rv.expand(2, -1, -1)], 1)
     expected = merge(dense_attention(split(q, heads), split(keys, heads), split(values, heads)))
-    assert torch.allclose(out, expected, atol=1e-10)
+    assert torch.allclose(out, expected, rtol=0, atol=1e-12)
 
 
 def test_blind_rows_are_the_plain_attention(tokens):
     q, k, v, rk, rv, heads = tokens
     out = video_self_attention(q, k, v, rk, rv, heads, step(uncond_sees=False, tab=2.0), attention_fn=sdpa)
     plain = merge(dense_attention(split(q, heads), split(k, heads), split(v, heads)))
-    assert torch.allclose(out[1], plain[1], atol=1e-10)
+    assert torch.allclose(out[1], plain[1], rtol=0, atol=1e-12)
     assert not torch.allclose(out[0], plain[0], atol=1e-3)
 
 
@@ -253,7 +253,7 @@ def test_tab_and_erae_bias_only_video_to_reference_logits(tokens):
     bias = torch.zeros(2, 1, 12, 17, dtype=torch.float64)
     bias[:, 0, :, 12:] = video_factor[:, :, None] * weights.double()
     expected = merge(dense_attention(split(q, heads), split(keys, heads), split(values, heads), bias))
-    assert torch.allclose(out, expected, atol=1e-9)
+    assert torch.allclose(out, expected, rtol=0, atol=1e-12)
 
 
 def test_blocking_drops_reference_keys_outside_the_mask(tokens):
@@ -265,7 +265,7 @@ def test_blocking_drops_reference_keys_outside_the_mask(tokens):
     keys = torch.cat([k, rk[:, kept].expand(2, -1, -1)], 1)
     values = torch.cat([v, rv[:, kept].expand(2, -1, -1)], 1)
     expected = merge(dense_attention(split(q, heads), split(keys, heads), split(values, heads)))
-    assert torch.allclose(out, expected, atol=1e-10)
+    assert torch.allclose(out, expected, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="mask is empty"):
         step(weights=torch.zeros(5), erae=erae)
 
