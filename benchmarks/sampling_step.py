@@ -1,10 +1,14 @@
-"""One sampling step of a random-weight CogVideoX inside a real ComfyUI: without reference, with
-reference and no bias, with reference + TAB + ERAE — time and peak memory side by side, as ratios.
+"""One cfg sampling step of a random-weight CogVideoX inside a real ComfyUI, every variant side by side:
+no reference; reference with TAB 0; reference + TAB 2; + ERAE; + ERAE with the unconditional pass also
+seeing the reference. Time and peak memory, as ratios against no reference and against reference/TAB 0.
+
+Issue #11's CPU targets at ``--preset cpu-issue`` (8 heads of 64, 4 layers, 256×256×17): reference with
+TAB 0 ≤ 1.18× no reference (the unconditional rows run at their base cost); TAB + ERAE ≤ 1.05× TAB 0.
 
 Runs with ComfyUI's Python and ``COMFYUI_PATH`` pointing at a ComfyUI checkout, e.g.::
 
     COMFYUI_PATH=~/.cache/customvideox/ComfyUI ~/.cache/customvideox/venv/bin/python \
-        benchmarks/sampling_step.py --preset cpu-medium --markdown
+        benchmarks/sampling_step.py --preset cpu-issue --markdown
 
 One step is what KSampler does per step with cfg > 1: one batched model call over the conditional and
 unconditional rows (``comfy.sample.sample`` with ``steps=1``). The model is built with ComfyUI's own
@@ -48,6 +52,8 @@ class Preset:
 
 PRESETS = {
     "cpu-tiny": Preset(2, 2, 96, 64, 9, 32, 64, torch.float32, 5),
+    # Issue #11's size: 256x256x17 = 5 latent frames x 16 x 16 = 1,280 video tokens + 256 reference tokens.
+    "cpu-issue": Preset(4, 8, 256, 256, 17, 226, 256, torch.float32, 3),
     "cpu-medium": Preset(4, 8, 352, 240, 13, 226, 256, torch.float32, 3),
     "cogvideox-5b": Preset(42, 48, 720, 480, 49, 226, 4096, torch.bfloat16, 3),
 }
@@ -99,25 +105,27 @@ def variants(pack, model, preset: Preset) -> dict:
     reference = types.ReferenceLatents(
         latents=torch.randn(1, 16, 1, latent_h, latent_w),
         masks=torch.ones(1, preset.height, preset.width),
-        images=torch.ones(1, preset.height, preset.width, 3),
         source_size=(preset.height, preset.width),
         fit="pad",
     )
-    no_bias = patch.apply_reference_patch(
-        model,
-        reference,
-        tab=tab.TABSchedule(shape="constant", peak=0.0),
-        erae=None,
-        uncond_sees_reference=True,
-    )
-    biased = patch.apply_reference_patch(
-        model,
-        reference,
-        tab=tab.TABSchedule(shape="parabolic", peak=2.0, floor=0.5),
-        erae=erae.ERAEConfig(entity_positions=(3, 7), gamma=1.0),
-        uncond_sees_reference=False,
-    )
-    return {"no reference": model, "reference, no bias": no_bias, "reference + TAB + ERAE": biased}
+
+    def patched(peak: float, erae_config, uncond_sees_reference: bool = False):
+        return patch.apply_reference_patch(
+            model,
+            reference,
+            tab=tab.TABSchedule(shape="parabolic", peak=peak, floor=peak / 4),
+            erae=erae_config,
+            uncond_sees_reference=uncond_sees_reference,
+        )
+
+    entity = erae.ERAEConfig(entity_positions=(3, 7), gamma=1.0)
+    return {
+        "no reference": model,
+        "reference, TAB 0": patched(0.0, None),
+        "reference + TAB 2": patched(2.0, None),
+        "reference + TAB 2 + ERAE": patched(2.0, entity),
+        "reference + TAB 2 + ERAE, uncond sees": patched(2.0, entity, uncond_sees_reference=True),
+    }
 
 
 def step_function(model, preset: Preset, device: torch.device):
@@ -143,9 +151,16 @@ def step_function(model, preset: Preset, device: torch.device):
     return step
 
 
+def attention_backend() -> str:
+    import comfy.ldm.modules.attention as attention
+
+    return attention.optimized_attention.__name__
+
+
 def format_table(results: dict, markdown: bool) -> str:
     base = results["no reference"]
-    header = ["variant", "step s", "× no ref", "peak MiB", "× no ref"]
+    unbiased = results["reference, TAB 0"]
+    header = ["variant", "step s", "× no ref", "× ref TAB 0", "peak MiB", "× no ref"]
     rows = []
     for name, m in results.items():
         peak = m.peak_bytes / 2**20 if m.peak_bytes is not None else None
@@ -155,6 +170,7 @@ def format_table(results: dict, markdown: bool) -> str:
                 name,
                 f"{m.median_seconds:.3f}",
                 f"{m.median_seconds / base.median_seconds:.2f}",
+                f"{m.median_seconds / unbiased.median_seconds:.2f}",
                 f"{peak:.0f}" if peak is not None else "n/a",
                 f"{peak / base_peak:.2f}" if peak is not None and base_peak else "n/a",
             ]
@@ -171,7 +187,7 @@ def format_table(results: dict, markdown: bool) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-medium")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-issue")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--markdown", action="store_true")
@@ -194,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{preset.width}×{preset.height}×{preset.frames} frames ({video_tokens} video tokens), "
         f"{preset.text_tokens} text tokens, 1 reference frame ({(preset.height // 16) * (preset.width // 16)} "
         f"tokens), cfg batch of 2, {preset.dtype}, device {device}, torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}"
+        f"threads {torch.get_num_threads()}, ComfyUI attention {attention_backend()}"
     )
     print(format_table(results, options.markdown))
 

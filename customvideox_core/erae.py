@@ -128,6 +128,38 @@ class ERAEConfig:
         return tuple(terms)
 
 
+def parse_subject_words(text: str) -> tuple[tuple[int, str], ...]:
+    """``"1: dog\n2: cat"`` or ``"1: dog; 2: cat"`` -> ``((0, "dog"), (1, "cat"))`` (0-based image, words).
+
+    One item per line or per ``;``: the 1-based number of the reference image, a colon, the words of
+    the prompt that name that image's subject (comma-separated). Blank items are skipped.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"subject words must be a string like '1: dog; 2: cat', got {type(text).__name__}.")
+    bindings: list[tuple[int, str]] = []
+    for item in text.replace(";", "\n").splitlines():
+        item = item.strip()
+        if not item:
+            continue
+        number, colon, words = item.partition(":")
+        if not colon or not number.strip().isdigit() or int(number) < 1:
+            raise ValueError(
+                f"subject words item {item!r} must read 'N: words' with N the reference image number "
+                "(1, 2, ...), e.g. '1: dog' or '1: dog; 2: cat'."
+            )
+        if not words.strip():
+            raise ValueError(
+                f"subject words item {item!r} names reference image {number.strip()} but no words."
+            )
+        image = int(number) - 1
+        if any(image == bound for bound, _ in bindings):
+            raise ValueError(
+                f"subject words name reference image {image + 1} twice; give each image one line."
+            )
+        bindings.append((image, words.strip()))
+    return tuple(bindings)
+
+
 def _checked_positions(positions) -> tuple[int, ...]:
     positions = tuple(positions)
     for index, position in enumerate(positions):

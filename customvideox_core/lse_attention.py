@@ -10,8 +10,8 @@ LSE-returning entry point behind one signature::
 
     kernel(query, key, value, scale) -> (out "B H Lq D", lse "B H Lq" float32)
 
-query "B H Lq D", key/value "B H Lk D", no mask. ``supports(query, key)`` says whether the kernel runs on
-those inputs (device, dtype, head dim); ``head_dims`` lists the head dims it runs natively (``None`` = any
+query "B H Lq D", key/value "B H Lk D", no mask. ``supports(query, head_dim)`` says whether the kernel
+runs on such inputs (device, dtype, head dim); ``head_dims`` lists the head dims it runs natively (``None`` = any
 multiple of 8), used to pad augmented head dims. :data:`LSE_KERNELS` is the table, by name.
 """
 
@@ -42,7 +42,7 @@ class LseKernel:
 
     name: str
     run: LseFn
-    supports: Callable[[Tensor, Tensor], bool]
+    supports: Callable[[Tensor, int], bool]
     head_dims: tuple[int, ...] | None = None
     quantized: bool = False
 
@@ -87,7 +87,7 @@ def _torch_sdpa_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> 
     return out, lse[..., : query.shape[2]]  # the efficient op pads lse's last dim to a multiple of 32
 
 
-def _torch_supports(query: Tensor, key: Tensor) -> bool:
+def _torch_supports(query: Tensor, head_dim: int) -> bool:
     if query.device.type == "cpu":
         return query.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
     return query.device.type == "cuda" and query.dtype in (torch.float32, torch.float16, torch.bfloat16)
@@ -111,7 +111,15 @@ def _flash_attn_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> 
     return out.transpose(1, 2), lse.float()
 
 
-def _half_on_cuda(query: Tensor, key: Tensor) -> bool:
+def _flash_supports(query: Tensor, head_dim: int) -> bool:
+    return _half_on_cuda(query) and head_dim <= 256 and head_dim % 8 == 0
+
+
+def _sage_supports(query: Tensor, head_dim: int) -> bool:
+    return _half_on_cuda(query) and head_dim in (64, 128)
+
+
+def _half_on_cuda(query: Tensor) -> bool:
     return query.device.type == "cuda" and query.dtype in (torch.float16, torch.bfloat16)
 
 
@@ -149,8 +157,8 @@ def module_available(name: str) -> bool:
 
 LSE_KERNELS: dict[str, LseKernel] = {
     "torch": LseKernel("torch", _torch_sdpa_lse, _torch_supports),
-    "flash_attn": LseKernel("flash_attn", _flash_attn_lse, _half_on_cuda),
-    "sage": LseKernel("sage", _sage_lse, _half_on_cuda, head_dims=(64, 128), quantized=True),
+    "flash_attn": LseKernel("flash_attn", _flash_attn_lse, _flash_supports),
+    "sage": LseKernel("sage", _sage_lse, _sage_supports, head_dims=(64, 128), quantized=True),
     "xformers": LseKernel("xformers", _xformers_lse, _torch_supports),
 }
 """LSE kernels by name. A host maps its attention backend to one of these (torch is always there)."""

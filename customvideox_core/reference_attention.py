@@ -345,11 +345,12 @@ def reference_self_attention(
     return output
 
 
-def path_for(step: ReferenceStep, lse_kernel: LseKernel | None, query: Tensor, key: Tensor) -> str | None:
-    """The path the biased rows of ``step`` take on these inputs ("B L (H D)"), None when nothing is biased."""
+def path_for(step: ReferenceStep, lse_kernel: LseKernel | None, query: Tensor, heads: int) -> str | None:
+    """The path the biased rows of ``step`` take on ``query`` ("B L (H D)"), None when nothing is biased."""
     if not step.plan.biased or step.plan.seeing is None:
         return None
-    return "lse-merge" if lse_kernel is not None and lse_kernel.supports(query, key) else "augmented"
+    usable = lse_kernel is not None and lse_kernel.supports(query, query.shape[-1] // heads)
+    return "lse-merge" if usable else "augmented"
 
 
 @dataclass(frozen=True)
@@ -400,7 +401,7 @@ class _Call:
             return rearrange(self.attend(query, key, value), "b h l d -> b l (h d)")
         query_factors = self.query_factors(query, activation, rows)
         key_factors = plan.key_factors.to(key.device, _factor_dtype(key))[None]  # "1 kept K"
-        if self.lse_kernel is not None and self.lse_kernel.supports(query, key):
+        if self.lse_kernel is not None and self.lse_kernel.supports(query, query.shape[-1] // self.heads):
             out = self.lse_merge(
                 query,
                 key[:, :context],

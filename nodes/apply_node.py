@@ -48,7 +48,7 @@ class CustomVideoXApply(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, model, uncond_sees_reference: bool, reference=None, tab=None, erae=None
+        cls, model, reference=None, uncond_sees_reference: bool = False, tab=None, erae=None
     ) -> io.NodeOutput:
         return io.NodeOutput(
             patch_model(model, reference, tab, erae, uncond_sees_reference, allow_host_reference=True)

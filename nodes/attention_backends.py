@@ -64,7 +64,15 @@ def _has_lse_entry(kernel: str) -> bool:
     return True
 
 
+def usable_kernel(backend: str, query, head_dim: int) -> LseKernel | None:
+    """The backend's LSE kernel if it runs on ``query`` at ``head_dim``, else PyTorch's, else None."""
+    for kernel in (lse_kernel_for(backend), LSE_KERNELS["torch"]):
+        if kernel.supports(query, head_dim):
+            return kernel
+    return None
+
+
 @functools.cache
 def announce_path(backend: str, path: str, kernel: str) -> None:
-    """Log once per process which path the biased rows take on a backend."""
+    """Log once per process which path the biased rows take on a backend (and kernel)."""
     logger.info("CustomVideoX: biased reference attention on %s runs the %s path (%s)", backend, path, kernel)

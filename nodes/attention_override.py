@@ -20,7 +20,7 @@ from ..customvideox_core.reference_attention import (
     path_for,
     reference_self_attention,
 )
-from .attention_backends import announce_path, backend_name, lse_kernel_for
+from .attention_backends import announce_path, backend_name, usable_kernel
 
 RUNTIME_KEY = "cvx_runtime"
 OVERRIDE_KEY = "optimized_attention_override"
@@ -78,8 +78,8 @@ def reference_attention_override(func, *args, **kwargs):
             return backend(q, k, v, q.shape[1], skip_reshape=True, skip_output_reshape=True, **rest)
 
         name = backend_name(func)
-        kernel = lse_kernel_for(name) if previous is None else None
-        path = path_for(runtime.step, kernel, query, key)
+        kernel = None if previous is not None else usable_kernel(name, query, query.shape[-1] // heads)
+        path = path_for(runtime.step, kernel, query, heads)
         if path is not None:
             announce_path(name, path, kernel.name if path == "lse-merge" else "augmented head dims")
         return reference_self_attention(

@@ -33,13 +33,14 @@ WEIGHT_DTYPES = {
 """The same weight-dtype choices as core's Load Diffusion Model (UNETLoader)."""
 
 
-def checkpoint_choices() -> list[str]:
-    """The ``.pt``/``.pth``/``.ckpt`` files under models/diffusion_models (SAT checkpoints live there)."""
+def checkpoint_choices(suffixes: frozenset[str] = TENSOR_PICKLE_SUFFIXES) -> list[str]:
+    """Files under models/diffusion_models with one of ``suffixes`` (default: the SAT ``.pt``/``.pth``/
+    ``.ckpt`` checkpoints)."""
     try:
         names = folder_paths.get_filename_list(CHECKPOINT_FOLDER)
     except KeyError:
         return []
-    return [name for name in names if Path(name).suffix.lower() in TENSOR_PICKLE_SUFFIXES]
+    return [name for name in names if Path(name).suffix.lower() in suffixes]
 
 
 def load_sat_cogvideox(path: str, model_options: dict | None = None, disable_dynamic: bool = False):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..customvideox_core.entity_tokens import find_entity_positions, split_entity_words
-from ..customvideox_core.erae import ERAEConfig
+from ..customvideox_core.erae import ERAEConfig, SubjectWords, parse_subject_words
 from .tokens import prompt_pieces
 from .types import ERAESettings, ERAEType
 
@@ -63,6 +63,16 @@ class CustomVideoXERAEMask(io.ComfyNode):
                     tooltip="Subject mask for the reference image (1 = subject), same size as the "
                     "reference image; replaces ReferenceEncode's mask.",
                 ),
+                io.String.Input(
+                    "subject_words",
+                    multiline=True,
+                    default="",
+                    optional=True,
+                    tooltip="Several subjects: bind words of the prompt to single reference images, one "
+                    "line (or ';'-separated item) per image, 'N: words' with N the image number, e.g. "
+                    "'1: dog' and '2: cat'. ERAE then raises the dog's regions toward image 1 only and the "
+                    "cat's toward image 2. Images without a line use entity_words. Empty = one subject.",
+                ),
             ],
             outputs=[ERAEType.Output("erae", tooltip="ERAE settings, for Sample or Apply.")],
         )
@@ -77,19 +87,32 @@ class CustomVideoXERAEMask(io.ComfyNode):
         threshold: float,
         block_outside_mask: bool,
         reference_mask=None,
+        subject_words: str = "",
     ) -> io.NodeOutput:
         words = split_entity_words(entity_words)
-        if not words:
-            raise ValueError("entity_words is empty: write the word(s) of the prompt that name the subject")
-        positions = find_entity_positions(prompt_pieces(clip, prompt), words)
+        bindings = parse_subject_words(subject_words or "")
+        if not words and not bindings:
+            raise ValueError(
+                "entity_words is empty: write the word(s) of the prompt that name the subject "
+                "(or bind words to reference images in subject_words)"
+            )
+        pieces = prompt_pieces(clip, prompt)
+        positions = find_entity_positions(pieces, words) if words else ()
+        subjects = tuple(
+            SubjectWords(image, find_entity_positions(pieces, split_entity_words(text)))
+            for image, text in bindings
+        )
         config = ERAEConfig(
             entity_positions=positions,
             gamma=strength,
             threshold=threshold,
             block_outside_mask=block_outside_mask,
+            subjects=subjects,
         )
         if reference_mask is not None:
             mask = reference_mask.reshape(-1, *reference_mask.shape[-2:]).clamp(0, 1)
             return io.NodeOutput(ERAESettings(config, mask), ui=ui.PreviewMask(mask, cls=cls))
         text = f"entity tokens at {list(positions)}; reference mask: ReferenceEncode's (all ones if none)"
+        for subject in subjects:
+            text += f"; image {subject.reference_frame + 1}: tokens {list(subject.entity_positions)}"
         return io.NodeOutput(ERAESettings(config, None), ui=ui.PreviewText(text))

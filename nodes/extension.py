@@ -11,11 +11,14 @@ from typing_extensions import override
 from ..customvideox_core.constants import ADAPTER_EXTENSIONS, MODEL_FOLDER
 from .apply_node import CustomVideoXApply
 from .concat_id_node import CustomVideoXLoadConcatID
+from .concat_id_wan import CustomVideoXLoadConcatIDWan
 from .conditioning_node import CustomVideoXReferenceConditioning
 from .erae_node import CustomVideoXERAEMask
 from .load_node import LoadCustomVideoX
 from .reference_node import CustomVideoXReferenceEncode
 from .sample_node import CustomVideoXSample
+from .score_node import CustomVideoXScore
+from .standin_nodes import CustomVideoXApplyStandIn, CustomVideoXLoadStandIn
 from .tab_node import CustomVideoXTimeAwareBias
 from .train_node import CustomVideoXTrainAdapter
 from .train_settings_node import CustomVideoXTrainSettings
@@ -44,7 +47,11 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXTrainAdapter,
     CustomVideoXReferenceConditioning,
     CustomVideoXLoadConcatID,
+    CustomVideoXLoadConcatIDWan,
     CustomVideoXTrainSettings,
+    CustomVideoXScore,
+    CustomVideoXLoadStandIn,
+    CustomVideoXApplyStandIn,
 ]
 
 

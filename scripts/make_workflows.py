@@ -512,6 +512,21 @@ after the video: the reference-trained model to use with this pack. No adapter i
 wire them through Batch Images. TAB and ERAE act on top; set TAB's peak to 0 for Phantom's own result.
 """
 
+SCORE_FILES_NOTE = """\
+**Scoring** (*CustomVideoX Score*, right column): the paper's fidelity measures of the decoded video,
+with encoders loaded by core's *Load CLIP Vision* (into `ComfyUI/models/…`):
+
+| file | folder |
+|---|---|
+| `clip_vision_h.safetensors`: OpenCLIP ViT-H/14 (the Wan I2V CLIP vision file) → CLIP-I, T.Cons | `clip_vision/` |
+| `dinov2_large.safetensors`: the `model.safetensors` of facebook/dinov2-large, renamed → DINO-I | `clip_vision/` |
+
+No DINOv2 file? Delete its loader: DINO-I then reads NaN. CLIP-T needs the text tower of the *same*
+CLIP (wire a CLIP of the same model into *clip* and type the prompt); a T5/umT5 encoder cannot give it.
+The scores (cosines; the paper prints them × 100) are drawn per frame on the node, returned as FLOATs
+and saved in the API's history under `cvx_scores`. See `docs/METRICS.md` for what they mean.
+"""
+
 HOW_TO_RUN = """\
 **Run it**
 1. *Load Image*: upload a photo of your subject (a plain background works best).
@@ -548,13 +563,15 @@ def customvideox_graph(
     note_text: str,
     reference_images: int = 1,
     wire_mask: bool = False,
+    score: bool = False,
 ) -> WorkflowSpec:
     """The layout all examples share, about 1,850 × 950 canvas units (readable at the editor's fit zoom).
 
     Node ids are the same in every example: 1 UNETLoader, 2 LoadCustomVideoX, 3 CLIPLoader,
     4 VAELoader, 5 Prompt, 6 positive and 7 negative CLIPTextEncode, 8 LoadImage, 9 ReferenceEncode,
     10 TimeAwareBias, 11 ERAEMask, 12 Sample, 13 VAEDecode, 14 CreateVideo, 15 SaveVideo, 16 the note,
-    17 ModelSamplingSD3 (Wan only), 18-19 more LoadImage and 20 BatchImagesNode (several references).
+    17 ModelSamplingSD3 (Wan only), 18-19 more LoadImage and 20 BatchImagesNode (several references),
+    21-23 the two Load CLIP Vision nodes and CustomVideoX Score (``score``, a sixth column).
     """
     loaders, prompts, bias, sampler, output = COLUMN_X
     shift_rows = 100 if host.shift is not None else 0
@@ -682,6 +699,7 @@ def customvideox_graph(
                 "strength": 1.0,
                 "threshold": 0.0,
                 "block_outside_mask": False,
+                "subject_words": "",
             },
             {"clip": (3, 0), "prompt": (5, 0)},
             color=PACK_COLOR,
@@ -737,7 +755,219 @@ def customvideox_graph(
         ),
         _note(16, (bias, 500), (output + 300 - bias, 300), note_title, note_text),
     ]
+    if score:
+        nodes += _score_nodes(SCORE_COLUMN_X)
     return WorkflowSpec(name, tuple(nodes))
+
+
+SCORE_COLUMN_X = 1880
+"""Left edge of the scoring column (right of the output column)."""
+
+
+def _score_nodes(column: int) -> list[Node]:
+    """Load CLIP Vision (CLIP, DINOv2) → CustomVideoX Score of the decoded frames against the subject."""
+    return [
+        Node(21, "CLIPVisionLoader", (column, 0), (340, 58), {"clip_name": "clip_vision_h.safetensors"}),
+        Node(22, "CLIPVisionLoader", (column, 100), (340, 58), {"clip_name": "dinov2_large.safetensors"}),
+        Node(
+            23,
+            "CustomVideoXScore",
+            (column, 200),
+            (340, 420),
+            {"region": "full", "frame_stride": 1, "center_crop": True, "prompt": ""},
+            {"frames": (13, 0), "reference": (8, 0), "clip_vision": (21, 0), "dino_vision": (22, 0)},
+            color=PACK_COLOR,
+            bgcolor=PACK_BGCOLOR,
+        ),
+    ]
+
+
+STANDIN_FILE = "Stand-In_wan2.1_T2V_14B_ver1.0.ckpt"
+STANDIN_FACE_IMAGE = "standin_face.png"
+STANDIN_PROMPT = (
+    "A man sits comfortably at a desk facing the camera, talking warmly as if to a friend on a video call. "
+    "Natural smile, focused gentle eyes, a cosy room with photos and a world map on the wall behind him."
+)
+WAN21_14B_STANDIN = HostFiles(
+    label="Wan 2.1 T2V 14B",
+    unet="wan2.1_t2v_14B_fp8_scaled.safetensors",
+    text_encoder="umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+    clip_type="wan",
+    vae="wan_2.1_vae.safetensors",
+    width=832,
+    height=480,
+    length=81,
+    steps=20,
+    cfg=5.0,
+    sampler="euler",
+    scheduler="simple",
+    fps=25.0,
+    shift=5.0,
+)
+STANDIN_NOTE = f"""\
+**Model files** (into `ComfyUI/models/…`; Wan files from Comfy-Org/Wan_2.1_ComfyUI_repackaged, the
+Stand-In file from the Stand-In release of WeChatCV):
+
+| file | folder |
+|---|---|
+| `{WAN21_14B_STANDIN.unet}` | `diffusion_models/` |
+| `{WAN21_14B_STANDIN.text_encoder}` | `text_encoders/` |
+| `{WAN21_14B_STANDIN.vae}` | `vae/` |
+| `{STANDIN_FILE}` (or a safetensors conversion of it) | `loras/` |
+
+**The face**: Stand-In was trained on a face crop on a white background, 512×512: crop the head with some
+margin (about 1.5× the face box), make the background white (a cut-out PNG: wire its mask and turn on
+*invert_mask*), keep ReferenceEncode at 512×512.
+
+**Run it**: pick the face in *Load Image*, write the prompt, queue. Settings are the published ones
+(832×480, 81 frames, 20 steps, cfg 5, shift 5). *Apply Stand-In* computes the face's keys and values once
+per sampling and reuses them. Optional: a *TimeAwareBias* / *ERAEMask* on Apply Stand-In strengthens the
+face in the middle of sampling (unconnected = the published method). **Wan 2.2 A14B**: one Apply Stand-In
+per expert with `Stand-In_wan2.2_T2V_A14B_high.ckpt` / `_low.ckpt`, each before its KSamplerAdvanced.
+"""
+
+
+def standin_graph(name: str, host: HostFiles) -> WorkflowSpec:
+    """Stand-In on Wan 2.1 14B with core KSampler: ids follow customvideox_graph where they mean the same.
+
+    1 UNETLoader, 17 ModelSamplingSD3, 21 Load Stand-In, 2 Apply Stand-In, 3 CLIPLoader, 4 VAELoader,
+    5 Prompt, 6/7 CLIPTextEncode, 8 LoadImage (the face), 9 ReferenceEncode, 22 EmptyHunyuanLatentVideo,
+    12 KSampler, 13 VAEDecode, 14 CreateVideo, 15 SaveVideo, 16 the note.
+    """
+    loaders, prompts, bias, sampler, output = COLUMN_X
+    return WorkflowSpec(
+        name,
+        (
+            Node(
+                1, "UNETLoader", (loaders, 0), (340, 82), {"unet_name": host.unet, "weight_dtype": "default"}
+            ),
+            Node(17, "ModelSamplingSD3", (loaders, 120), (340, 58), {"shift": host.shift}, {"model": (1, 0)}),
+            Node(
+                21,
+                "CustomVideoXLoadStandIn",
+                (loaders, 220),
+                (340, 58),
+                {"standin_name": STANDIN_FILE},
+                color=PACK_COLOR,
+                bgcolor=PACK_BGCOLOR,
+            ),
+            Node(
+                3,
+                "CLIPLoader",
+                (loaders, 320),
+                (340, 106),
+                {"clip_name": host.text_encoder, "type": host.clip_type, "device": "default"},
+            ),
+            Node(4, "VAELoader", (loaders, 470), (340, 58), {"vae_name": host.vae}),
+            Node(
+                8,
+                "LoadImage",
+                (loaders, 570),
+                (340, 380),
+                {"image": STANDIN_FACE_IMAGE},
+                title="Face (crop on white)",
+            ),
+            Node(
+                5,
+                "PrimitiveStringMultiline",
+                (prompts, 0),
+                (400, 150),
+                {"value": STANDIN_PROMPT},
+                title="Prompt",
+                color=POSITIVE_COLOR,
+                bgcolor=POSITIVE_BGCOLOR,
+            ),
+            Node(
+                6,
+                "CLIPTextEncode",
+                (prompts, 190),
+                (400, 50),
+                {"text": STANDIN_PROMPT},
+                {"clip": (3, 0), "text": (5, 0)},
+                title="Positive",
+                color=POSITIVE_COLOR,
+                bgcolor=POSITIVE_BGCOLOR,
+            ),
+            Node(
+                7,
+                "CLIPTextEncode",
+                (prompts, 320),
+                (400, 130),
+                {"text": NEGATIVE_PROMPT},
+                {"clip": (3, 0)},
+                title="Negative",
+                color=NEGATIVE_COLOR,
+                bgcolor=NEGATIVE_BGCOLOR,
+            ),
+            Node(
+                9,
+                "CustomVideoXReferenceEncode",
+                (prompts, 500),
+                (400, 170),
+                {"width": 512, "height": 512, "fit": "pad", "invert_mask": False},
+                {"vae": (4, 0), "image": (8, 0)},
+                color=PACK_COLOR,
+                bgcolor=PACK_BGCOLOR,
+            ),
+            Node(
+                2,
+                "CustomVideoXApplyStandIn",
+                (bias, 0),
+                (330, 170),
+                {"strength": 1.0, "uncond_sees_reference": True},
+                {"model": (17, 0), "standin": (21, 0), "reference": (9, 0)},
+                color=PACK_COLOR,
+                bgcolor=PACK_BGCOLOR,
+            ),
+            Node(
+                22,
+                "EmptyHunyuanLatentVideo",
+                (bias, 220),
+                (330, 130),
+                {"width": host.width, "height": host.height, "length": host.length, "batch_size": 1},
+            ),
+            Node(
+                12,
+                "KSampler",
+                (sampler, 0),
+                (310, 262),
+                {
+                    "seed": SEED,
+                    "seed.control_after_generate": "randomize",
+                    "steps": host.steps,
+                    "cfg": host.cfg,
+                    "sampler_name": host.sampler,
+                    "scheduler": host.scheduler,
+                    "denoise": 1.0,
+                },
+                {"model": (2, 0), "positive": (6, 0), "negative": (7, 0), "latent_image": (22, 0)},
+            ),
+            Node(13, "VAEDecode", (output, 0), (300, 46), {}, {"samples": (12, 0), "vae": (4, 0)}),
+            Node(
+                14,
+                "CreateVideo",
+                (output, 90),
+                (300, 102),
+                {"fps": host.fps, "bit_depth": 8},
+                {"images": (13, 0)},
+            ),
+            Node(
+                15,
+                "SaveVideo",
+                (output, 240),
+                (300, 180),
+                {"filename_prefix": "video/Stand-In", "format": "auto", "codec": "auto"},
+                {"video": (14, 0)},
+            ),
+            _note(
+                16,
+                (bias, 500),
+                (output + 300 - bias, 330),
+                "Stand-In · Wan 2.1 T2V 14B · one face",
+                STANDIN_NOTE,
+            ),
+        ),
+    )
 
 
 def example_specs() -> tuple[WorkflowSpec, ...]:
@@ -785,6 +1015,14 @@ def example_specs() -> tuple[WorkflowSpec, ...]:
             note_title="CustomVideoX · Phantom-Wan 1.3B / 14B · TAB + ERAE on a reference-trained model",
             note_text=PHANTOM_FILES_NOTE + "\n" + HOW_TO_RUN,
         ),
+        customvideox_graph(
+            "customvideox_score",
+            COGVIDEOX_5B,
+            note_title="CustomVideoX · CogVideoX-5B · generate, then score against the subject",
+            note_text=COGVIDEOX_FILES_NOTE + "\n" + SCORE_FILES_NOTE + "\n" + HOW_TO_RUN,
+            score=True,
+        ),
+        standin_graph("standin_wan21_14b", WAN21_14B_STANDIN),
     )
 
 

@@ -26,8 +26,8 @@ run as a batch of one: the video lands in ``out/dog/``, and the same command aga
 
 Columns: ``reference`` (image path, relative to the job file), ``prompt`` and ``seed`` are required;
 ``mask``, ``entity_words``, ``tab_shape``/``tab_peak``/``tab_floor``/``tab_start``/``tab_end``/
-``tab_custom_values``, ``erae_strength``/``erae_threshold`` and ``output`` (name of the results)
-are optional. Every bad row (missing prompt, reference file not found, bad seed, non-numeric
+``tab_custom_values``, ``erae_strength``/``erae_threshold``, ``cfg`` and ``output`` (name of the
+results) are optional. Every bad row (missing prompt, reference file not found, bad seed, non-numeric
 override, unknown column, an input the workflow lacks) is reported with its line number before
 anything is queued, and the client exits with status 2.
 
@@ -45,6 +45,11 @@ jobs that failed are tried again (``--keep-failed`` keeps them failed). A server
 reached is retried with exponential backoff (``--backoff`` seconds, doubled, ``--retries`` times);
 if it stays down its job goes to another server. Exit status: 0 when every job is done, 1 when
 some failed or could not run, 2 for invalid input, 130 when interrupted.
+
+Scores: when the workflow has a ``CustomVideoXScore`` node, each job's scores (from ``/history``) go
+into the manifest and into ``<output-dir>/results.csv`` / ``results.md`` (:mod:`.results`).
+``--sweep AXIS=V1,V2`` (repeatable) expands the one job of the file over a grid of TAB / ERAE / cfg /
+seed values and writes ``sweep.csv``, ``sweep.md`` and ``sweep_<axis>.png`` (:mod:`.sweep`).
 
 As a library::
 

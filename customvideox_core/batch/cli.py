@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .config import DEFAULT_SERVER, BatchConfig
@@ -25,6 +26,7 @@ from .single import (
     single_job_results,
     write_single_job,
 )
+from .sweep import SweepError, parse_axis, run_sweep, write_sweep_jobs
 from .workflow import WorkflowError
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--history-poll", type=float, default=5.0, help="/history check while silent (seconds)"
     )
+    parser.add_argument(
+        "--sweep",
+        action="append",
+        metavar="AXIS=V1,V2",
+        help="expand the one job over a grid (repeat for more axes): tab_shape, tab_peak, tab_floor, "
+        "tab_start, tab_end, tab_window (start:end), erae_strength, erae_threshold, cfg, seed; writes "
+        "sweep.csv/.md and sweep_<axis>.png",
+    )
     parser.add_argument("--keep-failed", action="store_true", help="on resume, do not re-run failed jobs")
     parser.add_argument("--check", action="store_true", help="only validate jobs and workflow, queue nothing")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
@@ -143,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             job_timeout=arguments.job_timeout,
             retry_failed=not arguments.keep_failed,
         )
+        axes = tuple(parse_axis(text) for text in arguments.sweep or ())
     except ValueError as error:
         logger.error("%s", error)
         return EXIT_INVALID_INPUT
@@ -153,19 +164,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logger.info("the job is valid for %s; nothing queued (--check)", config.workflow_path)
                 return EXIT_OK
             write_single_job(single, config.output_dir)
+        if axes and arguments.check:
+            jobs_path, points = write_sweep_jobs(config, axes)
+            prepare_batch(replace(config, jobs_file=jobs_path))
+            logger.info("%d sweep job(s) valid, in %s; nothing queued (--check)", len(points), jobs_path)
+            return EXIT_OK
         if arguments.check:
             prepared = prepare_batch(config)
             logger.info(
                 "%d job(s) valid for %s; nothing queued (--check)", len(prepared.jobs), config.workflow_path
             )
             return EXIT_OK
-        result = run_batch(config)
-    except (JobFileError, SingleJobError, WorkflowError, ManifestError, FileNotFoundError) as error:
+        if axes:
+            sweep = run_sweep(config, axes)
+            result = sweep.batch
+            logger.info(
+                "sweep table: %s (and .md); pictures: %s", sweep.table_csv, list(map(str, sweep.charts))
+            )
+        else:
+            result = run_batch(config)
+    except (
+        JobFileError,
+        SingleJobError,
+        WorkflowError,
+        ManifestError,
+        SweepError,
+        FileNotFoundError,
+    ) as error:
         logger.error("%s", error)
         return EXIT_INVALID_INPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    if single is not None and result.ok:
+    if single is not None and result.ok and not axes:
         for path in single_job_results(config.manifest_path, single.name):
             logger.info("saved %s", path)
     if result.failed:

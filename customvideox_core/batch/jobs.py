@@ -17,6 +17,7 @@ Columns (CSV header) or keys (JSONL objects):
 ``tab_custom_values``         comma-separated numbers (a JSON list of numbers is accepted)
 ``erae_strength``             ERAE strength (finite number)
 ``erae_threshold``            ERAE threshold (finite number)
+``cfg``                       guidance scale of every sampler / guider with a ``cfg`` input (finite number)
 ``output``                    output name: the save nodes' ``filename_prefix`` and the job's folder in
                               the output directory; unique per file. Default ``job_<row number>``.
 ============================  ==========================================================================
@@ -55,10 +56,11 @@ OPTIONAL_COLUMNS = (
     "tab_custom_values",
     "erae_strength",
     "erae_threshold",
+    "cfg",
     "output",
 )
 KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-_FLOAT_COLUMNS = ("tab_peak", "tab_floor", "tab_start", "tab_end", "erae_strength", "erae_threshold")
+_FLOAT_COLUMNS = ("tab_peak", "tab_floor", "tab_start", "tab_end", "erae_strength", "erae_threshold", "cfg")
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ class Job:
     output: str | None = None
     tab: TabOverrides = field(default_factory=TabOverrides)
     erae: EraeOverrides = field(default_factory=EraeOverrides)
+    cfg: float | None = None
+    """Guidance scale for the workflow's samplers; ``None`` keeps the workflow's."""
 
     def __post_init__(self) -> None:
         if self.line < 1:
@@ -139,6 +143,8 @@ class Job:
             "tab": asdict(self.tab),
             "erae": asdict(self.erae),
         }
+        if self.cfg is not None:  # only when given, so manifests written before cfg existed still match
+            content["cfg"] = self.cfg
         encoded = json.dumps(content, sort_keys=True, ensure_ascii=True).encode("utf-8")
         return hashlib.sha256(encoded).hexdigest()[:16]
 
@@ -329,6 +335,7 @@ def _job_from_row(
             output=output,
             tab=tab,  # type: ignore[arg-type]
             erae=erae,
+            cfg=floats["cfg"],
         )
     except ValueError as error:
         errors.append(str(error))

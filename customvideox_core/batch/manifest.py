@@ -12,6 +12,7 @@
           "state": "pending" | "uploading" | "queued" | "running" | "done" | "failed",
           "server": "http://..." | null, "prompt_id": "..." | null,
           "files": ["<job name>/<file>", ...],   # relative to the output directory (done)
+          "scores": {"<node id>": {...}} | null, # CustomVideoXScore summaries from /history (done)
           "error": "..." | null,                 # failed
           "attempts": 1,                         # times the job was queued
           "updated_at": 1700000000.0
@@ -61,6 +62,8 @@ class JobRecord:
     error: str | None = None
     attempts: int = 0
     updated_at: float = field(default_factory=time.time)
+    scores: dict | None = None
+    """Score summaries the job's ``CustomVideoXScore`` node(s) reported, by node id (see ``results.py``)."""
 
     def __post_init__(self) -> None:
         if self.state not in JOB_STATES:

@@ -13,6 +13,7 @@ from .config import BatchConfig, BatchResult
 from .jobs import Job, JobFileError, RowError, read_jobs
 from .manifest import ManifestStore
 from .progress import ProgressReporter
+from .results import write_results
 from .worker import BatchContext, JobPool, ServerWorker
 from .workflow import ApiWorkflow, WorkflowTargets, job_workflow_errors, load_workflow, locate_targets
 
@@ -106,6 +107,9 @@ def run_batch(config: BatchConfig, *, on_manifest_write: Callable[[dict], None] 
         logger.warning("interrupted; %s keeps every job's state: run the same command to resume", store.path)
         raise
     progress.finish()
+    csv_path, _ = write_results(config.output_dir, prepared.jobs, store.snapshot())
+    if not config.quiet:
+        logger.info("results table: %s (and .md)", csv_path)
     return _result(store, jobs, config)
 
 

@@ -32,6 +32,7 @@ from .config import BatchConfig
 from .jobs import Job
 from .manifest import ManifestStore
 from .progress import ProgressReporter
+from .results import expects_scores, scores_from_history
 from .websocket import WebSocketConnection, WebSocketError
 from .workflow import ApiWorkflow, JobWorkflowError, UploadedImages, WorkflowTargets, fill_workflow
 
@@ -302,7 +303,15 @@ class ServerWorker(threading.Thread):
             logger.warning(
                 "%s: prompt %s finished without output files (no save node ran?)", job.name, prompt_id
             )
-        self._set_state(job.name, "done", files=tuple(saved), error=None)
+        scores = scores_from_history(entry)
+        if scores is None and expects_scores(self.context.workflow):
+            logger.warning(
+                "%s: the workflow has a CustomVideoXScore node but prompt %s reported no scores; ComfyUI "
+                "skips an output node that fails validation (see the server's log)",
+                job.name,
+                prompt_id,
+            )
+        self._set_state(job.name, "done", files=tuple(saved), error=None, scores=scores)
 
     def _fail(self, job: Job, error: str) -> None:
         self._set_state(job.name, "failed", error=error)

@@ -15,6 +15,8 @@ Targets, located once per workflow by :func:`locate_targets`:
   ``SamplerCustom.noise_seed``, ``RandomNoise.noise_seed``;
 - TAB / ERAE overrides: ``CustomVideoXTimeAwareBias`` / ``CustomVideoXERAEMask`` inputs (a job without
   entity words keeps the workflow's, which must then occur in the job's prompt);
+- guidance: the ``cfg`` input of every sampler / guider (``SAMPLER_CLASSES``) that has one, when a job gives
+  ``cfg``;
 - output name: ``filename_prefix`` of every node that has that input.
 """
 
@@ -77,6 +79,8 @@ class WorkflowTargets:
     save_nodes: tuple[str, ...]
     erae_entity_words: tuple[str, ...] = ()
     """Entity words written in the workflow's ERAEMask nodes (what a job without entity words keeps)."""
+    cfg_nodes: tuple[str, ...] = ()
+    """Samplers / guiders with a ``cfg`` value (not a wire): what a job's ``cfg`` sets."""
 
     def __post_init__(self) -> None:
         if not self.prompt_encoders:
@@ -164,6 +168,11 @@ def locate_targets(workflow: ApiWorkflow) -> WorkflowTargets:
             + ", ".join(f"{cls}.{name}" for cls, name in SEED_INPUTS.items())
         )
     save_nodes = tuple(node_id for node_id, node in workflow.items() if "filename_prefix" in _inputs(node))
+    cfg_nodes = tuple(
+        node_id
+        for node_id in samplers
+        if "cfg" in _inputs(workflow[node_id]) and not _is_link(_inputs(workflow[node_id])["cfg"])
+    )
     return WorkflowTargets(
         reference_loader=reference_loader,
         mask_loaders=tuple(mask_loaders),
@@ -179,6 +188,7 @@ def locate_targets(workflow: ApiWorkflow) -> WorkflowTargets:
             if isinstance(_inputs(workflow[node_id]).get("entity_words"), str)
             for word in split_entity_words(_inputs(workflow[node_id])["entity_words"])
         ),
+        cfg_nodes=cfg_nodes,
     )
 
 
@@ -204,6 +214,10 @@ def job_workflow_errors(targets: WorkflowTargets, job: Job) -> list[str]:
         errors.append(f"erae_* overrides given but the workflow has no {ERAE_MASK} node")
     if job.tab.node_inputs() and not targets.tab_nodes:
         errors.append(f"tab_* overrides given but the workflow has no {TIME_AWARE_BIAS} node")
+    if job.cfg is not None and not targets.cfg_nodes:
+        errors.append(
+            f"cfg given but no sampler in the workflow has a cfg value ({', '.join(SAMPLER_CLASSES)})"
+        )
     if job.output is not None and not targets.save_nodes:
         errors.append("output given but the workflow has no save node (no node has a filename_prefix input)")
     return errors
@@ -245,6 +259,9 @@ def fill_workflow(
             set_input(node_id, name, value)
     for node_id, name in targets.seed_inputs:
         set_input(node_id, name, job.seed)
+    if job.cfg is not None:
+        for node_id in targets.cfg_nodes:
+            set_input(node_id, "cfg", job.cfg)
     if job.output is not None:
         for node_id in targets.save_nodes:
             set_input(node_id, "filename_prefix", job.output)

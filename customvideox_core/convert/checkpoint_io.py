@@ -20,7 +20,7 @@ import logging
 import os
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -47,10 +47,12 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class LoadedCheckpoint:
-    """A state dict read from ``file`` (the resolved file, inside a SAT folder when one was given)."""
+    """A state dict read from ``file`` (the resolved file, inside a SAT folder when one was given);
+    ``metadata`` is the safetensors header (empty for ``.pt`` files)."""
 
     tensors: dict[str, Tensor]
     file: Path
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def resolve_checkpoint_file(path: str | os.PathLike[str]) -> Path:
@@ -100,10 +102,10 @@ def load_tensor_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     suffix = file.suffix.lower()
     if suffix == SAFETENSORS_SUFFIX:
         try:
-            tensors, _ = read_safetensors(file)
+            tensors, metadata = read_safetensors(file)
         except ValueError as error:
             raise CheckpointError(str(error)) from error
-        return LoadedCheckpoint(tensors=tensors, file=file)
+        return LoadedCheckpoint(tensors=tensors, file=file, metadata=metadata)
     if suffix not in TENSOR_PICKLE_SUFFIXES:
         accepted = ", ".join(sorted(TENSOR_PICKLE_SUFFIXES | {SAFETENSORS_SUFFIX}))
         raise CheckpointError(f"{file} has suffix {file.suffix!r}; accepted checkpoint files are {accepted}")

@@ -1,11 +1,13 @@
-"""Command line: convert Concat-ID's SAT CogVideoX-5B checkpoint to a ComfyUI diffusion-model file.
+"""Command line: convert Concat-ID's checkpoints to safetensors files ComfyUI loads.
 
     python scripts/convert_concat_id.py --input models/single-identity \\
         --output ComfyUI/models/diffusion_models/concat_id_cogvideox5b_single_bf16.safetensors
 
 ``--input`` is a SAT checkpoint folder (``latest`` + ``<iteration>/mp_rank_00_model_states.pt``), the
 ``.pt`` file itself, or a ``.safetensors`` file. ``.pt`` files are read with
-``torch.load(weights_only=True)`` only. The output is never overwritten unless ``--overwrite`` is given,
+``torch.load(weights_only=True)`` only. ``--variant wan`` re-saves a Concat-ID-Wan ``.pt``
+(``first_stage.pt``, ``second_stage_adaln.pt``) as safetensors with its own names, after checking it.
+The output is never overwritten unless ``--overwrite`` is given,
 and is written atomically (a temporary file in the same folder, then renamed). Exit status 0 on
 success, 2 on a refused input or output (the message says why; nothing is written).
 """
@@ -16,12 +18,15 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from ..adapter_file import write_safetensors_atomic
 from .checkpoint_io import CheckpointError, load_tensor_checkpoint
+from .concat_id_wan import WAN_CONVERTER_ID, split_concat_id_wan
 from .sat_cogvideox import ConversionError, conversion_metadata, convert_sat_cogvideox
 
 logger = logging.getLogger(__name__)
@@ -49,17 +54,65 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dtype", choices=sorted(DTYPES), default="keep", help="cast floating-point weights (default: keep)"
     )
+    parser.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        default="cogvideox",
+        help="cogvideox: Concat-ID's SAT CogVideoX-5B (default); wan: Concat-ID-Wan's first_stage.pt or "
+        "second_stage_adaln.pt, re-saved as safetensors with its names (load it with Load Concat-ID-Wan)",
+    )
     return parser
 
 
+@dataclass(frozen=True, eq=False)
+class Converted:
+    """What one variant makes of a checkpoint: output tensors, safetensors header, a log line."""
+
+    tensors: dict[str, Tensor]
+    metadata: dict[str, str]
+    summary: str
+
+
+def _convert_cogvideox(tensors: dict[str, Tensor], source: str) -> Converted:
+    result = convert_sat_cogvideox(tensors)
+    summary = (
+        f"{result.num_layers} layers; {len(result.skipped)} non-DiT keys left out, "
+        f"{len(result.dropped)} computed tables dropped"
+    )
+    return Converted(result.tensors, conversion_metadata(result, source=source), summary)
+
+
+def _convert_wan(tensors: dict[str, Tensor], source: str) -> Converted:
+    """Concat-ID-Wan keeps its names (Wan 2.1's plus the reference AdaLN): validated, re-saved as is."""
+    weights = split_concat_id_wan(tensors)
+    adaln = weights.reference_adaln is not None
+    metadata = {
+        "format": "pt",
+        "cvx_converted_from": "concat-id-wan",
+        "cvx_source": source,
+        "cvx_converter": WAN_CONVERTER_ID,
+        "cvx_reference_adaln": "yes" if adaln else "no",
+    }
+    return Converted(dict(tensors), metadata, f"Wan 2.1 {'with' if adaln else 'without'} reference AdaLN")
+
+
+VARIANTS = {"cogvideox": _convert_cogvideox, "wan": _convert_wan}
+"""``--variant``: Concat-ID's SAT CogVideoX-5B release, or its Wan 2.1 1.3B release."""
+
+
 def convert_file(
-    input_path: Path, output_path: Path, *, overwrite: bool = False, dtype: str = "keep"
+    input_path: Path,
+    output_path: Path,
+    *,
+    overwrite: bool = False,
+    dtype: str = "keep",
+    variant: str = "cogvideox",
 ) -> Path:
     """Convert ``input_path`` to ``output_path``; returns the written path.
 
     Raises ``FileExistsError`` (output exists, no ``overwrite``), :class:`CheckpointError` (unreadable or
-    refused input), :class:`ConversionError` (not a SAT CogVideoX-5B), ``ValueError`` (bad output name).
-    The output is checked before the (large) input is read.
+    refused input), :class:`ConversionError` (not the checkpoint ``variant`` names), ``ValueError`` (bad
+    output name or option). The output is checked before the (large) input is read.
     """
     if output_path.suffix.lower() != ".safetensors":
         raise ValueError(f"--output {output_path} must end in .safetensors")
@@ -67,27 +120,20 @@ def convert_file(
         raise FileExistsError(f"{output_path} already exists; choose another name or pass --overwrite")
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype!r} is not one of {sorted(DTYPES)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"--variant {variant!r} is not one of {sorted(VARIANTS)}")
     loaded = load_tensor_checkpoint(input_path)
-    result = convert_sat_cogvideox(loaded.tensors)
+    source = _source_name(input_path, loaded.file)
+    converted = VARIANTS[variant](loaded.tensors, source)
     target_dtype = DTYPES[dtype]
-    tensors = result.tensors
+    tensors = converted.tensors
     if target_dtype is not None:
         tensors = {
             key: tensor.to(target_dtype) if tensor.is_floating_point() else tensor
             for key, tensor in tensors.items()
         }
-    source = _source_name(input_path, loaded.file)
-    metadata = conversion_metadata(result, source=source)
-    written = write_safetensors_atomic(output_path, tensors, metadata, overwrite=overwrite)
-    logger.info(
-        "wrote %s: %d tensors, %d layers (from %s; %d non-DiT keys left out, %d computed tables dropped)",
-        written,
-        len(tensors),
-        result.num_layers,
-        source,
-        len(result.skipped),
-        len(result.dropped),
-    )
+    written = write_safetensors_atomic(output_path, tensors, converted.metadata, overwrite=overwrite)
+    logger.info("wrote %s: %d tensors, %s (from %s)", written, len(tensors), converted.summary, source)
     return written
 
 
@@ -104,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
-        convert_file(args.input, args.output, overwrite=args.overwrite, dtype=args.dtype)
+        convert_file(
+            args.input, args.output, overwrite=args.overwrite, dtype=args.dtype, variant=args.variant
+        )
     except (CheckpointError, ConversionError, FileExistsError, ValueError) as error:
         logger.error("convert_concat_id: %s", error)
         return 2

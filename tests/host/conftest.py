@@ -15,6 +15,8 @@ Fixtures (all session-scoped unless noted):
   not exist yet; *fails* with ComfyUI's traceback if the pack exists but does not import.
 - ``tiny_models`` → ``TinyModels``: file names (as ``UNETLoader`` / ``VAELoader`` list them) of the tiny
   random-weight models written once into the host's ``models/diffusion_models`` and ``models/vae``.
+- ``tiny_encoders`` → ``TinyEncoders``: file names (as ``models/clip_vision`` lists them) of a tiny CLIP
+  vision model and a tiny DINOv2 (``tiny_models.write_tiny_clip_vision``), for the score node.
 - ``comfy_server`` → a ready ``harness.ComfyServer`` sharing the host's models directory, killed at
   the end of the session. It is launched in the background during collection when any selected
   test uses it, so its startup overlaps the in-process tests. ``comfy_server_factory`` (function
@@ -42,6 +44,9 @@ from harness import (
 )
 from tiny_models import (
     COGVIDEOX_VARIANTS,
+    TINY_CLIP_VISION_CONFIG,
+    TINY_DINOV2_CONFIG,
+    write_tiny_clip_vision,
     write_tiny_cogvideox,
     write_tiny_sd15_unet,
     write_tiny_vae,
@@ -206,6 +211,24 @@ def tiny_models(comfy_host: ComfyHost) -> TinyModels:
         diffusion_models_dir=diffusion_models_dir,
         vae_dir=vae_dir,
     )
+
+
+@dataclass(frozen=True)
+class TinyEncoders:
+    """File names of the tiny image encoders in the host's ``models/clip_vision``."""
+
+    clip_vision: str
+    dinov2: str
+    folder: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoders(comfy_host: ComfyHost) -> TinyEncoders:
+    folder = comfy_host.models_dir / "clip_vision"
+    clip_name, dino_name = "cvx_tiny_clip_vision.safetensors", "cvx_tiny_dinov2.safetensors"
+    write_tiny_clip_vision(folder / clip_name, config=TINY_CLIP_VISION_CONFIG, seed=5)
+    write_tiny_clip_vision(folder / dino_name, config=TINY_DINOV2_CONFIG, seed=6)
+    return TinyEncoders(clip_vision=clip_name, dinov2=dino_name, folder=folder)
 
 
 @pytest.fixture

@@ -516,7 +516,15 @@ class ComfyServer:
             if not link.is_symlink():
                 link.symlink_to(Path(target).resolve(), target_is_directory=True)
 
-    _MODEL_FOLDERS = ("diffusion_models", "vae", "loras", "customvideox", "text_encoders", "checkpoints")
+    _MODEL_FOLDERS = (
+        "diffusion_models",
+        "vae",
+        "loras",
+        "customvideox",
+        "text_encoders",
+        "checkpoints",
+        "clip_vision",
+    )
 
     def _write_model_paths(self) -> Path:
         """An extra-model-paths YAML that adds ``models_dir``'s folders to the server's own."""

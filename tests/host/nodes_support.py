@@ -21,14 +21,18 @@ GRAPH_NODE_IDS = frozenset(
         "CustomVideoXERAEMask",
         "CustomVideoXSample",
         "CustomVideoXApply",
+        "CustomVideoXScore",
     }
 )
-"""The pack's nodes the example generation graphs are built from."""
+"""The pack's nodes the example graphs are built from."""
 PACK_NODE_IDS = GRAPH_NODE_IDS | {
     "CustomVideoXTrainAdapter",
     "CustomVideoXTrainSettings",
     "CustomVideoXReferenceConditioning",
     "CustomVideoXLoadConcatID",
+    "CustomVideoXLoadConcatIDWan",
+    "CustomVideoXLoadStandIn",
+    "CustomVideoXApplyStandIn",
 }
 """Every node id the pack registers (frozen once released: saved workflows refer to them)."""
 VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FRAMES = 96, 64, 5

@@ -42,7 +42,12 @@ WORKFLOWS_DIR = REPO_ROOT / "workflows"
 UI_NAMES = tuple(sorted(path.stem for path in WORKFLOWS_DIR.glob("*.json")))
 """Every UI graph shipped in workflows/ (test_workflows.py checks the folder holds exactly the examples)."""
 OUR_NODE_TYPES = GRAPH_NODE_IDS
-MODEL_FOLDERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "VAELoader": "vae"}
+MODEL_FOLDERS = {
+    "UNETLoader": "diffusion_models",
+    "CLIPLoader": "text_encoders",
+    "VAELoader": "vae",
+    "CLIPVisionLoader": "clip_vision",
+}
 FRONTEND_WIDGET_EXTRAS = {"control_after_generate", "upload", "$$canvas-image-preview"}
 """Widgets the frontend adds on its own (seed control mode, upload button, image preview)."""
 EDITOR_SIZE = (1600, 1000)

@@ -183,7 +183,11 @@ def test_batch_of_two_matches_two_single_runs(comfy_host, pack, vae, models):
             disable_pbar=True,
             seed=5,
         )
-        assert torch.allclose(both[row : row + 1], single, atol=1e-4)
+        # Rows are attended in row groups (seeing / not seeing the reference) whose size differs between
+        # the two runs, so float32 sums run in another order: BLOCKED_ATOL, far below a leak between rows
+        # (a reference effect is > 1e-2, see test_visible_reference_changes_the_video).
+        difference = float((both[row : row + 1] - single).abs().max())
+        assert difference < BLOCKED_ATOL, difference
 
 
 def run_sample_node(comfy_host, model, reference, *, seed: int, steps: int, tab=None):

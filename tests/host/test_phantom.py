@@ -120,7 +120,7 @@ def dual_sample(model, positive, middle, negative, *, seed: int = 3) -> torch.Te
 
 def apply(comfy_host, model, reference, schedule, erae=None):
     node = comfy_host.node_class("CustomVideoXApply")
-    return node.execute(model, False, reference=reference, tab=schedule, erae=erae).args[0]
+    return node.execute(model, reference, False, tab=schedule, erae=erae).args[0]
 
 
 def assert_close(ours: torch.Tensor, oracle: torch.Tensor) -> None:

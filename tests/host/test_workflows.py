@@ -38,17 +38,26 @@ UI_NAMES = (
     "customvideox_multi_reference",
     "customvideox_erae_mask",
     "customvideox_phantom_wan",
+    "customvideox_score",
+    "standin_wan21_14b",
 )
+STANDIN_NAMES = ("standin_wan21_14b",)
+"""Stand-In graphs: Apply Stand-In + core KSampler, the Stand-In file in ``loras/``, no CustomVideoX adapter."""
 FRONTEND_NOTE_TYPES = {"MarkdownNote", "Note"}
 MODEL_FILE_WIDGETS = {
     "UNETLoader": ("unet_name", "diffusion_models"),
     "CLIPLoader": ("clip_name", "text_encoders"),
     "VAELoader": ("vae_name", "vae"),
+    "CLIPVisionLoader": ("clip_name", "clip_vision"),
+    "CustomVideoXLoadStandIn": ("standin_name", "loras"),
 }
+MODEL_FILE_EXTENSIONS = {"CustomVideoXLoadStandIn": (".safetensors", ".ckpt")}
+"""Loaders whose shipped file is not a safetensors (Stand-In is published as a plain-tensor .ckpt)."""
 """Loader → (file-name widget, models folder): the widgets whose values name files users download."""
 CONTROL_AFTER_GENERATE_VALUES = {"fixed", "increment", "decrement", "randomize"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"}
 PLACEHOLDER_TEXT_ENCODER = "cvx_placeholder_text_encoder.safetensors"
+PLACEHOLDER_STANDIN = "cvx_placeholder_standin.ckpt"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,9 +137,8 @@ def expected_widgets(info: dict) -> list[tuple[str, Any, dict]]:
 def value_problem(class_type: str, name: str, declared_type: Any, options: dict, value: Any) -> str | None:
     """Why ``value`` does not fit the widget, or ``None``. Model-file combos are checked elsewhere."""
     if class_type in MODEL_FILE_WIDGETS and name == MODEL_FILE_WIDGETS[class_type][0]:
-        return (
-            None if isinstance(value, str) and value.endswith(".safetensors") else "not a .safetensors name"
-        )
+        extensions = MODEL_FILE_EXTENSIONS.get(class_type, (".safetensors",))
+        return None if isinstance(value, str) and value.endswith(extensions) else f"not a {extensions} name"
     if declared_type == "CONTROL":
         return None if value in CONTROL_AFTER_GENERATE_VALUES else f"{value!r} is no control mode"
     if declared_type == "UPLOAD":
@@ -275,7 +283,9 @@ def test_workflows_folder_holds_exactly_the_examples_and_their_twins():
     others = shipped - expected - {"api/customvideox_train_api.json"}
     assert not others, f"unexpected files in workflows/: {sorted(others)}"
     folders = sorted(path.name for path in WORKFLOWS_DIR.iterdir() if path.is_dir())
-    assert folders == ["api"], f"workflows/ holds UI graphs and the api/ folder only, found folders {folders}"
+    assert folders == ["api", "jobs"], (
+        f"workflows/ holds UI graphs, the api/ folder and the example job files in jobs/, found {folders}"
+    )
 
 
 @pytest.mark.parametrize("name", UI_NAMES)
@@ -316,7 +326,8 @@ def test_note_says_which_model_files_to_get_and_where(name):
     for _, file_name, folder in model_files(workflow):
         assert f"`{file_name}`" in text
         assert f"`{folder}/`" in text
-    assert "`customvideox/`" in text  # where an adapter goes
+    if name not in STANDIN_NAMES:
+        assert "`customvideox/`" in text  # where an adapter goes
 
 
 @pytest.mark.parametrize("name", UI_NAMES)
@@ -426,7 +437,7 @@ def test_api_twin_validates_through_post_prompt_but_for_the_model_file_names(
 
 @pytest.mark.parametrize("name", UI_NAMES)
 def test_api_twin_with_local_model_files_passes_comfyui_validation(
-    name, comfy_host, pack_module, tiny_models
+    name, comfy_host, pack_module, tiny_models, tiny_encoders
 ):
     """Every loader pointed at a file the host has: ComfyUI's validate_prompt finds nothing (no run)."""
     import execution
@@ -434,11 +445,16 @@ def test_api_twin_with_local_model_files_passes_comfyui_validation(
     text_encoders = comfy_host.models_dir / "text_encoders"
     text_encoders.mkdir(parents=True, exist_ok=True)
     (text_encoders / PLACEHOLDER_TEXT_ENCODER).write_bytes(b"")  # only listed, never loaded
+    loras = comfy_host.models_dir / "loras"
+    loras.mkdir(parents=True, exist_ok=True)
+    (loras / PLACEHOLDER_STANDIN).write_bytes(b"")  # only listed, never loaded
     write_subject_images(comfy_host.input_dir, subject_images(ui_workflow(name)))
     local_files = {
         "UNETLoader": tiny_models.cogvideox["5b"],
         "CLIPLoader": PLACEHOLDER_TEXT_ENCODER,
         "VAELoader": tiny_models.vae,
+        "CLIPVisionLoader": tiny_encoders.clip_vision,
+        "CustomVideoXLoadStandIn": PLACEHOLDER_STANDIN,
     }
     api = api_workflow(name)
     for node in api.values():
@@ -446,10 +462,14 @@ def test_api_twin_with_local_model_files_passes_comfyui_validation(
             node["inputs"][MODEL_FILE_WIDGETS[node["class_type"]][0]] = local_files[node["class_type"]]
     valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt(str(uuid.uuid4()), api, None))
     assert (valid, node_errors) == (True, {}), error
-    assert outputs == ["15"]  # SaveVideo is the one output
+    # SaveVideo is the output; the scoring example also runs CustomVideoX Score (an output node).
+    assert sorted(outputs) == (["15", "23"] if name == "customvideox_score" else ["15"])
 
 
-@pytest.mark.parametrize("name", [name for name in UI_NAMES if name != "customvideox_multi_reference"])
+@pytest.mark.parametrize(
+    "name",
+    [name for name in UI_NAMES if name != "customvideox_multi_reference" and name not in STANDIN_NAMES],
+)
 def test_batch_client_fills_the_api_twin(name):
     from customvideox_core.batch.jobs import Job
     from customvideox_core.batch.workflow import UploadedImages, fill_workflow, locate_targets
@@ -462,6 +482,7 @@ def test_batch_client_fills_the_api_twin(name):
     assert targets.tab_nodes == ("10",)
     assert targets.seed_inputs == (("12", "seed"),)
     assert targets.save_nodes == ("15",)
+    assert targets.cfg_nodes == ("12",)
     # The drawn mask lives in the reference's own LoadImage, so there is no separate mask loader.
     assert targets.mask_loaders == ()
     job = Job(
@@ -477,6 +498,24 @@ def test_batch_client_fills_the_api_twin(name):
     assert filled["6"]["inputs"]["text"] == filled["11"]["inputs"]["prompt"] == "a dog runs on a beach"
     assert filled["11"]["inputs"]["entity_words"] == "dog"
     assert filled["12"]["inputs"]["seed"] == 7
+
+
+@pytest.mark.parametrize("name", STANDIN_NAMES)
+def test_batch_client_fills_the_standin_twin(name):
+    """KSampler graph without TAB/ERAE: the face, the prompt, the seed and the output are still found."""
+    from customvideox_core.batch.jobs import Job
+    from customvideox_core.batch.workflow import UploadedImages, fill_workflow, locate_targets
+
+    api = api_workflow(name)
+    targets = locate_targets(api)
+    assert (targets.reference_loader, targets.prompt_encoders) == ("8", ("6",))
+    assert (targets.erae_nodes, targets.tab_nodes, targets.mask_loaders) == ((), (), ())
+    assert (targets.seed_inputs, targets.save_nodes) == ((("12", "seed"),), ("15",))
+    job = Job(line=1, name="me", reference=Path("me.png"), prompt="a man waves at the camera", seed=9)
+    filled = fill_workflow(api, targets, job, UploadedImages(reference="me.png"))
+    assert filled["8"]["inputs"]["image"] == "me.png"
+    assert filled["6"]["inputs"]["text"] == "a man waves at the camera"
+    assert filled["12"]["inputs"]["seed"] == 9
 
 
 def test_batch_client_refuses_the_several_references_twin_with_a_clear_reason():

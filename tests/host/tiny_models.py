@@ -311,3 +311,139 @@ def write_tiny_sd15_unet(path: Path | str, *, seed: int = 0) -> Path:
     )
     half = {name: tensor.to(torch.float16) for name, tensor in tensors.items()}
     return _save(path, half, {"cvx_tiny_model": "sd15-unet-one-level", "cvx_seed": str(seed)})
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiny image encoders (CLIP vision, DINOv2) and a tiny CLIP text model, for the score node
+# ----------------------------------------------------------------------------------------------
+#
+# ComfyUI's ``load_clipvision_from_sd`` picks a *fixed full-size* JSON config from the layer count
+# (24 layers → ViT-L, 1024 wide; ``encoder.layer.23`` → DINOv2-large), so no tiny file can pass
+# through core's Load CLIP Vision. These files hold ComfyUI's own key layout (the state dict of
+# ``comfy.clip_vision.ClipVisionModel``'s module, built from a tiny config) plus that config in the
+# safetensors metadata (``cvx_clip_vision_config``); ``load_tiny_clip_vision`` builds the same
+# ``ClipVisionModel`` that Load CLIP Vision returns, from that config, and loads the weights with
+# ``ClipVisionModel.load_sd`` — the object the node receives is of the real class.
+
+CLIP_VISION_CONFIG_KEY = "cvx_clip_vision_config"
+
+TINY_CLIP_VISION_CONFIG: dict = {
+    "attention_dropout": 0.0,
+    "dropout": 0.0,
+    "hidden_act": "quick_gelu",
+    "hidden_size": 48,
+    "image_size": 32,
+    "intermediate_size": 96,
+    "layer_norm_eps": 1e-05,
+    "model_type": "clip_vision_model",
+    "num_attention_heads": 2,
+    "num_channels": 3,
+    "num_hidden_layers": 2,
+    "patch_size": 8,
+    "projection_dim": 32,
+}
+"""A ViT-L-shaped config (same keys as ComfyUI's ``clip_vision_config_vitl.json``), tiny."""
+
+TINY_DINOV2_CONFIG: dict = {
+    "hidden_size": 48,
+    "use_mask_token": True,
+    "patch_size": 14,
+    "image_size": 518,
+    "num_channels": 3,
+    "num_attention_heads": 2,
+    "attention_probs_dropout_prob": 0.0,
+    "hidden_dropout_prob": 0.0,
+    "hidden_act": "gelu",
+    "mlp_ratio": 4,
+    "model_type": "dinov2",
+    "num_hidden_layers": 2,
+    "layer_norm_eps": 1e-6,
+    "qkv_bias": True,
+    "use_swiglu_ffn": False,
+    "layerscale_value": 1.0,
+    "drop_path_rate": 0.0,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_std": [0.229, 0.224, 0.225],
+}
+"""A DINOv2-shaped config (same keys as ComfyUI's ``image_encoders/dino2_large.json``), tiny in width
+and depth only: ComfyUI 0.21.0's ``Dino2Embeddings`` hard-codes the 518-pixel image and 14-pixel patches
+(a 37 × 37 position table), so the tiny model keeps that geometry."""
+
+TINY_CLIP_TEXT_CONFIG: dict = {
+    "eos_token_id": 49407,
+    "hidden_act": "quick_gelu",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "model_type": "clip_text_model",
+    "num_attention_heads": 2,
+    "num_hidden_layers": 2,
+    "projection_dim": 32,
+    "vocab_size": 49408,
+}
+"""The text twin of ``TINY_CLIP_VISION_CONFIG``: 32 wide, so its 32×32 text projection meets the
+vision projection's 32-wide space (ComfyUI's CLIP text projection is square)."""
+
+
+def _config_file(config: dict, directory: Path) -> Path:
+    """ComfyUI 0.21's ``ClipVisionModel`` takes a JSON file path (0.33 also a dict): write one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(config, sort_keys=True)
+    path = directory / f"cvx_tiny_vision_{abs(hash(text)) % 10**12}.json"
+    if not path.exists():
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_tiny_clip_vision(path: Path | str, *, config: dict, seed: int = 0) -> Path:
+    """Write a tiny image encoder (``config``'s ``model_type``: clip_vision_model or dinov2) in ComfyUI's
+    key layout, with ``config`` in the ``cvx_clip_vision_config`` metadata entry."""
+    import tempfile
+
+    import comfy.clip_vision
+
+    model = comfy.clip_vision.ClipVisionModel(str(_config_file(config, Path(tempfile.gettempdir()))))
+    tensors = _fill_random(model.get_sd(), seed=seed, is_attention=lambda name: False, attention_std=0.0)
+    metadata = {CLIP_VISION_CONFIG_KEY: json.dumps(config), "cvx_tiny_model": config["model_type"]}
+    return _save(path, tensors, metadata)
+
+
+def load_tiny_clip_vision(path: Path | str):
+    """The ``comfy.clip_vision.ClipVisionModel`` of a file written by :func:`write_tiny_clip_vision`."""
+    import tempfile
+
+    import comfy.clip_vision
+    import safetensors
+
+    with safetensors.safe_open(str(path), framework="pt") as handle:
+        config = json.loads(handle.metadata()[CLIP_VISION_CONFIG_KEY])
+        state_dict = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    model = comfy.clip_vision.ClipVisionModel(str(_config_file(config, Path(tempfile.gettempdir()))))
+    missing, _unexpected = model.load_sd(state_dict)
+    if missing:
+        raise RuntimeError(f"tiny clip vision {path} lacks weights {missing}")
+    return model
+
+
+def build_tiny_clip_text(*, seed: int = 0, config: dict = TINY_CLIP_TEXT_CONFIG):
+    """A ``comfy.sd.CLIP`` holding an SD1-type CLIP text model (ComfyUI's classes, real CLIP tokenizer)
+    of ``config``'s size, with seeded random weights. Like SD1's CLIP-L it returns the *unprojected*
+    pooled feature by default."""
+    import functools
+    import types
+
+    import comfy.sd
+    import comfy.sd1_clip
+
+    text_model = functools.partial(
+        comfy.sd1_clip.SDClipModel, textmodel_json_config=dict(config), return_projected_pooled=False
+    )
+    target = types.SimpleNamespace(
+        params={},
+        clip=functools.partial(comfy.sd1_clip.SD1ClipModel, clip_model=text_model),
+        tokenizer=comfy.sd1_clip.SD1Tokenizer,
+    )
+    template = comfy.sd1_clip.SDClipModel(textmodel_json_config=dict(config)).transformer.state_dict()
+    weights = _fill_random(template, seed=seed, is_attention=lambda name: False, attention_std=0.0)
+    return comfy.sd.CLIP(target=target, state_dict=[weights])

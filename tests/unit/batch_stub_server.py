@@ -46,6 +46,35 @@ from urllib.parse import parse_qs, urlsplit
 
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SAMPLERS = ("CustomVideoXSample", "KSampler")
+SCORE_NODE = "CustomVideoXScore"
+
+
+def _first_input(prompt: dict, classes: tuple[str, ...], name: str, default: float) -> float:
+    for node in prompt.values():
+        if node["class_type"] in classes and isinstance(node["inputs"].get(name), int | float):
+            return float(node["inputs"][name])
+    return default
+
+
+def stub_scores(prompt: dict) -> dict:
+    """Deterministic stand-in for CustomVideoXScore's summary, from the settings the prompt holds.
+
+    CLIP-I rises with the TAB peak, DINO-I with the ERAE strength, T.Cons falls with cfg, and the seed
+    nudges CLIP-I; CLIP-T is not measured (``None``), as without a text encoder.
+    """
+    seed = _first_input(prompt, SAMPLERS, "seed", 0.0)
+    peak = _first_input(prompt, ("CustomVideoXTimeAwareBias",), "peak", 0.0)
+    strength = _first_input(prompt, ("CustomVideoXERAEMask",), "strength", 0.0)
+    cfg = _first_input(prompt, SAMPLERS, "cfg", 0.0)
+    return {
+        "clip_i": 0.5 + 0.1 * peak + 0.001 * (seed % 100),
+        "dino_i": 0.4 + 0.05 * strength,
+        "t_cons": 0.95 - 0.01 * cfg,
+        "clip_t": None,
+        "frames": [0, 1, 2],
+        "region": "full",
+        "references": 1,
+    }
 
 
 @dataclass
@@ -66,6 +95,8 @@ class StubBehaviour:
     reject_when: Callable[[dict], dict | None] = lambda prompt: None
     honour_prompt_id: bool = True
     on_execution_start: Callable[[str], None] = lambda prompt_id: None
+    scores: Callable[[dict], dict] = stub_scores
+    """What a ``CustomVideoXScore`` node reports (UI key ``cvx_scores``, as the real node does)."""
 
 
 @dataclass
@@ -277,6 +308,9 @@ class StubComfyServer:
                         },
                     )
                     break
+            if node["class_type"] == SCORE_NODE:
+                preview = {"filename": f"scores_{node_id}.png", "subfolder": "", "type": "temp"}
+                outputs[node_id] = {"images": [preview], "cvx_scores": [behaviour.scores(prompt)]}
             if "filename_prefix" in node.get("inputs", {}):
                 outputs[node_id] = self._save(prompt, node["inputs"]["filename_prefix"])
                 self.send(
@@ -551,8 +585,11 @@ def _multipart_fields(content_type: str, body: bytes) -> dict[str, tuple[str | N
     return fields
 
 
-def api_workflow(with_mask: bool = True, with_erae: bool = True, with_tab: bool = True) -> dict:
-    """A hand-written API-format CustomVideoX graph with deliberately odd node ids."""
+def api_workflow(
+    with_mask: bool = True, with_erae: bool = True, with_tab: bool = True, with_score: bool = False
+) -> dict:
+    """A hand-written API-format CustomVideoX graph with deliberately odd node ids (``with_score``: the
+    decoded video is also scored by ``CustomVideoXScore`` against the reference)."""
     workflow: dict[str, dict] = {
         "m1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "cogvideox5b.safetensors"}},
         "cvx": {
@@ -625,4 +662,20 @@ def api_workflow(with_mask: bool = True, with_erae: bool = True, with_tab: bool 
         if with_mask:
             workflow["erae"]["inputs"]["reference_mask"] = ["maskload", 0]
         workflow["sample"]["inputs"]["erae"] = ["erae", 0]
+    if with_score:
+        workflow["clipvision"] = {
+            "class_type": "CLIPVisionLoader",
+            "inputs": {"clip_name": "clip_vision_l.safetensors"},
+        }
+        workflow["score"] = {
+            "class_type": SCORE_NODE,
+            "inputs": {
+                "frames": ["decode", 0],
+                "reference": ["img", 0],
+                "clip_vision": ["clipvision", 0],
+                "region": "full",
+                "frame_stride": 1,
+                "center_crop": True,
+            },
+        }
     return workflow

@@ -310,3 +310,10 @@ def test_failed_conversion_writes_nothing(tmp_path):
     assert main(["--input", str(source), "--output", str(output)]) == 2
     assert not output.parent.exists() or not any(output.parent.iterdir())
     assert main(["--input", str(source), "--output", str(tmp_path / "x.ckpt")]) == 2
+
+
+def test_legacy_torch_save_format_is_read_without_mmap(tmp_path):
+    sat = tiny_sat_state()
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"module": sat}, legacy, _use_new_zipfile_serialization=False)
+    assert_same_state(load_tensor_checkpoint(legacy).tensors, sat)

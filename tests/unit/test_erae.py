@@ -203,3 +203,48 @@ def test_config_defaults_and_enabled() -> None:
 def test_config_validation(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ERAEConfig(**kwargs)
+
+
+def test_parse_subject_words_lines_and_semicolons() -> None:
+    from customvideox_core.erae import parse_subject_words
+
+    assert parse_subject_words("1: dog\n2: red ball, cat") == ((0, "dog"), (1, "red ball, cat"))
+    assert parse_subject_words(" 2: cat ;1:dog; ") == ((1, "cat"), (0, "dog"))
+    assert parse_subject_words("") == ()
+    for bad, message in [
+        ("dog", "must read 'N: words'"),
+        ("x: dog", "must read 'N: words'"),
+        ("0: dog", "must read 'N: words'"),
+        ("3:  ", "names reference image 3 but no words"),
+        ("1: a\n1: b", "reference image 1 twice"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_subject_words(bad)
+
+
+def test_subjects_validation_and_enabled() -> None:
+    from customvideox_core.erae import SubjectWords
+
+    assert ERAEConfig(subjects=(SubjectWords(0, (3,)),)).enabled
+    assert not ERAEConfig(gamma=0.0, subjects=(SubjectWords(0, (3,)),)).enabled
+    with pytest.raises(ValueError, match="more than once"):
+        ERAEConfig(subjects=(SubjectWords(0, (3,)), SubjectWords(0, (4,))))
+    with pytest.raises(ValueError, match="no entity positions"):
+        SubjectWords(1, ())
+    with pytest.raises(ValueError, match="non-negative integer"):
+        SubjectWords(-1, (2,))
+    with pytest.raises(TypeError, match="must be SubjectWords"):
+        ERAEConfig(subjects=((0, (3,)),))
+
+
+def test_activations_of_several_groups_match_the_single_group_ones() -> None:
+    from customvideox_core.erae import entity_activations
+
+    generator = torch.Generator().manual_seed(11)
+    queries = torch.randn(2, 3, 8, 4, generator=generator)
+    keys = torch.randn(2, 3, 5, 4, generator=generator)
+    several = entity_activations(queries, keys, [[1], [], [0, 3]], frame_tokens=4)
+    assert several.shape == (2, 8, 3)
+    torch.testing.assert_close(several[..., 0], entity_activation(queries, keys, [1], frame_tokens=4))
+    assert torch.count_nonzero(several[..., 1]) == 0
+    torch.testing.assert_close(several[..., 2], entity_activation(queries, keys, [0, 3], frame_tokens=4))

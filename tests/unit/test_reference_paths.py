@@ -205,7 +205,7 @@ def test_tab_zero_runs_one_plain_call_over_all_keys():
 
     query, key, value = qkv(1)
     step = make_step([True], weights=WEIGHTS, tab=0.0)
-    assert path_for(step, LSE_KERNELS["torch"], query, key) is None
+    assert path_for(step, LSE_KERNELS["torch"], query, HEADS) is None
     reference_self_attention(
         query, key, value, HEADS, step, attention_fn=backend, lse_kernel=LSE_KERNELS["torch"]
     )

@@ -13,15 +13,22 @@ entity words; it cannot encode).
 - ``CVXTestLatentSummary``: output node reporting a LATENT's shape and statistics in the UI/history,
   so HTTP tests can compare results without downloading tensors.
 - ``CVXTestEmptyImage``: an IMAGE batch of zero images (no core node makes one), for bad-input tests.
+- ``CVXTestTinyClipVisionLoader``: a tiny CLIP-vision / DINOv2 file of ``models/clip_vision`` (written by
+  ``tests/host/tiny_models.py``) → the ``comfy.clip_vision.ClipVisionModel`` core's Load CLIP Vision would
+  return, built from the tiny config in the file's metadata (core's loader only knows full-size configs).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 import comfy.sd
 import comfy.text_encoders.cogvideo
 import comfy.text_encoders.wan
+import folder_paths
 import torch
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
@@ -147,10 +154,62 @@ class CVXTestEmptyImage(io.ComfyNode):
         return io.NodeOutput(torch.zeros(0, height, width, 3))
 
 
+def _tiny_models_module():
+    """``tests/host/tiny_models.py`` (the one home of the tiny-file format), loaded by path."""
+    name = "cvx_fixture_tiny_models"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parents[1] / "tiny_models.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+class CVXTestTinyClipVisionLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CVXTestTinyClipVisionLoader",
+            display_name="CVX Test Tiny CLIP Vision Loader",
+            category="_for_testing/customvideox",
+            description="Loads a tiny CLIP-vision/DINOv2 test file as comfy.clip_vision.ClipVisionModel.",
+            inputs=[
+                # A plain string, not a combo: a server started before the test wrote the file keeps
+                # a stale cached file list for a models folder that did not exist yet.
+                io.String.Input(
+                    "clip_name", tooltip="A file in models/clip_vision written by tiny_models.py."
+                ),
+            ],
+            outputs=[io.ClipVision.Output()],
+        )
+
+    @classmethod
+    def execute(cls, clip_name: str) -> io.NodeOutput:
+        # Looked up on disk, not through folder_paths' cached file lists (see the input's comment).
+        folders = folder_paths.get_folder_paths("clip_vision")
+        found = [
+            os.path.join(folder, clip_name)
+            for folder in folders
+            if os.path.isfile(os.path.join(folder, clip_name))
+        ]
+        if not found:
+            raise FileNotFoundError(f"{clip_name} is in none of the clip_vision folders {folders}")
+        path = found[0]
+        return io.NodeOutput(_tiny_models_module().load_tiny_clip_vision(path))
+
+
 class CVXTestFixtureExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [CVXTestRandomConditioning, CVXTestTokenizerCLIP, CVXTestLatentSummary, CVXTestEmptyImage]
+        return [
+            CVXTestRandomConditioning,
+            CVXTestTokenizerCLIP,
+            CVXTestLatentSummary,
+            CVXTestEmptyImage,
+            CVXTestTinyClipVisionLoader,
+        ]
 
 
 async def comfy_entrypoint() -> CVXTestFixtureExtension:

@@ -1,0 +1,260 @@
+"""Sampling steps of a random-weight Wan with Stand-In inside a real ComfyUI: no reference, Stand-In with
+the reference K/V cached (computed once per sampling), and Stand-In recomputing them at every model call
+— time per step and peak memory side by side, as ratios.
+
+Runs with ComfyUI's Python and ``COMFYUI_PATH`` pointing at a ComfyUI checkout, e.g.::
+
+    COMFYUI_PATH=~/.cache/customvideox/ComfyUI ~/.cache/customvideox/venv/bin/python \
+        benchmarks/standin_step.py --preset cpu-medium --markdown
+
+One step is one model call with cfg > 1: the DiT on a batch of two rows (conditional and unconditional),
+called through the patched MODEL's wrappers exactly as KSampler's ``calc_cond_batch`` calls it (sampler
+overhead left out, so the ratios are the DiT's). "cached" calls it with the reference K/V already in the
+cache (every step after the first of a sampling); "recomputed" empties the cache before every call (the
+reference branch runs at every step); "reference branch alone" is the one-off cost the cache saves. The
+model is built with ComfyUI's own ``WanModel`` and random weights (``load_diffusion_model_state_dict``);
+nothing is downloaded. ``cpu-medium`` is the size of ``sampling_step.py``'s ``cpu-medium`` (4 layers,
+352×240×13 frames) as a Wan (4 heads of 128), ``cpu-small`` the same video with 2 layers of width 256;
+their reference is 128×128 pixels (64 tokens, 4.8 % of the 1,320 video tokens — about the proportion of
+Stand-In's 512×512 face, 1,024 tokens, to an 832×480×81 video, 32,760 tokens: 3.1 %).
+``--reference-size 512`` measures the published face size against the small video too. ``wan-14b`` (CUDA)
+is Wan 2.1 14B's shape at 832×480×81 with the 512×512 face, bf16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(Path(__file__).resolve().parent))
+from _timing import compare, synchronize  # noqa: E402
+
+logger = logging.getLogger("benchmarks.standin_step")
+
+
+@dataclass(frozen=True)
+class Preset:
+    layers: int
+    dim: int
+    ffn_dim: int
+    width: int
+    height: int
+    frames: int
+    text_tokens: int
+    reference_size: int
+    rank: int
+    dtype: torch.dtype
+    repeats: int
+
+
+PRESETS = {
+    "cpu-tiny": Preset(2, 256, 768, 96, 64, 9, 32, 32, 16, torch.float32, 3),
+    "cpu-small": Preset(2, 256, 768, 352, 240, 13, 64, 128, 32, torch.float32, 5),
+    "cpu-medium": Preset(4, 512, 1536, 352, 240, 13, 226, 128, 32, torch.float32, 3),
+    "wan-14b": Preset(40, 5120, 13824, 832, 480, 81, 512, 512, 128, torch.bfloat16, 2),
+}
+TEXT_DIM = 4096  # Wan's umT5 width (ComfyUI does not infer it from the weights)
+
+
+def import_comfy(comfyui_path: Path, device: str):
+    sys.path.insert(0, str(comfyui_path))
+    from comfy.cli_args import args
+
+    args.cpu = device == "cpu"
+    import nodes
+
+    if not asyncio.run(nodes.load_custom_node(str(REPO_ROOT))):
+        raise RuntimeError(f"ComfyUI could not load the pack at {REPO_ROOT}")
+    return sys.modules[str(REPO_ROOT).replace(".", "_x_")]
+
+
+def build_model(preset: Preset, device: torch.device):
+    """A random-weight Wan 2.1 T2V (heads of 128) as a ComfyUI ModelPatcher."""
+    import comfy.ops
+    import comfy.sd
+    from comfy.ldm.wan.model import WanModel
+
+    with torch.device("meta"):
+        shapes = WanModel(
+            model_type="t2v",
+            dim=preset.dim,
+            ffn_dim=preset.ffn_dim,
+            num_heads=preset.dim // 128,
+            num_layers=preset.layers,
+            text_dim=TEXT_DIM,
+            operations=comfy.ops.disable_weight_init,
+        ).state_dict()
+    generator = torch.Generator().manual_seed(0)
+    state_dict = {}
+    for name, tensor in shapes.items():
+        std = 0.02 if tensor.ndim >= 2 else 0.01
+        state_dict[name] = (torch.randn(tensor.shape, generator=generator) * std).to(preset.dtype)
+    return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": preset.dtype})
+
+
+def standin_lora(pack, preset: Preset):
+    lora_file = importlib.import_module(f"{pack.__name__}.customvideox_core.standin.lora_file")
+    generator = torch.Generator().manual_seed(2)
+    state = {}
+    for block in range(preset.layers):
+        for projection in "qkv":
+            prefix = f"blocks.{block}.self_attn.{projection}_loras"
+            state[f"{prefix}.down.weight"] = torch.randn(preset.rank, preset.dim, generator=generator) * 0.01
+            state[f"{prefix}.up.weight"] = torch.randn(preset.dim, preset.rank, generator=generator) * 0.01
+    return lora_file.parse_standin_state_dict(state, source="benchmark")
+
+
+def variants(pack, model, preset: Preset) -> tuple[dict, object]:
+    nodes_module = importlib.import_module(f"{pack.__name__}.nodes.standin_nodes")
+    types = importlib.import_module(f"{pack.__name__}.nodes.types")
+    size = preset.reference_size
+    reference = types.ReferenceLatents(
+        latents=torch.randn(1, 16, 1, size // 8, size // 8),
+        masks=torch.ones(1, size, size),
+        images=torch.ones(1, size, size, 3),
+        source_size=(size, size),
+        fit="pad",
+    )
+    lora = standin_lora(pack, preset)
+
+    def patched():
+        return nodes_module.apply_standin(
+            model, lora, reference, strength=1.0, tab=None, erae=None, uncond_sees_reference=True
+        )
+
+    cached = patched()
+    uncached = patched()
+    return {"no reference": model, "Stand-In, cached K/V": cached, "Stand-In, recomputed": uncached}, cached
+
+
+def latent_of(preset: Preset) -> torch.Tensor:
+    frames = (preset.frames - 1) // 4 + 1
+    return torch.zeros(1, 16, frames, preset.height // 8, preset.width // 8)
+
+
+def step_function(model_patcher, preset: Preset, device: torch.device, *, recompute: bool = False):
+    """One DiT call on a cfg batch of 2, through the patcher's wrappers and transformer options."""
+    import comfy.model_management
+    import comfy.patcher_extension
+
+    comfy.model_management.load_models_gpu([model_patcher])
+    dit = model_patcher.model.diffusion_model
+    generator = torch.Generator().manual_seed(1)
+    latent = latent_of(preset)
+    x = torch.randn((2, *latent.shape[1:]), generator=generator).to(device, preset.dtype)
+    timestep = torch.full((2,), 500.0, device=device, dtype=preset.dtype)
+    context = torch.randn(2, preset.text_tokens, TEXT_DIM, generator=generator).to(device, preset.dtype)
+    options = dict(model_patcher.model_options.get("transformer_options", {}))
+    options["wrappers"] = comfy.patcher_extension.copy_nested_dicts(model_patcher.wrappers)
+    options["cond_or_uncond"] = [0, 1]
+    patch = options.get("cvx_standin")
+
+    def step():
+        if recompute and patch is not None:
+            patch.cache.clear()
+        with torch.inference_mode():
+            return dit(x, timestep, context, transformer_options=dict(options))
+
+    return step
+
+
+def reference_fill_seconds(pack, cached_model, preset: Preset, device: torch.device, repeats: int) -> float:
+    """Median time of the reference branch alone (what the cache saves per model call)."""
+    branch = importlib.import_module(f"{pack.__name__}.customvideox_core.standin.branch")
+    patch = cached_model.model_options["transformer_options"]["cvx_standin"]
+    dit = cached_model.model.diffusion_model
+    latent = latent_of(preset)
+    grid = (latent.shape[2], latent.shape[3] // 2, latent.shape[4] // 2)
+    samples = []
+    for _ in range(repeats + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            branch.compute_reference_kv(
+                dit,
+                patch.reference_latent,
+                patch.lora,
+                strength=1.0,
+                video_grid=grid,
+                dtype=preset.dtype,
+                device=device,
+            )
+        synchronize(device)
+        samples.append(time.perf_counter() - start)
+    return sorted(samples[1:])[len(samples[1:]) // 2]
+
+
+def format_table(results: dict, fill: float, markdown: bool) -> str:
+    base = results["no reference"].median_seconds
+    base_peak = results["no reference"].peak_bytes
+    rows = []
+    for name, m in results.items():
+        peak = f"{m.peak_bytes / 2**20:.0f}" if m.peak_bytes is not None else "n/a"
+        peak_ratio = f"{m.peak_bytes / base_peak:.2f}" if m.peak_bytes is not None and base_peak else "n/a"
+        rows.append([name, f"{m.median_seconds:.3f}", f"{m.median_seconds / base:.3f}", peak, peak_ratio])
+    rows.append(["reference branch alone (once per sampling)", f"{fill:.3f}", f"{fill / base:.3f}", "", ""])
+    header = ["variant", "s / step", "× no ref", "peak MiB", "× no ref"]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-medium")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--reference-size", type=int, default=None, help="reference pixels (square)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--markdown", action="store_true")
+    options = parser.parse_args(argv)
+    comfyui_path = Path(os.environ.get("COMFYUI_PATH", "")).expanduser()
+    if not (comfyui_path / "comfyui_version.py").is_file():
+        parser.error("set COMFYUI_PATH to a ComfyUI checkout and run with the Python that runs it")
+    preset = PRESETS[options.preset]
+    if options.reference_size:
+        preset = Preset(**{**preset.__dict__, "reference_size": options.reference_size})
+    if options.preset == "wan-14b" and options.device != "cuda":
+        parser.error("the wan-14b preset needs a CUDA device")
+    logging.basicConfig(level=logging.WARNING)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    pack = import_comfy(comfyui_path, options.device)
+    device = torch.device(options.device)
+    model = build_model(preset, device)
+    models, cached = variants(pack, model, preset)
+    runs = {
+        name: step_function(m, preset, device, recompute=name == "Stand-In, recomputed")
+        for name, m in models.items()
+    }
+    repeats = options.repeats or preset.repeats
+    results = compare(runs, device, warmup=1, repeats=repeats)
+    fill = reference_fill_seconds(pack, cached, preset, device, repeats)
+    latent = latent_of(preset)
+    video_tokens = latent.shape[2] * (latent.shape[3] // 2) * (latent.shape[4] // 2)
+    reference_tokens = (preset.reference_size // 16) ** 2
+    print(
+        f"Wan random weights: {preset.layers} layers, dim {preset.dim} ({preset.dim // 128} heads × 128), "
+        f"{preset.width}×{preset.height}×{preset.frames} frames ({video_tokens} video tokens), "
+        f"{preset.text_tokens} text tokens, reference {preset.reference_size}² ({reference_tokens} tokens, "
+        f"{100 * reference_tokens / video_tokens:.1f} % of the video), LoRA rank {preset.rank}, "
+        f"one step = one DiT call on a cfg batch of 2, {preset.dtype}, device {device}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}"
+    )
+    print(format_table(results, fill, options.markdown))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,362 @@
+"""Sweep mode: one job expanded over a grid of settings, run as a batch, compared in a table and a picture.
+
+``--sweep AXIS=V1,V2,…`` (repeatable) on a job file holding one job (or on the one-job form). Axes:
+
+==================  =================================================================
+``tab_shape``       parabolic | constant | linear | custom
+``tab_peak``        TAB peak (numbers); likewise ``tab_floor``, ``tab_start``, ``tab_end``
+``tab_window``      TAB window as ``start:end`` pairs, e.g. ``0:1,0.2:0.8`` (sets both)
+``erae_strength``   ERAE strength γ; likewise ``erae_threshold``
+``cfg``             guidance scale of the workflow's samplers
+``seed``            seeds (whole numbers)
+==================  =================================================================
+
+The grid's points become ``<output-dir>/sweep.jobs.jsonl`` (job ``<name>__<axis>-<value>…``), which runs
+as an ordinary batch (same manifest, resume, servers). Then, from the scores in the manifest:
+
+- ``sweep.csv`` / ``sweep.md``: one row per setting (every axis but ``seed``; seeds are averaged, ``n``
+  says how many scored jobs each mean holds; with ``seed`` as the only axis, one row per seed);
+- ``sweep_<axis>.png``: each score against that axis's values, averaged over the other axes. Drawn with
+  Pillow, imported only here (ComfyUI ships it; the client otherwise needs none): without it the
+  pictures are skipped with a warning and the tables are still written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from itertools import product
+from pathlib import Path
+
+from ..score_summary import METRIC_LABELS, METRICS
+from .config import BatchConfig, BatchResult
+from .jobs import TAB_SHAPES, Job, load_jobs
+from .manifest import JobRecord, atomic_write_text
+from .results import job_settings, node_order, to_csv, to_markdown
+from .runner import run_batch
+
+logger = logging.getLogger(__name__)
+
+SWEEP_JOBS_FILE = "sweep.jobs.jsonl"
+SWEEP_CSV = "sweep.csv"
+SWEEP_MARKDOWN = "sweep.md"
+
+
+class SweepError(ValueError):
+    """A sweep that cannot run: a bad axis or value, or a job file without exactly one job."""
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+def _seed(text: str) -> int:
+    if not text.isdecimal():
+        raise ValueError(f"{text!r} is not a non-negative whole number")
+    return int(text)
+
+
+def _shape(text: str) -> str:
+    if text not in TAB_SHAPES:
+        raise ValueError(f"{text!r} is not one of {', '.join(TAB_SHAPES)}")
+    return text
+
+
+def _window(text: str) -> tuple[float, float]:
+    start, separator, end = text.partition(":")
+    if not separator:
+        raise ValueError(f"{text!r} is not a start:end pair such as 0.2:0.8")
+    return _number(start), _number(end)
+
+
+@dataclass(frozen=True)
+class AxisKind:
+    """How one sweep axis reads its values and which job-file columns a value sets."""
+
+    parse: Callable[[str], object]
+    columns: Callable[[object], dict[str, object]]
+
+
+def _column(name: str) -> Callable[[object], dict[str, object]]:
+    return lambda value: {name: value}
+
+
+AXES: dict[str, AxisKind] = {
+    "tab_shape": AxisKind(_shape, _column("tab_shape")),
+    "tab_peak": AxisKind(_number, _column("tab_peak")),
+    "tab_floor": AxisKind(_number, _column("tab_floor")),
+    "tab_start": AxisKind(_number, _column("tab_start")),
+    "tab_end": AxisKind(_number, _column("tab_end")),
+    "tab_window": AxisKind(_window, lambda value: {"tab_start": value[0], "tab_end": value[1]}),  # type: ignore[index]
+    "erae_strength": AxisKind(_number, _column("erae_strength")),
+    "erae_threshold": AxisKind(_number, _column("erae_threshold")),
+    "cfg": AxisKind(_number, _column("cfg")),
+    "seed": AxisKind(_seed, _column("seed")),
+}
+"""Sweep axes: one entry per axis (a new axis is one line)."""
+
+
+@dataclass(frozen=True)
+class SweepAxis:
+    """One axis: its name and its values as written (``texts``) and as parsed (``values``)."""
+
+    name: str
+    texts: tuple[str, ...]
+    values: tuple[object, ...]
+
+
+def parse_axis(text: str) -> SweepAxis:
+    """``"tab_peak=0,0.5,1"`` → ``SweepAxis``; raises :class:`SweepError` saying what is wrong."""
+    name, separator, listing = text.partition("=")
+    name = name.strip()
+    if not separator or name not in AXES:
+        raise SweepError(f"--sweep {text!r}: expected AXIS=V1,V2,… with AXIS one of {', '.join(AXES)}")
+    texts = tuple(item.strip() for item in listing.split(",") if item.strip())
+    if not texts:
+        raise SweepError(f"--sweep {text!r}: give at least one value after '='")
+    if len(set(texts)) != len(texts):
+        raise SweepError(f"--sweep {text!r}: a value is repeated")
+    values = []
+    for item in texts:
+        try:
+            values.append(AXES[name].parse(item))
+        except ValueError as error:
+            raise SweepError(f"--sweep {name}: {error}") from None
+    return SweepAxis(name, texts, tuple(values))
+
+
+def check_axes(axes: Sequence[SweepAxis]) -> None:
+    """Refuse axes that set the same column twice (e.g. ``tab_window`` with ``tab_start``)."""
+    seen: dict[str, str] = {}
+    for axis in axes:
+        for column in AXES[axis.name].columns(axis.values[0]):
+            if column in seen:
+                raise SweepError(
+                    f"--sweep {axis.name} and --sweep {seen[column]} both set {column}; keep one"
+                )
+            seen[column] = axis.name
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One job of the grid: its name and the value text of every axis."""
+
+    name: str
+    settings: tuple[tuple[str, str], ...]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def point_name(base: str, settings: Sequence[tuple[str, str]]) -> str:
+    parts = [f"{axis}-{_UNSAFE.sub('-', value)}" for axis, value in settings]
+    return "__".join([base, *parts])
+
+
+def job_fields(job: Job) -> dict[str, object]:
+    """A job as a JSONL object of the job-file format (absolute image paths)."""
+    fields: dict[str, object] = {
+        "reference": str(job.reference),
+        "prompt": job.prompt,
+        "seed": job.seed,
+        **job_settings(job),
+    }
+    if job.mask is not None:
+        fields["mask"] = str(job.mask)
+    if job.entity_words:
+        fields["entity_words"] = job.entity_words
+    return fields
+
+
+def expand(base: Job, axes: Sequence[SweepAxis]) -> tuple[list[SweepPoint], list[dict[str, object]]]:
+    """The grid (every combination, first axis slowest) as points and as job-file rows."""
+    check_axes(axes)
+    points, rows = [], []
+    for combination in product(*(range(len(axis.values)) for axis in axes)):
+        settings = tuple((axis.name, axis.texts[i]) for axis, i in zip(axes, combination, strict=True))
+        name = point_name(base.name, settings)
+        row = job_fields(base)
+        for axis, i in zip(axes, combination, strict=True):
+            row.update(AXES[axis.name].columns(axis.values[i]))
+        row["output"] = name
+        points.append(SweepPoint(name, settings))
+        rows.append(row)
+    return points, rows
+
+
+def write_sweep_jobs(config: BatchConfig, axes: Sequence[SweepAxis]) -> tuple[Path, list[SweepPoint]]:
+    """Expand the one job of ``config.jobs_file`` into ``<output-dir>/sweep.jobs.jsonl``."""
+    jobs = load_jobs(config.jobs_file)
+    if len(jobs) != 1:
+        raise SweepError(
+            f"a sweep expands one job, but {config.jobs_file} holds {len(jobs)}; keep one row (or use "
+            "--reference/--prompt)"
+        )
+    if not axes:
+        raise SweepError("give at least one --sweep AXIS=V1,V2,…")
+    points, rows = expand(jobs[0], axes)
+    path = config.output_dir / SWEEP_JOBS_FILE
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return path, points
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+def _job_scores(record: JobRecord | None) -> dict[str, float]:
+    """The first score node's finite means of a done job (``{}`` otherwise)."""
+    if record is None or record.state != "done" or not record.scores:
+        return {}
+    summary = record.scores[min(record.scores, key=node_order)]
+    return {
+        metric: float(summary[metric])
+        for metric in METRICS
+        if isinstance(summary.get(metric), int | float) and math.isfinite(summary[metric])
+    }
+
+
+def comparison(
+    axes: Sequence[SweepAxis], points: Sequence[SweepPoint], records: Mapping[str, JobRecord]
+) -> tuple[list[str], list[dict]]:
+    """Header and rows of the comparison table (see the module doc)."""
+    grouped = [axis.name for axis in axes if axis.name != "seed"] or [axis.name for axis in axes]
+    groups: dict[tuple[str, ...], list[dict[str, float]]] = {}
+    for point in points:
+        settings = dict(point.settings)
+        key = tuple(settings[name] for name in grouped)
+        groups.setdefault(key, [])
+        scores = _job_scores(records.get(point.name))
+        if scores:
+            groups[key].append(scores)
+    present = [metric for metric in METRICS if any(metric in s for group in groups.values() for s in group)]
+    header = [*grouped, "n", *present]
+    rows = []
+    for key, members in groups.items():
+        row: dict[str, object] = dict(zip(grouped, key, strict=True))
+        row["n"] = len(members)
+        for metric in present:
+            mean = _mean([scores[metric] for scores in members if metric in scores])
+            row[metric] = "" if mean is None else mean
+        rows.append(row)
+    return header, rows
+
+
+def marginal_means(
+    axis: SweepAxis, points: Sequence[SweepPoint], records: Mapping[str, JobRecord]
+) -> dict[str, list[float | None]]:
+    """Per metric, the mean score at each of ``axis``'s values over every other axis."""
+    series: dict[str, list[float | None]] = {}
+    for metric in METRICS:
+        values = []
+        for text in axis.texts:
+            scores = [
+                _job_scores(records.get(point.name)).get(metric)
+                for point in points
+                if dict(point.settings)[axis.name] == text
+            ]
+            values.append(_mean([s for s in scores if s is not None]))
+        if any(value is not None for value in values):
+            series[metric] = values
+    return series
+
+
+def draw_chart(path: Path, axis: SweepAxis, series: Mapping[str, Sequence[float | None]]) -> Path | None:
+    """``score vs axis value`` as a PNG (Pillow, imported here); ``None`` when Pillow is missing."""
+    try:
+        from PIL import Image, ImageDraw
+    except ImportError:
+        logger.warning("Pillow is not installed, so %s is not drawn (the tables are written)", path.name)
+        return None
+    width, height, left, right, top, bottom = 640, 360, 60, 620, 36, 300
+    colours = ((220, 80, 30), (40, 110, 200), (40, 160, 80), (150, 60, 170))
+    image = Image.new("RGB", (width, height), (250, 250, 250))
+    draw = ImageDraw.Draw(image)
+    known = [v for values in series.values() for v in values if v is not None]
+    low, high = min(known), max(known)
+    if high - low < 0.01:
+        low, high = low - 0.005, high + 0.005
+    count = len(axis.texts)
+
+    def x_of(index: int) -> float:
+        return left + (index + 0.5) / count * (right - left)
+
+    def y_of(value: float) -> float:
+        return bottom - (value - low) / (high - low) * (bottom - top)
+
+    draw.rectangle([left, top, right, bottom], outline=(90, 90, 90))
+    for index, text in enumerate(axis.texts):
+        draw.line([(x_of(index), top), (x_of(index), bottom)], fill=(225, 225, 225))
+        draw.text((x_of(index) - 4 * len(text), bottom + 6), text, fill=(90, 90, 90))
+    for number, (metric, values) in enumerate(series.items()):
+        colour = colours[number % len(colours)]
+        points = [(x_of(i), y_of(v)) for i, v in enumerate(values) if v is not None]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        draw.text((left + 8 + 80 * number, top + 6), METRIC_LABELS[metric], fill=colour)
+    draw.text((left, 10), f"score vs {axis.name} (mean over the other settings)", fill=(90, 90, 90))
+    draw.text((4, top - 4), f"{high:.3f}", fill=(90, 90, 90))
+    draw.text((4, bottom - 8), f"{low:.3f}", fill=(90, 90, 90))
+    draw.text(((left + right) // 2 - 4 * len(axis.name), bottom + 30), axis.name, fill=(90, 90, 90))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """The batch's outcome and the files the sweep wrote."""
+
+    batch: BatchResult
+    table_csv: Path
+    table_markdown: Path
+    charts: tuple[Path, ...]
+
+
+def read_records(manifest_path: Path) -> dict[str, JobRecord]:
+    document = json.loads(manifest_path.read_text(encoding="utf-8"))
+    return {name: JobRecord.from_json(record) for name, record in document.get("jobs", {}).items()}
+
+
+def write_comparison(
+    output_dir: Path,
+    axes: Sequence[SweepAxis],
+    points: Sequence[SweepPoint],
+    records: Mapping[str, JobRecord],
+) -> tuple[Path, Path, tuple[Path, ...]]:
+    """``sweep.csv``, ``sweep.md`` and one ``sweep_<axis>.png`` per charted axis."""
+    header, rows = comparison(axes, points, records)
+    csv_path, markdown_path = output_dir / SWEEP_CSV, output_dir / SWEEP_MARKDOWN
+    atomic_write_text(csv_path, to_csv(header, rows))
+    atomic_write_text(markdown_path, to_markdown(header, rows))
+    charted = [axis for axis in axes if axis.name != "seed"] or list(axes)
+    charts = []
+    for axis in charted:
+        series = marginal_means(axis, points, records)
+        if not series:
+            logger.warning(
+                "no scores to draw against %s: does the workflow have a CustomVideoXScore node?", axis.name
+            )
+            continue
+        chart = draw_chart(output_dir / f"sweep_{axis.name}.png", axis, series)
+        if chart is not None:
+            charts.append(chart)
+    return csv_path, markdown_path, tuple(charts)
+
+
+def run_sweep(config: BatchConfig, axes: Sequence[SweepAxis]) -> SweepResult:
+    """Expand, run (or resume) the grid as a batch, then write the comparison table and pictures."""
+    jobs_path, points = write_sweep_jobs(config, axes)
+    batch = run_batch(replace(config, jobs_file=jobs_path))
+    records = read_records(batch.manifest_path)
+    csv_path, markdown_path, charts = write_comparison(config.output_dir, axes, points, records)
+    return SweepResult(batch=batch, table_csv=csv_path, table_markdown=markdown_path, charts=charts)

@@ -1,0 +1,240 @@
+"""The Stand-In MODEL patch: ComfyUI extension points only, its own wrapper keys.
+
+``apply_standin_patch`` clones the ModelPatcher and installs on the clone:
+
+- a ``WrappersMP.OUTER_SAMPLE`` wrapper that empties the reference K/V cache when a sampling starts;
+- a ``WrappersMP.DIFFUSION_MODEL`` wrapper that, for every model call, gets the reference K/V of this
+  DiT (computed once per sampling and expert by ``customvideox_core.standin.branch``, then reused), and
+  sets ``transformer_options["optimized_attention_override"]`` for that call only;
+- the override: the first attention call of every block (Wan's self-attention) runs the video queries
+  over ``[video keys | cached reference keys]`` with the TAB/ERAE bias on the video → reference logits;
+  the cross-attention passes through (and, with ERAE, leaves the entity activation for the next block).
+
+The video latent is not changed: no frame is appended, the video keeps its positions and the host's
+forward runs as it is. Any override that was already set (another pack's) stays in the chain.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import comfy.patcher_extension
+from torch import Tensor
+
+from ..customvideox_core.erae import ERAEConfig, entity_activation
+from ..customvideox_core.standin.branch import ReferenceKV, compute_reference_kv
+from ..customvideox_core.standin.cache import ReferenceKVCache, ReferenceKVKey
+from ..customvideox_core.standin.lora_file import StandInLoRA
+from ..customvideox_core.standin.video_attention import VideoStep, plan_video_step, video_self_attention
+from ..customvideox_core.tab import TABSchedule, sampling_progress
+
+logger = logging.getLogger(__name__)
+
+WRAPPER_KEY = "customvideox_standin"
+SETTINGS_KEY = "cvx_standin"
+RUNTIME_KEY = "cvx_standin_runtime"
+OVERRIDE_KEY = "optimized_attention_override"
+_TRANSFORMER_OPTIONS_INDEX = (
+    5  # WanModel.forward(x, timestep, context, clip_fea, time_dim_concat, transformer_options)
+)
+
+
+@dataclass(frozen=True, eq=False)
+class StandInPatch:
+    """One patched MODEL: reference latent ``[1, C, 1, h, w]`` (model space), weights ``m_j`` ``[Lr]``."""
+
+    lora: StandInLoRA | None
+    strength: float
+    reference_latent: Tensor
+    reference_weights: Tensor
+    tab: TABSchedule | None
+    erae: ERAEConfig | None
+    uncond_sees_reference: bool
+    cache: ReferenceKVCache = field(default_factory=ReferenceKVCache)
+
+
+@dataclass(eq=False)
+class StandInRuntime:
+    """Per-model-call state, dropped when the call returns."""
+
+    reference: ReferenceKV
+    step: VideoStep
+    erae: ERAEConfig | None
+    frame_tokens: int
+    previous_override: object | None
+    blocks_done: set = field(default_factory=set)
+    activation: Tensor | None = None
+
+
+def row_is_cond(transformer_options: dict, batch: int) -> list[bool]:
+    """One flag per batch row: True for the conditional (positive) rows, from ``cond_or_uncond``."""
+    cond_or_uncond = transformer_options.get("cond_or_uncond")
+    if not cond_or_uncond or batch % len(cond_or_uncond):
+        return [True] * batch
+    per_chunk = batch // len(cond_or_uncond)
+    return [chunk == 0 for chunk in cond_or_uncond for _ in range(per_chunk)]
+
+
+def progress_of(transformer_options: dict) -> float:
+    sigmas = transformer_options.get("sigmas")
+    sample_sigmas = transformer_options.get("sample_sigmas")
+    if sigmas is None or sample_sigmas is None:
+        return 0.5
+    return sampling_progress(float(sigmas.reshape(-1)[0]), sample_sigmas)
+
+
+def video_grid(dit, x: Tensor) -> tuple[int, int, int]:
+    """Token grid ``(f, h, w)`` of the (padded) video latent ``[B, C, T, H, W]``."""
+    pt, ph, pw = (int(p) for p in dit.patch_size)
+    t, h, w = x.shape[-3:]
+    return -(-t // pt), -(-h // ph), -(-w // pw)
+
+
+class ResetCacheWrapper:
+    """``OUTER_SAMPLE`` wrapper: every sampling starts with an empty reference K/V cache."""
+
+    def __init__(self, cache: ReferenceKVCache) -> None:
+        self.cache = cache
+
+    def __call__(self, executor, *args, **kwargs):
+        self.cache.clear()
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            self.cache.clear()
+
+
+class StandInWrapper:
+    """``DIFFUSION_MODEL`` wrapper: cached reference K/V + the attention override for this call."""
+
+    def __call__(self, executor, *args, **kwargs):
+        index = _TRANSFORMER_OPTIONS_INDEX
+        options = args[index] if len(args) > index else kwargs.get("transformer_options")
+        options = options or {}
+        patch: StandInPatch | None = options.get(SETTINGS_KEY)
+        if patch is None:
+            return executor(*args, **kwargs)
+        x = args[0]
+        dit = executor.class_obj
+        grid = video_grid(dit, x)
+        key = ReferenceKVKey(model=id(dit), video_grid=grid, device=str(x.device), dtype=str(x.dtype))
+        reference = patch.cache.get(
+            key,
+            lambda: compute_reference_kv(
+                dit,
+                patch.reference_latent,
+                patch.lora,
+                strength=patch.strength,
+                video_grid=grid,
+                dtype=x.dtype,
+                device=x.device,
+            ),
+        )
+        tab_value = patch.tab.value_at(progress_of(options)) if patch.tab is not None else 0.0
+        step = plan_video_step(
+            row_is_cond=row_is_cond(options, x.shape[0]),
+            uncond_sees_reference=patch.uncond_sees_reference,
+            tab_value=tab_value,
+            reference_weights=patch.reference_weights,
+            erae=patch.erae,
+        )
+        call_options = dict(options)
+        call_options[RUNTIME_KEY] = StandInRuntime(
+            reference=reference,
+            step=step,
+            erae=patch.erae,
+            frame_tokens=grid[1] * grid[2],
+            previous_override=options.get(OVERRIDE_KEY),
+        )
+        call_options[OVERRIDE_KEY] = standin_attention_override
+        if len(args) > index:
+            args = (*args[:index], call_options, *args[index + 1 :])
+        else:
+            kwargs = {**kwargs, "transformer_options": call_options}
+        return executor(*args, **kwargs)
+
+
+def standin_attention_override(func, *args, **kwargs):
+    """``optimized_attention_override``: the first call of each block gets the reference keys."""
+    options = kwargs.get("transformer_options") or {}
+    runtime: StandInRuntime | None = options.get(RUNTIME_KEY)
+    previous = runtime.previous_override if runtime is not None else None
+
+    def backend(*backend_args, **backend_kwargs):
+        if previous is not None:
+            return previous(func, *backend_args, **backend_kwargs)
+        return func(*backend_args, **backend_kwargs)
+
+    block = options.get("block_index")
+    if (
+        runtime is None
+        or block is None
+        or len(args) < 3
+        or kwargs.get("skip_reshape")
+        or kwargs.get("mask") is not None
+    ):
+        return backend(*args, **kwargs)
+    query, key, value = args[:3]
+    heads = args[3] if len(args) > 3 else kwargs.get("heads")
+    if query.ndim != 3 or heads is None:
+        return backend(*args, **kwargs)
+    rest = {n: v for n, v in kwargs.items() if n not in ("heads", "skip_reshape", "skip_output_reshape")}
+
+    def attention_fn(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return backend(q, k, v, q.shape[1], skip_reshape=True, skip_output_reshape=True, **rest)
+
+    if block not in runtime.blocks_done:
+        runtime.blocks_done.add(block)
+        if key.shape[1] != query.shape[1]:
+            raise ValueError(
+                f"Stand-In expected block {block}'s first attention call to be its self-attention, but it has "
+                f"{query.shape[1]} queries and {key.shape[1]} keys; this Wan variant is not supported."
+            )
+        if block >= len(runtime.reference.keys):
+            raise ValueError(
+                f"Stand-In has reference keys for {len(runtime.reference.keys)} blocks, not {block + 1}."
+            )
+        return video_self_attention(
+            query,
+            key,
+            value,
+            runtime.reference.keys[block],
+            runtime.reference.values[block],
+            heads,
+            runtime.step,
+            attention_fn=attention_fn,
+            activation=runtime.activation,
+        )
+    _store_activation(runtime, query, key, heads)
+    return backend(*args, **kwargs)
+
+
+def _store_activation(runtime: StandInRuntime, query: Tensor, key: Tensor, heads: int) -> None:
+    """Wan reads the text in cross-attention: keep this block's entity activation for the next block."""
+    erae = runtime.erae
+    step = runtime.step
+    if erae is None or step.gamma == 0.0 or not any(step.erae_rows) or not step.uses_bias:
+        return
+    if key.shape[1] <= max(erae.entity_positions) or query.shape[1] % runtime.frame_tokens:
+        return
+    video_queries = query.unflatten(-1, (heads, -1)).transpose(1, 2)
+    text_keys = key.unflatten(-1, (heads, -1)).transpose(1, 2)
+    runtime.activation = entity_activation(
+        video_queries,
+        text_keys,
+        erae.entity_positions,
+        frame_tokens=runtime.frame_tokens,
+        threshold=erae.threshold,
+    )
+
+
+def install_standin(model, patch: StandInPatch) -> None:
+    """Put the two wrappers and the settings on ``model`` (a clone); replaces an earlier Stand-In patch."""
+    for kind, wrapper in (
+        (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, ResetCacheWrapper(patch.cache)),
+        (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, StandInWrapper()),
+    ):
+        model.remove_wrappers_with_key(kind, WRAPPER_KEY)
+        model.add_wrapper_with_key(kind, WRAPPER_KEY, wrapper)
+    model.model_options.setdefault("transformer_options", {})[SETTINGS_KEY] = patch
