@@ -230,7 +230,11 @@ def test_sample_node_leaves_the_input_model_untouched(comfy_host, pack, vae, mod
     )
     out = run_sample_node(comfy_host, model, reference, seed=1, steps=1, tab=tab)
     assert tuple(out.shape) == LATENT_SHAPE
-    applied = comfy_host.node_class("CustomVideoXApply").execute(model, reference, False, tab=tab).args[0]
+    applied = (
+        comfy_host.node_class("CustomVideoXApply")
+        .execute(model=model, reference=reference, uncond_sees_reference=False, tab=tab)
+        .args[0]
+    )
     assert applied is not model
     assert_same_fingerprint(before, model_fingerprint(model))
 
@@ -239,7 +243,11 @@ def test_apply_then_ksampler_equals_sample_node(comfy_host, pack, vae, models):
     """CustomVideoXApply + core sampling gives exactly what CustomVideoXSample gives."""
     model = models["wan"]
     reference = encode_reference(comfy_host, vae, 1)
-    applied = comfy_host.node_class("CustomVideoXApply").execute(model, reference, False).args[0]
+    applied = (
+        comfy_host.node_class("CustomVideoXApply")
+        .execute(model=model, reference=reference, uncond_sees_reference=False)
+        .args[0]
+    )
     via_apply = sample(applied, seed=9, steps=2, cfg=2.0)
     via_sample = run_sample_node(comfy_host, model, reference, seed=9, steps=2)
     assert torch.allclose(via_apply, via_sample, atol=1e-6)
@@ -306,7 +314,11 @@ def test_apply_and_sample_refuse_non_finite_reference_latents_and_masks(comfy_ho
 
     def run(reference):
         if node_id == "CustomVideoXApply":
-            return comfy_host.node_class(node_id).execute(model, reference, False).args[0]
+            return (
+                comfy_host.node_class(node_id)
+                .execute(model=model, reference=reference, uncond_sees_reference=False)
+                .args[0]
+            )
         return run_sample_node(comfy_host, model, reference, seed=0, steps=1)
 
     assert run(good) is not None  # the finite reference is accepted
@@ -322,4 +334,6 @@ def test_apply_refuses_a_non_finite_erae_mask(comfy_host, pack, vae, models):
     mask[0, 1, 1] = float("nan")
     erae = pack.types.ERAESettings(config=pack.erae.ERAEConfig(), reference_mask=mask)
     with pytest.raises(ValueError, match="ERAEMask's reference_mask"):
-        comfy_host.node_class("CustomVideoXApply").execute(model, good, False, erae=erae)
+        comfy_host.node_class("CustomVideoXApply").execute(
+            model=model, reference=good, uncond_sees_reference=False, erae=erae
+        )
