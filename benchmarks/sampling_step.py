@@ -59,11 +59,24 @@ PRESETS = {
 }
 
 
-def import_comfy(comfyui_path: Path, device: str):
+ALL_VARIANTS = (
+    "no reference",
+    "reference, TAB 0",
+    "reference + TAB 2",
+    "reference + TAB 2 + ERAE",
+    "reference + TAB 2 + ERAE, uncond sees",
+)
+QUICK_VARIANTS = ("no reference", "reference, TAB 0", "reference + TAB 2 + ERAE")
+
+
+def import_comfy(comfyui_path: Path, device: str, pytorch_attention: bool = True):
+    """Import ComfyUI (CPU mode on the CPU) and load the pack. ``pytorch_attention``: run ComfyUI's SDPA
+    backend as on a GPU (``--use-pytorch-cross-attention``); on the CPU ComfyUI otherwise picks sub-quad."""
     sys.path.insert(0, str(comfyui_path))
     from comfy.cli_args import args
 
     args.cpu = device == "cpu"
+    args.use_pytorch_cross_attention = pytorch_attention
     import nodes
 
     if not asyncio.run(nodes.load_custom_node(str(REPO_ROOT))):
@@ -96,7 +109,7 @@ def build_model(preset: Preset):
     return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": preset.dtype})
 
 
-def variants(pack, model, preset: Preset) -> dict:
+def variants(pack, model, preset: Preset, selected: tuple[str, ...] = ALL_VARIANTS) -> dict:
     patch = importlib.import_module(f"{pack.__name__}.nodes.patch")
     types = importlib.import_module(f"{pack.__name__}.nodes.types")
     tab = importlib.import_module(f"{pack.__name__}.customvideox_core.tab")
@@ -119,13 +132,14 @@ def variants(pack, model, preset: Preset) -> dict:
         )
 
     entity = erae.ERAEConfig(entity_positions=(3, 7), gamma=1.0)
-    return {
+    found = {
         "no reference": model,
         "reference, TAB 0": patched(0.0, None),
         "reference + TAB 2": patched(2.0, None),
         "reference + TAB 2 + ERAE": patched(2.0, entity),
         "reference + TAB 2 + ERAE, uncond sees": patched(2.0, entity, uncond_sees_reference=True),
     }
+    return {name: found[name] for name in found if name in selected}
 
 
 def step_function(model, preset: Preset, device: torch.device):
@@ -191,6 +205,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="only: no reference, TAB 0, TAB 2 + ERAE")
+    parser.add_argument(
+        "--comfy-attention",
+        choices=("pytorch", "default"),
+        default="pytorch",
+        help="ComfyUI's attention backend: pytorch (SDPA, as on a GPU) or ComfyUI's default for the device",
+    )
     options = parser.parse_args(argv)
     comfyui_path = Path(os.environ.get("COMFYUI_PATH", "")).expanduser()
     if not (comfyui_path / "comfyui_version.py").is_file():
@@ -199,10 +220,15 @@ def main(argv: list[str] | None = None) -> None:
     if options.preset == "cogvideox-5b" and options.device != "cuda":
         parser.error("the cogvideox-5b preset needs a CUDA device")
     logging.basicConfig(level=logging.WARNING)
-    pack = import_comfy(comfyui_path, options.device)
+    pack = import_comfy(comfyui_path, options.device, pytorch_attention=options.comfy_attention == "pytorch")
     device = torch.device(options.device)
     model = build_model(preset)
-    steps = {name: step_function(m, preset, device) for name, m in variants(pack, model, preset).items()}
+    steps = {
+        name: step_function(m, preset, device)
+        for name, m in variants(
+            pack, model, preset, QUICK_VARIANTS if options.quick else ALL_VARIANTS
+        ).items()
+    }
     results = compare(steps, device, warmup=1, repeats=options.repeats or preset.repeats)
     video_tokens = ((preset.frames - 1) // 4 + 1) * (preset.height // 16) * (preset.width // 16)
     print(

@@ -88,12 +88,10 @@ def biased_attention(
     tensors (the query pre-multiplied when ``scale`` differs from ``1 / sqrt(D)``). Rank-one terms that
     are zero on either side are dropped. Checking for zeros reads one ``2 × R`` tensor back to the host.
 
-    The magnitude of each rank-one term is split evenly between the query and the key side, so that a
-    blocking term of ``-1e4`` becomes factors of about ``±sqrt(1e4 · sqrt(D'))`` (≈ 290 at ``D' = 72``),
-    far inside float16's range (65504). Note that a backend which forms ``q'·k'`` in float16 *before*
-    applying its scale sees ``sqrt(D')`` times the logit; for a ``-1e4`` blocking logit that saturates to
-    ``-inf``, which still blocks the key. Fused kernels (SDPA flash/efficient, flash-attn) accumulate in
-    float32 and are unaffected.
+    The magnitude of each rank-one term is split evenly between the query and the key side. The
+    reference attention (``reference_attention``) no longer passes large blocking terms: keys that must
+    not be seen are dropped from the call, and its bias factors are of the size of ``b(s)``; its own
+    augmented fallback uses fixed factor scales and reads nothing back to the host.
     """
     batch, heads, query_len, head_dim = _check_qkv(query, key, value)
     if scale is None:

@@ -330,15 +330,10 @@ def entity_activations(
     columns = []
     for chunk_start in range(0, video_length, chunk_size):
         queries = video_queries[:, :, chunk_start : chunk_start + chunk_size].to(work_dtype)
-        all_logits = torch.einsum("bhqd,bhkd->bhqk", queries, keys.expand(batch, -1, -1, -1)) * scale
-        total = all_logits.logsumexp(dim=-1)
+        probabilities = torch.softmax((queries @ keys.transpose(-1, -2)) * scale, dim=-1)  # "b h q Lt"
         columns.append(
             [
-                reduce(
-                    (all_logits.index_select(-1, index).logsumexp(dim=-1) - total).exp(),
-                    "b h q -> b q",
-                    "mean",
-                )
+                reduce(probabilities.index_select(-1, index).sum(dim=-1), "b h q -> b q", "mean")
                 for index in indices
             ]
         )

@@ -87,6 +87,7 @@ class StepPlan:
     """The layer-independent part of one model call, derived once from a :class:`ReferenceStep`.
 
     - ``seeing`` / ``blind``: row groups that do / do not see the reference (None when empty).
+    - ``entity``: the seeing rows whose prompt holds the entity words (ERAE is measured on these only).
     - ``kept_index``: ``[kept]`` long indices into the reference tokens, None when all are kept.
     - ``key_factors``: ``[kept, K]`` float32, the key side ``m_j^k`` of the K bias terms.
     - ``term_positions``: entity positions of each term (``()`` = plain TAB term).
@@ -96,6 +97,7 @@ class StepPlan:
 
     seeing: RowGroup | None
     blind: RowGroup | None
+    entity: RowGroup | None
     kept_index: Tensor | None
     kept_count: int
     key_factors: Tensor
@@ -203,6 +205,7 @@ def _make_plan(step: ReferenceStep) -> StepPlan:
     return StepPlan(
         seeing=RowGroup.of(seeing_rows, device),
         blind=RowGroup.of([row for row, flag in enumerate(sees) if not flag], device),
+        entity=RowGroup.of([row for row in seeing_rows if entity_rows[row]], device),
         kept_index=kept_index,
         kept_count=kept_weights.shape[0],
         key_factors=key_factors,
@@ -262,8 +265,9 @@ def plan_step(
 def joint_entity_activation(query: Tensor, key: Tensor, heads: int, step: ReferenceStep) -> Tensor | None:
     """Entity activations ``[B, video, K]`` from a joint ``[text | video | reference]`` attention call.
 
-    query/key ``[B, L, (H D)]``. One column per bias term (zeros for a term without words); rows outside
-    ``step.erae_rows`` get 0. ``None`` when ERAE changes nothing this call.
+    query/key ``[B, L, (H D)]``. One column per bias term (zeros for a term without words); it is
+    measured on the rows that see the reference and hold the entity words only, the other rows get 0.
+    ``None`` when ERAE changes nothing this call.
     """
     if not step.uses_erae or step.layout.text == 0:
         return None
@@ -277,15 +281,20 @@ def cross_entity_activation(video_queries: Tensor, text_keys: Tensor, step: Refe
     """Entity activations ``[B, video, K]`` from video queries ``[B, H, video, D]``, text keys ``[B, H, T, D]``."""
     if not step.uses_erae:
         return None
-    assert step.erae is not None
+    assert step.erae is not None and step.plan.entity is not None
+    rows = step.plan.entity
     activation = entity_activations(
-        video_queries,
-        text_keys,
+        rows.take(video_queries),
+        rows.take(text_keys) if text_keys.shape[0] == video_queries.shape[0] else text_keys,
         step.plan.term_positions,
         frame_tokens=step.layout.frame_tokens,
         threshold=step.erae.threshold,
     )
-    return activation * step.erae_rows.to(activation.dtype)[:, None, None]
+    if len(rows.rows) == step.batch:
+        return activation
+    full = activation.new_zeros(step.batch, *activation.shape[1:])
+    rows.put(full, activation)
+    return full
 
 
 def check_sequence(query: Tensor, key: Tensor, layout: TokenLayout) -> None:
