@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from ..customvideox_core.host_specs import EntitySource
 from ..customvideox_core.reference_attention import (
     ReferenceStep,
     check_sequence,
@@ -30,7 +31,8 @@ OVERRIDE_KEY = "optimized_attention_override"
 class CallRuntime:
     """Per-model-call state, created by the wrapper and dropped when the call returns."""
 
-    family: str
+    entity_source: EntitySource
+    """Where ERAE reads the entity activation (the host spec's ``entity_source``)."""
     step: ReferenceStep
     previous_override: object | None
     scratch: dict = field(default_factory=dict)
@@ -69,7 +71,7 @@ def reference_attention_override(func, *args, **kwargs):
         if name not in ("heads", "skip_reshape", "skip_output_reshape", "scale")
     }
     if key.shape[1] == layout.total:
-        if runtime.family == "cogvideox":
+        if runtime.entity_source == "joint_attention":
             activation = joint_entity_activation(query, key, heads, runtime.step)
         else:
             activation = runtime.scratch.get("activation")
@@ -93,13 +95,14 @@ def reference_attention_override(func, *args, **kwargs):
             lse_kernel=kernel,
             scale=kwargs.get("scale"),
         )
-    if runtime.family == "wan" and runtime.step.uses_erae:
-        _store_wan_activation(runtime, query, key, heads)
+    if runtime.entity_source == "cross_attention" and runtime.step.uses_erae:
+        _store_cross_activation(runtime, query, key, heads)
     return backend(*args, **kwargs)
 
 
-def _store_wan_activation(runtime: CallRuntime, query: Tensor, key: Tensor, heads: int) -> None:
-    """Wan reads the text in cross-attention: keep this block's entity activation for the next block."""
+def _store_cross_activation(runtime: CallRuntime, query: Tensor, key: Tensor, heads: int) -> None:
+    """Hosts that read the text in cross-attention (Wan): keep this block's entity activation for the
+    next block's self-attention."""
     erae = runtime.step.erae
     if erae is None or key.shape[1] <= max(erae.all_positions):
         return

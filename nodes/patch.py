@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from ..customvideox_core.erae import ERAEConfig, reference_token_weights
-from ..customvideox_core.host_specs import HostSpec, spec_for
+from ..customvideox_core.host_specs import HostSpec
 from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.layout import TokenLayout
 from ..customvideox_core.reference_attention import plan_step
@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 WRAPPER_KEY = "customvideox"
 SETTINGS_KEY = "cvx_settings"
-HOST_KEY = "cvx_host"
 ROLES_KEY = "cvx_conditioning_roles"
 GUIDER_KEY = "cvx_guider_key"
 """Set on the guider's per-sampling copies of its conditioning entries: the guider's name for them."""
@@ -134,15 +133,15 @@ class ConditioningRoles:
 
 
 def install_machinery(model, host: HostSignature) -> None:
-    """Put the wrappers on ``model`` (a clone) and record the host; idempotent."""
+    """Put the wrappers on ``model`` (a clone); idempotent."""
     for wrapper_type, wrapper in (
         (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, GuiderKeys()),
         (comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, ConditioningRoles()),
-        (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, ReferenceWrapper(host.family)),
+        (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, ReferenceWrapper(host)),
     ):
         model.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
         model.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, wrapper)
-    model.model_options.setdefault("transformer_options", {})[HOST_KEY] = host
+    model.model_options.setdefault("transformer_options", {})
 
 
 def apply_reference_patch(
@@ -211,12 +210,17 @@ def _row_roles(transformer_options: dict, batch: int) -> list[ConditioningRole]:
 class ReferenceWrapper:
     """``DIFFUSION_MODEL`` wrapper: join the reference frames, plan the bias, run, strip the frames."""
 
-    def __init__(self, family: str) -> None:
-        self.family = family
+    def __init__(self, host: HostSignature) -> None:
+        self.host = host
 
     @property
     def spec(self) -> HostSpec:
-        return spec_for(self.family)
+        return self.host.spec
+
+    @property
+    def patch_sizes(self) -> tuple[int, int]:
+        """``(temporal, spatial)`` patch sizes of the host (its signature's)."""
+        return self.host.patch_size_t or 1, self.host.patch_size
 
     def __call__(self, executor, *args, **kwargs):
         spec = self.spec
@@ -259,7 +263,7 @@ class ReferenceWrapper:
                         "ReferenceEncode to Apply, or sample with the positive of WanPhantomSubjectToVideo"
                     )
                 return executor(*args, **kwargs)
-            layout = self._host_layout(spec, dit, x, args[spec.context_index], host_frames)
+            layout = self._host_layout(spec, x, args[spec.context_index], host_frames)
             masks = patch.masks
             # The host's own method: every row that carries the frames attends to them.
             sees = [True] * x.shape[0]
@@ -269,12 +273,14 @@ class ReferenceWrapper:
             progress=_progress(transformer_options),
             row_sees_reference=sees,
             row_has_entities=[role.positive for role in roles],
-            reference_weights=self._weights(dit, x, layout, masks),
+            reference_weights=self._weights(x, layout, masks),
             erae=patch.erae,
         )
         call_options = dict(transformer_options)
         call_options[RUNTIME_KEY] = CallRuntime(
-            family=self.family, step=step, previous_override=transformer_options.get(OVERRIDE_KEY)
+            entity_source=spec.entity_source,
+            step=step,
+            previous_override=transformer_options.get(OVERRIDE_KEY),
         )
         call_options[OVERRIDE_KEY] = reference_attention_override
         if len(args) > options_index:
@@ -293,8 +299,7 @@ class ReferenceWrapper:
         name, index = spec.reference_input.name, spec.reference_input.index
         return args[index] if len(args) > index else kwargs.get(name)
 
-    @staticmethod
-    def _weights(dit, x: Tensor, layout: TokenLayout, masks: Tensor | None) -> Tensor:
+    def _weights(self, x: Tensor, layout: TokenLayout, masks: Tensor | None) -> Tensor:
         """Region weights ``[1, reference]`` of the reference tokens (all ones without a mask)."""
         if masks is None:
             return torch.ones(1, layout.reference, device=x.device)
@@ -307,7 +312,7 @@ class ReferenceWrapper:
         weights = reference_token_weights(
             masks.to(x.device).expand(frames, -1, -1),
             latent_size=(x.shape[-2], x.shape[-1]),
-            patch_size=layout_patch(dit),
+            patch_size=self.host.patch_size,
         ).reshape(1, -1)
         if weights.shape[1] != layout.reference:
             raise ValueError(
@@ -327,8 +332,7 @@ class ReferenceWrapper:
                 f"{tuple(x.shape[1:2]) + tuple(x.shape[-2:])}: encode the reference with the same VAE at "
                 f"the video's size ({x.shape[-1] * 8}x{x.shape[-2] * 8} pixels)"
             )
-        spatial = layout_patch(dit)
-        temporal = layout_patch_t(dit)
+        temporal, spatial = self.patch_sizes
         video = comfy.ldm.common_dit.pad_to_patch_size(x, (temporal, spatial, spatial))
         reference = comfy.ldm.common_dit.pad_to_patch_size(reference, (1, spatial, spatial))
         reference = reference.repeat_interleave(temporal, dim=2).expand(x.shape[0], -1, -1, -1, -1)
@@ -340,11 +344,9 @@ class ReferenceWrapper:
         layout = spec.make_layout(context.shape[1], frames, reference_frames, frame_tokens)
         return video, reference, layout
 
-    @staticmethod
-    def _host_layout(spec: HostSpec, dit, x: Tensor, context: Tensor, host_frames: Tensor) -> TokenLayout:
+    def _host_layout(self, spec: HostSpec, x: Tensor, context: Tensor, host_frames: Tensor) -> TokenLayout:
         """The layout the host builds itself when it appends ``host_frames`` after the (padded) video."""
-        spatial = layout_patch(dit)
-        temporal = layout_patch_t(dit)
+        temporal, spatial = self.patch_sizes
         padded = comfy.ldm.common_dit.pad_to_patch_size(x, (temporal, spatial, spatial))
         padded_reference = comfy.ldm.common_dit.pad_to_patch_size(host_frames, (temporal, spatial, spatial))
         frame_tokens = (padded.shape[-2] // spatial) * (padded.shape[-1] // spatial)
@@ -353,20 +355,7 @@ class ReferenceWrapper:
         )
 
 
-def layout_patch(dit) -> int:
-    patch = dit.patch_size
-    return int(patch[-1]) if isinstance(patch, (tuple, list)) else int(patch)
-
-
-def layout_patch_t(dit) -> int:
-    patch = dit.patch_size
-    if isinstance(patch, (tuple, list)):
-        return int(patch[0])
-    return int(getattr(dit, "patch_size_t", None) or 1)
-
-
 __all__ = [
-    "HOST_KEY",
     "ROLES_KEY",
     "SEES_REFERENCE_KEY",
     "SETTINGS_KEY",

@@ -68,7 +68,7 @@ from ..customvideox_core.training import (
     train,
 )
 from .load_node import apply_adapter
-from .patch import HOST_KEY, SETTINGS_KEY, WRAPPER_KEY, ReferencePatch, ReferenceWrapper
+from .patch import SETTINGS_KEY, WRAPPER_KEY, ReferencePatch, ReferenceWrapper
 from .train_data import REFERENCE_FIT, PreparedDataset, TrainDataSettings
 from .types import ReferenceLatents
 
@@ -209,16 +209,14 @@ def load_resume(
 # ---------------------------------------------------------------------------------------------------
 
 
-def objective_for(base_model, family: HostFamily) -> DenoisingObjective:
-    """The host's denoising objective, checked against its ComfyUI ``model_sampling``."""
-    sampling = base_model.model_sampling
-    if family == "wan":
-        multiplier = float(getattr(sampling, "multiplier", 1000.0))
-        if not math.isclose(multiplier, 1000.0):
-            raise ValueError(
-                f"this Wan model maps sigma to timestep × {multiplier}, the trainer assumes × 1000"
-            )
-        return DenoisingObjective("flow_matching", flow_shift=float(getattr(sampling, "shift", 1.0)))
+def _flow_matching_objective(sampling) -> DenoisingObjective:
+    multiplier = float(getattr(sampling, "multiplier", 1000.0))
+    if not math.isclose(multiplier, 1000.0):
+        raise ValueError(f"this model maps sigma to timestep × {multiplier}, the trainer assumes × 1000")
+    return DenoisingObjective("flow_matching", flow_shift=float(getattr(sampling, "shift", 1.0)))
+
+
+def _v_prediction_objective(sampling) -> DenoisingObjective:
     objective = DenoisingObjective("v_prediction")
     host_alphas = 1.0 / (1.0 + sampling.sigmas.detach().to("cpu", torch.float64) ** 2)
     core_alphas = objective.alphas_cumprod()
@@ -235,6 +233,15 @@ def objective_for(base_model, family: HostFamily) -> DenoisingObjective:
             "training would not match how ComfyUI samples it"
         )
     return objective
+
+
+_OBJECTIVES = {"flow_matching": _flow_matching_objective, "v_prediction": _v_prediction_objective}
+"""Host spec ``objective`` → builder of the core objective, checked against ComfyUI's ``model_sampling``."""
+
+
+def objective_for(base_model, host: HostSignature) -> DenoisingObjective:
+    """The host's denoising objective (its spec's), checked against its ComfyUI ``model_sampling``."""
+    return _OBJECTIVES[host.spec.objective](base_model.model_sampling)
 
 
 def training_reference_patch(reference_latents: Tensor, pixel_size: tuple[int, int]) -> ReferencePatch:
@@ -264,12 +271,9 @@ def reference_call_options(
     host: HostSignature, reference_latents: Tensor, pixel_size: tuple[int, int]
 ) -> dict:
     """``transformer_options`` that route a DiT call through the pack's reference wrapper."""
-    wrappers = {
-        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL: {WRAPPER_KEY: [ReferenceWrapper(host.family)]}
-    }
+    wrappers = {comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL: {WRAPPER_KEY: [ReferenceWrapper(host)]}}
     return {
         "wrappers": wrappers,
-        HOST_KEY: host,
         SETTINGS_KEY: training_reference_patch(reference_latents, pixel_size),
     }
 
@@ -355,7 +359,7 @@ class _AdapterWriter:
 
 
 @contextlib.contextmanager
-def _host_training_mode(family: str) -> Iterator[None]:
+def _host_training_mode(host: HostSignature) -> Iterator[None]:
     """ComfyUI's own "training now" switch, for the hosts that read it, set for the run and restored.
 
     ``comfy.model_management.in_training`` is the flag ComfyUI's LoRA trainer sets; models read it to
@@ -363,7 +367,7 @@ def _host_training_mode(family: str) -> Iterator[None]:
     never reads it, so CogVideoX training leaves all host state alone; for Wan it is the one piece of
     host state this node changes, and only while it trains.
     """
-    if family != "wan":
+    if not host.spec.sets_in_training:
         yield
         return
     previous = comfy.model_management.in_training
@@ -460,7 +464,7 @@ def train_adapter(
         if on_step is not None:
             on_step(step)
 
-    with torch.inference_mode(False), _host_training_mode(host.family):
+    with torch.inference_mode(False), _host_training_mode(host):
         training = _training_copy(model)
         try:
             losses, state_dict = _train_copy(
@@ -509,7 +513,7 @@ def _train_copy(
     comfy.model_management.load_models_gpu([training], memory_required=1e20, force_full_load=True)
     base = training.model
     dit = base.diffusion_model
-    config = settings.train_config(objective_for(base, host.family), start_step)
+    config = settings.train_config(objective_for(base, host), start_step)
     device = next(dit.parameters()).device
     dtype = base.get_dtype_inference()
     entries = [
