@@ -224,6 +224,7 @@ def plan_step(
     row_has_entities: Sequence[bool],
     reference_weights: Tensor,
     erae: ERAEConfig | None,
+    row_biased: Sequence[bool] | None = None,
 ) -> ReferenceStep:
     """Build the :class:`ReferenceStep` of one model call.
 
@@ -231,7 +232,9 @@ def plan_step(
     the plain model's attention on its text and video tokens. ``row_has_entities``: rows whose prompt
     holds the entity words (ERAE applies to them only). Both are decided by the caller per conditioning.
     Reference keys whose weight is 0 are dropped for every row when ``erae.block_outside_mask``.
-    ``reference_weights``: ``[reference]`` or ``[1, reference]``.
+    ``reference_weights``: ``[reference]`` or ``[1, reference]``. ``row_biased``: rows that get the TAB
+    (and so the ERAE) term; ``None`` = every row. A row that sees the reference but is not biased
+    attends to it exactly as the base model would (e.g. Phantom's all-zero "no image" reference).
     """
     sees = [bool(flag) for flag in row_sees_reference]
     entities = [bool(flag) for flag in row_has_entities]
@@ -251,9 +254,14 @@ def plan_step(
         raise ValueError("reference weights contain NaN or infinite values; expected numbers in [0, 1]")
     kept = weights[0] > 0.0 if erae is not None and erae.block_outside_mask else None
     tab_value = float(tab.value_at(progress))
+    biased = [True] * len(sees) if row_biased is None else [bool(flag) for flag in row_biased]
+    if len(biased) != len(sees):
+        raise ValueError(f"row_biased has {len(biased)} flags for {len(sees)} rows; expected one per row")
     return ReferenceStep(
         layout=layout,
-        tab_per_row=torch.full((len(sees),), tab_value, dtype=torch.float32, device=device),
+        tab_per_row=torch.tensor(
+            [tab_value if flag else 0.0 for flag in biased], dtype=torch.float32, device=device
+        ),
         reference_weights=weights,
         row_sees_reference=torch.tensor(sees, dtype=torch.bool, device=device),
         kept_reference=kept,

@@ -248,6 +248,7 @@ class ReferenceWrapper:
             video, reference, layout = self._join(spec, dit, x, args[spec.context_index], patch)
             masks = patch.reference.masks
             new_args[0] = torch.cat([video, reference], dim=2)
+            biased = None
             sees = [
                 role.sees_reference
                 if role.sees_reference is not None
@@ -265,8 +266,10 @@ class ReferenceWrapper:
                 return executor(*args, **kwargs)
             layout = self._host_layout(spec, x, args[spec.context_index], host_frames)
             masks = patch.masks
-            # The host's own method: every row that carries the frames attends to them.
+            # The host's own method: every row that carries the frames attends to them; rows whose frames
+            # are all zero (Phantom's "no image" negative) are no reference to strengthen.
             sees = [True] * x.shape[0]
+            biased = (host_frames.flatten(1).abs().amax(dim=1) > 0).tolist()
         step = plan_step(
             layout,
             tab=patch.tab,
@@ -275,6 +278,7 @@ class ReferenceWrapper:
             row_has_entities=[role.positive for role in roles],
             reference_weights=self._weights(x, layout, masks),
             erae=patch.erae,
+            row_biased=biased,
         )
         call_options = dict(transformer_options)
         call_options[RUNTIME_KEY] = CallRuntime(

@@ -152,6 +152,16 @@ def test_apply_without_reference_biases_cores_phantom_frames(comfy_host, pack, v
     assert float((at_two - oracle).abs().max()) > 100 * ATOL
 
 
+def test_phantoms_all_zero_reference_is_not_biased(comfy_host, pack, vae, wan):
+    """negative_img_text carries all-zero frames (Phantom's "no image"): TAB leaves that pass as core runs
+    it, while the same TAB moves a pass that carries the subject's frames."""
+    conds = phantom_conds(comfy_host, vae, 1)
+    zero_reference = conds["negative_img_text"]
+    oracle = ksample(wan, zero_reference, conds["negative"])
+    at_two = ksample(apply(comfy_host, wan, None, tab(pack, 2.0)), zero_reference, conds["negative"])
+    assert_close(at_two, oracle)
+
+
 def test_tab_moves_the_own_reference_path(comfy_host, pack, vae, wan):
     reference = encode_reference(comfy_host, vae, 1)
     outputs = [

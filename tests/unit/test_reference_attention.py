@@ -192,3 +192,27 @@ def test_reference_weights_of_another_size_are_refused():
             reference_weights=torch.ones(3),
             erae=None,
         )
+
+
+def test_a_row_that_sees_but_is_not_biased_attends_as_without_a_bias():
+    """row_biased=False: that row sees the reference keys at their plain logits (TAB and ERAE off),
+    while a biased row in the same call gets the bias."""
+    query, key, value = _qkv(batch=2, seed=11)
+    erae = ERAEConfig(entity_positions=(0,), gamma=1.0)
+    kwargs = dict(
+        tab=TABSchedule(shape="constant", peak=3.0),
+        progress=0.5,
+        row_sees_reference=[True, True],
+        row_has_entities=[True, True],
+        reference_weights=torch.ones(4),
+        erae=erae,
+    )
+    step = plan_step(LAYOUT, row_biased=[False, True], **kwargs)
+    assert step.tab_per_row.tolist() == [0.0, 3.0]
+    got = reference_self_attention(query, key, value, HEADS, step, attention_fn=sdpa_attention)
+    split = [t.reshape(2, LAYOUT.total, HEADS, HEAD_DIM).transpose(1, 2) for t in (query, key, value)]
+    plain = sdpa_attention(*split).transpose(1, 2).reshape(2, LAYOUT.total, HEADS * HEAD_DIM)
+    assert torch.allclose(got[0], plain[0], atol=1e-5)
+    assert not torch.allclose(got[1, LAYOUT.video_slice], plain[1, LAYOUT.video_slice], atol=1e-3)
+    with pytest.raises(ValueError, match="row_biased has 1 flags for 2 rows"):
+        plan_step(LAYOUT, row_biased=[True], **kwargs)
