@@ -33,8 +33,9 @@ from itertools import product
 from pathlib import Path
 
 from ..score_summary import METRIC_LABELS, METRICS
+from ..tab import TAB_SHAPES
 from .config import BatchConfig, BatchResult
-from .jobs import TAB_SHAPES, Job, load_jobs
+from .jobs import Job, load_jobs
 from .manifest import JobRecord, atomic_write_text
 from .results import job_settings, node_order, to_csv, to_markdown
 from .runner import run_batch
