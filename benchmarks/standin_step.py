@@ -121,7 +121,6 @@ def variants(pack, model, preset: Preset) -> tuple[dict, object]:
     reference = types.ReferenceLatents(
         latents=torch.randn(1, 16, 1, size // 8, size // 8),
         masks=torch.ones(1, size, size),
-        images=torch.ones(1, size, size, 3),
         source_size=(size, size),
         fit="pad",
     )
