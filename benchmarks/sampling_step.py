@@ -34,8 +34,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(Path(__file__).resolve().parent))
 from _timing import compare  # noqa: E402
 
-logger = logging.getLogger("benchmarks.sampling_step")
-
 
 @dataclass(frozen=True)
 class Preset:

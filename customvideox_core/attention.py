@@ -1,6 +1,6 @@
 """Exact attention with a low-rank additive bias, run through any fused attention backend.
 
-The bias of CustomVideoX is a sum of rank-one terms (DESIGN.md, "The bias, precisely")::
+The bias of CustomVideoX is a sum of rank-one terms (docs/ARCHITECTURE.md, "The bias")::
 
     logits = query @ keyᵀ * scale + query_bias @ key_biasᵀ        # [B, H, Lq, Lk], never built
 
@@ -22,15 +22,12 @@ running; it is the only attention kernel called.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-logger = logging.getLogger(__name__)
 
 AttentionFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 """(query, key, value) each [B, H, L, D'] -> [B, H, Lq, D']; softmax scale 1/sqrt(D'), no mask."""

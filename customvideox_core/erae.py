@@ -10,7 +10,6 @@ Two per-token weights feed the bias ``b(s) * (1 + gamma * a_i) * m_j`` (see ``la
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,8 +18,6 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Token layout of one host attention sequence and the low-rank factors of the CustomVideoX bias.
 
 The sequence of one attention call is ``[text | video | reference]``. The bias added to its logits is
-(DESIGN.md, "The bias, precisely")::
+(docs/ARCHITECTURE.md, "The bias")::
 
     video query i, reference key j:        b(s) * sum_k (1 + gamma * a_i^k) * m_j^k
     everything else:                       0
@@ -15,15 +15,12 @@ dropped from the attention call (``reference_attention``), never blocked with a 
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -129,7 +126,7 @@ def bias_factors(
 ) -> tuple[Tensor, Tensor] | None:
     """Rank-K factors ``(query_bias [B, total, K], key_bias [B, total, K])`` of the CustomVideoX bias.
 
-    ``query_bias @ key_bias^T`` (per batch row) equals the DESIGN.md bias:
+    ``query_bias @ key_bias^T`` (per batch row) equals the bias of docs/ARCHITECTURE.md:
 
     - video query ``i``, reference key ``j``: ``tab[b] * sum_k (1 + gamma * a[b, i, k]) * m[b, j] * [j in k]``;
     - everything else 0 (text and reference queries get no TAB/ERAE bias).

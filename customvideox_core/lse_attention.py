@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-
-logger = logging.getLogger(__name__)
 
 LseFn = Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
 """(query, key, value "B H L D", scale) -> (out "B H Lq D", lse "B H Lq" float32 or float64, natural log)."""

@@ -9,7 +9,7 @@ once per model call when the step is made; an attention call reads nothing back 
 Who attends to what, per batch row (``n = text + video``, ``kept`` = reference keys not dropped):
 
 - a row that sees the reference: every query attends to ``[text | video | kept reference]``; video
-  queries carry the bias ``b(s) · Σ_k (1 + γ a_i^k) m_j^k`` on the kept reference keys (DESIGN.md);
+  queries carry the bias ``b(s) · Σ_k (1 + γ a_i^k) m_j^k`` on the kept reference keys (docs/ARCHITECTURE.md, "The bias");
 - a row that does not see the reference: text and video queries attend to ``[text | video]`` only,
   exactly the base model's attention at its cost; each reference query returns its own value (attention
   over itself alone) — finite, and discarded by the wrapper;
@@ -31,7 +31,6 @@ Tensors arrive in the host's attention layout ``[B, L, (H D)]`` and leave in it.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,8 +44,6 @@ from .erae import ERAEConfig, entity_activations
 from .layout import TokenLayout
 from .lse_attention import LSE_KERNELS, LseKernel, merge_partial_attention
 from .tab import TABSchedule
-
-logger = logging.getLogger(__name__)
 
 PATHS = ("lse-merge", "augmented")
 """The two exact paths for rows that see a biased reference."""

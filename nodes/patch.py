@@ -29,7 +29,6 @@ the per-call state lives only in the copy of ``transformer_options`` handed to t
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,8 +46,6 @@ from ..customvideox_core.tab import TABSchedule, sampling_progress
 from .attention_override import OVERRIDE_KEY, RUNTIME_KEY, CallRuntime, reference_attention_override
 from .host_model import diffusion_model_of, host_signature
 from .types import ReferenceLatents
-
-logger = logging.getLogger(__name__)
 
 WRAPPER_KEY = "customvideox"
 SETTINGS_KEY = "cvx_settings"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 import folder_paths
@@ -20,8 +19,6 @@ from .host_model import diffusion_model_of, host_signature
 from .settings import fit_replacement_mask
 from .standin_patch import StandInPatch, install_standin
 from .types import ERAEType, ReferenceType, TABType
-
-logger = logging.getLogger(__name__)
 
 STANDIN_FOLDER = "loras"
 SUPPORTED_DIT_CLASSES = frozenset({"WanModel"})

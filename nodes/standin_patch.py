@@ -16,7 +16,6 @@ forward runs as it is. Any override that was already set (another pack's) stays 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import comfy.patcher_extension
@@ -28,8 +27,6 @@ from ..customvideox_core.standin.cache import ReferenceKVCache, ReferenceKVKey
 from ..customvideox_core.standin.lora_file import StandInLoRA
 from ..customvideox_core.standin.video_attention import VideoStep, plan_video_step, video_self_attention
 from ..customvideox_core.tab import TABSchedule, sampling_progress
-
-logger = logging.getLogger(__name__)
 
 WRAPPER_KEY = "customvideox_standin"
 SETTINGS_KEY = "cvx_standin"

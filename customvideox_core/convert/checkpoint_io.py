@@ -16,7 +16,6 @@ Wrapper dictionaries (``{"module": state_dict, "iteration": ..}`` from SAT/DeepS
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 from collections.abc import Mapping
@@ -27,8 +26,6 @@ import torch
 from torch import Tensor
 
 from ..adapter_file import read_safetensors
-
-logger = logging.getLogger(__name__)
 
 TENSOR_PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt"})
 """Suffixes read with ``torch.load(weights_only=True)``."""

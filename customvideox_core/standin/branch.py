@@ -22,7 +22,6 @@ The DiT is used through its modules only (ComfyUI's ``WanModel`` attribute names
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -32,8 +31,6 @@ from torch import Tensor
 from ..attention import AttentionFn, sdpa_attention
 from .lora_file import StandInLoRA
 from .rope import STANDIN_PLACEMENT, ReferencePlacement, apply_rope, reference_positions, rope_angles
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)

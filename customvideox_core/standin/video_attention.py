@@ -3,7 +3,7 @@
 Stand-In (``SelfAttention.forward``, cached path): the video queries attend to the video keys followed by
 the cached reference keys; reference queries are not computed any more (their output was only needed to
 fill the cache). On top of the published method, this pack's TAB/ERAE bias acts on the video → reference
-logits only (DESIGN.md, "The bias, precisely")::
+logits only (docs/ARCHITECTURE.md, "The bias")::
 
     logit(i, j) = q_i · k_j / sqrt(d) + b(s) · (1 + γ · a_i) · m_j      (j a reference key)
 
