@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
@@ -17,7 +19,6 @@ from .types import ERAEType, ReferenceType, TABType
 from .widgets import size_inputs
 
 MAX_SIZE = 8192
-GUIDANCE_MODES = ("cfg", "phantom")
 
 
 def empty_video_latent(model, width: int, height: int, length: int) -> dict:
@@ -33,67 +34,32 @@ def empty_video_latent(model, width: int, height: int, length: int) -> dict:
     return {"samples": samples}
 
 
-def sample_video(
-    model,
-    latent: dict,
-    *,
-    positive,
-    negative,
-    seed: int,
-    steps: int,
-    cfg: float,
-    sampler_name: str,
-    scheduler: str,
-    denoise: float,
-) -> dict:
-    """What core KSampler does (noise, previews, progress bar), on an already patched model."""
-    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
-    callback = latent_preview.prepare_callback(model, steps)
-    samples = comfy.sample.sample(
-        model,
-        noise,
-        steps,
-        cfg,
-        sampler_name,
-        scheduler,
-        positive,
-        negative,
-        latent_image,
-        denoise=denoise,
-        noise_mask=latent.get("noise_mask"),
-        callback=callback,
-        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
-        seed=seed,
-    )
-    return _latent_out(latent, samples)
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Sample's sampler widgets. ``cfg`` is the text guidance scale; ``image_cfg`` is used by the
+    ``phantom`` guidance only."""
+
+    seed: int
+    steps: int
+    cfg: float
+    sampler_name: str
+    scheduler: str
+    denoise: float
+    image_cfg: float = 5.0
 
 
-def _latent_out(latent: dict, samples) -> dict:
-    out = {
-        k: v for k, v in latent.items() if k not in ("downscale_ratio_spacial", "downscale_ratio_temporal")
-    }
-    out["samples"] = samples
-    return out
+def _cfg_guider(model, positive, negative, settings: SamplerSettings):
+    """Classifier-free guidance, as core KSampler runs it."""
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(settings.cfg)
+    return guider
 
 
-def sample_video_phantom(
-    model,
-    latent: dict,
-    *,
-    positive,
-    negative,
-    seed: int,
-    steps: int,
-    text_cfg: float,
-    image_cfg: float,
-    sampler_name: str,
-    scheduler: str,
-    denoise: float,
-) -> dict:
-    """Phantom's three-pass guidance on a patched model, through core's ``DualCFGGuider``:
+def _phantom_guider(model, positive, negative, settings: SamplerSettings):
+    """Phantom's three-pass guidance through core's ``DualCFGGuider``:
 
-        neg + image_cfg · (pos_img − neg) + text_cfg · (pos_img_text − pos_img)
+        neg + image_cfg · (pos_img − neg) + cfg · (pos_img_text − pos_img)
 
     ``neg`` is the negative prompt without the reference, ``pos_img`` the negative prompt with it and
     ``pos_img_text`` the positive prompt with it; who sees the reference is set on each conditioning.
@@ -106,29 +72,49 @@ def sample_video_phantom(
         mark_sees_reference(negative, True),
         mark_sees_reference(negative, False),
     )
-    guider.set_cfg(text_cfg, image_cfg)
+    guider.set_cfg(settings.cfg, settings.image_cfg)
+    return guider
+
+
+GUIDERS = {"cfg": _cfg_guider, "phantom": _phantom_guider}
+"""Sample's ``guidance`` choice → the core guider it runs."""
+GUIDANCE_MODES = tuple(GUIDERS)
+
+
+def sample_video(
+    model, latent: dict, *, positive, negative, settings: SamplerSettings, guidance: str
+) -> dict:
+    """What core KSampler does (noise, sigmas with denoise, previews, progress bar), on an already patched
+    model, with the guider of ``guidance``."""
+    if guidance not in GUIDERS:
+        raise ValueError(f"guidance must be one of {', '.join(GUIDANCE_MODES)}, got {guidance!r}")
+    guider = GUIDERS[guidance](model, positive, negative, settings)
     sigmas = comfy.samplers.KSampler(
         model,
-        steps=steps,
+        steps=settings.steps,
         device=model.load_device,
-        sampler=sampler_name,
-        scheduler=scheduler,
-        denoise=denoise,
+        sampler=settings.sampler_name,
+        scheduler=settings.scheduler,
+        denoise=settings.denoise,
         model_options=model.model_options,
     ).sigmas
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    noise = comfy.sample.prepare_noise(latent_image, settings.seed, latent.get("batch_index"))
     samples = guider.sample(
         noise,
         latent_image,
-        comfy.samplers.sampler_object(sampler_name),
+        comfy.samplers.sampler_object(settings.sampler_name),
         sigmas,
         denoise_mask=latent.get("noise_mask"),
         callback=latent_preview.prepare_callback(model, sigmas.shape[-1] - 1),
         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
-        seed=seed,
+        seed=settings.seed,
     )
-    return _latent_out(latent, samples.to(comfy.model_management.intermediate_device()))
+    out = {
+        k: v for k, v in latent.items() if k not in ("downscale_ratio_spacial", "downscale_ratio_temporal")
+    }
+    out["samples"] = samples.to(comfy.model_management.intermediate_device())
+    return out
 
 
 class CustomVideoXSample(io.ComfyNode):
@@ -251,37 +237,11 @@ class CustomVideoXSample(io.ComfyNode):
         guidance: str = "cfg",
         image_cfg: float = 5.0,
     ) -> io.NodeOutput:
-        if guidance not in GUIDANCE_MODES:
-            raise ValueError(f"guidance must be one of {', '.join(GUIDANCE_MODES)}, got {guidance!r}")
         patched = patch_model(model, reference, tab, erae, uncond_sees_reference)
         if latent is None:
             latent = empty_video_latent(patched, width, height, length)
-        if guidance == "phantom":
-            return io.NodeOutput(
-                sample_video_phantom(
-                    patched,
-                    latent,
-                    positive=positive,
-                    negative=negative,
-                    seed=seed,
-                    steps=steps,
-                    text_cfg=cfg,
-                    image_cfg=image_cfg,
-                    sampler_name=sampler_name,
-                    scheduler=scheduler,
-                    denoise=denoise,
-                )
-            )
+        settings = SamplerSettings(seed, steps, cfg, sampler_name, scheduler, denoise, image_cfg)
         out = sample_video(
-            patched,
-            latent,
-            positive=positive,
-            negative=negative,
-            seed=seed,
-            steps=steps,
-            cfg=cfg,
-            sampler_name=sampler_name,
-            scheduler=scheduler,
-            denoise=denoise,
+            patched, latent, positive=positive, negative=negative, settings=settings, guidance=guidance
         )
         return io.NodeOutput(out)
