@@ -24,6 +24,7 @@ Usage (standard library only; any Python)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -449,20 +450,12 @@ WAN21_1_3B = HostFiles(
     shift=8.0,
 )
 
-PHANTOM_WAN_1_3B = HostFiles(
+PHANTOM_WAN_1_3B = dataclasses.replace(
+    WAN21_1_3B,
     label="Phantom-Wan 1.3B",
     unet="phantom_wan_1.3B_fp16.safetensors",
-    text_encoder="umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-    clip_type="wan",
-    vae="wan_2.1_vae.safetensors",
-    width=832,
-    height=480,
-    length=81,
     steps=50,
     cfg=7.5,
-    sampler="uni_pc",
-    scheduler="simple",
-    fps=16.0,
     shift=5.0,
     guidance="phantom",
     image_cfg=5.0,
@@ -789,19 +782,12 @@ STANDIN_PROMPT = (
     "A man sits comfortably at a desk facing the camera, talking warmly as if to a friend on a video call. "
     "Natural smile, focused gentle eyes, a cosy room with photos and a world map on the wall behind him."
 )
-WAN21_14B_STANDIN = HostFiles(
+WAN21_14B_STANDIN = dataclasses.replace(
+    WAN21_1_3B,
     label="Wan 2.1 T2V 14B",
     unet="wan2.1_t2v_14B_fp8_scaled.safetensors",
-    text_encoder="umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-    clip_type="wan",
-    vae="wan_2.1_vae.safetensors",
-    width=832,
-    height=480,
-    length=81,
     steps=20,
-    cfg=5.0,
     sampler="euler",
-    scheduler="simple",
     fps=25.0,
     shift=5.0,
 )
