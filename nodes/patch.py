@@ -129,15 +129,22 @@ class ConditioningRoles:
         return executor(model, conds, x_in, timestep, options)
 
 
-def install_machinery(model, host: HostSignature) -> None:
-    """Put the wrappers on ``model`` (a clone); idempotent."""
+def install_conditioning_roles(model, key: str) -> None:
+    """Put the two wrappers that give every model call its rows' :class:`ConditioningRole` on ``model``."""
     for wrapper_type, wrapper in (
         (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, GuiderKeys()),
         (comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, ConditioningRoles()),
-        (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, ReferenceWrapper(host)),
     ):
-        model.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
-        model.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, wrapper)
+        model.remove_wrappers_with_key(wrapper_type, key)
+        model.add_wrapper_with_key(wrapper_type, key, wrapper)
+
+
+def install_machinery(model, host: HostSignature) -> None:
+    """Put the wrappers on ``model`` (a clone); idempotent."""
+    install_conditioning_roles(model, WRAPPER_KEY)
+    wrapper_type = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
+    model.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
+    model.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, ReferenceWrapper(host))
     model.model_options.setdefault("transformer_options", {})
 
 
@@ -176,7 +183,8 @@ def apply_reference_patch(
     return patched
 
 
-def _progress(transformer_options: dict) -> float:
+def progress_of(transformer_options: dict) -> float:
+    """Sampling progress ``s`` of this model call from the sampler's own sigmas (0.5 outside sampling)."""
     sigmas = transformer_options.get("sigmas")
     sample_sigmas = transformer_options.get("sample_sigmas")
     if sigmas is None or sample_sigmas is None:
@@ -184,7 +192,7 @@ def _progress(transformer_options: dict) -> float:
     return sampling_progress(float(sigmas.reshape(-1)[0]), sample_sigmas)
 
 
-def _row_roles(transformer_options: dict, batch: int) -> list[ConditioningRole]:
+def row_roles(transformer_options: dict, batch: int) -> list[ConditioningRole]:
     """One role per batch row. Rows come in equal chunks, one per entry of ``cond_or_uncond`` (the index
     of the conditioning in the guider's list). Without recorded roles (a model call outside a guider)
     chunk 0 counts as positive and the others as negative, as in ComfyUI's CFG."""
@@ -230,7 +238,7 @@ class ReferenceWrapper:
             return executor(*args, **kwargs)
 
         x = args[0]
-        roles = _row_roles(transformer_options, x.shape[0])
+        roles = row_roles(transformer_options, x.shape[0])
         host_frames = self._host_reference(spec, args, kwargs)
         if host_frames is not None and patch.reference is not None:
             raise ValueError(
@@ -270,7 +278,7 @@ class ReferenceWrapper:
         step = plan_step(
             layout,
             tab=patch.tab,
-            progress=_progress(transformer_options),
+            progress=progress_of(transformer_options),
             row_sees_reference=sees,
             row_has_entities=[role.positive for role in roles],
             reference_weights=self._weights(x, layout, masks),
@@ -371,6 +379,9 @@ __all__ = [
     "conditioning_role",
     "diffusion_model_of",
     "host_signature",
+    "install_conditioning_roles",
     "install_machinery",
+    "progress_of",
+    "row_roles",
     "reference_attention_override",
 ]

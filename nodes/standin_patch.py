@@ -26,9 +26,12 @@ from ..customvideox_core.standin.branch import ReferenceKV, compute_reference_kv
 from ..customvideox_core.standin.cache import ReferenceKVCache, ReferenceKVKey
 from ..customvideox_core.standin.lora_file import StandInLoRA
 from ..customvideox_core.standin.video_attention import VideoStep, plan_video_step, video_self_attention
-from ..customvideox_core.tab import TABSchedule, sampling_progress
+from ..customvideox_core.tab import TABSchedule
+from .patch import install_conditioning_roles, progress_of, row_roles
 
 WRAPPER_KEY = "customvideox_standin"
+CONDITIONING_ROLES_KEY = "customvideox_standin_roles"
+"""Key of the conditioning-role wrappers (its own, so a Stand-In and a CustomVideoX patch can coexist)."""
 SETTINGS_KEY = "cvx_standin"
 RUNTIME_KEY = "cvx_standin_runtime"
 OVERRIDE_KEY = "optimized_attention_override"
@@ -62,23 +65,6 @@ class StandInRuntime:
     previous_override: object | None
     blocks_done: set = field(default_factory=set)
     activation: Tensor | None = None
-
-
-def row_is_cond(transformer_options: dict, batch: int) -> list[bool]:
-    """One flag per batch row: True for the conditional (positive) rows, from ``cond_or_uncond``."""
-    cond_or_uncond = transformer_options.get("cond_or_uncond")
-    if not cond_or_uncond or batch % len(cond_or_uncond):
-        return [True] * batch
-    per_chunk = batch // len(cond_or_uncond)
-    return [chunk == 0 for chunk in cond_or_uncond for _ in range(per_chunk)]
-
-
-def progress_of(transformer_options: dict) -> float:
-    sigmas = transformer_options.get("sigmas")
-    sample_sigmas = transformer_options.get("sample_sigmas")
-    if sigmas is None or sample_sigmas is None:
-        return 0.5
-    return sampling_progress(float(sigmas.reshape(-1)[0]), sample_sigmas)
 
 
 def video_grid(dit, x: Tensor) -> tuple[int, int, int]:
@@ -130,7 +116,7 @@ class StandInWrapper:
         )
         tab_value = patch.tab.value_at(progress_of(options)) if patch.tab is not None else 0.0
         step = plan_video_step(
-            row_is_cond=row_is_cond(options, x.shape[0]),
+            row_is_cond=[role.positive for role in row_roles(options, x.shape[0])],
             uncond_sees_reference=patch.uncond_sees_reference,
             tab_value=tab_value,
             reference_weights=patch.reference_weights,
@@ -228,6 +214,7 @@ def _store_activation(runtime: StandInRuntime, query: Tensor, key: Tensor, heads
 
 def install_standin(model, patch: StandInPatch) -> None:
     """Put the two wrappers and the settings on ``model`` (a clone); replaces an earlier Stand-In patch."""
+    install_conditioning_roles(model, CONDITIONING_ROLES_KEY)
     for kind, wrapper in (
         (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, ResetCacheWrapper(patch.cache)),
         (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, StandInWrapper()),
