@@ -543,6 +543,67 @@ def _note(node_id: int, pos: tuple[int, int], size: tuple[int, int], title: str,
     )
 
 
+def _prompt_nodes(prompt: str, column: int) -> list[Node]:
+    """5 the prompt, 6 and 7 the positive and negative CLIPTextEncode (the prompt feeds the positive)."""
+    return [
+        Node(
+            5,
+            "PrimitiveStringMultiline",
+            (column, 0),
+            (400, 150),
+            {"value": prompt},
+            title="Prompt",
+            color=POSITIVE_COLOR,
+            bgcolor=POSITIVE_BGCOLOR,
+        ),
+        Node(
+            6,
+            "CLIPTextEncode",
+            (column, 190),
+            (400, 50),
+            {"text": prompt},
+            {"clip": (3, 0), "text": (5, 0)},
+            title="Positive",
+            color=POSITIVE_COLOR,
+            bgcolor=POSITIVE_BGCOLOR,
+        ),
+        Node(
+            7,
+            "CLIPTextEncode",
+            (column, 320),
+            (400, 130),
+            {"text": NEGATIVE_PROMPT},
+            {"clip": (3, 0)},
+            title="Negative",
+            color=NEGATIVE_COLOR,
+            bgcolor=NEGATIVE_BGCOLOR,
+        ),
+    ]
+
+
+def _output_nodes(host: HostFiles, prefix: str, column: int) -> list[Node]:
+    """13 VAEDecode of the sampled latent (node 12), 14 CreateVideo at the host's fps, 15 SaveVideo."""
+    return [
+        Node(13, "VAEDecode", (column, 0), (300, 46), {}, {"samples": (12, 0), "vae": (4, 0)}),
+        Node(
+            14,
+            "CreateVideo",
+            (column, 90),
+            (300, 102),
+            {"fps": host.fps, "bit_depth": 8},
+            {"images": (13, 0)},
+        ),
+        Node(
+            15,
+            "SaveVideo",
+            (column, 240),
+            (300, 180),
+            {"filename_prefix": prefix, "format": "auto", "codec": "auto"},
+            {"video": (14, 0)},
+        ),
+    ]
+
+
 COLUMN_X = (0, 380, 820, 1190, 1540)
 """Left edges of the five columns: loaders | prompt and reference | TAB and ERAE | Sample | output."""
 MULTI_REFERENCE_ROW_Y = 940
@@ -596,38 +657,7 @@ def customvideox_graph(
             Node(17, "ModelSamplingSD3", (loaders, 120), (340, 58), {"shift": host.shift}, {"model": (1, 0)})
         )
     nodes += [
-        Node(
-            5,
-            "PrimitiveStringMultiline",
-            (prompts, 0),
-            (400, 150),
-            {"value": PROMPT},
-            title="Prompt",
-            color=POSITIVE_COLOR,
-            bgcolor=POSITIVE_BGCOLOR,
-        ),
-        Node(
-            6,
-            "CLIPTextEncode",
-            (prompts, 190),
-            (400, 50),
-            {"text": PROMPT},
-            {"clip": (3, 0), "text": (5, 0)},
-            title="Positive",
-            color=POSITIVE_COLOR,
-            bgcolor=POSITIVE_BGCOLOR,
-        ),
-        Node(
-            7,
-            "CLIPTextEncode",
-            (prompts, 320),
-            (400, 130),
-            {"text": NEGATIVE_PROMPT},
-            {"clip": (3, 0)},
-            title="Negative",
-            color=NEGATIVE_COLOR,
-            bgcolor=NEGATIVE_BGCOLOR,
-        ),
+        *_prompt_nodes(PROMPT, prompts),
     ]
     image_top = 490 + shift_rows
     image_ids = (8, 18, 19)[:reference_images]
@@ -730,23 +760,7 @@ def customvideox_graph(
             color=PACK_COLOR,
             bgcolor=PACK_BGCOLOR,
         ),
-        Node(13, "VAEDecode", (output, 0), (300, 46), {}, {"samples": (12, 0), "vae": (4, 0)}),
-        Node(
-            14,
-            "CreateVideo",
-            (output, 90),
-            (300, 102),
-            {"fps": host.fps, "bit_depth": 8},
-            {"images": (13, 0)},
-        ),
-        Node(
-            15,
-            "SaveVideo",
-            (output, 240),
-            (300, 180),
-            {"filename_prefix": OUTPUT_PREFIX, "format": "auto", "codec": "auto"},
-            {"video": (14, 0)},
-        ),
+        *_output_nodes(host, OUTPUT_PREFIX, output),
         _note(16, (bias, 600), (output + 300 - bias, 300), note_title, note_text),
     ]
     if score:
@@ -854,38 +868,7 @@ def standin_graph(name: str, host: HostFiles) -> WorkflowSpec:
                 {"image": STANDIN_FACE_IMAGE},
                 title="Face (crop on white)",
             ),
-            Node(
-                5,
-                "PrimitiveStringMultiline",
-                (prompts, 0),
-                (400, 150),
-                {"value": STANDIN_PROMPT},
-                title="Prompt",
-                color=POSITIVE_COLOR,
-                bgcolor=POSITIVE_BGCOLOR,
-            ),
-            Node(
-                6,
-                "CLIPTextEncode",
-                (prompts, 190),
-                (400, 50),
-                {"text": STANDIN_PROMPT},
-                {"clip": (3, 0), "text": (5, 0)},
-                title="Positive",
-                color=POSITIVE_COLOR,
-                bgcolor=POSITIVE_BGCOLOR,
-            ),
-            Node(
-                7,
-                "CLIPTextEncode",
-                (prompts, 320),
-                (400, 130),
-                {"text": NEGATIVE_PROMPT},
-                {"clip": (3, 0)},
-                title="Negative",
-                color=NEGATIVE_COLOR,
-                bgcolor=NEGATIVE_BGCOLOR,
-            ),
+            *_prompt_nodes(STANDIN_PROMPT, prompts),
             Node(
                 9,
                 "CustomVideoXReferenceEncode",
@@ -929,23 +912,7 @@ def standin_graph(name: str, host: HostFiles) -> WorkflowSpec:
                 },
                 {"model": (2, 0), "positive": (6, 0), "negative": (7, 0), "latent_image": (22, 0)},
             ),
-            Node(13, "VAEDecode", (output, 0), (300, 46), {}, {"samples": (12, 0), "vae": (4, 0)}),
-            Node(
-                14,
-                "CreateVideo",
-                (output, 90),
-                (300, 102),
-                {"fps": host.fps, "bit_depth": 8},
-                {"images": (13, 0)},
-            ),
-            Node(
-                15,
-                "SaveVideo",
-                (output, 240),
-                (300, 180),
-                {"filename_prefix": "video/Stand-In", "format": "auto", "codec": "auto"},
-                {"video": (14, 0)},
-            ),
+            *_output_nodes(host, "video/Stand-In", output),
             _note(
                 16,
                 (bias, 500),
