@@ -415,26 +415,19 @@ class _Call:
             return rearrange(self.attend(query, key, value), "b h l d -> b l (h d)")
         query_factors = self.query_factors(query, activation, rows)
         key_factors = plan.key_factors.to(key.device, _factor_dtype(key))[None]  # "1 kept K"
-        if self.lse_kernel is not None and self.lse_kernel.supports(query, query.shape[-1] // self.heads):
-            out = self.lse_merge(
-                query,
-                key[:, :context],
-                value[:, :context],
-                reference_key,
-                reference_value,
-                query_factors,
-                key_factors,
-            )
-        else:
-            out = self.augmented(
-                query,
-                key[:, :context],
-                value[:, :context],
-                reference_key,
-                reference_value,
-                query_factors,
-                key_factors,
-            )
+        use_lse = self.lse_kernel is not None and self.lse_kernel.supports(
+            query, query.shape[-1] // self.heads
+        )
+        biased_path = self.lse_merge if use_lse else self.augmented
+        out = biased_path(
+            query,
+            key[:, :context],
+            value[:, :context],
+            reference_key,
+            reference_value,
+            query_factors,
+            key_factors,
+        )
         return rearrange(out, "b h l d -> b l (h d)")
 
     def query_factors(self, query: Tensor, activation: Tensor | None, rows: RowGroup | None) -> Tensor:
