@@ -43,6 +43,24 @@ def checkpoint_choices(suffixes: frozenset[str] = TENSOR_PICKLE_SUFFIXES) -> lis
     return [name for name in names if Path(name).suffix.lower() in suffixes]
 
 
+def weight_dtype_input() -> io.Combo.Input:
+    """The ``weight_dtype`` widget of both Concat-ID loaders (core Load Diffusion Model's choices)."""
+    return io.Combo.Input(
+        "weight_dtype",
+        options=list(WEIGHT_DTYPES),
+        default="default",
+        tooltip="As in Load Diffusion Model: 'default' lets ComfyUI choose; fp8 halves memory.",
+    )
+
+
+def checkpoint_path_and_options(checkpoint: str, weight_dtype: str) -> tuple[str, dict]:
+    """The full path of ``checkpoint`` under models/diffusion_models and ComfyUI's model options for
+    ``weight_dtype``; a clear error for either that does not exist."""
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype {weight_dtype!r} is not one of {list(WEIGHT_DTYPES)}")
+    return folder_paths.get_full_path_or_raise(CHECKPOINT_FOLDER, checkpoint), WEIGHT_DTYPES[weight_dtype]
+
+
 def load_sat_cogvideox(path: str, model_options: dict | None = None, disable_dynamic: bool = False):
     """Read, convert and load a SAT CogVideoX checkpoint; returns ComfyUI's ModelPatcher.
 
@@ -85,22 +103,15 @@ class CustomVideoXLoadConcatID(io.ComfyNode):
                     "Concat-ID/single-identity/<iteration>/mp_rank_00_model_states.pt. Read as plain "
                     "tensors only; a file holding pickled objects is refused.",
                 ),
-                io.Combo.Input(
-                    "weight_dtype",
-                    options=list(WEIGHT_DTYPES),
-                    default="default",
-                    tooltip="As in Load Diffusion Model: 'default' lets ComfyUI choose; fp8 halves memory.",
-                ),
+                weight_dtype_input(),
             ],
             outputs=[io.Model.Output(tooltip="Concat-ID's CogVideoX-5B as a native ComfyUI CogVideoX.")],
         )
 
     @classmethod
     def execute(cls, checkpoint: str, weight_dtype: str) -> io.NodeOutput:
-        if weight_dtype not in WEIGHT_DTYPES:
-            raise ValueError(f"weight_dtype {weight_dtype!r} is not one of {list(WEIGHT_DTYPES)}")
-        path = folder_paths.get_full_path_or_raise(CHECKPOINT_FOLDER, checkpoint)
-        patcher = load_sat_cogvideox(path, WEIGHT_DTYPES[weight_dtype])
+        path, options = checkpoint_path_and_options(checkpoint, weight_dtype)
+        patcher = load_sat_cogvideox(path, options)
         layers = len(patcher.model.diffusion_model.blocks)
         summary = f"Concat-ID CogVideoX: {layers} layers converted from {Path(checkpoint).name}"
         logger.info("%s (%s)", summary, path)

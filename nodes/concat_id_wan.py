@@ -28,7 +28,6 @@ from pathlib import Path
 
 import comfy.patcher_extension
 import comfy.sd
-import folder_paths
 import torch
 from comfy.ldm.wan.model import sinusoidal_embedding_1d
 from comfy_api.latest import io, ui
@@ -42,7 +41,7 @@ from ..customvideox_core.convert.concat_id_wan import (
     split_concat_id_wan,
 )
 from ..customvideox_core.host_specs import spec_for
-from .concat_id_node import CHECKPOINT_FOLDER, WEIGHT_DTYPES, checkpoint_choices
+from .concat_id_node import checkpoint_choices, checkpoint_path_and_options, weight_dtype_input
 from .patch import SETTINGS_KEY
 
 logger = logging.getLogger(__name__)
@@ -246,22 +245,15 @@ class CustomVideoXLoadConcatIDWan(io.ComfyNode):
                     tooltip="first_stage.pt or second_stage_adaln.pt (or a safetensors copy) under "
                     "models/diffusion_models. Read as plain tensors only.",
                 ),
-                io.Combo.Input(
-                    "weight_dtype",
-                    options=list(WEIGHT_DTYPES),
-                    default="default",
-                    tooltip="As in Load Diffusion Model: 'default' lets ComfyUI choose; fp8 halves memory.",
-                ),
+                weight_dtype_input(),
             ],
             outputs=[io.Model.Output(tooltip="Concat-ID-Wan as a native Wan 2.1 model with its patches.")],
         )
 
     @classmethod
     def execute(cls, checkpoint: str, weight_dtype: str) -> io.NodeOutput:
-        if weight_dtype not in WEIGHT_DTYPES:
-            raise ValueError(f"weight_dtype {weight_dtype!r} is not one of {list(WEIGHT_DTYPES)}")
-        path = folder_paths.get_full_path_or_raise(CHECKPOINT_FOLDER, checkpoint)
-        patcher = load_concat_id_wan(path, WEIGHT_DTYPES[weight_dtype])
+        path, options = checkpoint_path_and_options(checkpoint, weight_dtype)
+        patcher = load_concat_id_wan(path, options)
         adaln = bool(patcher.model_options["transformer_options"].get("patches_replace", {}).get("dit"))
         summary = (
             f"Concat-ID-Wan {'with' if adaln else 'without'} reference AdaLN from {Path(checkpoint).name}"
