@@ -13,6 +13,8 @@ Fixtures (all session-scoped unless noted):
   pack loaded; ``run_graph(api_prompt, capture=...)``, ``node_class(id)``, ``models_dir``...
 - ``pack_module`` → our pack's module as ComfyUI loaded it. Skips while ``nodes/extension.py`` does
   not exist yet; *fails* with ComfyUI's traceback if the pack exists but does not import.
+- ``pack`` → ``nodes_support.Pack``, the pack's modules as ComfyUI loaded them; ``vae`` → the tiny
+  TAEHV VAE loaded with ComfyUI's own class.
 - ``tiny_models`` → ``TinyModels``: file names (as ``UNETLoader`` / ``VAELoader`` list them) of the tiny
   random-weight models written once into the host's ``models/diffusion_models`` and ``models/vae``.
 - ``tiny_encoders`` → ``TinyEncoders``: file names (as ``models/clip_vision`` lists them) of a tiny CLIP
@@ -42,6 +44,7 @@ from harness import (
     bootstrap_comfyui,
     comfyui_path_from_env,
 )
+from nodes_support import Pack, load_vae
 from tiny_models import (
     COGVIDEOX_VARIANTS,
     TINY_CLIP_VISION_CONFIG,
@@ -263,3 +266,15 @@ def comfy_server(pytestconfig: pytest.Config, tiny_models: TinyModels) -> Iterat
     server.wait_until_ready()
     yield server
     server.kill()
+
+
+@pytest.fixture(scope="session")
+def pack(pack_module) -> Pack:
+    """The pack's modules as ComfyUI loaded them (a test module may define its own ``pack``)."""
+    return Pack.of(pack_module)
+
+
+@pytest.fixture(scope="session")
+def vae(tiny_models):
+    """The tiny TAEHV VAE, loaded with ComfyUI's own VAE class."""
+    return load_vae(tiny_models.vae_dir, tiny_models.vae)

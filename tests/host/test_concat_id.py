@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from nodes_support import LATENT_SHAPE, VIDEO_HEIGHT, VIDEO_WIDTH, Pack, load_model, load_vae, sample
+from nodes_support import LATENT_SHAPE, VIDEO_HEIGHT, VIDEO_WIDTH, load_model, load_vae, sample
 from nodes_support import conditioning as random_conditioning
 from safetensors.torch import load_file
 
@@ -35,11 +35,6 @@ def _oracle():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def pack(pack_module) -> Pack:
-    return Pack.of(pack_module)
 
 
 @pytest.fixture(scope="module")

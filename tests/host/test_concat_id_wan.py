@@ -15,7 +15,7 @@ import math
 
 import pytest
 import torch
-from nodes_support import LATENT_SHAPE, VIDEO_HEIGHT, VIDEO_WIDTH, Pack, load_model, load_vae, sample
+from nodes_support import LATENT_SHAPE, VIDEO_HEIGHT, VIDEO_WIDTH, load_model, load_vae, sample
 from nodes_support import conditioning as random_conditioning
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -23,11 +23,6 @@ from safetensors.torch import load_file, save_file
 FIRST_STAGE = "cvx_concat_id_wan_first_stage.safetensors"
 ADALN = "cvx_concat_id_wan_adaln.safetensors"
 TIMESTEP = 600.0
-
-
-@pytest.fixture(scope="module")
-def pack(pack_module) -> Pack:
-    return Pack.of(pack_module)
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,6 @@ from nodes_support import VIDEO_HEIGHT, VIDEO_WIDTH, Pack, load_model, load_vae,
 
 
 @pytest.fixture(scope="module")
-def pack(pack_module) -> Pack:
-    return Pack.of(pack_module)
-
-
-@pytest.fixture(scope="module")
 def model(tiny_models):
     return load_model(tiny_models.diffusion_models_dir, tiny_models.cogvideox["5b"])
 

@@ -6,17 +6,12 @@ import importlib
 import inspect
 
 import pytest
-from nodes_support import Pack, load_model
+from nodes_support import load_model
 
 
 @pytest.fixture(scope="module")
 def specs(pack_module):
     return importlib.import_module(f"{pack_module.__name__}.customvideox_core.host_specs")
-
-
-@pytest.fixture(scope="module")
-def pack(pack_module) -> Pack:
-    return Pack.of(pack_module)
 
 
 def dit_class(qualified: str) -> type:

@@ -174,11 +174,6 @@ def summary_of(history_outputs: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def pack(pack_module) -> Pack:
-    return Pack.of(pack_module)
-
-
-@pytest.fixture(scope="module")
 def reference_png(comfy_host) -> str:
     return write_reference_png(comfy_host.input_dir)
 

@@ -19,7 +19,6 @@ from nodes_support import (
     Pack,
     assert_same_fingerprint,
     load_model,
-    load_vae,
     model_fingerprint,
     reference_images,
     sample,
@@ -29,16 +28,6 @@ HOSTS = ["cogvideox-5b", "cogvideox-2b", "cogvideox-1.5", "wan"]
 # float32 sampling: a blocked reference changes the sequence length (and the kernel's summation order)
 # but no attention weight, so the outputs agree to float32 rounding of ~unit-size latents.
 BLOCKED_ATOL = 5e-4
-
-
-@pytest.fixture(scope="module")
-def pack(pack_module) -> Pack:
-    return Pack.of(pack_module)
-
-
-@pytest.fixture(scope="module")
-def vae(tiny_models):
-    return load_vae(tiny_models.vae_dir, tiny_models.vae)
 
 
 @pytest.fixture(scope="module")

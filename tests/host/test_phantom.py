@@ -23,23 +23,12 @@ from nodes_support import (
     Pack,
     conditioning,
     load_model,
-    load_vae,
     reference_images,
 )
 
 ATOL = 5e-4
 """float32 sampling of ~unit latents: the same attention weights, summed in another order."""
 TEXT_CFG, IMAGE_CFG = 3.0, 2.0
-
-
-@pytest.fixture(scope="module")
-def pack(pack_module) -> Pack:
-    return Pack.of(pack_module)
-
-
-@pytest.fixture(scope="module")
-def vae(tiny_models):
-    return load_vae(tiny_models.vae_dir, tiny_models.vae)
 
 
 @pytest.fixture(scope="module")
