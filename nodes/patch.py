@@ -88,6 +88,13 @@ class ConditioningRole:
     sees_reference: bool | None
     positive: bool
 
+    def sees(self, *, uncond_sees_reference: bool) -> bool:
+        """Whether this pass sees the patch's own reference: the conditioning's mark, else positive passes
+        do and negative ones follow ``uncond_sees_reference``."""
+        if self.sees_reference is not None:
+            return self.sees_reference
+        return self.positive or uncond_sees_reference
+
 
 def conditioning_role(entries: Sequence[dict] | None) -> ConditioningRole | None:
     """The :class:`ConditioningRole` of one conditioning (the list of its entries, as the guider holds
@@ -254,12 +261,7 @@ class ReferenceWrapper:
             masks = patch.reference.masks
             new_args[0] = torch.cat([video, reference], dim=2)
             biased = None
-            sees = [
-                role.sees_reference
-                if role.sees_reference is not None
-                else (role.positive or patch.uncond_sees_reference)
-                for role in roles
-            ]
+            sees = [role.sees(uncond_sees_reference=patch.uncond_sees_reference) for role in roles]
         else:
             if host_frames is None:
                 if any(role.positive for role in roles):
@@ -345,12 +347,9 @@ class ReferenceWrapper:
         video = comfy.ldm.common_dit.pad_to_patch_size(x, (temporal, spatial, spatial))
         reference = comfy.ldm.common_dit.pad_to_patch_size(reference, (1, spatial, spatial))
         reference = reference.repeat_interleave(temporal, dim=2).expand(x.shape[0], -1, -1, -1, -1)
-        frame_tokens = (video.shape[-2] // spatial) * (video.shape[-1] // spatial)
-        frames = video.shape[2] // temporal
-        reference_frames = reference.shape[2] // temporal
+        layout = self._layout(spec, context, video, reference)
         if spec.check_reference_fits is not None:
-            spec.check_reference_fits(dit, (frames + reference_frames) * frame_tokens)
-        layout = spec.make_layout(context.shape[1], frames, reference_frames, frame_tokens)
+            spec.check_reference_fits(dit, layout.video + layout.reference)
         return video, reference, layout
 
     def _host_layout(self, spec: HostSpec, x: Tensor, context: Tensor, host_frames: Tensor) -> TokenLayout:
@@ -358,9 +357,14 @@ class ReferenceWrapper:
         temporal, spatial = self.patch_sizes
         padded = comfy.ldm.common_dit.pad_to_patch_size(x, (temporal, spatial, spatial))
         padded_reference = comfy.ldm.common_dit.pad_to_patch_size(host_frames, (temporal, spatial, spatial))
-        frame_tokens = (padded.shape[-2] // spatial) * (padded.shape[-1] // spatial)
+        return self._layout(spec, context, padded, padded_reference)
+
+    def _layout(self, spec: HostSpec, context: Tensor, video: Tensor, reference: Tensor) -> TokenLayout:
+        """Layout of ``[video | reference]`` frames, both ``[B, C, T, H, W]`` already padded to patches."""
+        temporal, spatial = self.patch_sizes
+        frame_tokens = (video.shape[-2] // spatial) * (video.shape[-1] // spatial)
         return spec.make_layout(
-            context.shape[1], padded.shape[2] // temporal, padded_reference.shape[2] // temporal, frame_tokens
+            context.shape[1], video.shape[2] // temporal, reference.shape[2] // temporal, frame_tokens
         )
 
 
