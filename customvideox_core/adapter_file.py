@@ -21,6 +21,7 @@ from torch import Tensor
 
 from . import LAYOUT_VERSION
 from .hosts import HostSignature
+from .reference_layouts import DEFAULT_LAYOUT, reference_layout
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ ADAPTER_FORMAT = "customvideox.lora.v1"
 FORMAT_KEY = "format"
 _FORMAT_FAMILY = "customvideox.lora."
 _EXTRA_PREFIX = "extra."
+REFERENCE_LAYOUT_KEY = "reference_layout"
 
 PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -39,7 +41,11 @@ class AdapterMismatchError(ValueError):
 
 @dataclass(frozen=True)
 class AdapterMetadata:
-    """What an adapter file says about itself (stored as the safetensors header)."""
+    """What an adapter file says about itself (stored as the safetensors header).
+
+    ``reference_layout``: how the reference reaches the DiT (:mod:`.reference_layouts`); files written
+    before the key existed are ``joint``.
+    """
 
     host: HostSignature
     rank: int
@@ -49,8 +55,10 @@ class AdapterMetadata:
     steps: int = 0
     data_summary: str = ""
     extra: Mapping[str, str] = field(default_factory=dict, hash=False)
+    reference_layout: str = DEFAULT_LAYOUT
 
     def __post_init__(self) -> None:
+        reference_layout(self.reference_layout)
         if not isinstance(self.host, HostSignature):
             raise TypeError(f"AdapterMetadata.host must be a HostSignature, got {type(self.host).__name__}")
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
@@ -85,6 +93,7 @@ class AdapterMetadata:
             "layout_version": str(self.layout_version),
             "steps": str(self.steps),
             "data_summary": self.data_summary,
+            REFERENCE_LAYOUT_KEY: self.reference_layout,
         }
         header.update({f"{_EXTRA_PREFIX}{key}": value for key, value in self.extra.items()})
         return header
@@ -124,6 +133,7 @@ class AdapterMetadata:
                 for key, value in header.items()
                 if key.startswith(_EXTRA_PREFIX)
             },
+            reference_layout=header.get(REFERENCE_LAYOUT_KEY, DEFAULT_LAYOUT),
         )
 
 
@@ -259,6 +269,11 @@ def check_adapter_host(metadata: AdapterMetadata | None, host: HostSignature) ->
         raise AdapterMismatchError(
             f"adapter uses reference-token layout version {metadata.layout_version}, this pack uses "
             f"version {LAYOUT_VERSION}; use a pack version that matches the adapter, or re-train it"
+        )
+    if metadata.reference_layout not in host.spec.reference_layouts:
+        raise AdapterMismatchError(
+            f"adapter uses the {metadata.reference_layout!r} reference layout, which {host.variant} cannot "
+            f"run (it runs {', '.join(host.spec.reference_layouts)}); use an adapter trained for this model"
         )
     if (trained.patch_size_t, trained.positions) != (host.patch_size_t, host.positions):
         logger.warning(

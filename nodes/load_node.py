@@ -15,6 +15,8 @@ from ..customvideox_core.adapter_file import check_adapter_host, load_adapter
 from ..customvideox_core.constants import ADAPTER_EXTENSIONS, MODEL_FOLDER
 from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.lora_keys import to_comfy_lora
+from ..customvideox_core.reference_layouts import DEFAULT_LAYOUT, reference_layout
+from .cached_layout import attach_cached_adapter
 from .host_model import host_signature
 from .patch import install_machinery
 
@@ -52,23 +54,56 @@ def adapter_path(name: str) -> str:
 
 @dataclass(frozen=True)
 class AppliedAdapter:
-    """A patched clone and how the LoRA mapped onto it: ``layers`` patched, adapter keys ``unmatched``."""
+    """A patched clone and how the LoRA mapped onto it: ``layers`` patched, adapter keys ``unmatched``,
+    and how the user reads it (``summary``)."""
 
     model: object
     layers: int
     unmatched: tuple[str, ...]
+    summary: str
 
 
-def apply_adapter(model, host: HostSignature, state_dict: Mapping, strength: float) -> AppliedAdapter:
-    """The one adapter → weight patches path (this node, and the Train Adapter node's output MODEL):
-    a clone of ``model`` with the machinery installed and the LoRA added through ``add_patches``."""
+def _apply_joint(model, host: HostSignature, state_dict: Mapping, strength: float, source: str):
+    """The joint layout: the machinery installed and the LoRA added through ``add_patches``."""
     patched = model.clone()
     install_machinery(patched, host)
     key_map = comfy.lora.model_lora_keys_unet(patched.model, {})
     converted = to_comfy_lora(dict(state_dict), host.family, known_modules=set(key_map))
     patches = comfy.lora.load_lora(converted.state_dict, key_map, log_missing=False)
     patched.add_patches(patches, strength)
-    return AppliedAdapter(model=patched, layers=len(patches), unmatched=tuple(converted.unmatched))
+    return AppliedAdapter(
+        model=patched,
+        layers=len(patches),
+        unmatched=tuple(converted.unmatched),
+        summary=f"{len(patches)} layers patched from {source}",
+    )
+
+
+def _apply_cached(model, host: HostSignature, state_dict: Mapping, strength: float, source: str):
+    """The cached layout: no weight patched; the LoRA rides on the clone for Apply/Sample's branch."""
+    patched, adapter = attach_cached_adapter(model, host, state_dict, strength, source)
+    layers = len(adapter.lora.pairs)
+    return AppliedAdapter(
+        model=patched, layers=layers, unmatched=(), summary=f"{adapter.summary} from {source}"
+    )
+
+
+_APPLY_LAYOUT = {"joint": _apply_joint, "cached": _apply_cached}
+"""Reference layout (``customvideox_core.reference_layouts``) → how its adapter goes onto a MODEL."""
+
+
+def apply_adapter(
+    model,
+    host: HostSignature,
+    state_dict: Mapping,
+    strength: float,
+    *,
+    layout: str = DEFAULT_LAYOUT,
+    source: str = "the adapter",
+) -> AppliedAdapter:
+    """The one adapter → MODEL path (this node, and the Train Adapter node's output MODEL): a clone of
+    ``model`` with the adapter on it as its reference ``layout`` wants."""
+    return _APPLY_LAYOUT[reference_layout(layout).name](model, host, state_dict, strength, source)
 
 
 class LoadCustomVideoX(io.ComfyNode):
@@ -115,14 +150,17 @@ class LoadCustomVideoX(io.ComfyNode):
             return io.NodeOutput(patched, ui=ui.PreviewText(f"{host.variant}: training-free (no adapter)"))
         state_dict, metadata = load_adapter(adapter_path(adapter))
         check_adapter_host(metadata, host)
-        applied = apply_adapter(model, host, state_dict, strength)
+        layout = metadata.reference_layout if metadata is not None else DEFAULT_LAYOUT
+        applied = apply_adapter(
+            model, host, state_dict, strength, layout=layout, source=os.path.basename(adapter)
+        )
         if not applied.layers:
             raise ValueError(
                 f"adapter '{adapter}' has no LoRA weights for this {host.variant}: none of its "
                 f"{len(state_dict)} keys match the model's attention layers (first keys: "
                 f"{', '.join(sorted(state_dict)[:3])})"
             )
-        summary = f"{host.variant}: {applied.layers} layers patched from {os.path.basename(adapter)}"
+        summary = f"{host.variant}: {applied.summary}"
         if applied.unmatched:
             shown = ", ".join(applied.unmatched[:5])
             more = f" (+{len(applied.unmatched) - 5} more)" if len(applied.unmatched) > 5 else ""

@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-import torch
-
-from ..customvideox_core.reference import check_finite, prepare_reference
+from ..customvideox_core.reference import check_finite
 from ..customvideox_core.tab import TABSchedule
+from .cached_layout import apply_cached_layout, cached_adapter_of
 from .patch import apply_reference_patch
-from .types import ERAESettings, ReferenceLatents
-
-
-def fit_replacement_mask(reference: ReferenceLatents, mask: torch.Tensor) -> ReferenceLatents:
-    """Fit ERAEMask's ``mask`` ``[1 or R, H, W]`` exactly as ReferenceEncode fitted the images."""
-    height, width = reference.source_size
-    if tuple(mask.shape[-2:]) != (height, width):
-        raise ValueError(
-            f"ERAEMask reference_mask is {mask.shape[-1]}x{mask.shape[-2]} but the reference image is "
-            f"{width}x{height}: draw the mask on the same image (or resize it to that size)"
-        )
-    if mask.shape[0] not in (1, reference.count):
-        raise ValueError(
-            f"ERAEMask reference_mask has {mask.shape[0]} masks for {reference.count} reference images; "
-            "give one mask, or one per image"
-        )
-    blank = torch.ones(reference.count, height, width, 3)
-    out_h, out_w = reference.masks.shape[-2:]
-    _, masks = prepare_reference(blank, mask, width=out_w, height=out_h, fit=reference.fit)
-    return dataclasses.replace(reference, masks=masks)
+from .types import ERAESettings, ReferenceLatents, fit_replacement_mask
 
 
 def patch_model(
@@ -41,6 +19,9 @@ def patch_model(
     allow_host_reference: bool = False,
 ):
     """A clone of ``model`` that generates with ``reference``; defaults: parabolic TAB, no ERAE.
+
+    A model that carries a cached-layout adapter (Load CustomVideoX) gets that adapter's reference branch
+    (``nodes/cached_layout.py``); any other gets the joint layout's reference frames.
 
     ``reference=None`` (only with ``allow_host_reference``, i.e. Apply) biases the reference frames the
     conditioning carries instead; ERAEMask's ``reference_mask`` then masks those frames.
@@ -60,12 +41,18 @@ def patch_model(
         check_finite(reference.masks, "the reference's subject mask", "give a mask with values in [0, 1]")
     if erae is not None and erae.reference_mask is not None:
         check_finite(erae.reference_mask, "ERAEMask's reference_mask", "give a mask with values in [0, 1]")
+    tab = tab if tab is not None else TABSchedule()
+    cached = cached_adapter_of(model)
+    if cached is not None:
+        return apply_cached_layout(
+            model, cached, reference, tab=tab, erae=erae, uncond_sees_reference=uncond_sees_reference
+        )
     if reference is not None and erae is not None and erae.reference_mask is not None:
         reference = fit_replacement_mask(reference, erae.reference_mask)
     return apply_reference_patch(
         model,
         reference,
-        tab=tab if tab is not None else TABSchedule(),
+        tab=tab,
         erae=erae.config if erae is not None else None,
         uncond_sees_reference=uncond_sees_reference,
         masks=masks,

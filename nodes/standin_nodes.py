@@ -16,9 +16,8 @@ from ..customvideox_core.standin.lora_file import (
     read_standin_file,
 )
 from .host_model import diffusion_model_of, host_signature
-from .settings import fit_replacement_mask
 from .standin_patch import StandInPatch, install_standin
-from .types import ERAEType, ReferenceType, TABType
+from .types import ERAEType, ReferenceType, TABType, fit_replacement_mask
 
 STANDIN_FOLDER = "loras"
 SUPPORTED_DIT_CLASSES = frozenset({"WanModel"})
@@ -140,6 +139,16 @@ class CustomVideoXApplyStandIn(io.ComfyNode):
         return io.NodeOutput(patched)
 
 
+def check_branch_dit(dit) -> None:
+    """Refuse a DiT the reference branch cannot run on (anything but ComfyUI's plain Wan)."""
+    if type(dit).__name__ not in SUPPORTED_DIT_CLASSES:
+        raise ValueError(
+            f"the reference branch (Stand-In, or a cached-layout adapter) runs on ComfyUI's plain Wan T2V "
+            f"model; this is a {type(dit).__name__} (VACE, camera, speech or animation variants are not "
+            "supported)."
+        )
+
+
 def apply_standin(
     model, standin: StandInLoRA | None, reference, *, strength, tab, erae, uncond_sees_reference
 ):
@@ -148,11 +157,7 @@ def apply_standin(
     if host.family != "wan":
         raise ValueError(f"Stand-In runs on Wan models only; this model is {host.variant}.")
     dit = diffusion_model_of(model)
-    if type(dit).__name__ not in SUPPORTED_DIT_CLASSES:
-        raise ValueError(
-            f"Stand-In runs on ComfyUI's plain Wan T2V model; this is a {type(dit).__name__} "
-            "(VACE, camera, speech or animation variants are not supported)."
-        )
+    check_branch_dit(dit)
     if reference is None:
         raise ValueError(
             "connect a reference (CustomVideoX ReferenceEncode with one face image) to Apply Stand-In"

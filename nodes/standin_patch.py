@@ -6,7 +6,7 @@
 - a ``WrappersMP.DIFFUSION_MODEL`` wrapper that, for every model call, gets the reference K/V of this
   DiT (computed once per sampling and expert by ``customvideox_core.standin.branch``, then reused), and
   sets ``transformer_options["optimized_attention_override"]`` for that call only;
-- the override: the first attention call of every block (Wan's self-attention) runs the video queries
+- the override: the first of every block's two attention calls (Wan's self-attention) runs the video queries
   over ``[video keys | cached reference keys]`` with the TAB/ERAE bias on the video → reference logits;
   the cross-attention passes through (and, with ERAE, leaves the entity activation for the next block).
 
@@ -22,7 +22,7 @@ import comfy.patcher_extension
 from torch import Tensor
 
 from ..customvideox_core.erae import ERAEConfig, entity_activation
-from ..customvideox_core.standin.branch import ReferenceKV, compute_reference_kv
+from ..customvideox_core.standin.branch import ReferenceKV, compute_reference_kv, reference_kv
 from ..customvideox_core.standin.cache import ReferenceKVCache, ReferenceKVKey
 from ..customvideox_core.standin.lora_file import StandInLoRA
 from ..customvideox_core.standin.video_attention import VideoStep, plan_video_step, video_self_attention
@@ -42,7 +42,11 @@ _TRANSFORMER_OPTIONS_INDEX = (
 
 @dataclass(frozen=True, eq=False)
 class StandInPatch:
-    """One patched MODEL: reference latent ``[1, C, 1, h, w]`` (model space), weights ``m_j`` ``[Lr]``."""
+    """One patched MODEL: reference latent ``[1, C, 1, h, w]`` (model space), weights ``m_j`` ``[Lr]``.
+
+    ``cache``: where the reference K/V are kept for the sampling; ``None`` recomputes them, with
+    autograd, at every model call (training the cached layout's LoRA, whose weights change every step).
+    """
 
     lora: StandInLoRA | None
     strength: float
@@ -51,7 +55,26 @@ class StandInPatch:
     tab: TABSchedule | None
     erae: ERAEConfig | None
     uncond_sees_reference: bool
-    cache: ReferenceKVCache = field(default_factory=ReferenceKVCache)
+    cache: ReferenceKVCache | None = field(default_factory=ReferenceKVCache)
+
+    def reference_for(self, dit, grid: tuple[int, int, int], x: Tensor) -> ReferenceKV:
+        """The reference K/V for a video of token grid ``grid`` computed like ``x`` (cached or fresh)."""
+
+        def compute(branch=compute_reference_kv) -> ReferenceKV:
+            return branch(
+                dit,
+                self.reference_latent,
+                self.lora,
+                strength=self.strength,
+                video_grid=grid,
+                dtype=x.dtype,
+                device=x.device,
+            )
+
+        if self.cache is None:
+            return compute(reference_kv)
+        key = ReferenceKVKey(model=id(dit), video_grid=grid, device=str(x.device), dtype=str(x.dtype))
+        return self.cache.get(key, compute)
 
 
 @dataclass(eq=False)
@@ -63,8 +86,15 @@ class StandInRuntime:
     erae: ERAEConfig | None
     frame_tokens: int
     previous_override: object | None
-    blocks_done: set = field(default_factory=set)
+    calls: dict[int, int] = field(default_factory=dict)
     activation: Tensor | None = None
+
+    def is_self_attention(self, block: int) -> bool:
+        """Count this block's attention calls: odd ones are its self-attention, even ones its
+        cross-attention. A block that runs again (gradient checkpointing recomputes it in backward)
+        starts a new pair, so it gets the reference again."""
+        self.calls[block] = self.calls.get(block, 0) + 1
+        return self.calls[block] % 2 == 1
 
 
 def video_grid(dit, x: Tensor) -> tuple[int, int, int]:
@@ -77,10 +107,12 @@ def video_grid(dit, x: Tensor) -> tuple[int, int, int]:
 class ResetCacheWrapper:
     """``OUTER_SAMPLE`` wrapper: every sampling starts with an empty reference K/V cache."""
 
-    def __init__(self, cache: ReferenceKVCache) -> None:
+    def __init__(self, cache: ReferenceKVCache | None) -> None:
         self.cache = cache
 
     def __call__(self, executor, *args, **kwargs):
+        if self.cache is None:
+            return executor(*args, **kwargs)
         self.cache.clear()
         try:
             return executor(*args, **kwargs)
@@ -101,19 +133,7 @@ class StandInWrapper:
         x = args[0]
         dit = executor.class_obj
         grid = video_grid(dit, x)
-        key = ReferenceKVKey(model=id(dit), video_grid=grid, device=str(x.device), dtype=str(x.dtype))
-        reference = patch.cache.get(
-            key,
-            lambda: compute_reference_kv(
-                dit,
-                patch.reference_latent,
-                patch.lora,
-                strength=patch.strength,
-                video_grid=grid,
-                dtype=x.dtype,
-                device=x.device,
-            ),
-        )
+        reference = patch.reference_for(dit, grid, x)
         tab_value = patch.tab.value_at(progress_of(options)) if patch.tab is not None else 0.0
         step = plan_video_step(
             row_is_cond=[role.positive for role in row_roles(options, x.shape[0])],
@@ -139,7 +159,7 @@ class StandInWrapper:
 
 
 def standin_attention_override(func, *args, **kwargs):
-    """``optimized_attention_override``: the first call of each block gets the reference keys."""
+    """``optimized_attention_override``: the first of each block's two calls gets the reference keys."""
     options = kwargs.get("transformer_options") or {}
     runtime: StandInRuntime | None = options.get(RUNTIME_KEY)
     previous = runtime.previous_override if runtime is not None else None
@@ -167,8 +187,7 @@ def standin_attention_override(func, *args, **kwargs):
     def attention_fn(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         return backend(q, k, v, q.shape[1], skip_reshape=True, skip_output_reshape=True, **rest)
 
-    if block not in runtime.blocks_done:
-        runtime.blocks_done.add(block)
+    if runtime.is_self_attention(block):
         if key.shape[1] != query.shape[1]:
             raise ValueError(
                 f"Stand-In expected block {block}'s first attention call to be its self-attention, but it has "

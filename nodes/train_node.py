@@ -19,6 +19,7 @@ from comfy_api.latest import io, ui
 from torch import Tensor
 
 from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER
+from ..customvideox_core.reference_layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, REFERENCE_LAYOUTS
 from ..customvideox_core.training import TrainStep
 from .host_model import host_signature
 from .plots import plot_curve
@@ -40,6 +41,12 @@ from .widgets import size_inputs
 logger = logging.getLogger(__name__)
 
 _LOG_EVERY_FRACTION = 20
+LAYOUT_TOOLTIP = (
+    "How the adapter reads the reference. "
+    + " ".join(f"{layout.name}: {layout.summary}." for layout in REFERENCE_LAYOUTS.values())
+    + " The cached layout runs on Wan and samples at about the base model's speed. Recorded in the "
+    "adapter's metadata; Load CustomVideoX follows it."
+)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -231,6 +238,13 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
                     tooltip="From CustomVideoX Train Settings: LoRA shape, optimiser, schedule and memory "
                     "settings. When connected it overrides rank … bf16 on this node.",
                 ),
+                io.Combo.Input(
+                    "reference_layout",
+                    options=list(LAYOUT_NAMES),
+                    default=DEFAULT_LAYOUT,
+                    optional=True,
+                    tooltip=LAYOUT_TOOLTIP,
+                ),
             ],
             outputs=[
                 io.Model.Output(
@@ -259,6 +273,7 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
         overwrite: bool,
         resume_from: str,
         settings: TrainSettings | None = None,
+        reference_layout: str = DEFAULT_LAYOUT,
         **widgets,
     ) -> io.NodeOutput:
         """``widgets``: this node's deprecated rank … bf16 widgets, used when ``settings`` is not connected
@@ -271,6 +286,7 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
             data=TrainDataSettings(width=width, height=height, length=length),
             overwrite=overwrite,
             resume_from=resume_from,
+            reference_layout=reference_layout,
         )
         host = host_signature(model)
         output_path = adapter_output_path(settings.adapter_name)
@@ -279,7 +295,7 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
                 f"{output_path} already exists and overwrite is off; choose another adapter_name, or turn "
                 "overwrite on to replace it (to continue training it, also pick it in resume_from)"
             )
-        lora = settings.lora_config(host.family)
+        lora = settings.lora_config(host)
         resume = load_resume(settings, host, lora)
         if model.patches:
             logger.warning(
@@ -315,7 +331,7 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
             resume=resume,
             on_step=_progress_logger(settings.steps, bar),
         )
-        trained = model_with_adapter(model, host, outcome.state_dict)
+        trained = model_with_adapter(model, host, outcome.state_dict, layout=settings.reference_layout)
         curve, report = _loss_report(outcome, settings, dataset)
         preview = ui.PreviewImage(curve, cls=cls).as_dict()
         return io.NodeOutput(trained, str(outcome.path), ui={**preview, "text": (report,)})

@@ -52,23 +52,30 @@ from ..customvideox_core.adapter_file import (
     save_adapter,
 )
 from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER, SEED_MAX
-from ..customvideox_core.hosts import HostFamily, HostSignature
+from ..customvideox_core.hosts import HostSignature
+from ..customvideox_core.reference_layouts import DEFAULT_LAYOUT, reference_layout
+from ..customvideox_core.standin.branch import reference_grid
+from ..customvideox_core.standin.lora_file import parse_standin_state_dict
 from ..customvideox_core.tab import TABSchedule
 from ..customvideox_core.training import (
     DenoisingObjective,
     LatentCacheEntry,
     LoraTrainConfig,
     ModelFn,
+    PeftAdapter,
+    ReferenceBranchLoRA,
+    TrainableAdapter,
     TrainConfig,
     TrainStep,
     inject_lora,
     load_lora_state_dict,
-    lora_state_dict,
     remove_lora,
     train,
 )
+from . import standin_patch
 from .load_node import apply_adapter
 from .patch import SETTINGS_KEY, WRAPPER_KEY, ReferencePatch, ReferenceWrapper
+from .standin_nodes import check_branch_dit
 from .train_data import REFERENCE_FIT, PreparedDataset, TrainDataSettings
 from .types import ReferenceLatents
 
@@ -138,20 +145,18 @@ class TrainAdapterSettings(TrainSettings):
     data: TrainDataSettings
     overwrite: bool = False
     resume_from: str = NO_RESUME
+    reference_layout: str = DEFAULT_LAYOUT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "adapter_name", normalise_adapter_name(self.adapter_name))
+        reference_layout(self.reference_layout)
         super().__post_init__()
 
-    def lora_config(self, family: HostFamily) -> LoraTrainConfig:
-        """The peft LoRA shape on ``family``'s attention projections (validates rank, alpha, dropout)."""
-        return LoraTrainConfig.for_family(
-            family,
-            rank=self.rank,
-            alpha=self.alpha,
-            dropout=self.dropout,
-            init_seed=self.seed % 2**63,
-        )
+    def lora_config(self, host: HostSignature) -> LoraTrainConfig:
+        """The LoRA shape on ``host`` in this run's reference layout (validates rank, alpha, dropout,
+        and that the host can run the layout)."""
+        host.spec.check_layout(self.reference_layout, host.variant)
+        return _LAYOUT_TRAINING[self.reference_layout].lora_config(self, host)
 
     def train_config(self, objective: DenoisingObjective, start_step: int) -> TrainConfig:
         """Optimizer settings; a resumed run draws new noise (seed offset by the steps already trained)."""
@@ -195,6 +200,11 @@ def load_resume(
             "unknown; resume only from a file this node saved"
         )
     check_adapter_host(metadata, host)
+    if metadata.reference_layout != settings.reference_layout:
+        raise ValueError(
+            f"{settings.resume_from} was trained in the {metadata.reference_layout!r} reference layout; "
+            f"this run is set to {settings.reference_layout!r}. Set reference_layout to the file's to resume it."
+        )
     if (metadata.rank, metadata.alpha, metadata.targets) != (lora.rank, lora.alpha, lora.targets):
         raise ValueError(
             f"{settings.resume_from} was trained with rank {metadata.rank}, alpha {metadata.alpha:g} on "
@@ -278,6 +288,18 @@ def reference_call_options(
     }
 
 
+def _dit_call(
+    dit: nn.Module, video: Tensor, timestep: Tensor, context: Tensor, options: dict, dtype: torch.dtype
+) -> Tensor:
+    """One DiT call on ``video`` ``[B, C, T, h, w]`` with ``context`` ``[1, L, D]`` for every row."""
+    return dit(
+        video.to(dtype),
+        timestep.to(video.device, torch.float32),
+        context.to(device=video.device, dtype=dtype).expand(video.shape[0], -1, -1),
+        transformer_options=options,
+    )
+
+
 def predict_video(
     dit: nn.Module,
     host: HostSignature,
@@ -295,16 +317,10 @@ def predict_video(
     ``[1, L, D]``, reference_latents ``[1 or B, C, R, h, w]`` (clean, model space; one reference for the
     batch) → ``[B, C, T, h, w]``. ``pixel_size``: ``(height, width)`` the latents were encoded at.
     """
-    batch = video.shape[0]
     options = reference_call_options(
         host, reference_latents[:1].to(device=video.device, dtype=dtype), pixel_size
     )
-    return dit(
-        video.to(dtype),
-        timestep.to(video.device, torch.float32),
-        context.to(device=video.device, dtype=dtype).expand(batch, -1, -1),
-        transformer_options=options,
-    )
+    return _dit_call(dit, video, timestep, context, options, dtype)
 
 
 def video_model_fn(
@@ -320,6 +336,130 @@ def video_model_fn(
         return prediction.to(video.dtype)
 
     return model_fn
+
+
+def cached_model_fn(
+    dit: nn.Module, adapter: ReferenceBranchLoRA, context: Tensor, dtype: torch.dtype
+) -> ModelFn:
+    """The cached layout's model function: the reference branch (``adapter``'s LoRA on the reference
+    tokens, timestep 0, recomputed with autograd at every call) and the video over ``[video | reference]``
+    keys, through the very wrapper and attention override sampling uses (``nodes/standin_patch.py``).
+
+    ``model_fn(video [B, C, T, h, w], reference [B, C, 1, h, w], t [B])`` → ``[B, C, T, h, w]``.
+    """
+    wrappers = {
+        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL: {
+            standin_patch.WRAPPER_KEY: [standin_patch.StandInWrapper()]
+        }
+    }
+
+    def model_fn(video: Tensor, reference: Tensor, timestep: Tensor) -> Tensor:
+        latent = reference[:1]
+        rows, cols = reference_grid(latent, tuple(dit.patch_size))
+        patch = standin_patch.StandInPatch(
+            lora=adapter.as_standin_lora(),
+            strength=1.0,
+            reference_latent=latent,
+            reference_weights=torch.ones(rows * cols, device=latent.device),
+            tab=None,
+            erae=None,
+            uncond_sees_reference=True,
+            cache=None,
+        )
+        options = {"wrappers": wrappers, standin_patch.SETTINGS_KEY: patch}
+        return _dit_call(dit, video, timestep, context, options, dtype).to(video.dtype)
+
+    return model_fn
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reference layouts: what each one trains and how it reads the reference
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingSession:
+    """One run's trainable adapter on the DiT, the model function that reads it, and how to undo it."""
+
+    adapter: TrainableAdapter
+    model_fn: ModelFn
+    close: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class LayoutTraining:
+    """How a reference layout trains: its LoRA shape and the session on a loaded training copy.
+
+    ``start(dit, host, lora, resume, context, dtype, pixel_size)``.
+    """
+
+    lora_config: Callable[[TrainAdapterSettings, HostSignature], LoraTrainConfig]
+    start: Callable[..., TrainingSession]
+
+
+def _joint_lora(settings: TrainAdapterSettings, host: HostSignature) -> LoraTrainConfig:
+    return LoraTrainConfig.for_family(
+        host.family,
+        rank=settings.rank,
+        alpha=settings.alpha,
+        dropout=settings.dropout,
+        init_seed=settings.seed % 2**63,
+    )
+
+
+def _start_joint(dit, host, lora, resume, context, dtype, pixel_size) -> TrainingSession:
+    """peft LoRA injected into the DiT's attention projections; the reference frames join the tokens."""
+    inject_lora(dit, lora)
+    try:
+        if resume is not None:
+            load_lora_state_dict(dit, dict(resume.state_dict))
+    except BaseException:
+        remove_lora(dit)
+        raise
+    return TrainingSession(
+        adapter=PeftAdapter(dit),
+        model_fn=video_model_fn(dit, host, context, dtype, pixel_size),
+        close=lambda: remove_lora(dit),
+    )
+
+
+def _cached_lora(settings: TrainAdapterSettings, host: HostSignature) -> LoraTrainConfig:
+    if settings.dropout != 0.0:
+        raise ValueError(
+            f"dropout is {settings.dropout:g}, but the cached layout's LoRA has no dropout; set it to 0"
+        )
+    return LoraTrainConfig(
+        rank=settings.rank,
+        alpha=settings.alpha,
+        targets=ReferenceBranchLoRA.TARGETS,
+        init_seed=settings.seed % 2**63,
+    )
+
+
+def _start_cached(dit, host, lora, resume, context, dtype, pixel_size) -> TrainingSession:
+    """A reference-only LoRA module of its own; the DiT's modules are not touched."""
+    del host, pixel_size  # the branch needs neither the host's spec nor a subject mask
+    check_branch_dit(dit)
+    adapter = ReferenceBranchLoRA(
+        num_blocks=len(dit.blocks),
+        dim=int(dit.dim),
+        rank=lora.rank,
+        alpha=lora.alpha,
+        init_seed=lora.init_seed or 0,
+        device=next(dit.parameters()).device,
+    )
+    if resume is not None:
+        adapter.load_standin(parse_standin_state_dict(resume.state_dict, source=resume.name))
+    return TrainingSession(
+        adapter=adapter, model_fn=cached_model_fn(dit, adapter, context, dtype), close=lambda: None
+    )
+
+
+_LAYOUT_TRAINING = {
+    "joint": LayoutTraining(lora_config=_joint_lora, start=_start_joint),
+    "cached": LayoutTraining(lora_config=_cached_lora, start=_start_cached),
+}
+"""Reference layout (``customvideox_core.reference_layouts``) → how it trains."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -428,7 +568,7 @@ def train_adapter(
     ``context`` ``[1, L, D]`` conditions every item. ``on_trained(dit, entries)`` (tests, tools) runs after
     the last step while the LoRA is still injected; ``entries`` are in model space on the device.
     """
-    lora = settings.lora_config(host.family)
+    lora = settings.lora_config(host)
     start_step = resume.metadata.steps if resume is not None else 0
     summary = dataset.summary()
 
@@ -444,6 +584,7 @@ def train_adapter(
             layout_version=LAYOUT_VERSION,
             steps=total_steps,
             data_summary=summary,
+            reference_layout=settings.reference_layout,
             extra={
                 "trained_steps_this_run": str(settings.steps),
                 "resumed_from": resume.name if resume is not None else "",
@@ -509,7 +650,7 @@ def _train_copy(
     on_save: Callable[[int, Mapping[str, Tensor]], None],
     on_trained: Callable[[nn.Module, Sequence[LatentCacheEntry]], None] | None,
 ) -> tuple[list[float], dict[str, Tensor]]:
-    """Load the training copy, inject the LoRA, run the core loop, and take the LoRA out again."""
+    """Load the training copy, start the layout's session (its LoRA), run the core loop, and close it."""
     comfy.model_management.load_models_gpu([training], memory_required=1e20, force_full_load=True)
     base = training.model
     dit = base.diffusion_model
@@ -524,25 +665,30 @@ def _train_copy(
         )
         for entry in dataset.entries
     ]
-    inject_lora(dit, lora)
+    session = _LAYOUT_TRAINING[settings.reference_layout].start(
+        dit,
+        host,
+        lora,
+        resume,
+        context.clone().to(device),
+        dtype,
+        (settings.data.height, settings.data.width),
+    )
     try:
-        if resume is not None:
-            load_lora_state_dict(dit, dict(resume.state_dict))
         losses = train(
             dit,
             entries,
             config,
-            model_fn=video_model_fn(
-                dit, host, context.clone().to(device), dtype, (settings.data.height, settings.data.width)
-            ),
+            model_fn=session.model_fn,
             on_step=on_step,
             on_save=on_save,
+            adapter=session.adapter,
         )
-        state_dict = _to_cpu(lora_state_dict(dit))
+        state_dict = _to_cpu(session.adapter.adapter_state_dict())
         if on_trained is not None:
             on_trained(dit, entries)
     finally:
-        remove_lora(dit)
+        session.close()
     return losses, state_dict
 
 
@@ -550,9 +696,16 @@ def _to_cpu(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {key: tensor.detach().to("cpu", torch.float32).contiguous() for key, tensor in state_dict.items()}
 
 
-def model_with_adapter(model, host: HostSignature, state_dict: Mapping[str, Tensor], strength: float = 1.0):
-    """A clone of ``model`` with the LoRA added through ``add_patches``, as LoadCustomVideoX applies a file."""
-    applied = apply_adapter(model, host, state_dict, strength)
+def model_with_adapter(
+    model,
+    host: HostSignature,
+    state_dict: Mapping[str, Tensor],
+    strength: float = 1.0,
+    *,
+    layout: str = DEFAULT_LAYOUT,
+):
+    """A clone of ``model`` with the adapter on it exactly as LoadCustomVideoX applies a saved file."""
+    applied = apply_adapter(model, host, state_dict, strength, layout=layout, source="the trained adapter")
     if applied.unmatched or not applied.layers:
         raise RuntimeError(
             f"the trained LoRA does not map onto this {host.variant}: {applied.layers} layers matched, "

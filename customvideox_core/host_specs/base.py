@@ -61,6 +61,9 @@ class HostSpec:
       many video + reference tokens (learned position tables), or ``None``.
     - ``objective``: the training objective; ``sets_in_training``: whether training must set
       ComfyUI's ``comfy.model_management.in_training`` (models that read it to take autograd paths).
+    - ``reference_layouts``: the reference layouts (:mod:`customvideox_core.reference_layouts`) the pack
+      can run and train on this family; ``joint`` everywhere, ``cached`` where the reference branch is
+      implemented (Wan).
     """
 
     family: str
@@ -79,6 +82,16 @@ class HostSpec:
     objective: Objective
     sets_in_training: bool
     check_reference_fits: Callable[[Any, int], None] | None = None
+    reference_layouts: tuple[str, ...] = ("joint",)
+
+    def check_layout(self, layout: str, variant: str) -> None:
+        """Raise when this family cannot run ``layout`` (a name from the layouts table)."""
+        if layout not in self.reference_layouts:
+            raise ValueError(
+                f"the {layout!r} reference layout is not available on {variant}; it runs on "
+                f"{', '.join(self.reference_layouts)} here (the 'cached' reference branch is implemented "
+                "for Wan only)"
+            )
 
     def matches(self, dit: object) -> bool:
         """Whether ``dit``'s class, or one of its bases, is one of ``dit_classes``."""

@@ -84,4 +84,5 @@ SPEC = HostSpec(
     entity_source="cross_attention",
     objective="flow_matching",
     sets_in_training=True,
+    reference_layouts=("joint", "cached"),
 )

@@ -76,8 +76,7 @@ def _modulation(block, e0: Tensor) -> tuple[Tensor, ...]:
     return (block.modulation.to(device=e0.device, dtype=e0.dtype) + e0).chunk(6, dim=1)
 
 
-@torch.no_grad()
-def compute_reference_kv(
+def reference_kv(
     model,
     reference_latent: Tensor,
     lora: StandInLoRA | None,
@@ -90,6 +89,9 @@ def compute_reference_kv(
     attention_fn: AttentionFn | None = None,
 ) -> ReferenceKV:
     """Run Stand-In's reference branch through ``model`` and return every block's reference K/V.
+
+    Autograd runs through it (training the cached layout's LoRA); :func:`compute_reference_kv` is the
+    same without gradients, for sampling.
 
     Args:
         model: a Wan DiT with ``patch_embedding``, ``patch_size``, ``freq_dim``, ``dim``, ``num_heads``,
@@ -149,3 +151,7 @@ def compute_reference_kv(
         tokens = tokens + gate * attn.o(rearrange(mixed, "b h l d -> b l (h d)"))
         tokens = tokens + ffn_gate * block.ffn(block.norm2(tokens) * (1 + ffn_scale) + ffn_shift)
     return ReferenceKV(keys=tuple(keys), values=tuple(values), grid=grid)
+
+
+compute_reference_kv = torch.no_grad()(reference_kv)
+""":func:`reference_kv` without gradients: what sampling computes once and caches."""

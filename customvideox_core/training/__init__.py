@@ -17,7 +17,15 @@ from .data import (
     save_latent_cache,
     scan_dataset,
 )
-from .loop import TrainConfig, TrainStep, checkpoint_modules, train, warmup_factor
+from .loop import (
+    PeftAdapter,
+    TrainableAdapter,
+    TrainConfig,
+    TrainStep,
+    checkpoint_modules,
+    train,
+    warmup_factor,
+)
 from .objective import DenoisingObjective, ModelFn, ObjectiveKind, denoising_loss
 from .peft_lora import (
     LoraTrainConfig,
@@ -29,6 +37,7 @@ from .peft_lora import (
     remove_lora,
     target_module_names,
 )
+from .reference_lora import ReferenceBranchLoRA
 
 __all__ = [
     "DatasetItem",
@@ -41,8 +50,11 @@ __all__ = [
     "LoraTrainConfig",
     "ModelFn",
     "ObjectiveKind",
+    "PeftAdapter",
+    "ReferenceBranchLoRA",
     "TrainConfig",
     "TrainStep",
+    "TrainableAdapter",
     "checkpoint_modules",
     "decode_item",
     "denoising_loss",

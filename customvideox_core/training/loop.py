@@ -11,6 +11,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -59,6 +60,27 @@ class TrainConfig:
         return self.save_every > 0 and step % self.save_every == 0
 
 
+class TrainableAdapter(Protocol):
+    """What the loop trains: its parameters, and the tensors a save writes."""
+
+    def trainable_parameters(self) -> list[Tensor]: ...
+
+    def adapter_state_dict(self) -> dict[str, Tensor]: ...
+
+
+@dataclass(frozen=True)
+class PeftAdapter:
+    """The peft LoRA injected into ``model`` (the ``joint`` layout), in ComfyUI's key form."""
+
+    model: nn.Module
+
+    def trainable_parameters(self) -> list[Tensor]:
+        return list(lora_parameters(self.model))
+
+    def adapter_state_dict(self) -> dict[str, Tensor]:
+        return lora_state_dict(self.model)
+
+
 @dataclass(frozen=True)
 class TrainStep:
     """Progress report after one optimizer step (``step`` counts from 1)."""
@@ -74,9 +96,20 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps == 0 else min(1.0, (step + 1) / warmup_steps)
 
 
+def _snapshot(value: object) -> object:
+    """A shallow copy of a dict argument, anything else as it is."""
+    return dict(value) if isinstance(value, dict) else value
+
+
 def checkpoint_modules(modules: Iterable[nn.Module]) -> Callable[[], None]:
     """Recompute each module's activations in backward (``torch.utils.checkpoint``); returns an undo
-    function that restores the original ``forward`` attributes."""
+    function that restores the original ``forward`` attributes.
+
+    Dict arguments are passed as shallow copies taken at the call, so that the recomputation in backward
+    sees what the forward saw: hosts mutate one options dict between blocks (ComfyUI's
+    ``transformer_options["block_index"]``), and a recomputed block would otherwise read the last
+    block's values. The objects inside the dicts are shared, not copied.
+    """
     undo: list[tuple[nn.Module, object]] = []
     for module in modules:
         previous = module.__dict__.get("forward")
@@ -85,6 +118,8 @@ def checkpoint_modules(modules: Iterable[nn.Module]) -> Callable[[], None]:
         def checkpointed(
             *args: object, _forward: Callable[..., object] = original, **kwargs: object
         ) -> object:
+            args = tuple(_snapshot(value) for value in args)
+            kwargs = {name: _snapshot(value) for name, value in kwargs.items()}
             return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
 
         module.forward = functools.wraps(original)(checkpointed)
@@ -119,17 +154,21 @@ def train(
     should_save: Callable[[int], bool] | None = None,
     on_save: Callable[[int, dict[str, Tensor]], None] | None = None,
     checkpoint_blocks: Sequence[nn.Module] | None = None,
+    adapter: TrainableAdapter | None = None,
 ) -> list[float]:
-    """Train the LoRA injected in ``model``; returns the loss of every optimizer step.
+    """Train ``adapter`` (default: the peft LoRA injected in ``model``); returns every step's loss.
 
     ``model_fn(video, reference, timestep)`` runs ``model`` (see :data:`ModelFn`). Latents are moved to the LoRA's device as float32. ``on_step`` may raise to
     stop training (e.g. on user interrupt); the model's modes and forwards are restored either way.
     ``checkpoint_blocks``: modules to checkpoint when ``config.gradient_checkpointing`` (default: every
-    block of each ``blocks`` ModuleList).
+    block of each ``blocks`` ModuleList). ``adapter``: what is trained and saved (its parameters may live
+    outside ``model``, as the cached layout's :class:`~.reference_lora.ReferenceBranchLoRA` does).
     """
     if not cache_items:
         raise ValueError("no training samples: the latent cache is empty")
-    parameters = lora_parameters(model)
+    if adapter is None:
+        adapter = PeftAdapter(model)
+    parameters = adapter.trainable_parameters()
     if not parameters:
         raise ValueError("this model carries no LoRA to train; call inject_lora(model, config) first")
     device = parameters[0].device
@@ -184,7 +223,7 @@ def train(
             if on_step is not None:
                 on_step(TrainStep(step, config.steps, step_loss, learning_rate))
             if on_save is not None and should_save(step):
-                on_save(step, lora_state_dict(model))
+                on_save(step, adapter.adapter_state_dict())
     finally:
         if restore_forwards is not None:
             restore_forwards()

@@ -13,7 +13,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from nodes_support import (
     LATENT_SHAPE,
     assert_same_fingerprint,
@@ -22,11 +21,10 @@ from nodes_support import (
     model_fingerprint,
     sample,
 )
-from standin_oracle import block_weights, rope_table, standin_block, time_modulation_at_zero
+from standin_oracle import RANK, lora_state, oracle_model
 
 REFERENCE_SIZE = 64  # pixels: an 8x8 latent, a 4x4 token grid (the video is 8x12 latents, 4x6 tokens)
 ORACLE_ATOL = 2e-4  # float32 host vs float64 oracle after two sampling steps of ~unit latents
-RANK = 8
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +55,6 @@ def reference(comfy_host, tiny_models):
     return node.execute(vae, image, REFERENCE_SIZE, REFERENCE_SIZE, "pad", False, None).args[0]
 
 
-def lora_state(blocks: int = 2, dim: int = 128, *, scale: float = 0.2, seed: int = 5, zero_up: bool = False):
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for block in range(blocks):
-        for projection in "qkv":
-            prefix = f"blocks.{block}.self_attn.{projection}_loras"
-            state[f"{prefix}.down.weight"] = torch.randn(RANK, dim, generator=generator) * scale
-            up = torch.randn(dim, RANK, generator=generator) * scale
-            state[f"{prefix}.up.weight"] = torch.zeros_like(up) if zero_up else up
-    return state
-
-
 @pytest.fixture(scope="module")
 def lora(mods):
     return mods["lora"].parse_standin_state_dict(lora_state(), source="test")
@@ -84,81 +70,6 @@ def apply(mods, model, lora, reference, *, strength=1.0, tab=None, erae=None, un
         erae=erae,
         uncond_sees_reference=uncond_sees_reference,
     )
-
-
-def oracle_model(model, reference, lora_tensors, strength: float):
-    """An unpatched clone whose blocks are replaced by the float64 Stand-In block (uncached)."""
-    oracle = model.clone()
-    dit = model.model.diffusion_model
-    model_weights = {
-        k: v.detach().double() for k, v in dit.state_dict().items() if not k.startswith("blocks.")
-    }
-    heads, dim = dit.num_heads, dit.dim
-    head_dim = dim // heads
-    latent = model.model.process_latent_in(reference.latents.clone()).double()
-    _, frames, rows, cols = (1, *[s // p for s, p in zip(LATENT_SHAPE[2:], dit.patch_size, strict=True)])
-    ref_rows, ref_cols = latent.shape[-2] // 2, latent.shape[-1] // 2
-    grid = torch.stack(
-        torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in (frames, rows, cols)), indexing="ij"),
-        -1,
-    )
-    video_table = rope_table(grid.reshape(-1, 3), head_dim)
-    ref_grid = torch.stack(
-        torch.meshgrid(
-            torch.tensor([-1.0], dtype=torch.float64),
-            torch.arange(ref_rows, dtype=torch.float64) + rows,
-            torch.arange(ref_cols, dtype=torch.float64) + cols,
-            indexing="ij",
-        ),
-        -1,
-    )
-    ref_table = rope_table(ref_grid.reshape(-1, 3), head_dim)
-    e_ref = time_modulation_at_zero(model_weights, dit.freq_dim, dim)
-    weights = [block_weights(block) for block in dit.blocks]
-    carried = {}
-
-    def replacement(index):
-        def run(args, extra):
-            x = args["img"]
-            if index == 0:
-                tokens = F.conv3d(
-                    latent,
-                    model_weights["patch_embedding.weight"],
-                    model_weights["patch_embedding.bias"],
-                    stride=tuple(dit.patch_size),
-                )
-                carried["x_ip"] = tokens.flatten(2).transpose(1, 2)
-            vec = args["vec"].double()
-            e_video = vec[:, 0] if vec.ndim == 4 else vec
-            block_lora = None
-            if lora_tensors is not None:
-                block_lora = {
-                    p: (
-                        lora_tensors[f"blocks.{index}.self_attn.{p}_loras.down.weight"].double(),
-                        lora_tensors[f"blocks.{index}.self_attn.{p}_loras.up.weight"].double(),
-                    )
-                    for p in "qkv"
-                }
-            out, carried["x_ip"] = standin_block(
-                weights[index],
-                x.double(),
-                carried["x_ip"],
-                e_video,
-                e_ref,
-                args["txt"].double(),
-                video_table,
-                ref_table,
-                heads,
-                block_lora,
-                strength,
-            )
-            return {"img": out.to(x.dtype)}
-
-        return run
-
-    for index in range(len(dit.blocks)):
-        oracle.set_model_patch_replace(replacement(index), "dit", "double_block", index)
-    return oracle
 
 
 def test_patched_sampling_equals_the_float64_standin_oracle(mods, model, reference, lora):

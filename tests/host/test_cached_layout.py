@@ -1,0 +1,243 @@
+"""The cached reference layout inside a real ComfyUI: a CustomVideoX adapter run as Stand-In's branch.
+
+Oracle: the independent float64 Stand-In (``standin_oracle``): every DiT block of an unpatched clone is
+replaced by the published block math in float64, with the reference tokens carried from block to block
+and recomputed at every call. A cached-layout adapter holds Stand-In's tensors (``alpha / rank`` folded
+into ``up``), so the oracle reads the adapter's own file tensors.
+
+- Sampling: Load CustomVideoX (a cached-layout file) + Apply equals the oracle, at two strengths, and
+  equals Apply Stand-In with the same tensors; no weight is patched.
+- Training: the training forward (``cached_model_fn``: the reference branch with autograd, the video
+  through ComfyUI's own forward) equals the oracle on one DiT call, its gradients reach every LoRA
+  weight, and gradient checkpointing (which runs every block twice) gives the same gradients.
+
+Tiny random-weight Wan 2.1 T2V (2 blocks, dim 128, 2 heads), CPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from nodes_support import LATENT_SHAPE, conditioning, load_model, pack_modules, sample
+from standin_oracle import RANK, lora_state, oracle_model
+
+ORACLE_ATOL = 2e-4  # float32 host vs float64 oracle (sampling: two steps of ~unit latents)
+REFERENCE_SIZE = 64
+ADAPTER = "cvx_test_cached_layout"
+TIMESTEP = 600.0
+
+
+@pytest.fixture(scope="module")
+def mods(pack_module):
+    return pack_modules(
+        pack_module,
+        {
+            "load": "nodes.load_node",
+            "apply": "nodes.apply_node",
+            "cached": "nodes.cached_layout",
+            "standin": "nodes.standin_nodes",
+            "host_model": "nodes.host_model",
+            "train_node": "nodes.train_node",
+            "train_run": "nodes.train_run",
+            "adapter_file": "customvideox_core.adapter_file",
+            "core": "customvideox_core",
+            "lora_file": "customvideox_core.standin.lora_file",
+            "training": "customvideox_core.training",
+            "tab": "customvideox_core.tab",
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def model(tiny_models):
+    return load_model(tiny_models.diffusion_models_dir, tiny_models.wan)
+
+
+@pytest.fixture(scope="module")
+def reference(comfy_host, vae):
+    image = torch.rand(1, REFERENCE_SIZE, REFERENCE_SIZE, 3, generator=torch.Generator().manual_seed(11))
+    node = comfy_host.node_class("CustomVideoXReferenceEncode")
+    return node.execute(vae, image, REFERENCE_SIZE, REFERENCE_SIZE, "pad", False, None).args[0]
+
+
+def write_adapter(mods, model, name: str, tensors: dict, *, layout: str = "cached") -> str:
+    """A cached-layout adapter file in models/customvideox (as Train Adapter writes one)."""
+    metadata = mods.adapter_file.AdapterMetadata(
+        host=mods.host_model.host_signature(model),
+        rank=RANK,
+        alpha=float(RANK),
+        targets=mods.training.ReferenceBranchLoRA.TARGETS,
+        layout_version=mods.core.LAYOUT_VERSION,
+        reference_layout=layout,
+    )
+    path = mods.train_node.adapter_output_path(name)
+    mods.adapter_file.save_adapter(path, tensors, metadata, overwrite=True)
+    return path.name
+
+
+def load_and_apply(mods, model, reference, name: str, *, strength: float = 1.0, tab=None):
+    with torch.inference_mode():
+        loaded = mods.load.LoadCustomVideoX.execute(model, name, strength).args[0]
+        tab = tab if tab is not None else mods.tab.TABSchedule(shape="constant", peak=0.0)
+        applied = mods.apply.CustomVideoXApply.execute(
+            loaded, reference, uncond_sees_reference=True, tab=tab
+        ).args[0]
+    return loaded, applied
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+def test_loaded_adapter_samples_as_the_float64_standin_branch(mods, model, reference, strength):
+    name = write_adapter(mods, model, ADAPTER, lora_state())
+    loaded, applied = load_and_apply(mods, model, reference, name, strength=strength)
+    assert not loaded.patches, (
+        "a cached-layout LoRA must never patch the weights (it would touch every token)"
+    )
+    assert mods.cached.cached_adapter_of(loaded).strength == strength
+    ours = sample(applied)
+    oracle = sample(oracle_model(model, reference, lora_state(), strength))
+    effect = (oracle - sample(model)).abs().max().item()
+    assert effect > 50 * ORACLE_ATOL, f"the reference barely moves the output ({effect:.3g})"
+    diff = (ours - oracle).abs().max().item()
+    assert diff < ORACLE_ATOL, f"max diff {diff:.3g} (reference effect {effect:.3g})"
+    parsed = mods.lora_file.parse_standin_state_dict(lora_state(), source="test")
+    standin = mods.standin.apply_standin(
+        model,
+        parsed,
+        reference,
+        strength=strength,
+        tab=None,
+        erae=None,
+        uncond_sees_reference=True,
+    )
+    assert torch.equal(ours, sample(standin)), "the cached layout is Stand-In's branch with our file"
+
+
+def test_apply_tab_biases_the_cached_branch(mods, model, reference):
+    name = write_adapter(mods, model, ADAPTER, lora_state())
+    _, unbiased = load_and_apply(mods, model, reference, name)
+    _, biased = load_and_apply(
+        mods, model, reference, name, tab=mods.tab.TABSchedule(shape="constant", peak=3.0)
+    )
+    assert (sample(biased) - sample(unbiased)).abs().max().item() > 1e-3
+
+
+def test_cached_adapter_needs_a_reference_and_a_plain_wan(mods, model, comfy_host, tiny_models):
+    name = write_adapter(mods, model, ADAPTER, lora_state())
+    with torch.inference_mode():
+        loaded = mods.load.LoadCustomVideoX.execute(model, name, 1.0).args[0]
+        with pytest.raises(ValueError, match="cached-layout CustomVideoX adapter"):
+            mods.apply.CustomVideoXApply.execute(loaded, None)
+        cogvideox = load_model(tiny_models.diffusion_models_dir, tiny_models.cogvideox["5b"])
+        host = mods.host_model.host_signature(cogvideox)
+        metadata = mods.adapter_file.AdapterMetadata(
+            host=host,
+            rank=RANK,
+            alpha=float(RANK),
+            targets=("q",),
+            layout_version=mods.core.LAYOUT_VERSION,
+            reference_layout="cached",
+        )
+        with pytest.raises(mods.adapter_file.AdapterMismatchError, match="'cached' reference layout"):
+            mods.adapter_file.check_adapter_host(metadata, host)
+
+
+def test_a_joint_lora_file_is_not_read_as_a_cached_one(mods, model):
+    """A generic LoRA labelled cached is refused with the Stand-In reader's message, never half-applied."""
+    tensors = {"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(RANK, 128)}
+    name = write_adapter(mods, model, "cvx_test_cached_wrong_keys", tensors)
+    with torch.inference_mode(), pytest.raises(ValueError, match="not a Stand-In LoRA"):
+        mods.load.LoadCustomVideoX.execute(model, name, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The training forward
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def training_copy(mods, model):
+    """A trainable copy of the tiny Wan (as Train Adapter makes one), loaded, with ComfyUI's
+    in_training flag set while the module's tests run."""
+    import comfy.model_management
+
+    host = mods.host_model.host_signature(model)
+    with torch.inference_mode(False):
+        copy = mods.train_run._training_copy(model)
+        comfy.model_management.load_models_gpu([copy], memory_required=1e20, force_full_load=True)
+        with mods.train_run._host_training_mode(host):
+            yield copy.model.diffusion_model
+
+
+def random_adapter(mods, seed: int = 3):
+    """A ReferenceBranchLoRA with non-zero ``up`` (a fresh one is zero there and changes nothing)."""
+    adapter = mods.training.ReferenceBranchLoRA(
+        num_blocks=2, dim=128, rank=RANK, alpha=2.0 * RANK, init_seed=seed
+    )
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for up in adapter.up.values():
+            up.copy_(torch.randn(up.shape, generator=generator) * 0.1)
+    return adapter
+
+
+def training_inputs(model, reference):
+    generator = torch.Generator().manual_seed(21)
+    video = torch.randn(LATENT_SHAPE, generator=generator)
+    # the fixture's VAE ran outside inference mode: its latents carry the VAE's graph, not wanted here
+    latent = model.model.process_latent_in(reference.latents.detach().clone())
+    context = conditioning(1)[0][0]
+    return video, latent, torch.tensor([TIMESTEP]), context
+
+
+def test_training_forward_equals_the_float64_branch(mods, model, reference, training_copy):
+    adapter = random_adapter(mods)
+    video, latent, timestep, context = training_inputs(model, reference)
+    forward = mods.train_run.cached_model_fn(training_copy, adapter, context, torch.float32)
+    with torch.inference_mode(False):
+        ours = forward(video, latent, timestep)
+        ours.square().mean().backward()
+    # the last block's reference queries are never read (only its keys and values are): no gradient
+    unused = {"down.1_q", "up.1_q"}
+    for name, parameter in adapter.named_parameters():
+        if name in unused:
+            assert parameter.grad is None, name
+        else:
+            assert parameter.grad is not None and parameter.grad.abs().max() > 0, (
+                f"no gradient reaches {name}"
+            )
+    assert not any(p.grad is not None for p in training_copy.parameters()), "the DiT's weights must not train"
+
+    oracle = oracle_model(model, reference, adapter.adapter_state_dict(), 1.0)
+    with torch.inference_mode():
+        dit = model.model.diffusion_model
+        expected = dit(
+            video, timestep, context, transformer_options=oracle.model_options["transformer_options"]
+        )
+        plain = dit(video, timestep, context, transformer_options={})
+    effect = (expected - plain).abs().max().item()
+    diff = (ours.detach() - expected).abs().max().item()
+    assert effect > 1e-2, f"the reference branch barely moves the prediction ({effect:.3g})"
+    assert diff < 1e-4, f"max diff {diff:.3g} (reference effect {effect:.3g})"
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(mods, model, reference, training_copy):
+    """Checkpointing runs each block again in backward; the branch must give that block its reference
+    keys again (each block's attention calls are counted in pairs)."""
+    video, latent, timestep, context = training_inputs(model, reference)
+    gradients = []
+    for checkpointed in (False, True):
+        adapter = random_adapter(mods)
+        forward = mods.train_run.cached_model_fn(training_copy, adapter, context, torch.float32)
+        restore = (
+            mods.training.checkpoint_modules(list(training_copy.blocks)) if checkpointed else (lambda: None)
+        )
+        try:
+            with torch.inference_mode(False):
+                forward(video, latent, timestep).square().mean().backward()
+        finally:
+            restore()
+        gradients.append({n: p.grad.clone() for n, p in adapter.named_parameters() if p.grad is not None})
+    plain, checkpointed = gradients
+    assert sorted(plain) == sorted(checkpointed) and len(plain) == 10
+    for name, gradient in plain.items():
+        torch.testing.assert_close(checkpointed[name], gradient, rtol=1e-5, atol=1e-7)
