@@ -88,9 +88,9 @@ class HostSpec:
         """Raise when this family cannot run ``layout`` (a name from the layouts table)."""
         if layout not in self.reference_layouts:
             raise ValueError(
-                f"the {layout!r} reference layout is not available on {variant}; it runs on "
-                f"{', '.join(self.reference_layouts)} here (the 'cached' reference branch is implemented "
-                "for Wan only)"
+                f"the {layout!r} reference layout is not available on {variant}, which runs the "
+                f"{' and '.join(self.reference_layouts)} layout only (the cached reference branch is "
+                "implemented for Wan); choose another reference_layout, or a Wan model"
             )
 
     def matches(self, dit: object) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib
 import json
 import math
 from dataclasses import dataclass
@@ -955,3 +956,94 @@ def test_other_hosts_train_and_load(pack, comfy_host, tiny_models, models, datas
         loaded = pack.load_node.LoadCustomVideoX.execute(model, f"{adapter}.safetensors", 1.0).args[0]
         comfy.model_management.load_models_gpu([loaded])
     assert len(loaded.patches) == len(metadata.targets) * host.num_layers
+
+
+def _wan(comfy_host, tiny_models):
+    with torch.inference_mode():
+        (model,) = comfy_host.node_class("UNETLoader")().load_unet(tiny_models.wan, "default")
+    return model
+
+
+CACHED_RUN = {"rank": 4, "alpha": 8.0, "steps": 3, "save_every": 0, "reference_layout": "cached"}
+
+
+def test_wan_trains_in_the_cached_layout_and_loads_back(
+    pack, comfy_host, tiny_models, models, dataset
+) -> None:
+    """The node trains the reference-only LoRA (gradient checkpointing on), records the layout, saves
+    Stand-In's key form, and its output MODEL is what Load CustomVideoX makes of the file: no weight
+    patched, the same reference LoRA riding on it."""
+    model = _wan(comfy_host, tiny_models)
+    adapter = "cvx_test_cached_layout_run"
+    output = _run_node(
+        pack,
+        _node_inputs(
+            models, dataset, model=model, adapter_name=adapter, gradient_checkpointing=True, **CACHED_RUN
+        ),
+    )
+    state_dict, metadata = pack.adapter_file.load_adapter(Path(output.args[1]))
+    assert (metadata.reference_layout, metadata.steps, metadata.rank, metadata.alpha) == ("cached", 3, 4, 8.0)
+    assert metadata.targets == ("self_attn.q", "self_attn.k", "self_attn.v")
+    assert sorted(state_dict) == sorted(
+        f"blocks.{block}.self_attn.{projection}_loras.{side}.weight"
+        for block in range(2)
+        for projection in "qkv"
+        for side in ("down", "up")
+    )
+    assert float(state_dict["blocks.0.self_attn.v_loras.up.weight"].abs().max()) > 0, "nothing was trained"
+    with torch.inference_mode():
+        loaded = pack.load_node.LoadCustomVideoX.execute(model, f"{adapter}.safetensors", 1.0).args[0]
+    cached = importlib.import_module(pack.load_node.__name__.rsplit(".", 1)[0] + ".cached_layout")
+    for patcher in (output.args[0], loaded):
+        assert not patcher.patches
+        lora = cached.cached_adapter_of(patcher).lora
+        for (block, projection), pair in lora.pairs.items():
+            prefix = f"blocks.{block}.self_attn.{projection}_loras"
+            assert torch.equal(pair.down, state_dict[f"{prefix}.down.weight"])
+            assert torch.equal(pair.up, state_dict[f"{prefix}.up.weight"])
+
+
+def test_cached_layout_refusals(pack, comfy_host, tiny_models, models, dataset, monkeypatch) -> None:
+    """CogVideoX and dropout are refused before any data is encoded; a cached file is not resumed as joint."""
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the data must not be encoded for a refused run")
+
+    with monkeypatch.context() as patcher:
+        patcher.setattr(pack.train_node, "prepare_dataset", no_encoding)
+        with pytest.raises(ValueError, match="'cached' reference layout is not available on cogvideox"):
+            _run_node(
+                pack, _node_inputs(models, dataset, adapter_name="cvx_test_cached_refused", **CACHED_RUN)
+            )
+        wan = _wan(comfy_host, tiny_models)
+        with pytest.raises(ValueError, match="cached layout's LoRA has no dropout"):
+            _run_node(
+                pack,
+                _node_inputs(
+                    models,
+                    dataset,
+                    model=wan,
+                    adapter_name="cvx_test_cached_refused",
+                    dropout=0.1,
+                    **CACHED_RUN,
+                ),
+            )
+    first = _run_node(
+        pack, _node_inputs(models, dataset, model=wan, adapter_name="cvx_test_cached_resume", **CACHED_RUN)
+    )
+    with pytest.raises(
+        ValueError, match="trained in the 'cached' reference layout; this run is set to 'joint'"
+    ):
+        _run_node(
+            pack,
+            _node_inputs(
+                models,
+                dataset,
+                model=wan,
+                adapter_name="cvx_test_cached_resume2",
+                rank=4,
+                alpha=8.0,
+                steps=1,
+                resume_from=Path(first.args[1]).name,
+            ),
+        )
