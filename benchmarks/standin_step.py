@@ -1,6 +1,7 @@
 """Sampling steps of a random-weight Wan with Stand-In inside a real ComfyUI: no reference, Stand-In with
 the reference K/V cached (computed once per sampling), and Stand-In recomputing them at every model call
-— time per step and peak memory side by side, as ratios.
+— and the pack's own adapters in their two reference layouts (joint, cached) with one reference frame
+at the video's size — time per step and peak memory side by side, as ratios.
 
 Runs with ComfyUI's Python and ``COMFYUI_PATH`` pointing at a ComfyUI checkout, e.g.::
 
@@ -102,8 +103,8 @@ def build_model(preset: Preset, device: torch.device):
     return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": preset.dtype})
 
 
-def standin_lora(pack, preset: Preset):
-    lora_file = importlib.import_module(f"{pack.__name__}.customvideox_core.standin.lora_file")
+def standin_lora_state(preset: Preset) -> dict:
+    """Random Stand-In-form LoRA tensors for every block (what a cached-layout adapter file holds)."""
     generator = torch.Generator().manual_seed(2)
     state = {}
     for block in range(preset.layers):
@@ -111,29 +112,65 @@ def standin_lora(pack, preset: Preset):
             prefix = f"blocks.{block}.self_attn.{projection}_loras"
             state[f"{prefix}.down.weight"] = torch.randn(preset.rank, preset.dim, generator=generator) * 0.01
             state[f"{prefix}.up.weight"] = torch.randn(preset.dim, preset.rank, generator=generator) * 0.01
-    return lora_file.parse_standin_state_dict(state, source="benchmark")
+    return state
+
+
+def standin_lora(pack, preset: Preset):
+    lora_file = importlib.import_module(f"{pack.__name__}.customvideox_core.standin.lora_file")
+    return lora_file.parse_standin_state_dict(standin_lora_state(preset), source="benchmark")
+
+
+def reference_latents(pack, size: tuple[int, int]):
+    """A random one-image reference (``ReferenceEncode``'s output) of ``size`` = (height, width) pixels."""
+    types = importlib.import_module(f"{pack.__name__}.nodes.types")
+    height, width = size
+    return types.ReferenceLatents(
+        latents=torch.randn(1, 16, 1, height // 8, width // 8, generator=torch.Generator().manual_seed(3)),
+        masks=torch.ones(1, height, width),
+        source_size=(height, width),
+        fit="pad",
+    )
 
 
 def variants(pack, model, preset: Preset) -> tuple[dict, object]:
+    """Stand-In (cached / recomputed), and the pack's own adapters in their two reference layouts with
+    the same reference, one frame at the video's size (what the joint layout needs): the joint layout's
+    reference tokens pass through every layer at every step, the cached layout's only add keys."""
     nodes_module = importlib.import_module(f"{pack.__name__}.nodes.standin_nodes")
-    types = importlib.import_module(f"{pack.__name__}.nodes.types")
-    size = preset.reference_size
-    reference = types.ReferenceLatents(
-        latents=torch.randn(1, 16, 1, size // 8, size // 8),
-        masks=torch.ones(1, size, size),
-        source_size=(size, size),
-        fit="pad",
+    settings = importlib.import_module(f"{pack.__name__}.nodes.settings")
+    cached_layout = importlib.import_module(f"{pack.__name__}.nodes.cached_layout")
+    load_node = importlib.import_module(f"{pack.__name__}.nodes.load_node")
+    host_model = importlib.import_module(f"{pack.__name__}.nodes.host_model")
+    tab = importlib.import_module(f"{pack.__name__}.customvideox_core.tab").TABSchedule(
+        shape="constant", peak=0.0
     )
+    size = preset.reference_size
+    face = reference_latents(pack, (size, size))
     lora = standin_lora(pack, preset)
 
     def patched():
         return nodes_module.apply_standin(
-            model, lora, reference, strength=1.0, tab=None, erae=None, uncond_sees_reference=True
+            model, lora, face, strength=1.0, tab=None, erae=None, uncond_sees_reference=True
         )
 
     cached = patched()
     uncached = patched()
-    return {"no reference": model, "Stand-In, cached K/V": cached, "Stand-In, recomputed": uncached}, cached
+    frame = reference_latents(pack, (preset.height, preset.width))
+    joint = load_node.LoadCustomVideoX.execute(model, load_node.NO_ADAPTER, 1.0).args[0]
+    own_cached, _ = cached_layout.attach_cached_adapter(
+        model, host_model.host_signature(model), standin_lora_state(preset), 1.0, "benchmark"
+    )
+    return {
+        "no reference": model,
+        "Stand-In, cached K/V": cached,
+        "Stand-In, recomputed": uncached,
+        "own adapter, joint layout (video-size reference)": settings.patch_model(
+            joint, frame, tab, None, True
+        ),
+        "own adapter, cached layout (same reference)": settings.patch_model(
+            own_cached, frame, tab, None, True
+        ),
+    }, cached
 
 
 def latent_of(preset: Preset) -> torch.Tensor:
@@ -159,7 +196,7 @@ def step_function(model_patcher, preset: Preset, device: torch.device, *, recomp
     patch = options.get("cvx_standin")
 
     def step():
-        if recompute and patch is not None:
+        if recompute:
             patch.cache.clear()
         with torch.inference_mode():
             return dit(x, timestep, context, transformer_options=dict(options))
