@@ -135,9 +135,12 @@ class StandInWrapper:
         grid = video_grid(dit, x)
         reference = patch.reference_for(dit, grid, x)
         tab_value = patch.tab.value_at(progress_of(options)) if patch.tab is not None else 0.0
+        roles = row_roles(options, x.shape[0])
         step = plan_video_step(
-            row_is_cond=[role.positive for role in row_roles(options, x.shape[0])],
-            uncond_sees_reference=patch.uncond_sees_reference,
+            row_is_cond=[role.positive for role in roles],
+            row_sees_reference=[
+                role.sees(uncond_sees_reference=patch.uncond_sees_reference) for role in roles
+            ],
             tab_value=tab_value,
             reference_weights=patch.reference_weights,
             erae=patch.erae,

@@ -60,13 +60,17 @@ class VideoStep:
 def plan_video_step(
     *,
     row_is_cond: Sequence[bool],
-    uncond_sees_reference: bool,
+    row_sees_reference: Sequence[bool],
     tab_value: float,
     reference_weights: Tensor,
     erae: ERAEConfig | None,
 ) -> VideoStep:
-    """The :class:`VideoStep` of one call. ``reference_weights`` ``[Lr]``; unconditional rows get no ERAE."""
+    """The :class:`VideoStep` of one call. Per batch row: ``row_is_cond`` (positive prompt: ERAE acts
+    there only) and ``row_sees_reference`` (its queries see the reference keys); ``reference_weights``
+    ``[Lr]``."""
     cond = tuple(bool(flag) for flag in row_is_cond)
+    if len(row_sees_reference) != len(cond):
+        raise ValueError(f"{len(row_sees_reference)} reference flags for {len(cond)} rows")
     weights = reference_weights.reshape(-1).to(torch.float32)
     kept = None
     if erae is not None and erae.block_outside_mask:
@@ -80,7 +84,7 @@ def plan_video_step(
             kept = inside
     gamma = erae.gamma if (erae is not None and erae.enabled) else 0.0
     return VideoStep(
-        sees_reference=tuple(flag or uncond_sees_reference for flag in cond),
+        sees_reference=tuple(bool(flag) for flag in row_sees_reference),
         tab_per_row=tuple(float(tab_value) for _ in cond),
         reference_weights=weights,
         kept=kept,

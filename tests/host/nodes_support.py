@@ -96,8 +96,17 @@ def reference_images(count: int, *, seed: int = 0, height: int = VIDEO_HEIGHT, w
     return torch.rand(count, height, width, 3, generator=generator)
 
 
-def sample(model, *, seed: int = 3, steps: int = 2, cfg: float = 2.0, latent: torch.Tensor | None = None):
-    """Two euler steps with random text, as KSampler would run them."""
+def sample(
+    model,
+    *,
+    seed: int = 3,
+    steps: int = 2,
+    cfg: float = 2.0,
+    latent: torch.Tensor | None = None,
+    positive: list | None = None,
+    negative: list | None = None,
+):
+    """Two euler steps with random text (or the given conditionings), as KSampler would run them."""
     import comfy.sample
 
     latent = torch.zeros(LATENT_SHAPE) if latent is None else latent
@@ -109,8 +118,8 @@ def sample(model, *, seed: int = 3, steps: int = 2, cfg: float = 2.0, latent: to
         cfg,
         "euler",
         "simple",
-        conditioning(1),
-        conditioning(2),
+        conditioning(1) if positive is None else positive,
+        conditioning(2) if negative is None else negative,
         latent,
         disable_pbar=True,
         seed=seed,

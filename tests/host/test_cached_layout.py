@@ -34,6 +34,7 @@ def mods(pack_module):
         {
             "load": "nodes.load_node",
             "apply": "nodes.apply_node",
+            "conditioning": "nodes.conditioning_node",
             "cached": "nodes.cached_layout",
             "standin": "nodes.standin_nodes",
             "host_model": "nodes.host_model",
@@ -119,6 +120,22 @@ def test_apply_tab_biases_the_cached_branch(mods, model, reference):
         mods, model, reference, name, tab=mods.tab.TABSchedule(shape="constant", peak=3.0)
     )
     assert (sample(biased) - sample(unbiased)).abs().max().item() > 1e-3
+
+
+def test_reference_conditioning_marks_decide_which_pass_sees_the_branch(mods, model, reference):
+    """A negative conditioning marked by Reference Conditioning sees the reference with
+    uncond_sees_reference off, exactly as an unmarked one does with it on."""
+    name = write_adapter(mods, model, ADAPTER, lora_state())
+    mark = mods.conditioning.mark_sees_reference
+    with torch.inference_mode():
+        loaded = mods.load.LoadCustomVideoX.execute(model, name, 1.0).args[0]
+        blind, seeing = (
+            mods.apply.CustomVideoXApply.execute(loaded, reference, uncond_sees_reference=flag).args[0]
+            for flag in (False, True)
+        )
+    marked = sample(blind, negative=mark(conditioning(2), True))
+    assert torch.equal(marked, sample(seeing))
+    assert (marked - sample(blind)).abs().max().item() > 1e-4
 
 
 def test_cached_adapter_needs_a_reference_and_a_plain_wan(mods, model, comfy_host, tiny_models):

@@ -215,7 +215,7 @@ def step(batch=2, cond=(True, False), uncond_sees=True, tab=0.0, weights=None, e
     w = torch.ones(lr) if weights is None else weights
     return plan_video_step(
         row_is_cond=cond[:batch],
-        uncond_sees_reference=uncond_sees,
+        row_sees_reference=tuple(flag or uncond_sees for flag in cond[:batch]),
         tab_value=tab,
         reference_weights=w,
         erae=erae,
