@@ -1005,6 +1005,10 @@ def test_wan_trains_in_the_cached_layout_and_loads_back(
 
 def test_cached_layout_refusals(pack, comfy_host, tiny_models, models, dataset, monkeypatch) -> None:
     """CogVideoX and dropout are refused before any data is encoded; a cached file is not resumed as joint."""
+    wan = _wan(comfy_host, tiny_models)
+
+    def run(**values):
+        return _run_node(pack, _node_inputs(models, dataset, **values))
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("the data must not be encoded for a refused run")
@@ -1012,38 +1016,12 @@ def test_cached_layout_refusals(pack, comfy_host, tiny_models, models, dataset, 
     with monkeypatch.context() as patcher:
         patcher.setattr(pack.train_node, "prepare_dataset", no_encoding)
         with pytest.raises(ValueError, match="'cached' reference layout is not available on cogvideox"):
-            _run_node(
-                pack, _node_inputs(models, dataset, adapter_name="cvx_test_cached_refused", **CACHED_RUN)
-            )
-        wan = _wan(comfy_host, tiny_models)
+            run(adapter_name="cvx_test_cached_refused", **CACHED_RUN)
         with pytest.raises(ValueError, match="cached layout's LoRA has no dropout"):
-            _run_node(
-                pack,
-                _node_inputs(
-                    models,
-                    dataset,
-                    model=wan,
-                    adapter_name="cvx_test_cached_refused",
-                    dropout=0.1,
-                    **CACHED_RUN,
-                ),
-            )
-    first = _run_node(
-        pack, _node_inputs(models, dataset, model=wan, adapter_name="cvx_test_cached_resume", **CACHED_RUN)
-    )
+            run(model=wan, adapter_name="cvx_test_cached_refused", dropout=0.1, **CACHED_RUN)
+    first = run(model=wan, adapter_name="cvx_test_cached_resume", **CACHED_RUN)
+    joint = {**CACHED_RUN, "reference_layout": "joint", "steps": 1}
     with pytest.raises(
         ValueError, match="trained in the 'cached' reference layout; this run is set to 'joint'"
     ):
-        _run_node(
-            pack,
-            _node_inputs(
-                models,
-                dataset,
-                model=wan,
-                adapter_name="cvx_test_cached_resume2",
-                rank=4,
-                alpha=8.0,
-                steps=1,
-                resume_from=Path(first.args[1]).name,
-            ),
-        )
+        run(model=wan, adapter_name="cvx_test_cached_resume2", resume_from=Path(first.args[1]).name, **joint)
