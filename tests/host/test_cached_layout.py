@@ -16,6 +16,8 @@ Tiny random-weight Wan 2.1 T2V (2 blocks, dim 128, 2 heads), CPU.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from nodes_support import LATENT_SHAPE, conditioning, load_model, pack_modules, sample
@@ -40,6 +42,9 @@ def mods(pack_module):
             "host_model": "nodes.host_model",
             "train_node": "nodes.train_node",
             "train_run": "nodes.train_run",
+            "train_data": "nodes.train_data",
+            "settings": "nodes.settings",
+            "types": "nodes.types",
             "adapter_file": "customvideox_core.adapter_file",
             "core": "customvideox_core",
             "lora_file": "customvideox_core.standin.lora_file",
@@ -258,3 +263,127 @@ def test_gradient_checkpointing_gives_the_same_gradients(mods, model, reference,
     assert sorted(plain) == sorted(checkpointed) and len(plain) == 10
     for name, gradient in plain.items():
         torch.testing.assert_close(checkpointed[name], gradient, rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------------
+# It learns to read the reference: latents where copying the reference is the solution
+# ---------------------------------------------------------------------------------------------------
+
+COPY_ITEMS = 32
+COPY_STEPS = 600
+COPY_LEARNING_RATE = 5e-3
+COPY_RANK = 16
+COPY_FRAME_NOISE = 0.1
+COPY_EVAL_ITEMS = 8
+COPY_SIGMA = 0.5  # flow matching: x = (1 - σ) x0 + σ ε
+COPY_SEEDS = (0, 1, 2)
+VIDEO_SIZE = (64, 96)  # pixels (height, width): 8 × 12 latents, 4 × 6 tokens per frame
+
+
+def copy_dataset(mods, model):
+    """As ``test_training_node``'s copy proof, for Wan: each reference is a zero-mean Gaussian colour (one
+    C-vector at every position), its video that colour over the latent frames plus a little noise. Raw
+    VAE latents (``process_latent_out`` of model space), as ``prepare_dataset`` returns them."""
+    base = model.model
+    channels = base.latent_format.latent_channels
+    frames, height, width = LATENT_SHAPE[2:]
+    generator = torch.Generator().manual_seed(77)
+    entries, names = [], []
+    for index in range(COPY_ITEMS):
+        colour = torch.randn((1, channels, 1, 1, 1), generator=generator).expand(-1, -1, -1, height, width)
+        noise = torch.randn((1, channels, frames, height, width), generator=generator)
+        video = colour.expand(-1, -1, frames, -1, -1) + COPY_FRAME_NOISE * noise
+        entries.append(
+            mods.train_data.LatentCacheEntry(
+                video_latents=base.process_latent_out(video.clone()),
+                reference_latents=base.process_latent_out(colour.clone()),
+            )
+        )
+        names.append(f"copy{index:02d}")
+    settings = mods.train_data.TrainDataSettings(VIDEO_SIZE[1], VIDEO_SIZE[0], 5)
+    return mods.train_data.PreparedDataset(
+        folder=Path("synthetic_copy"), settings=settings, entries=tuple(entries), names=tuple(names)
+    )
+
+
+def flow_denoised(mods, patched, clean, context, *, seed: int) -> torch.Tensor:
+    """ComfyUI's own denoised estimate (``apply_model``) at σ = COPY_SIGMA of a patched Wan."""
+    import comfy.model_management
+
+    comfy.model_management.load_models_gpu([patched])
+    options = {**patched.model_options["transformer_options"], "wrappers": patched.wrappers}
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed))
+    noisy = (1.0 - COPY_SIGMA) * clean + COPY_SIGMA * noise
+    sigma = torch.tensor([COPY_SIGMA])
+    return patched.model.apply_model(noisy, sigma, c_crossattn=context, transformer_options=options)
+
+
+@pytest.fixture(scope="module")
+def copy_proof(mods, model):
+    """``train_adapter`` in the cached layout on :func:`copy_dataset`, then the denoising error with the
+    right and with the next item's reference, trained and untrained (the branch without a LoRA)."""
+    run = mods.train_run
+    settings = run.TrainAdapterSettings(
+        adapter_name="cvx_test_cached_copy",
+        data=mods.train_data.TrainDataSettings(VIDEO_SIZE[1], VIDEO_SIZE[0], 5),
+        rank=COPY_RANK,
+        alpha=float(COPY_RANK),
+        steps=COPY_STEPS,
+        learning_rate=COPY_LEARNING_RATE,
+        warmup_steps=20,
+        save_every=0,
+        gradient_checkpointing=False,
+        bf16=False,
+        overwrite=True,
+        reference_layout="cached",
+    )
+    host = mods.host_model.host_signature(model)
+    dataset = copy_dataset(mods, model)
+    context = conditioning(1)[0][0]
+    tab0 = mods.tab.TABSchedule(shape="constant", peak=0.0)
+    with torch.inference_mode():
+        outcome = run.train_adapter(
+            model,
+            host,
+            dataset,
+            context,
+            settings,
+            output_path=mods.train_node.adapter_output_path(settings.adapter_name),
+        )
+        trained = run.model_with_adapter(model, host, outcome.state_dict, layout="cached")
+    errors = dict.fromkeys(("untrained_right", "untrained_wrong", "trained_right", "trained_wrong"), 0.0)
+    entries = dataset.entries[:COPY_EVAL_ITEMS]
+    with torch.inference_mode():
+        for index, entry in enumerate(entries):
+            clean = model.model.process_latent_in(entry.video_latents.clone())
+            for which, other in (("right", entry), ("wrong", entries[(index + 1) % len(entries)])):
+                reference = mods.types.ReferenceLatents(
+                    latents=other.reference_latents,
+                    masks=torch.ones(1, *VIDEO_SIZE),
+                    source_size=VIDEO_SIZE,
+                    fit="pad",
+                )
+                untrained = mods.standin.apply_standin(
+                    model, None, reference, strength=1.0, tab=tab0, erae=None, uncond_sees_reference=True
+                )
+                patched = mods.settings.patch_model(trained, reference, tab0, None, True)
+                for name, patcher in (("untrained", untrained), ("trained", patched)):
+                    for seed in COPY_SEEDS:
+                        denoised = flow_denoised(mods, patcher, clean, context, seed=seed)
+                        errors[f"{name}_{which}"] += float(((denoised - clean) ** 2).mean())
+    count = len(entries) * len(COPY_SEEDS)
+    errors = {key: value / count for key, value in errors.items()}
+    losses = outcome.losses
+    print(
+        f"cached copy proof: loss {sum(losses[:100]) / 100:.4f} -> {sum(losses[-100:]) / 100:.4f}; {errors}"
+    )
+    return losses, errors
+
+
+def test_cached_copy_proof(copy_proof):
+    losses, errors = copy_proof
+    assert len(losses) == COPY_STEPS
+    first, last = sum(losses[:100]) / 100, sum(losses[-100:]) / 100
+    assert last <= 0.9 * first, (first, last)
+    assert errors["trained_right"] <= 0.7 * errors["untrained_right"], errors
+    assert errors["trained_wrong"] >= 1.2 * errors["trained_right"], errors

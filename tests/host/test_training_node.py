@@ -802,7 +802,7 @@ def test_schema_has_tooltips_and_is_an_output_node(pack) -> None:
     assert schema.is_output_node
     names = [item.id for item in schema.inputs]
     widgets = list(_node_inputs(SimpleNamespace(model=0, vae=0, positive=0, context=0), Path(".")))
-    assert names == [*widgets, "settings"]
+    assert names == [*widgets, "settings", "reference_layout"]
     assert all(item.tooltip for item in schema.inputs), [
         item.id for item in schema.inputs if not item.tooltip
     ]
