@@ -5,7 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .settings import patch_model
-from .types import ERAEType, ReferenceType, TABType
+from .types import ReferenceType
+from .widgets import bias_inputs, model_input, patched_model_output, uncond_input
 
 
 class CustomVideoXApply(io.ComfyNode):
@@ -22,28 +23,20 @@ class CustomVideoXApply(io.ComfyNode):
                 "WanPhantomSubjectToVideo)."
             ),
             inputs=[
-                io.Model.Input(
-                    "model", tooltip="From Load CustomVideoX (or any supported CogVideoX/Wan model)."
-                ),
+                model_input(),
                 ReferenceType.Input(
                     "reference",
                     optional=True,
                     tooltip="From CustomVideoX ReferenceEncode. Leave it unconnected to bias the reference "
                     "frames the conditioning already carries (WanPhantomSubjectToVideo's positive).",
                 ),
-                TABType.Input(
-                    "tab", optional=True, tooltip="From TimeAwareBias; default: parabolic, peak 1."
-                ),
-                ERAEType.Input(
-                    "erae", optional=True, tooltip="From ERAEMask; default: no entity enhancement."
-                ),
-                io.Boolean.Input(
-                    "uncond_sees_reference",
+                *bias_inputs(),
+                uncond_input(
                     default=False,
                     tooltip="Off: the negative pass runs without the reference. On: both see it.",
                 ),
             ],
-            outputs=[io.Model.Output(tooltip="A patched copy of the model (the input stays untouched).")],
+            outputs=[patched_model_output()],
         )
 
     @classmethod

@@ -11,7 +11,9 @@ the converted safetensors file (``scripts/convert_concat_id.py``), without writi
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import comfy.sd
 import folder_paths
@@ -43,24 +45,6 @@ def checkpoint_choices(suffixes: frozenset[str] = TENSOR_PICKLE_SUFFIXES) -> lis
     return [name for name in names if Path(name).suffix.lower() in suffixes]
 
 
-def weight_dtype_input() -> io.Combo.Input:
-    """The ``weight_dtype`` widget of both Concat-ID loaders (core Load Diffusion Model's choices)."""
-    return io.Combo.Input(
-        "weight_dtype",
-        options=list(WEIGHT_DTYPES),
-        default="default",
-        tooltip="As in Load Diffusion Model: 'default' lets ComfyUI choose; fp8 halves memory.",
-    )
-
-
-def checkpoint_path_and_options(checkpoint: str, weight_dtype: str) -> tuple[str, dict]:
-    """The full path of ``checkpoint`` under models/diffusion_models and ComfyUI's model options for
-    ``weight_dtype``; a clear error for either that does not exist."""
-    if weight_dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"weight_dtype {weight_dtype!r} is not one of {list(WEIGHT_DTYPES)}")
-    return folder_paths.get_full_path_or_raise(CHECKPOINT_FOLDER, checkpoint), WEIGHT_DTYPES[weight_dtype]
-
-
 def load_sat_cogvideox(path: str, model_options: dict | None = None, disable_dynamic: bool = False):
     """Read, convert and load a SAT CogVideoX checkpoint; returns ComfyUI's ModelPatcher.
 
@@ -82,6 +66,41 @@ def load_sat_cogvideox(path: str, model_options: dict | None = None, disable_dyn
     return patcher
 
 
+def checkpoint_inputs(suffixes: frozenset[str], tooltip: str) -> list[io.Input]:
+    """The inputs of both Concat-ID loaders: ``checkpoint`` (the files under models/diffusion_models with
+    one of ``suffixes``, described by the loader's ``tooltip``) and ``weight_dtype`` (core Load Diffusion
+    Model's choices)."""
+    return [
+        io.Combo.Input("checkpoint", options=checkpoint_choices(suffixes), tooltip=tooltip),
+        io.Combo.Input(
+            "weight_dtype",
+            options=list(WEIGHT_DTYPES),
+            default="default",
+            tooltip="As in Load Diffusion Model: 'default' lets ComfyUI choose; fp8 halves memory.",
+        ),
+    ]
+
+
+def checkpoint_output(
+    checkpoint: str, weight_dtype: str, load: Callable[[str, dict], Any], summarize: Callable[[Any, str], str]
+) -> io.NodeOutput:
+    """What both Concat-ID loaders return: the MODEL ``load(path, options)`` gives for ``checkpoint``,
+    with ``summarize(patcher, checkpoint)`` shown on the node and logged."""
+    path, options = checkpoint_path_and_options(checkpoint, weight_dtype)
+    patcher = load(path, options)
+    summary = summarize(patcher, checkpoint)
+    logger.info("%s (%s)", summary, path)
+    return io.NodeOutput(patcher, ui=ui.PreviewText(summary))
+
+
+def checkpoint_path_and_options(checkpoint: str, weight_dtype: str) -> tuple[str, dict]:
+    """The full path of ``checkpoint`` under models/diffusion_models and ComfyUI's model options for
+    ``weight_dtype``; a clear error for either that does not exist."""
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype {weight_dtype!r} is not one of {list(WEIGHT_DTYPES)}")
+    return folder_paths.get_full_path_or_raise(CHECKPOINT_FOLDER, checkpoint), WEIGHT_DTYPES[weight_dtype]
+
+
 class CustomVideoXLoadConcatID(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -95,24 +114,21 @@ class CustomVideoXLoadConcatID(io.ComfyNode):
                 "memory. Connect it to CustomVideoX Apply / Sample with the reference; Concat-ID was "
                 "trained with the reference visible to both CFG passes (uncond_sees_reference on)."
             ),
-            inputs=[
-                io.Combo.Input(
-                    "checkpoint",
-                    options=checkpoint_choices(),
-                    tooltip="A SAT checkpoint file (.pt/.pth/.ckpt) under models/diffusion_models, e.g. "
-                    "Concat-ID/single-identity/<iteration>/mp_rank_00_model_states.pt. Read as plain "
-                    "tensors only; a file holding pickled objects is refused.",
-                ),
-                weight_dtype_input(),
-            ],
+            inputs=checkpoint_inputs(
+                TENSOR_PICKLE_SUFFIXES,
+                "A SAT checkpoint file (.pt/.pth/.ckpt) under models/diffusion_models, e.g. "
+                "Concat-ID/single-identity/<iteration>/mp_rank_00_model_states.pt. Read as plain "
+                "tensors only; a file holding pickled objects is refused.",
+            ),
             outputs=[io.Model.Output(tooltip="Concat-ID's CogVideoX-5B as a native ComfyUI CogVideoX.")],
         )
 
     @classmethod
     def execute(cls, checkpoint: str, weight_dtype: str) -> io.NodeOutput:
-        path, options = checkpoint_path_and_options(checkpoint, weight_dtype)
-        patcher = load_sat_cogvideox(path, options)
-        layers = len(patcher.model.diffusion_model.blocks)
-        summary = f"Concat-ID CogVideoX: {layers} layers converted from {Path(checkpoint).name}"
-        logger.info("%s (%s)", summary, path)
-        return io.NodeOutput(patcher, ui=ui.PreviewText(summary))
+        return checkpoint_output(checkpoint, weight_dtype, load_sat_cogvideox, _summary)
+
+
+def _summary(patcher, checkpoint: str) -> str:
+    """``Concat-ID CogVideoX: 42 layers converted from mp_rank_00_model_states.pt``."""
+    layers = len(patcher.model.diffusion_model.blocks)
+    return f"Concat-ID CogVideoX: {layers} layers converted from {Path(checkpoint).name}"

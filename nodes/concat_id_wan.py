@@ -22,7 +22,6 @@ reference's time projection) once and hands them to the three patches in ``trans
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import comfy.patcher_extension
 import comfy.sd
 import torch
 from comfy.ldm.wan.model import sinusoidal_embedding_1d
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 from torch import Tensor
 
 from ..customvideox_core.convert.checkpoint_io import TENSOR_PICKLE_SUFFIXES, load_tensor_checkpoint
@@ -41,10 +40,8 @@ from ..customvideox_core.convert.concat_id_wan import (
     split_concat_id_wan,
 )
 from ..customvideox_core.host_specs import spec_for
-from .concat_id_node import checkpoint_choices, checkpoint_path_and_options, weight_dtype_input
+from .concat_id_node import checkpoint_inputs, checkpoint_output
 from .patch import SETTINGS_KEY
-
-logger = logging.getLogger(__name__)
 
 WRAPPER_KEY = "customvideox_concat_id_wan"
 CALL_KEY = "cvx_concat_id_wan"
@@ -183,25 +180,6 @@ class ReferenceAdaLNBlock:
         return extra["original_block"]({**args, "vec": per_frame})
 
 
-def install_concat_id_wan(model, adaln: ReferenceAdaLN | None) -> None:
-    """Put the wrapper and patches on ``model`` (a clone or a freshly loaded patcher)."""
-    dit = model.model.diffusion_model
-    model.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
-    model.add_wrapper_with_key(
-        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, ConcatIdWanWrapper(adaln)
-    )
-    model.add_object_patch("diffusion_model.rope_encode", ShiftedReferenceRope(dit.rope_encode))
-    for index, block in enumerate(dit.blocks):
-        model.add_object_patch(
-            f"diffusion_model.blocks.{index}.cross_attn.forward",
-            VideoOnlyCrossAttention(block.cross_attn.forward),
-        )
-        if adaln is not None:
-            modulation = block.modulation.detach().to("cpu", torch.float32).clone()
-            patch = ReferenceAdaLNBlock(modulation, adaln.modulation[index])
-            model.set_model_patch_replace(patch, "dit", "double_block", index)
-
-
 def load_concat_id_wan(path: str, model_options: dict | None = None, disable_dynamic: bool = False):
     """Read a Concat-ID-Wan checkpoint, load its Wan weights with ComfyUI's loader, install the patches."""
     options = dict(model_options or {})
@@ -224,6 +202,25 @@ def load_concat_id_wan(path: str, model_options: dict | None = None, disable_dyn
     return patcher
 
 
+def install_concat_id_wan(model, adaln: ReferenceAdaLN | None) -> None:
+    """Put the wrapper and patches on ``model`` (a clone or a freshly loaded patcher)."""
+    dit = model.model.diffusion_model
+    model.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
+    model.add_wrapper_with_key(
+        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, ConcatIdWanWrapper(adaln)
+    )
+    model.add_object_patch("diffusion_model.rope_encode", ShiftedReferenceRope(dit.rope_encode))
+    for index, block in enumerate(dit.blocks):
+        model.add_object_patch(
+            f"diffusion_model.blocks.{index}.cross_attn.forward",
+            VideoOnlyCrossAttention(block.cross_attn.forward),
+        )
+        if adaln is not None:
+            modulation = block.modulation.detach().to("cpu", torch.float32).clone()
+            patch = ReferenceAdaLNBlock(modulation, adaln.modulation[index])
+            model.set_model_patch_replace(patch, "dit", "double_block", index)
+
+
 class CustomVideoXLoadConcatIDWan(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -238,25 +235,20 @@ class CustomVideoXLoadConcatIDWan(io.ComfyNode):
                 "whenever CustomVideoX Apply / Sample appends the reference. Concat-ID was trained with "
                 "the reference visible to both CFG passes (uncond_sees_reference on)."
             ),
-            inputs=[
-                io.Combo.Input(
-                    "checkpoint",
-                    options=checkpoint_choices(_SUFFIXES),
-                    tooltip="first_stage.pt or second_stage_adaln.pt (or a safetensors copy) under "
-                    "models/diffusion_models. Read as plain tensors only.",
-                ),
-                weight_dtype_input(),
-            ],
+            inputs=checkpoint_inputs(
+                _SUFFIXES,
+                "first_stage.pt or second_stage_adaln.pt (or a safetensors copy) under "
+                "models/diffusion_models. Read as plain tensors only.",
+            ),
             outputs=[io.Model.Output(tooltip="Concat-ID-Wan as a native Wan 2.1 model with its patches.")],
         )
 
     @classmethod
     def execute(cls, checkpoint: str, weight_dtype: str) -> io.NodeOutput:
-        path, options = checkpoint_path_and_options(checkpoint, weight_dtype)
-        patcher = load_concat_id_wan(path, options)
-        adaln = bool(patcher.model_options["transformer_options"].get("patches_replace", {}).get("dit"))
-        summary = (
-            f"Concat-ID-Wan {'with' if adaln else 'without'} reference AdaLN from {Path(checkpoint).name}"
-        )
-        logger.info("%s (%s)", summary, path)
-        return io.NodeOutput(patcher, ui=ui.PreviewText(summary))
+        return checkpoint_output(checkpoint, weight_dtype, load_concat_id_wan, _summary)
+
+
+def _summary(patcher, checkpoint: str) -> str:
+    """``Concat-ID-Wan with reference AdaLN from second_stage_adaln.pt`` (or ``without``)."""
+    adaln = bool(patcher.model_options["transformer_options"].get("patches_replace", {}).get("dit"))
+    return f"Concat-ID-Wan {'with' if adaln else 'without'} reference AdaLN from {Path(checkpoint).name}"

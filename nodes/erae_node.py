@@ -8,6 +8,7 @@ from ..customvideox_core.entity_tokens import find_entity_positions, split_entit
 from ..customvideox_core.erae import ERAEConfig, SubjectWords, parse_subject_words
 from .tokens import prompt_pieces
 from .types import ERAESettings, ERAEType
+from .widgets import Bounds, float_input
 
 
 class CustomVideoXERAEMask(io.ComfyNode):
@@ -36,21 +37,17 @@ class CustomVideoXERAEMask(io.ComfyNode):
                     default="",
                     tooltip="Words of the prompt that name the subject, comma-separated (e.g. dog).",
                 ),
-                io.Float.Input(
+                float_input(
                     "strength",
-                    default=1.0,
-                    min=0.0,
-                    max=10.0,
-                    step=0.05,
-                    tooltip="γ: how much the entity region raises the bias (0 = off).",
+                    1.0,
+                    Bounds(0.0, 10.0, 0.05),
+                    "γ: how much the entity region raises the bias (0 = off).",
                 ),
-                io.Float.Input(
+                float_input(
                     "threshold",
-                    default=0.0,
-                    min=0.0,
-                    max=1.0,
-                    step=0.01,
-                    tooltip="0 = soft entity map; above 0 = binary region where the map ≥ threshold.",
+                    0.0,
+                    Bounds(0.0, 1.0, 0.01),
+                    "0 = soft entity map; above 0 = binary region where the map ≥ threshold.",
                 ),
                 io.Boolean.Input(
                     "block_outside_mask",

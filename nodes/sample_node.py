@@ -15,10 +15,12 @@ from comfy_api.latest import io
 from ..customvideox_core.constants import SEED_MAX
 from .conditioning_node import mark_sees_reference
 from .settings import patch_model
-from .types import ERAEType, ReferenceType, TABType
-from .widgets import size_inputs
+from .types import ReferenceType
+from .widgets import Bounds, bias_inputs, float_input, model_input, size_inputs, uncond_input
 
 MAX_SIZE = 8192
+GUIDANCE_SCALE = Bounds(0.0, 100.0, 0.1, round=0.01)
+"""The range of Sample's ``cfg`` and ``image_cfg``."""
 
 
 def empty_video_latent(model, width: int, height: int, length: int) -> dict:
@@ -129,18 +131,11 @@ class CustomVideoXSample(io.ComfyNode):
                 "with the time-aware bias and ERAE; the output LATENT holds the video frames only."
             ),
             inputs=[
-                io.Model.Input(
-                    "model", tooltip="From Load CustomVideoX (or any supported CogVideoX/Wan model)."
-                ),
+                model_input(),
                 io.Conditioning.Input("positive", tooltip="The prompt describing the subject in motion."),
                 io.Conditioning.Input("negative", tooltip="What to avoid."),
                 ReferenceType.Input("reference", tooltip="From CustomVideoX ReferenceEncode."),
-                TABType.Input(
-                    "tab", optional=True, tooltip="From TimeAwareBias; default: parabolic, peak 1."
-                ),
-                ERAEType.Input(
-                    "erae", optional=True, tooltip="From ERAEMask; default: no entity enhancement."
-                ),
+                *bias_inputs(),
                 io.Latent.Input(
                     "latent",
                     optional=True,
@@ -151,23 +146,10 @@ class CustomVideoXSample(io.ComfyNode):
                     "length", default=49, min=1, max=MAX_SIZE, step=4, tooltip="Number of video frames."
                 ),
                 io.Int.Input(
-                    "seed",
-                    default=0,
-                    min=0,
-                    max=SEED_MAX,
-                    control_after_generate=True,
-                    tooltip="Noise seed.",
+                    "seed", default=0, min=0, max=SEED_MAX, control_after_generate=True, tooltip="Noise seed."
                 ),
                 io.Int.Input("steps", default=50, min=1, max=10000, tooltip="Denoising steps."),
-                io.Float.Input(
-                    "cfg",
-                    default=6.0,
-                    min=0.0,
-                    max=100.0,
-                    step=0.1,
-                    round=0.01,
-                    tooltip="Classifier-free guidance scale.",
-                ),
+                float_input("cfg", 6.0, GUIDANCE_SCALE, "Classifier-free guidance scale."),
                 io.Combo.Input(
                     "sampler_name",
                     options=comfy.samplers.KSampler.SAMPLERS,
@@ -180,11 +162,8 @@ class CustomVideoXSample(io.ComfyNode):
                     default="simple",
                     tooltip="Noise schedule.",
                 ),
-                io.Float.Input(
-                    "denoise", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Denoising strength."
-                ),
-                io.Boolean.Input(
-                    "uncond_sees_reference",
+                float_input("denoise", 1.0, Bounds(0.0, 1.0, 0.01), "Denoising strength."),
+                uncond_input(
                     default=False,
                     tooltip="Off: the negative pass runs without the reference, so guidance pushes "
                     "toward the subject. On: both passes see it. (cfg guidance only.)",
@@ -198,15 +177,12 @@ class CustomVideoXSample(io.ComfyNode):
                     "passes, neg + image_cfg·(pos_img − neg) + cfg·(pos_img_text − pos_img), where cfg is "
                     "the text guidance (Phantom: 7.5) and the negative pass runs without the reference.",
                 ),
-                io.Float.Input(
+                float_input(
                     "image_cfg",
-                    default=5.0,
-                    min=0.0,
-                    max=100.0,
-                    step=0.1,
-                    round=0.01,
+                    5.0,
+                    GUIDANCE_SCALE,
+                    "Image (reference) guidance scale of the phantom guidance (Phantom: 5.0).",
                     optional=True,
-                    tooltip="Image (reference) guidance scale of the phantom guidance (Phantom: 5.0).",
                 ),
             ],
             outputs=[

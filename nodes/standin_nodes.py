@@ -17,7 +17,8 @@ from ..customvideox_core.standin.lora_file import (
 )
 from .host_model import diffusion_model_of, host_signature
 from .standin_patch import StandInPatch, install_standin
-from .types import ERAEType, ReferenceType, TABType, fit_replacement_mask
+from .types import ReferenceType, fit_replacement_mask
+from .widgets import Bounds, bias_inputs, float_input, patched_model_output, uncond_input
 
 STANDIN_FOLDER = "loras"
 SUPPORTED_DIT_CLASSES = frozenset({"WanModel"})
@@ -91,29 +92,24 @@ class CustomVideoXApplyStandIn(io.ComfyNode):
                     "reference",
                     tooltip="From CustomVideoX ReferenceEncode: ONE face crop on white, 512x512 as published.",
                 ),
-                io.Float.Input(
+                float_input(
                     "strength",
-                    default=1.0,
-                    min=0.0,
-                    max=2.0,
-                    step=0.05,
-                    tooltip="Multiplier of the Stand-In LoRA on the face tokens: 1 = as published, "
+                    1.0,
+                    Bounds(0.0, 2.0, 0.05),
+                    "Multiplier of the Stand-In LoRA on the face tokens: 1 = as published, "
                     "0 = the face branch without its LoRA.",
                 ),
-                TABType.Input(
-                    "tab",
-                    optional=True,
-                    tooltip="From TimeAwareBias: bias on the video → face logits. Unconnected: no bias "
+                *bias_inputs(
+                    tab="From TimeAwareBias: bias on the video → face logits. Unconnected: no bias "
                     "(the published Stand-In).",
+                    erae="From ERAEMask (needs a TAB to act on).",
                 ),
-                ERAEType.Input("erae", optional=True, tooltip="From ERAEMask (needs a TAB to act on)."),
-                io.Boolean.Input(
-                    "uncond_sees_reference",
+                uncond_input(
                     default=True,
                     tooltip="On (as published): the negative pass sees the face too. Off: it runs without it.",
                 ),
             ],
-            outputs=[io.Model.Output(tooltip="A patched copy of the model (the input stays untouched).")],
+            outputs=[patched_model_output()],
         )
 
     @classmethod

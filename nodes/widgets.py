@@ -1,10 +1,40 @@
-"""Widgets several nodes declare alike, written once."""
+"""Widgets several nodes declare alike, written once; each node keeps its own tooltip wording."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from comfy_api.latest import io
 
 from ..customvideox_core.constants import SIZE_STEP
+from .types import ERAEType, TABType
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A number widget's range: ``low`` ≤ value ≤ ``high`` in steps of ``step``, shown rounded to ``round``
+    (``None``: ComfyUI's default)."""
+
+    low: float
+    high: float
+    step: float | None = None
+    round: float | None = None
+
+
+def float_input(
+    name: str, default: float, bounds: Bounds, tooltip: str, *, optional: bool = False
+) -> io.Float.Input:
+    """A FLOAT widget ``name`` starting at ``default`` within ``bounds``."""
+    return io.Float.Input(
+        name,
+        default=default,
+        min=bounds.low,
+        max=bounds.high,
+        step=bounds.step,
+        round=bounds.round,
+        optional=optional,
+        tooltip=tooltip,
+    )
 
 
 def size_inputs(*, max_size: int, noun: str = "Video", width_note: str = "") -> list[io.Input]:
@@ -20,3 +50,31 @@ def size_inputs(*, max_size: int, noun: str = "Video", width_note: str = "") -> 
         )
         for name, default in (("width", 720), ("height", 480))
     ]
+
+
+def bias_inputs(
+    *,
+    tab: str = "From TimeAwareBias; default: parabolic, peak 1.",
+    erae: str = "From ERAEMask; default: no entity enhancement.",
+) -> list[io.Input]:
+    """The optional ``tab`` (TimeAwareBias) and ``erae`` (ERAEMask) sockets of the nodes that patch a model,
+    with the node's own tooltips; the defaults say what ``settings.patch_model`` does without them."""
+    return [
+        TABType.Input("tab", optional=True, tooltip=tab),
+        ERAEType.Input("erae", optional=True, tooltip=erae),
+    ]
+
+
+def uncond_input(*, default: bool, tooltip: str) -> io.Boolean.Input:
+    """The ``uncond_sees_reference`` switch: whether the negative (uncond) pass sees the reference too."""
+    return io.Boolean.Input("uncond_sees_reference", default=default, tooltip=tooltip)
+
+
+def patched_model_output() -> io.Model.Output:
+    """The MODEL output of the nodes that return a patched clone."""
+    return io.Model.Output(tooltip="A patched copy of the model (the input stays untouched).")
+
+
+def model_input() -> io.Model.Input:
+    """The MODEL input of the nodes that patch CustomVideoX's supported hosts."""
+    return io.Model.Input("model", tooltip="From Load CustomVideoX (or any supported CogVideoX/Wan model).")

@@ -91,6 +91,14 @@ def conditioning(seed: int, length: int = 6) -> list:
     return [[torch.randn(1, length, TINY_TEXT_DIM, generator=generator), {}]]
 
 
+def random_conditioning_node(seed: int, length: int) -> dict:
+    """An API-graph entry for the fixture pack's ``CVXTestRandomConditioning`` at the tiny models' text width."""
+    return {
+        "class_type": "CVXTestRandomConditioning",
+        "inputs": {"seed": seed, "length": length, "dim": TINY_TEXT_DIM},
+    }
+
+
 def reference_images(count: int, *, seed: int = 0, height: int = VIDEO_HEIGHT, width: int = VIDEO_WIDTH):
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(count, height, width, 3, generator=generator)

@@ -18,6 +18,7 @@ from harness import (
     GraphValidationError,
     read_comfyui_version,
 )
+from nodes_support import random_conditioning_node
 from safetensors.torch import load_file
 from tiny_models import COGVIDEOX_VARIANTS, TINY_TEXT_DIM, TINY_WAN, tiny_cogvideox_config
 
@@ -43,14 +44,8 @@ def one_step_prompt(unet_name: str, vae_name: str, *, seed: int = 7, cfg: float 
     """UNETLoader → KSampler (1 euler step, random text) → summary, VAEDecode → SaveAnimatedWEBP."""
     return {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet_name, "weight_dtype": "default"}},
-        "2": {
-            "class_type": "CVXTestRandomConditioning",
-            "inputs": {"seed": 1, "length": 6, "dim": TINY_TEXT_DIM},
-        },
-        "3": {
-            "class_type": "CVXTestRandomConditioning",
-            "inputs": {"seed": 2, "length": 6, "dim": TINY_TEXT_DIM},
-        },
+        "2": random_conditioning_node(1, 6),
+        "3": random_conditioning_node(2, 6),
         "4": {
             "class_type": "EmptyHunyuanLatentVideo",
             "inputs": {"width": VIDEO_WIDTH, "height": VIDEO_HEIGHT, "length": VIDEO_FRAMES, "batch_size": 1},

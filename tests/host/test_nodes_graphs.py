@@ -22,12 +22,32 @@ from nodes_support import (
     assert_same_fingerprint,
     load_model,
     model_fingerprint,
+    random_conditioning_node,
     sample,
 )
-from tiny_models import TINY_TEXT_DIM, tiny_cogvideox_config
+from tiny_models import tiny_cogvideox_config
 
 IMAGE_NAME = "cvx_reference.png"
 PROMPT = "a plush dog running on the grass"
+PATCH_INPUTS = {
+    "model": ["2", 0],
+    "reference": ["5", 0],
+    "tab": ["6", 0],
+    "erae": ["8", 0],
+    "uncond_sees_reference": False,
+}
+"""Sample's and Apply's patch inputs in :func:`six_node_graph`: LoadCustomVideoX's model, the reference,
+TAB and ERAE."""
+PROMPT_INPUTS = {"positive": ["9", 0], "negative": ["10", 0]}
+SAMPLER_INPUTS = {
+    "seed": 3,
+    "steps": 2,
+    "cfg": 2.0,
+    "sampler_name": "euler",
+    "scheduler": "simple",
+    "denoise": 1.0,
+}
+"""Sample's and KSampler's sampler widgets: with the same patch they give the same video."""
 
 
 def write_reference_png(folder: Path) -> str:
@@ -97,33 +117,17 @@ def six_node_graph(
                 "block_outside_mask": False,
             },
         },
-        "9": {
-            "class_type": "CVXTestRandomConditioning",
-            "inputs": {"seed": 1, "length": 12, "dim": TINY_TEXT_DIM},
-        },
-        "10": {
-            "class_type": "CVXTestRandomConditioning",
-            "inputs": {"seed": 2, "length": 12, "dim": TINY_TEXT_DIM},
-        },
+        "9": random_conditioning_node(1, 12),
+        "10": random_conditioning_node(2, 12),
         "11": {
             "class_type": "CustomVideoXSample",
             "inputs": {
-                "model": ["2", 0],
-                "positive": ["9", 0],
-                "negative": ["10", 0],
-                "reference": ["5", 0],
-                "tab": ["6", 0],
-                "erae": ["8", 0],
+                **PATCH_INPUTS,
+                **PROMPT_INPUTS,
                 "width": VIDEO_WIDTH,
                 "height": VIDEO_HEIGHT,
                 "length": VIDEO_FRAMES,
-                "seed": 3,
-                "steps": 2,
-                "cfg": 2.0,
-                "sampler_name": "euler",
-                "scheduler": "simple",
-                "denoise": 1.0,
-                "uncond_sees_reference": False,
+                **SAMPLER_INPUTS,
             },
         },
         "12": {"class_type": "CVXTestLatentSummary", "inputs": {"samples": ["11", 0]}},
@@ -137,34 +141,14 @@ def six_node_graph(
 def apply_ksampler_graph(tiny_models) -> dict:
     graph = six_node_graph(tiny_models)
     del graph["11"]
-    graph["14"] = {
-        "class_type": "CustomVideoXApply",
-        "inputs": {
-            "model": ["2", 0],
-            "reference": ["5", 0],
-            "tab": ["6", 0],
-            "erae": ["8", 0],
-            "uncond_sees_reference": False,
-        },
-    }
+    graph["14"] = {"class_type": "CustomVideoXApply", "inputs": {**PATCH_INPUTS}}
     graph["15"] = {
         "class_type": "EmptyHunyuanLatentVideo",
         "inputs": {"width": VIDEO_WIDTH, "height": VIDEO_HEIGHT, "length": VIDEO_FRAMES, "batch_size": 1},
     }
     graph["11"] = {
         "class_type": "KSampler",
-        "inputs": {
-            "model": ["14", 0],
-            "positive": ["9", 0],
-            "negative": ["10", 0],
-            "latent_image": ["15", 0],
-            "seed": 3,
-            "steps": 2,
-            "cfg": 2.0,
-            "sampler_name": "euler",
-            "scheduler": "simple",
-            "denoise": 1.0,
-        },
+        "inputs": {"model": ["14", 0], **PROMPT_INPUTS, "latent_image": ["15", 0], **SAMPLER_INPUTS},
     }
     return graph
 

@@ -133,16 +133,16 @@ def _fill_random(
     state_dict: dict[str, torch.Tensor],
     *,
     seed: int,
-    is_attention: Callable[[str], bool],
-    attention_std: float,
+    attention: re.Pattern[str] | None = None,
+    attention_std: float = 0.0,
     keep: Callable[[str], bool] = lambda name: False,
 ) -> dict[str, torch.Tensor]:
     """Seeded float32 weights for every tensor of ``state_dict`` (shapes kept, values replaced).
 
-    Matrices and kernels (ndim ≥ 2) get N(0, attention_std) when ``is_attention(name)``, else
-    N(0, 1/fan_in); 1-D weights (norm scales) are ones; biases are zeros; names for which ``keep``
-    is true (computed buffers such as sincos tables) are kept as built. Iteration is in sorted key
-    order, so a seed always gives the same file.
+    Matrices and kernels (ndim ≥ 2) get N(0, attention_std) where ``attention`` is found in the
+    name, else N(0, 1/fan_in); 1-D weights (norm scales) are ones; biases are zeros; names for
+    which ``keep`` is true (computed buffers such as sincos tables) are kept as built. Iteration is
+    in sorted key order, so a seed always gives the same file.
     """
     generator = torch.Generator().manual_seed(seed)
     filled: dict[str, torch.Tensor] = {}
@@ -156,7 +156,8 @@ def _fill_random(
             value = torch.zeros(shape)
         elif template.ndim >= 2 and not name.endswith("modulation"):
             fan_in = math.prod(shape[1:])
-            std = attention_std if is_attention(name) else 1.0 / math.sqrt(fan_in)
+            is_attention = attention is not None and attention.search(name) is not None
+            std = attention_std if is_attention else 1.0 / math.sqrt(fan_in)
             value = torch.randn(shape, generator=generator) * std
         elif name.endswith("modulation"):  # Wan's learned [1, n, dim] modulation offsets
             value = torch.randn(shape, generator=generator) / math.sqrt(shape[-1])
@@ -210,7 +211,7 @@ def write_tiny_cogvideox(
     tensors = _fill_random(
         model.state_dict(),
         seed=seed,
-        is_attention=lambda name: bool(_COGVIDEOX_ATTENTION.match(name)),
+        attention=_COGVIDEOX_ATTENTION,
         attention_std=attention_std,
         keep=lambda name: name == "patch_embed.pos_embedding",
     )
@@ -244,10 +245,7 @@ def write_tiny_wan(
         operations=disable_weight_init,
     )
     tensors = _fill_random(
-        model.state_dict(),
-        seed=seed,
-        is_attention=lambda name: bool(_WAN_ATTENTION.match(name)),
-        attention_std=attention_std,
+        model.state_dict(), seed=seed, attention=_WAN_ATTENTION, attention_std=attention_std
     )
     transformer_overrides = {"num_heads": config.num_heads, "text_dim": config.text_dim}
     metadata = {
@@ -269,7 +267,7 @@ def write_tiny_vae(path: Path | str, *, seed: int = 0) -> Path:
 
     model = TAEHV(latent_channels=TINY_LATENT_CHANNELS)
     state_dict = model.state_dict()
-    tensors = _fill_random(state_dict, seed=seed, is_attention=lambda name: False, attention_std=0.0)
+    tensors = _fill_random(state_dict, seed=seed)
     last_decoder_bias = max(
         (name for name in tensors if name.startswith("decoder.") and name.endswith(".bias")),
         key=lambda name: int(name.split(".")[1]),
@@ -304,10 +302,7 @@ def write_tiny_sd15_unet(path: Path | str, *, seed: int = 0) -> Path:
         operations=disable_weight_init,
     )
     tensors = _fill_random(
-        model.state_dict(),
-        seed=seed,
-        is_attention=lambda name: bool(_SD15_ATTENTION.search(name)),
-        attention_std=ATTENTION_INIT_STD,
+        model.state_dict(), seed=seed, attention=_SD15_ATTENTION, attention_std=ATTENTION_INIT_STD
     )
     half = {name: tensor.to(torch.float16) for name, tensor in tensors.items()}
     return _save(path, half, {"cvx_tiny_model": "sd15-unet-one-level", "cvx_seed": str(seed)})
@@ -404,7 +399,7 @@ def write_tiny_clip_vision(path: Path | str, *, config: dict, seed: int = 0) -> 
     import comfy.clip_vision
 
     model = comfy.clip_vision.ClipVisionModel(str(_config_file(config, Path(tempfile.gettempdir()))))
-    tensors = _fill_random(model.get_sd(), seed=seed, is_attention=lambda name: False, attention_std=0.0)
+    tensors = _fill_random(model.get_sd(), seed=seed)
     metadata = {CLIP_VISION_CONFIG_KEY: json.dumps(config), "cvx_tiny_model": config["model_type"]}
     return _save(path, tensors, metadata)
 
@@ -445,5 +440,5 @@ def build_tiny_clip_text(*, seed: int = 0, config: dict = TINY_CLIP_TEXT_CONFIG)
         tokenizer=comfy.sd1_clip.SD1Tokenizer,
     )
     template = comfy.sd1_clip.SDClipModel(textmodel_json_config=dict(config)).transformer.state_dict()
-    weights = _fill_random(template, seed=seed, is_attention=lambda name: False, attention_std=0.0)
+    weights = _fill_random(template, seed=seed)
     return comfy.sd.CLIP(target=target, state_dict=[weights])

@@ -123,35 +123,35 @@ DIFFUSERS_TO_COMFY = (
 proj_out) is the same in both."""
 
 
-def diffusers_to_comfy(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+def _renamed(state_dict: dict[str, Tensor], replacements) -> dict[str, Tensor]:
+    """``state_dict`` with the substring replacements ``(old, new)`` applied to every key, in order."""
     renamed = {}
     for key, tensor in state_dict.items():
         new_key = key
-        for old, new in DIFFUSERS_TO_COMFY:
+        for old, new in replacements:
             new_key = new_key.replace(old, new)
         renamed[new_key] = tensor
     return renamed
 
 
+def diffusers_to_comfy(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    return _renamed(state_dict, DIFFUSERS_TO_COMFY)
+
+
 def comfy_to_diffusers(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    renamed = {}
-    for key, tensor in state_dict.items():
-        new_key = key
-        for old, new in reversed(DIFFUSERS_TO_COMFY):
-            new_key = new_key.replace(new, old)
-        renamed[new_key] = tensor
-    return renamed
+    return _renamed(state_dict, [(new, old) for old, new in reversed(DIFFUSERS_TO_COMFY)])
 
 
 # ---- Part 3: the inverse, diffusers → SAT --------------------------------------------------------------
 
-_BLOCK_TO_SAT = (
-    ("norm1.norm", "input_layernorm"),
-    ("norm2.norm", "post_attention_layernorm"),
-    ("attn1.to_out.0", "attention.dense"),
-    ("ff.net.0.proj", "mlp.dense_h_to_4h"),
-    ("ff.net.2", "mlp.dense_4h_to_h"),
-)
+_BLOCK_TO_SAT = {
+    "norm1.norm": "input_layernorm",
+    "norm2.norm": "post_attention_layernorm",
+    "attn1.to_out.0": "attention.dense",
+    "ff.net.0.proj": "mlp.dense_h_to_4h",
+    "ff.net.2": "mlp.dense_4h_to_h",
+}
+"""A block's plain modules: diffusers name → SAT name (fused and split ones are handled in the code)."""
 _GLOBAL_TO_SAT = (
     ("norm_final.", "transformer.final_layernorm."),
     ("time_embedding.linear_1.", "time_embed.0."),
@@ -193,7 +193,7 @@ def diffusers_to_sat(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
             which = "query" if module.endswith("q") else "key"
             sat[f"mixins.adaln_layer.{which}_layernorm_list.{layer}.{param}"] = tensor
         else:
-            sat_module = dict(_BLOCK_TO_SAT)[module]
+            sat_module = _BLOCK_TO_SAT[module]
             sat[f"{base}.{sat_module}.{param}"] = tensor
     return {SAT_PREFIX_KEY + key: tensor for key, tensor in sat.items()}
 

@@ -6,6 +6,7 @@ import struct
 
 import pytest
 import torch
+from host_signatures import COGVIDEOX_2B, COGVIDEOX_5B, COGVIDEOX_15
 from safetensors.torch import save_file
 
 from customvideox_core import LAYOUT_VERSION
@@ -18,10 +19,6 @@ from customvideox_core.adapter_file import (
     save_adapter,
 )
 from customvideox_core.hosts import HostSignature
-
-COGVIDEOX_2B = HostSignature("cogvideox", 1920, 30, 30, 64, 2, positions="sincos")
-COGVIDEOX_5B = HostSignature("cogvideox", 3072, 42, 48, 64, 2)
-COGVIDEOX_15 = HostSignature("cogvideox", 3072, 42, 48, 64, 2, patch_size_t=2)
 
 
 def metadata(host=COGVIDEOX_5B, **kwargs):

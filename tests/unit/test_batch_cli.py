@@ -21,13 +21,6 @@ NEGATIVE = "blurry, low quality"
 
 
 @pytest.fixture
-def stub():
-    server = StubComfyServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The current directory, holding the images and the workflow (relative paths are read from it)."""
     (tmp_path / "dog.png").write_bytes(b"a picture of a dog")

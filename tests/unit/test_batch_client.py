@@ -23,13 +23,6 @@ from customvideox_core.batch.comfy_client import (
 )
 
 
-@pytest.fixture
-def stub():
-    server = StubComfyServer().start()
-    yield server
-    server.stop()
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -35,13 +35,6 @@ from customvideox_core.batch.sweep import (
 )
 
 
-@pytest.fixture
-def stub():
-    server = StubComfyServer().start()
-    yield server
-    server.stop()
-
-
 def write_job(folder: Path, rows: list[dict], *, with_score: bool = True) -> tuple[Path, Path]:
     (folder / "wf.json").write_text(json.dumps(api_workflow(with_mask=False, with_score=with_score)))
     (folder / "dog.png").write_bytes(b"a dog picture")

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from host_signatures import COGVIDEOX_2B, COGVIDEOX_5B, COGVIDEOX_15, WAN_1_3B, WAN_14B, WAN_22_5B
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,13 +14,6 @@ from customvideox_core.hosts import (
     attention_module_regex,
     attention_targets,
 )
-
-COGVIDEOX_2B = HostSignature("cogvideox", 1920, 30, 30, 64, 2, positions="sincos")
-COGVIDEOX_5B = HostSignature("cogvideox", 3072, 42, 48, 64, 2)
-COGVIDEOX_15 = HostSignature("cogvideox", 3072, 42, 48, 64, 2, patch_size_t=2)
-WAN_1_3B = HostSignature("wan", 1536, 30, 12, 128, 2)
-WAN_14B = HostSignature("wan", 5120, 40, 40, 128, 2)
-WAN_22_5B = HostSignature("wan", 3072, 30, 24, 128, 2)
 
 
 @pytest.mark.parametrize(

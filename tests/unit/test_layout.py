@@ -85,12 +85,20 @@ def test_no_blocking_logit_is_left() -> None:
     assert not hasattr(layout_module, "BLOCK_LOGIT")
 
 
+def float64_factors(
+    tab: list[float], weights: list[list[float]], activation: list | None = None, **options
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``bias_factors`` over ``LAYOUT`` in float64, from the same nested lists :func:`naive_bias` takes."""
+    tensors = {"tab": torch.tensor(tab), "reference_weights": torch.tensor(weights)}
+    if activation is not None:
+        tensors["entity_activation"] = torch.tensor(activation)
+    return bias_factors(LAYOUT, **tensors, dtype=torch.float64, **options)
+
+
 def test_tab_only_matches_naive_and_has_rank_one() -> None:
     tab = [0.7, -1.5]
     weights = [[1.0, 0.5, 0.0, 0.25], [0.2, 0.4, 0.6, 0.8]]
-    factors = bias_factors(
-        LAYOUT, tab=torch.tensor(tab), reference_weights=torch.tensor(weights), dtype=torch.float64
-    )
+    factors = float64_factors(tab, weights)
     assert factors is not None
     assert factors[0].shape == (2, LAYOUT.total, 1) and factors[1].shape == (2, LAYOUT.total, 1)
     torch.testing.assert_close(product(factors), naive_bias(LAYOUT, tab, weights, None, 0.0))
@@ -100,14 +108,7 @@ def test_erae_matches_naive() -> None:
     tab = [1.2, 0.4]
     weights = [[1.0, 0.5, 0.0, 0.25], [0.2, 0.4, 0.6, 0.8]]
     activation = [[0.0, 0.1, 0.5, 1.0, 0.3, 0.0], [1.0, 1.0, 0.0, 0.0, 0.5, 0.25]]
-    factors = bias_factors(
-        LAYOUT,
-        tab=torch.tensor(tab),
-        reference_weights=torch.tensor(weights),
-        entity_activation=torch.tensor(activation),
-        gamma=0.8,
-        dtype=torch.float64,
-    )
+    factors = float64_factors(tab, weights, activation, gamma=0.8)
     torch.testing.assert_close(product(factors), naive_bias(LAYOUT, tab, weights, activation, 0.8))
 
 
@@ -116,15 +117,7 @@ def test_subject_terms_match_naive_and_have_rank_k() -> None:
     tab = [1.0, 0.5]
     weights = [[1.0, 0.5, 0.25, 0.75]]
     activation = [[[0.5, 0.0], [1.0, 0.2]] * 3, [[0.0, 1.0], [0.25, 0.5]] * 3]
-    factors = bias_factors(
-        LAYOUT,
-        tab=torch.tensor(tab),
-        reference_weights=torch.tensor(weights),
-        entity_activation=torch.tensor(activation),
-        gamma=2.0,
-        term_frames=[[0], [1]],
-        dtype=torch.float64,
-    )
+    factors = float64_factors(tab, weights, activation, gamma=2.0, term_frames=[[0], [1]])
     assert factors[0].shape[-1] == 2
     expected = naive_bias(LAYOUT, tab, weights * 2, activation, 2.0, [[0], [1]])
     torch.testing.assert_close(product(factors), expected)
@@ -241,14 +234,7 @@ def test_factors_drive_biased_attention_like_the_dense_bias() -> None:
     )
     tab, weights = [1.5, 0.8], [[1.0, 0.5, 0.0, 0.25]] * 2
     activation = [[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]] * 2
-    factors = bias_factors(
-        LAYOUT,
-        tab=torch.tensor(tab),
-        reference_weights=torch.tensor(weights),
-        entity_activation=torch.tensor(activation),
-        gamma=1.0,
-        dtype=torch.float64,
-    )
+    factors = float64_factors(tab, weights, activation, gamma=1.0)
     output = biased_attention(query, key, value, *factors)
     logits = query @ key.transpose(-1, -2) / math.sqrt(8)
     dense = torch.softmax(logits + naive_bias(LAYOUT, tab, weights, activation, 1.0)[:, None], -1)

@@ -34,33 +34,8 @@ from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
 TOKENIZER_FAMILIES = ["cogvideox", "wan"]
-
-
-class CVXTestRandomConditioning(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="CVXTestRandomConditioning",
-            display_name="CVX Test Random Conditioning",
-            category="_for_testing/customvideox",
-            description="Seeded standard-normal text embeddings for tiny test models (test scaffolding).",
-            inputs=[
-                io.Int.Input(
-                    "seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the random embeddings."
-                ),
-                io.Int.Input("length", default=8, min=1, max=4096, tooltip="Number of text tokens."),
-                io.Int.Input(
-                    "dim", default=32, min=1, max=8192, tooltip="Embedding width (the model's text dim)."
-                ),
-            ],
-            outputs=[io.Conditioning.Output()],
-        )
-
-    @classmethod
-    def execute(cls, seed: int, length: int, dim: int) -> io.NodeOutput:
-        generator = torch.Generator().manual_seed(seed)
-        embeddings = torch.randn((1, length, dim), generator=generator)
-        return io.NodeOutput([[embeddings, {}]])
+CATEGORY = "_for_testing/customvideox"
+"""Where the test nodes stand in the node library."""
 
 
 def _tokenizer_only_clip(family: str) -> comfy.sd.CLIP:
@@ -87,13 +62,53 @@ def _tokenizer_only_clip(family: str) -> comfy.sd.CLIP:
     return clip
 
 
+def _tiny_models_module():
+    """``tests/host/tiny_models.py`` (the one home of the tiny-file format), loaded by path."""
+    name = "cvx_fixture_tiny_models"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parents[1] / "tiny_models.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+class CVXTestRandomConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CVXTestRandomConditioning",
+            display_name="CVX Test Random Conditioning",
+            category=CATEGORY,
+            description="Seeded standard-normal text embeddings for tiny test models (test scaffolding).",
+            inputs=[
+                io.Int.Input(
+                    "seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the random embeddings."
+                ),
+                io.Int.Input("length", default=8, min=1, max=4096, tooltip="Number of text tokens."),
+                io.Int.Input(
+                    "dim", default=32, min=1, max=8192, tooltip="Embedding width (the model's text dim)."
+                ),
+            ],
+            outputs=[io.Conditioning.Output()],
+        )
+
+    @classmethod
+    def execute(cls, seed: int, length: int, dim: int) -> io.NodeOutput:
+        generator = torch.Generator().manual_seed(seed)
+        embeddings = torch.randn((1, length, dim), generator=generator)
+        return io.NodeOutput([[embeddings, {}]])
+
+
 class CVXTestTokenizerCLIP(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="CVXTestTokenizerCLIP",
             display_name="CVX Test Tokenizer-only CLIP",
-            category="_for_testing/customvideox",
+            category=CATEGORY,
             description="A CLIP holding only a real tokenizer (no encoder weights); it tokenises, it cannot encode.",
             inputs=[
                 io.Combo.Input(
@@ -114,7 +129,7 @@ class CVXTestLatentSummary(io.ComfyNode):
         return io.Schema(
             node_id="CVXTestLatentSummary",
             display_name="CVX Test Latent Summary",
-            category="_for_testing/customvideox",
+            category=CATEGORY,
             description="Reports a latent's shape and float64 statistics in the UI output (history).",
             inputs=[io.Latent.Input("samples", tooltip="Latent to summarise.")],
             outputs=[],
@@ -140,7 +155,7 @@ class CVXTestEmptyImage(io.ComfyNode):
         return io.Schema(
             node_id="CVXTestEmptyImage",
             display_name="CVX Test Empty Image Batch",
-            category="_for_testing/customvideox",
+            category=CATEGORY,
             description="An IMAGE batch holding no image, [0, height, width, 3].",
             inputs=[
                 io.Int.Input("width", default=64, min=1, max=4096, tooltip="Width of the (absent) images."),
@@ -154,26 +169,13 @@ class CVXTestEmptyImage(io.ComfyNode):
         return io.NodeOutput(torch.zeros(0, height, width, 3))
 
 
-def _tiny_models_module():
-    """``tests/host/tiny_models.py`` (the one home of the tiny-file format), loaded by path."""
-    name = "cvx_fixture_tiny_models"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parents[1] / "tiny_models.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 class CVXTestTinyClipVisionLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="CVXTestTinyClipVisionLoader",
             display_name="CVX Test Tiny CLIP Vision Loader",
-            category="_for_testing/customvideox",
+            category=CATEGORY,
             description="Loads a tiny CLIP-vision/DINOv2 test file as comfy.clip_vision.ClipVisionModel.",
             inputs=[
                 # A plain string, not a combo: a server started before the test wrote the file keeps
