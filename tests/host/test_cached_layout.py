@@ -16,12 +16,11 @@ Tiny random-weight Wan 2.1 T2V (2 blocks, dim 128, 2 heads), CPU.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from nodes_support import LATENT_SHAPE, conditioning, load_model, pack_modules, sample
 from standin_oracle import RANK, lora_state, oracle_model
+from training_support import copy_dataset
 
 ORACLE_ATOL = 2e-4  # float32 host vs float64 oracle (sampling: two steps of ~unit latents)
 REFERENCE_SIZE = 64
@@ -269,41 +268,13 @@ def test_gradient_checkpointing_gives_the_same_gradients(mods, model, reference,
 # It learns to read the reference: latents where copying the reference is the solution
 # ---------------------------------------------------------------------------------------------------
 
-COPY_ITEMS = 32
 COPY_STEPS = 600
 COPY_LEARNING_RATE = 5e-3
 COPY_RANK = 16
-COPY_FRAME_NOISE = 0.1
 COPY_EVAL_ITEMS = 8
 COPY_SIGMA = 0.5  # flow matching: x = (1 - σ) x0 + σ ε
 COPY_SEEDS = (0, 1, 2)
 VIDEO_SIZE = (64, 96)  # pixels (height, width): 8 × 12 latents, 4 × 6 tokens per frame
-
-
-def copy_dataset(mods, model):
-    """As ``test_training_node``'s copy proof, for Wan: each reference is a zero-mean Gaussian colour (one
-    C-vector at every position), its video that colour over the latent frames plus a little noise. Raw
-    VAE latents (``process_latent_out`` of model space), as ``prepare_dataset`` returns them."""
-    base = model.model
-    channels = base.latent_format.latent_channels
-    frames, height, width = LATENT_SHAPE[2:]
-    generator = torch.Generator().manual_seed(77)
-    entries, names = [], []
-    for index in range(COPY_ITEMS):
-        colour = torch.randn((1, channels, 1, 1, 1), generator=generator).expand(-1, -1, -1, height, width)
-        noise = torch.randn((1, channels, frames, height, width), generator=generator)
-        video = colour.expand(-1, -1, frames, -1, -1) + COPY_FRAME_NOISE * noise
-        entries.append(
-            mods.train_data.LatentCacheEntry(
-                video_latents=base.process_latent_out(video.clone()),
-                reference_latents=base.process_latent_out(colour.clone()),
-            )
-        )
-        names.append(f"copy{index:02d}")
-    settings = mods.train_data.TrainDataSettings(VIDEO_SIZE[1], VIDEO_SIZE[0], 5)
-    return mods.train_data.PreparedDataset(
-        folder=Path("synthetic_copy"), settings=settings, entries=tuple(entries), names=tuple(names)
-    )
 
 
 def flow_denoised(mods, patched, clean, context, *, seed: int) -> torch.Tensor:
@@ -320,7 +291,7 @@ def flow_denoised(mods, patched, clean, context, *, seed: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def copy_proof(mods, model):
-    """``train_adapter`` in the cached layout on :func:`copy_dataset`, then the denoising error with the
+    """``train_adapter`` in the cached layout on :func:`training_support.copy_dataset`, then the denoising error with the
     right and with the next item's reference, trained and untrained (the branch without a LoRA)."""
     run = mods.train_run
     settings = run.TrainAdapterSettings(
@@ -338,7 +309,7 @@ def copy_proof(mods, model):
         reference_layout="cached",
     )
     host = mods.host_model.host_signature(model)
-    dataset = copy_dataset(mods, model)
+    dataset = copy_dataset(mods.train_data, model.model, width=VIDEO_SIZE[1], height=VIDEO_SIZE[0], length=5)
     context = conditioning(1)[0][0]
     tab0 = mods.tab.TABSchedule(shape="constant", peak=0.0)
     with torch.inference_mode():

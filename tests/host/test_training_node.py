@@ -35,6 +35,7 @@ import torch
 from harness import REPO_ROOT
 from nodes_support import pack_modules
 from tiny_models import TINY_TEXT_DIM, write_tiny_vae
+from training_support import copy_dataset
 
 WIDTH, HEIGHT, LENGTH = 96, 64, 5
 GRID = (4, 6)  # 16×16-pixel cells: one cell per 2×2-latent token
@@ -657,11 +658,9 @@ def test_trained_adapter_reads_the_reference(evaluation) -> None:
 # It reads the reference: latents where copying the reference is the solution
 # ---------------------------------------------------------------------------------------------------
 
-COPY_ITEMS = 32
 COPY_STEPS = 1000
 COPY_LEARNING_RATE = 5e-3
 COPY_RANK = 16
-COPY_FRAME_NOISE = 0.1  # per-frame noise on the video latent: the clip is the reference, not bit for bit
 COPY_EVAL_ITEMS = 8
 
 
@@ -674,35 +673,8 @@ class CopyProof:
 
 
 def _copy_dataset(pack, models) -> object:
-    """``COPY_ITEMS`` items built directly as latents, where copying the reference IS the solution: each
-    reference ``[1, C, 1, h, w]`` (model space) is a different zero-mean, unit-variance Gaussian colour (a
-    random C-vector, the same at every position), its video that reference repeated over the latent frames
-    plus ``COPY_FRAME_NOISE`` Gaussian noise. The dataset mean is zero, so beyond denoising the only way to
-    predict an item's video is to read its reference. (A spatially structured pattern — 2 × 3 cells of
-    2 × 2 tokens — gave no right/wrong gap in 600–1,500 steps: position-by-position copying is out of reach
-    of this tiny model in a test's budget; see docs/TRAINING.md §5.) Entries hold raw VAE latents
-    (``process_latent_out`` of model space), as ``prepare_dataset`` returns them."""
-    settings = pack.train_data.TrainDataSettings(WIDTH, HEIGHT, LENGTH)
-    base = models.model.model
-    channels = base.latent_format.latent_channels
-    frames = (LENGTH - 1) // 4 + 1
-    height, width = HEIGHT // 8, WIDTH // 8
-    generator = torch.Generator().manual_seed(77)
-    entries, names = [], []
-    for index in range(COPY_ITEMS):
-        pattern = torch.randn((1, channels, 1, 1, 1), generator=generator).expand(-1, -1, -1, height, width)
-        noise = torch.randn((1, channels, frames, height, width), generator=generator)
-        video = pattern.expand(-1, -1, frames, -1, -1) + COPY_FRAME_NOISE * noise
-        entries.append(
-            pack.train_data.LatentCacheEntry(
-                video_latents=base.process_latent_out(video.clone()),
-                reference_latents=base.process_latent_out(pattern.clone()),
-            )
-        )
-        names.append(f"copy{index:02d}")
-    return pack.train_data.PreparedDataset(
-        folder=Path("synthetic_copy"), settings=settings, entries=tuple(entries), names=tuple(names)
-    )
+    """:func:`training_support.copy_dataset` at this module's size."""
+    return copy_dataset(pack.train_data, models.model.model, width=WIDTH, height=HEIGHT, length=LENGTH)
 
 
 def _evaluate_entries(pack, models, entries, untrained, trained) -> Evaluation:

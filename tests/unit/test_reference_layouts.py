@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from host_signatures import COGVIDEOX_5B, WAN_1_3B
 from torch import nn
 
 from customvideox_core import LAYOUT_VERSION
@@ -17,7 +18,6 @@ from customvideox_core.adapter_file import (
     save_adapter,
 )
 from customvideox_core.host_specs import spec_for
-from customvideox_core.hosts import HostSignature
 from customvideox_core.reference_layouts import LAYOUT_NAMES, REFERENCE_LAYOUTS, reference_layout
 from customvideox_core.standin.lora_file import parse_standin_state_dict
 from customvideox_core.training import (
@@ -27,9 +27,6 @@ from customvideox_core.training import (
     checkpoint_modules,
     train,
 )
-
-WAN_1_3B = HostSignature("wan", 1536, 30, 12, 128, 2, positions="rope")
-COGVIDEOX_5B = HostSignature("cogvideox", 3072, 42, 48, 64, 2)
 
 
 def metadata(host=WAN_1_3B, **kwargs):
