@@ -20,7 +20,7 @@ import pytest
 import torch
 from nodes_support import LATENT_SHAPE, conditioning, load_model, pack_modules, sample
 from standin_oracle import RANK, lora_state, oracle_model
-from training_support import copy_dataset
+from training_support import copy_dataset, copy_settings
 
 ORACLE_ATOL = 2e-4  # float32 host vs float64 oracle (sampling: two steps of ~unit latents)
 REFERENCE_SIZE = 64
@@ -294,18 +294,15 @@ def copy_proof(mods, model):
     """``train_adapter`` in the cached layout on :func:`training_support.copy_dataset`, then the denoising error with the
     right and with the next item's reference, trained and untrained (the branch without a LoRA)."""
     run = mods.train_run
-    settings = run.TrainAdapterSettings(
+    settings = copy_settings(
+        run,
+        mods.train_data,
         adapter_name="cvx_test_cached_copy",
-        data=mods.train_data.TrainDataSettings(VIDEO_SIZE[1], VIDEO_SIZE[0], 5),
+        size=(VIDEO_SIZE[1], VIDEO_SIZE[0], 5),
         rank=COPY_RANK,
         alpha=float(COPY_RANK),
         steps=COPY_STEPS,
         learning_rate=COPY_LEARNING_RATE,
-        warmup_steps=20,
-        save_every=0,
-        gradient_checkpointing=False,
-        bf16=False,
-        overwrite=True,
         reference_layout="cached",
     )
     host = mods.host_model.host_signature(model)

@@ -35,7 +35,7 @@ import torch
 from harness import REPO_ROOT
 from nodes_support import pack_modules
 from tiny_models import TINY_TEXT_DIM, write_tiny_vae
-from training_support import copy_dataset
+from training_support import copy_dataset, copy_settings
 
 WIDTH, HEIGHT, LENGTH = 96, 64, 5
 GRID = (4, 6)  # 16×16-pixel cells: one cell per 2×2-latent token
@@ -705,18 +705,15 @@ def copy_proof(pack, models) -> CopyProof:
     """``train_adapter`` on :func:`_copy_dataset`, then the same metric as :func:`_evaluate` on the first
     COPY_EVAL_ITEMS items (the adapter applied as ``model_with_adapter`` applies it)."""
     node, run = pack.train_node, pack.train_run
-    settings = run.TrainAdapterSettings(
+    settings = copy_settings(
+        run,
+        pack.train_data,
         adapter_name="cvx_test_copy",
-        data=pack.train_data.TrainDataSettings(WIDTH, HEIGHT, LENGTH),
+        size=(WIDTH, HEIGHT, LENGTH),
         rank=COPY_RANK,
         alpha=float(COPY_RANK),
         steps=COPY_STEPS,
         learning_rate=COPY_LEARNING_RATE,
-        warmup_steps=20,
-        save_every=0,
-        gradient_checkpointing=False,
-        bf16=False,
-        overwrite=True,
     )
     host = node.host_signature(models.model)
     dataset = _copy_dataset(pack, models)

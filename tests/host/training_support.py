@@ -44,3 +44,18 @@ def copy_dataset(train_data, base, *, width: int, height: int, length: int):
     return train_data.PreparedDataset(
         folder=Path("synthetic_copy"), settings=settings, entries=tuple(entries), names=tuple(names)
     )
+
+
+def copy_settings(train_run, train_data, *, adapter_name: str, size: tuple[int, int, int], **values):
+    """The copy proofs' ``TrainAdapterSettings``: ``size`` = (width, height, length), a 20-step warmup,
+    no intermediate saves, float32, no checkpointing; ``values``: rank, alpha, steps, learning rate, …"""
+    return train_run.TrainAdapterSettings(
+        adapter_name=adapter_name,
+        data=train_data.TrainDataSettings(*size),
+        warmup_steps=20,
+        save_every=0,
+        gradient_checkpointing=False,
+        bf16=False,
+        overwrite=True,
+        **values,
+    )

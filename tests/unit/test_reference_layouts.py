@@ -30,15 +30,10 @@ from customvideox_core.training import (
 
 
 def metadata(host=WAN_1_3B, **kwargs):
-    values = {
-        "host": host,
-        "rank": 4,
-        "alpha": 8.0,
-        "targets": ReferenceBranchLoRA.TARGETS,
-        "layout_version": LAYOUT_VERSION,
-    }
-    values.update(kwargs)
-    return AdapterMetadata(**values)
+    targets = ReferenceBranchLoRA.TARGETS
+    return AdapterMetadata(
+        host=host, rank=4, alpha=8.0, targets=targets, layout_version=LAYOUT_VERSION, **kwargs
+    )
 
 
 def test_layout_table_names_and_lookup():
