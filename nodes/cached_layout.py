@@ -34,7 +34,10 @@ class CachedAdapter:
 
     @property
     def summary(self) -> str:
-        return f"cached layout, {self.lora.num_blocks} blocks × q/k/v at rank {self.lora.rank}"
+        return (
+            f"cached layout, {self.lora.num_blocks} blocks × q/k/v at rank {self.lora.rank} (it acts once "
+            "CustomVideoX Apply or Sample gives it a reference)"
+        )
 
 
 def attach_cached_adapter(
