@@ -156,7 +156,7 @@ class TrainAdapterSettings(TrainSettings):
         """The LoRA shape on ``host`` in this run's reference layout (validates rank, alpha, dropout,
         and that the host can run the layout)."""
         host.spec.check_layout(self.reference_layout, host.variant)
-        return _LAYOUT_TRAINING[self.reference_layout].lora_config(self, host)
+        return LAYOUT_TRAINING[self.reference_layout].lora_config(self, host)
 
     def train_config(self, objective: DenoisingObjective, start_step: int) -> TrainConfig:
         """Optimizer settings; a resumed run draws new noise (seed offset by the steps already trained)."""
@@ -450,12 +450,19 @@ def _start_cached(dit, host, lora, resume, context, dtype, pixel_size) -> Traini
     )
     if resume is not None:
         adapter.load_standin(parse_standin_state_dict(resume.state_dict, source=resume.name))
+    trainable = {parameter: parameter.requires_grad for parameter in dit.parameters()}
+    dit.requires_grad_(False)  # only the adapter trains (older ComfyUI copies come back trainable)
+
+    def close() -> None:
+        for parameter, flag in trainable.items():
+            parameter.requires_grad_(flag)
+
     return TrainingSession(
-        adapter=adapter, model_fn=cached_model_fn(dit, adapter, context, dtype), close=lambda: None
+        adapter=adapter, model_fn=cached_model_fn(dit, adapter, context, dtype), close=close
     )
 
 
-_LAYOUT_TRAINING = {
+LAYOUT_TRAINING = {
     "joint": LayoutTraining(lora_config=_joint_lora, start=_start_joint),
     "cached": LayoutTraining(lora_config=_cached_lora, start=_start_cached),
 }
@@ -665,7 +672,7 @@ def _train_copy(
         )
         for entry in dataset.entries
     ]
-    session = _LAYOUT_TRAINING[settings.reference_layout].start(
+    session = LAYOUT_TRAINING[settings.reference_layout].start(
         dit,
         host,
         lora,

@@ -16,6 +16,8 @@ Tiny random-weight Wan 2.1 T2V (2 blocks, dim 128, 2 heads), CPU.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from nodes_support import LATENT_SHAPE, conditioning, load_model, pack_modules, sample
@@ -189,16 +191,25 @@ def training_copy(mods, model):
             yield copy.model.diffusion_model
 
 
-def random_adapter(mods, seed: int = 3):
-    """A ReferenceBranchLoRA with non-zero ``up`` (a fresh one is zero there and changes nothing)."""
-    adapter = mods.training.ReferenceBranchLoRA(
-        num_blocks=2, dim=128, rank=RANK, alpha=2.0 * RANK, init_seed=seed
+@contextlib.contextmanager
+def cached_session(mods, model, dit, context, seed: int = 3):
+    """The cached layout's training session on ``dit`` (as Train Adapter starts it), its adapter's ``up``
+    made non-zero (a fresh one is zero there and changes nothing); closed afterwards."""
+    lora = mods.training.LoraTrainConfig(
+        rank=RANK, alpha=2.0 * RANK, targets=mods.training.ReferenceBranchLoRA.TARGETS, init_seed=seed
+    )
+    host = mods.host_model.host_signature(model)
+    session = mods.train_run.LAYOUT_TRAINING["cached"].start(
+        dit, host, lora, None, context, torch.float32, VIDEO_SIZE
     )
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for up in adapter.up.values():
+        for up in session.adapter.up.values():
             up.copy_(torch.randn(up.shape, generator=generator) * 0.1)
-    return adapter
+    try:
+        yield session
+    finally:
+        session.close()
 
 
 def training_inputs(model, reference):
@@ -211,12 +222,12 @@ def training_inputs(model, reference):
 
 
 def test_training_forward_equals_the_float64_branch(mods, model, reference, training_copy):
-    adapter = random_adapter(mods)
     video, latent, timestep, context = training_inputs(model, reference)
-    forward = mods.train_run.cached_model_fn(training_copy, adapter, context, torch.float32)
-    with torch.inference_mode(False):
-        ours = forward(video, latent, timestep)
+    with torch.inference_mode(False), cached_session(mods, model, training_copy, context) as session:
+        adapter = session.adapter
+        ours = session.model_fn(video, latent, timestep)
         ours.square().mean().backward()
+        assert not any(p.requires_grad for p in training_copy.parameters()), "only the adapter may train"
     # the last block's reference queries are never read (only its keys and values are): no gradient
     unused = {"down.1_q", "up.1_q"}
     for name, parameter in adapter.named_parameters():
@@ -247,17 +258,16 @@ def test_gradient_checkpointing_gives_the_same_gradients(mods, model, reference,
     video, latent, timestep, context = training_inputs(model, reference)
     gradients = []
     for checkpointed in (False, True):
-        adapter = random_adapter(mods)
-        forward = mods.train_run.cached_model_fn(training_copy, adapter, context, torch.float32)
         restore = (
             mods.training.checkpoint_modules(list(training_copy.blocks)) if checkpointed else (lambda: None)
         )
         try:
-            with torch.inference_mode(False):
-                forward(video, latent, timestep).square().mean().backward()
+            with torch.inference_mode(False), cached_session(mods, model, training_copy, context) as session:
+                session.model_fn(video, latent, timestep).square().mean().backward()
         finally:
             restore()
-        gradients.append({n: p.grad.clone() for n, p in adapter.named_parameters() if p.grad is not None})
+        named = session.adapter.named_parameters()
+        gradients.append({n: p.grad.clone() for n, p in named if p.grad is not None})
     plain, checkpointed = gradients
     assert sorted(plain) == sorted(checkpointed) and len(plain) == 10
     for name, gradient in plain.items():
