@@ -449,25 +449,44 @@ class _Call:
     def lse_merge(
         self, query, key, value, reference_key, reference_value, query_factors, key_factors
     ) -> Tensor:
-        """Native-head-dim attention over ``[text | video]`` merged with biased attention over the kept
-        reference keys; the bias rides as extra head dims of the small reference part only."""
+        """Native-head-dim attention over ``[text | video]`` merged exactly with the biased attention over
+        the kept reference keys (:meth:`reference_part`); "B H Lq D" out."""
         assert self.lse_kernel is not None
         query4 = self.split(query)
         out_main, lse_main = self.lse_kernel.run(query4, self.split(key), self.split(value), self.scale)
-        head_dim = query4.shape[-1]
-        kernel = self.lse_kernel
-        padded = kernel.padded_head_dim(head_dim + key_factors.shape[-1])
-        if padded is None or kernel.quantized:
-            # No native head dim fits, or the kernel would round the bias to int8: PyTorch's fused kernel
-            # runs the small reference part (a few % of the keys) instead.
-            kernel = LSE_KERNELS["torch"]
-            padded = augmented_head_dim(head_dim, key_factors.shape[-1])
+        out_reference, lse_reference = self.reference_part(
+            query4, self.split(reference_key), self.split(reference_value), query_factors, key_factors
+        )
+        return merge_partial_attention(out_main, lse_main, out_reference, lse_reference)
+
+    def reference_part(
+        self, query4: Tensor, reference_key4: Tensor, reference_value4: Tensor, query_factors, key_factors
+    ) -> tuple[Tensor, Tensor]:
+        """Biased attention of every query over the kept reference keys, with its log-sum-exp.
+
+        query4 "b H Lq D", reference key/value "b H kept D", query_factors "b Lq K", key_factors "1 kept K".
+        Where a kernel takes an additive bias (PyTorch's on the CPU) and the ``Lq × kept`` bias is no
+        larger than the query, the bias ``query_factors @ key_factorsᵀ`` is that mask ("b 1 Lq kept",
+        float32) and the keys keep the native head dim. Otherwise the bias factors ride as extra head
+        dims. A quantizing kernel never gets the bias: PyTorch's kernel runs this part instead.
+        Returns (out "b H Lq D", lse "b H Lq").
+        """
+        assert self.lse_kernel is not None
+        kernel = LSE_KERNELS["torch"] if self.lse_kernel.quantized else self.lse_kernel
+        if kernel.takes_bias(query4) and _bias_fits(query4, query_factors, key_factors):
+            assert kernel.run_biased is not None
+            bias = torch.matmul(query_factors, key_factors.transpose(-1, -2)).unsqueeze(1)
+            return kernel.run_biased(query4, reference_key4, reference_value4, self.scale, bias)
+        head_dim, rank = query4.shape[-1], key_factors.shape[-1]
+        padded = kernel.padded_head_dim(head_dim + rank)
+        if padded is None:  # no native head dim of the kernel fits: PyTorch's runs this small part
+            kernel, padded = LSE_KERNELS["torch"], augmented_head_dim(head_dim, rank)
         factor_scale = self.scale**-0.5  # (c · s)(m · s) · scale = c · m
         ref_query = _augment(query4, query_factors, padded, 1.0, factor_scale)
-        ref_key = _augment(self.split(reference_key), key_factors, padded, 1.0, factor_scale)
-        ref_value = _augment(self.split(reference_value), None, padded, 1.0, 0.0)
-        out_reference, lse_reference = kernel.run(ref_query, ref_key, ref_value, self.scale)
-        return merge_partial_attention(out_main, lse_main, out_reference[..., :head_dim], lse_reference)
+        ref_key = _augment(reference_key4, key_factors, padded, 1.0, factor_scale)
+        ref_value = _augment(reference_value4, None, padded, 1.0, 0.0)
+        out, lse = kernel.run(ref_query, ref_key, ref_value, self.scale)
+        return out[..., :head_dim], lse
 
     def augmented(
         self, query, key, value, reference_key, reference_value, query_factors, key_factors
@@ -488,6 +507,12 @@ class _Call:
         augmented_key = _augment(self.split(all_keys), key_factors, padded, 1.0, factor_scale)
         augmented_value = _augment(self.split(all_values), None, padded, 1.0, 0.0)
         return self.attention_fn(augmented_query, augmented_key, augmented_value)[..., :head_dim]
+
+
+def _bias_fits(query4: Tensor, query_factors: Tensor, key_factors: Tensor) -> bool:
+    """True when the "b 1 Lq kept" bias mask takes no more memory than the query "b H Lq D" itself."""
+    batch, length, kept = query_factors.shape[0], query4.shape[2], key_factors.shape[1]
+    return batch * length * kept * key_factors.element_size() <= query4.numel() * query4.element_size()
 
 
 def _factor_dtype(tokens: Tensor) -> torch.dtype:
