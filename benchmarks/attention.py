@@ -1,10 +1,14 @@
 """Benchmark: one reference self-attention call, every path side by side, against unbiased attention.
 
-    python benchmarks/attention.py [--device cuda] [--preset cpu|cpu-quick|cuda-small|cogvideox-5b] [--markdown]
+    python benchmarks/attention.py [--device cuda] [--preset cpu|cpu-quick|cuda-small|cogvideox-5b]
+        [--threads N] [--repeats N] [--markdown]
 
 One table, one block of rows per size, time (median) and peak memory side by side, ratios against
 "SDPA +ref, no bias" (unbiased attention over the same ``[text | video | reference]`` keys, with the
-host-layout reshapes ComfyUI's SDPA backend does):
+host-layout reshapes ComfyUI's SDPA backend does). Every variant runs once per round, the rounds
+interleaved (``benchmarks/_timing.py``); "× base" is the median of the per-round time ratios, "ratio
+IQR" their interquartile range (the noise of a shared machine made visible) and "× base, min" the ratio
+of the fastest rounds (other processes only add time):
 
 1. ``SDPA text+video``: the base model's attention (no reference at all).
 2. ``SDPA +ref, no bias``: the baseline of the ratios.
@@ -18,11 +22,13 @@ host-layout reshapes ComfyUI's SDPA backend does):
 
 Peak memory is what one call adds on top of its inputs (see ``benchmarks/_timing.py``). ``max abs Δ`` is
 each of ours against the dense-bias result. Issue #11 target: lse-merge ≤ 1.05× the baseline on the CPU.
+The table names the CPU thread count (``--threads``, default torch's).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,8 +90,8 @@ PRESETS: dict[str, Preset] = {
         device="cpu",
         dtype=torch.float32,
         sizes=tuple(Size(1, 8, 64, 32, frames, (8, 8)) for frames in (16, 32, 64)),  # 1024..4096 video
-        warmup=1,
-        repeats=5,
+        warmup=2,
+        repeats=15,
     ),
     "cpu-quick": Preset(
         device="cpu", dtype=torch.float32, sizes=(Size(1, 4, 64, 32, 16, (8, 8)),), warmup=1, repeats=3
@@ -163,7 +169,7 @@ def memory_limit_bytes(device: torch.device, limit_gib: float | None) -> int:
 
 
 def benchmark_size(
-    size: Size, preset: Preset, device: torch.device, limit: int, generator: torch.Generator
+    size: Size, preset: Preset, device: torch.device, limit: int, generator: torch.Generator, repeats: int
 ) -> tuple[list[Row], dict[str, float]]:
     layout = size.layout
     shape = (size.batch, layout.total, size.heads * size.head_dim)  # the host layout "B L (H D)"
@@ -227,7 +233,7 @@ def benchmark_size(
             candidates["dense bias"] = dense
         except torch.cuda.OutOfMemoryError as error:
             dense_note = f"skipped: out of memory ({str(error).splitlines()[0]})"
-    measurements = compare(candidates, device, warmup=preset.warmup, repeats=preset.repeats)
+    measurements = compare(candidates, device, warmup=preset.warmup, repeats=repeats)
     rows = [Row(label, name, measurement) for name, measurement in measurements.items()]
     if dense_note:
         rows.append(Row(label, "dense bias", None, dense_note))
@@ -255,23 +261,37 @@ def _erae():
     return ERAEConfig(entity_positions=(0,), gamma=1.0)
 
 
-def format_table(rows: list[Row], differences: dict[str, float], markdown: bool) -> str:
-    header = ["size", "variant", "time ms", "× base", "peak MiB", "× base", "max abs Δ vs dense"]
+def format_table(rows: list[Row], differences: dict[str, float], markdown: bool, threads: int) -> str:
+    header = [
+        "size",
+        "threads",
+        "variant",
+        "time ms",
+        "× base",
+        "ratio IQR",
+        "× base, min",
+        "peak MiB",
+        "× base",
+        "max abs Δ vs dense",
+    ]
     baselines = {row.size: row.measurement for row in rows if row.variant == "SDPA +ref, no bias"}
     body = []
     for row in rows:
         base = baselines[row.size]
         if row.measurement is None:
-            body.append([row.size, row.variant, row.note, "", "", "", ""])
+            body.append([row.size, str(threads), row.variant, row.note, *[""] * 6])
             continue
         seconds, peak = row.measurement.median_seconds, row.measurement.peak_bytes
         difference = differences.get(f"{row.size}|{row.variant}")
         body.append(
             [
                 row.size,
+                str(threads),
                 row.variant,
                 f"{seconds * 1e3:.2f}",
-                f"{seconds / base.median_seconds:.2f}",
+                f"{row.measurement.ratio_to(base):.3f}",
+                _spread(row.measurement.paired_ratios(base)),
+                f"{row.measurement.min_ratio_to(base):.3f}",
                 "n/a" if peak is None else f"{peak / 2**20:.1f}",
                 _ratio(peak, base.peak_bytes),
                 "" if difference is None else f"{difference:.1e}",
@@ -290,6 +310,14 @@ def format_table(rows: list[Row], differences: dict[str, float], markdown: bool)
     return "\n".join(lines)
 
 
+def _spread(ratios: list[float]) -> str:
+    """First to third quartile of the per-round ratios, "" with fewer than 4 rounds."""
+    if len(ratios) < 4:
+        return ""
+    first, _, third = statistics.quantiles(ratios, n=4)
+    return f"{first:.3f}–{third:.3f}"
+
+
 def _ratio(value: int | None, base: int | None) -> str:
     if value is None or not base:
         return "n/a"
@@ -303,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--dense-limit-gib", type=float, default=None, help="memory limit of the dense row")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -317,21 +346,22 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     limit = memory_limit_bytes(device, args.dense_limit_gib)
     generator = torch.Generator().manual_seed(args.seed)
+    repeats = args.repeats or preset.repeats
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"torch {torch.__version__} | device {name} | dtype {str(preset.dtype).removeprefix('torch.')} | "
         f"threads {torch.get_num_threads()} | preset {preset_name} | warmup {preset.warmup}, "
-        f"median of {preset.repeats}"
+        f"{repeats} interleaved rounds"
     )
     rows: list[Row] = []
     differences: dict[str, float] = {}
     with torch.inference_mode():
         for size in preset.sizes:
-            size_rows, size_differences = benchmark_size(size, preset, device, limit, generator)
+            size_rows, size_differences = benchmark_size(size, preset, device, limit, generator, repeats)
             rows += size_rows
             differences.update(size_differences)
-    print(format_table(rows, differences, args.markdown))
+    print(format_table(rows, differences, args.markdown, torch.get_num_threads()))
     peak_kind = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS"
     print(f"peak = {peak_kind} above the level before the call (inputs excluded, output included)")
 
