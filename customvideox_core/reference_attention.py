@@ -19,10 +19,11 @@ The biased rows run one of two exact paths (:data:`PATHS`):
 
 - ``"lse-merge"`` (when an :class:`~customvideox_core.lse_attention.LseKernel` fits): unbiased attention
   over the ``n`` non-reference keys at the native head dim, plus the biased attention over the few
-  kept reference keys (bias factors appended as extra head dims of this small part only), merged
-  exactly with the two log-sum-exps. With a quantizing kernel (sage: int8 q and k per block) the small
-  part runs on PyTorch's fused kernel, so the bias is never quantized and the many keys keep the
-  user's kernel at its native head dim;
+  kept reference keys, merged exactly with the two log-sum-exps. The small part takes the bias as an
+  additive ``Lq × kept`` float32 mask where its kernel accepts one (PyTorch's on the CPU) and the mask
+  is no larger than the query, else as extra head dims of this small part only. With a quantizing
+  kernel (sage: int8 q and k per block) the small part runs on PyTorch's fused kernel, so the bias is
+  never quantized and the many keys keep the user's kernel at its native head dim;
 - ``"augmented"`` (any plain backend): one call over all kept keys with the bias factors appended as
   extra head dims (:mod:`customvideox_core.attention`).
 
