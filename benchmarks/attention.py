@@ -15,6 +15,8 @@ of the fastest rounds (other processes only add time):
 3. ``ours, lse-merge``: ``reference_self_attention`` for a row that sees the reference with TAB·ERAE
    (b(s)·(1 + γ·a_i) on video queries, m_j an elliptic subject mask on reference keys): native-head-dim
    attention over text + video, biased attention over the reference keys, merged with the log-sum-exps.
+   On the CPU the small reference part takes the bias as a mask; ``ours, lse-merge, bias as head dims``
+   is the same path with the bias as extra head dims of the small part instead (as on CUDA kernels).
 4. ``ours, augmented``: the same through the augmented-head-dim fallback (any backend without LSE).
 5. ``ours, row without reference``: a row that does not see the reference (compare with row 1).
 6. ``dense bias``: SDPA with an explicit ``[B, 1, L, L]`` additive float mask (built inside the timed call);
@@ -44,7 +46,7 @@ from einops import rearrange
 
 from customvideox_core.attention import sdpa_attention
 from customvideox_core.layout import TokenLayout, bias_factors
-from customvideox_core.lse_attention import LSE_KERNELS
+from customvideox_core.lse_attention import LSE_KERNELS, LseKernel
 from customvideox_core.reference_attention import ReferenceStep, reference_self_attention
 
 
@@ -186,8 +188,7 @@ def benchmark_size(
     def host_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return rearrange(sdpa_attention(split(q), split(k), split(v)), "b h l d -> b l (h d)")
 
-    def ours(step: ReferenceStep, kernel_name: str | None) -> Callable[[], torch.Tensor]:
-        kernel = None if kernel_name is None else LSE_KERNELS[kernel_name]
+    def ours(step: ReferenceStep, kernel: LseKernel | None) -> Callable[[], torch.Tensor]:
         return lambda: reference_self_attention(
             query,
             key,
@@ -212,13 +213,17 @@ def benchmark_size(
         out = F.scaled_dot_product_attention(split(query), split(key), split(value), attn_mask=mask)
         return rearrange(out, "b h l d -> b l (h d)")
 
+    torch_kernel = LSE_KERNELS["torch"]
     candidates: dict[str, Callable[[], torch.Tensor]] = {
         "SDPA text+video": lambda: host_sdpa(query[:, :context], key[:, :context], value[:, :context]),
         "SDPA +ref, no bias": lambda: host_sdpa(query, key, value),
-        "ours, lse-merge": ours(seeing, "torch"),
+        "ours, lse-merge": ours(seeing, torch_kernel),
         "ours, augmented": ours(seeing, None),
         "ours, row without reference": ours(blind, None),
     }
+    if torch_kernel.takes_bias(query):
+        head_dims_only = LseKernel("torch, bias as head dims", torch_kernel.run, torch_kernel.supports)
+        candidates["ours, lse-merge, bias as head dims"] = ours(seeing, head_dims_only)
     label = size.label()
     differences: dict[str, float] = {}
     needed = dense_bias_bytes(size, preset.dtype)
@@ -228,7 +233,8 @@ def benchmark_size(
     else:
         try:  # one trial call: an out-of-memory here skips the row instead of ending the run
             expected = dense().float()
-            for name in ("ours, lse-merge", "ours, augmented"):
+            biased = ("ours, lse-merge", "ours, lse-merge, bias as head dims", "ours, augmented")
+            for name in [name for name in biased if name in candidates]:
                 differences[name] = (candidates[name]().float() - expected).abs().max().item()
             candidates["dense bias"] = dense
         except torch.cuda.OutOfMemoryError as error:
