@@ -42,8 +42,6 @@ from _timing import Measurement, compare
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from einops import rearrange
-
 from customvideox_core.attention import sdpa_attention
 from customvideox_core.layout import TokenLayout, bias_factors
 from customvideox_core.lse_attention import LSE_KERNELS, LseKernel
@@ -182,11 +180,12 @@ def benchmark_size(
     seeing = ReferenceStep(**{**_fields(seeing), "erae": _erae()})
     context = layout.text + layout.video
 
-    def split(tokens: torch.Tensor) -> torch.Tensor:
-        return rearrange(tokens, "b l (h d) -> b h l d", h=size.heads)
+    def split(tokens: torch.Tensor) -> torch.Tensor:  # as ComfyUI's attention_pytorch: view + transpose
+        return tokens.view(size.batch, -1, size.heads, size.head_dim).transpose(1, 2)
 
     def host_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return rearrange(sdpa_attention(split(q), split(k), split(v)), "b h l d -> b l (h d)")
+        out = sdpa_attention(split(q), split(k), split(v))
+        return out.transpose(1, 2).reshape(size.batch, -1, size.heads * size.head_dim)
 
     def ours(step: ReferenceStep, kernel: LseKernel | None) -> Callable[[], torch.Tensor]:
         return lambda: reference_self_attention(
@@ -211,7 +210,7 @@ def benchmark_size(
     def dense() -> torch.Tensor:
         mask = (factors[0] @ factors[1].transpose(-1, -2)).to(preset.dtype).unsqueeze(1)
         out = F.scaled_dot_product_attention(split(query), split(key), split(value), attn_mask=mask)
-        return rearrange(out, "b h l d -> b l (h d)")
+        return out.transpose(1, 2).reshape(size.batch, -1, size.heads * size.head_dim)
 
     torch_kernel = LSE_KERNELS["torch"]
     candidates: dict[str, Callable[[], torch.Tensor]] = {

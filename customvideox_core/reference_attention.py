@@ -37,7 +37,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from einops import rearrange
 from torch import Tensor
 
 from .attention import AttentionFn, augmented_head_dim
@@ -278,8 +277,8 @@ def joint_entity_activation(query: Tensor, key: Tensor, heads: int, step: Refere
     if not step.uses_erae or step.layout.text == 0:
         return None
     layout = step.layout
-    video_queries = rearrange(query[:, layout.video_slice], "b l (h d) -> b h l d", h=heads)
-    text_keys = rearrange(key[:, layout.text_slice], "b l (h d) -> b h l d", h=heads)
+    video_queries = _split_heads(query[:, layout.video_slice], heads)
+    text_keys = _split_heads(key[:, layout.text_slice], heads)
     return cross_entity_activation(video_queries, text_keys, step)
 
 
@@ -377,7 +376,8 @@ class _Call:
     lse_kernel: LseKernel | None
 
     def split(self, tokens: Tensor) -> Tensor:
-        return rearrange(tokens, "b l (h d) -> b h l d", h=self.heads)
+        """ "b l (h d)" -> "b h l d", a view (no einops: this runs several times per attention call)."""
+        return tokens.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
     def attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         """The user's backend at the model's scale; "B L (H D)" in, "B H Lq D" out."""
@@ -391,7 +391,7 @@ class _Call:
         """Rows that do not see the reference: the base model's attention on ``[text | video]``."""
         context = self.step.layout.text + self.step.layout.video
         main = self.attend(query[:, :context], key[:, :context], value[:, :context])
-        return torch.cat([rearrange(main, "b h l d -> b l (h d)"), value[:, context:]], dim=1)
+        return torch.cat([_join_heads(main), value[:, context:]], dim=1)
 
     def seeing(
         self,
@@ -413,7 +413,7 @@ class _Call:
             if plan.kept_index is not None:
                 key = torch.cat([key[:, :context], reference_key], dim=1)
                 value = torch.cat([value[:, :context], reference_value], dim=1)
-            return rearrange(self.attend(query, key, value), "b h l d -> b l (h d)")
+            return _join_heads(self.attend(query, key, value))
         query_factors = self.query_factors(query, activation, rows)
         key_factors = plan.key_factors.to(key.device, _factor_dtype(key))[None]  # "1 kept K"
         use_lse = self.lse_kernel is not None and self.lse_kernel.supports(
@@ -429,22 +429,21 @@ class _Call:
             query_factors,
             key_factors,
         )
-        return rearrange(out, "b h l d -> b l (h d)")
+        return _join_heads(out)
 
     def query_factors(self, query: Tensor, activation: Tensor | None, rows: RowGroup | None) -> Tensor:
         """``[b, L, K]`` float32: ``b(s) (1 + γ a_i^k)`` on video queries, 0 on text and reference queries."""
         layout, plan = self.step.layout, self.step.plan
-        tab = self.step.tab_per_row.to(query.device, _factor_dtype(query))
+        dtype = _factor_dtype(query)
+        tab = self.step.tab_per_row.to(query.device, dtype)
         if rows is not None:
             tab = rows.take(tab)
-        terms = plan.key_factors.shape[-1]
-        video = tab[:, None, None].expand(-1, layout.video, terms)
+        factors = query.new_zeros(query.shape[0], layout.total, plan.key_factors.shape[-1], dtype=dtype)
+        video = factors[:, layout.video_slice]
         if activation is not None and self.step.erae is not None:
-            video = video * (
-                1.0 + self.step.erae.gamma * activation.to(device=query.device, dtype=torch.float32)
-            )
-        factors = query.new_zeros(query.shape[0], layout.total, terms, dtype=_factor_dtype(query))
-        factors[:, layout.video_slice] = video
+            video.copy_(activation).mul_(self.step.erae.gamma).add_(1.0).mul_(tab[:, None, None])
+        else:
+            video.copy_(tab[:, None, None].expand_as(video))
         return factors
 
     def lse_merge(
@@ -508,6 +507,16 @@ class _Call:
         augmented_key = _augment(self.split(all_keys), key_factors, padded, 1.0, factor_scale)
         augmented_value = _augment(self.split(all_values), None, padded, 1.0, 0.0)
         return self.attention_fn(augmented_query, augmented_key, augmented_value)[..., :head_dim]
+
+
+def _split_heads(tokens: Tensor, heads: int) -> Tensor:
+    """ "b l (h d)" -> "b h l d", a view (plain view ops: einops' parsing costs more than the view here)."""
+    return tokens.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def _join_heads(tokens: Tensor) -> Tensor:
+    """ "b h l d" -> "b l (h d)" (a view when the kernel wrote "b l h d" memory, as PyTorch's do)."""
+    return tokens.transpose(1, 2).flatten(2)
 
 
 def _bias_fits(query4: Tensor, query_factors: Tensor, key_factors: Tensor) -> bool:
