@@ -110,7 +110,10 @@ def _torch_cpu_lse_biased(
 
 def _cpu_flash_takes_mask() -> bool:
     """PyTorch's CPU flash op has taken ``attn_mask`` since 2.3; older builds run without the mask path."""
-    schema = str(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default._schema)
+    try:
+        schema = str(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default._schema)
+    except (AttributeError, RuntimeError):  # a build without the op: the CPU path keeps extra head dims
+        return False
     return "attn_mask" in schema
 
 

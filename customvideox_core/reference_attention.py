@@ -376,8 +376,7 @@ class _Call:
     lse_kernel: LseKernel | None
 
     def split(self, tokens: Tensor) -> Tensor:
-        """ "b l (h d)" -> "b h l d", a view (no einops: this runs several times per attention call)."""
-        return tokens.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+        return _split_heads(tokens, self.heads)
 
     def attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         """The user's backend at the model's scale; "B L (H D)" in, "B H Lq D" out."""
@@ -510,12 +509,13 @@ class _Call:
 
 
 def _split_heads(tokens: Tensor, heads: int) -> Tensor:
-    """ "b l (h d)" -> "b h l d", a view (plain view ops: einops' parsing costs more than the view here)."""
+    """Heads apart, "b l (h d)" -> "b h l d", as a view (plain view ops: einops costs more per call)."""
     return tokens.unflatten(-1, (heads, -1)).transpose(1, 2)
 
 
 def _join_heads(tokens: Tensor) -> Tensor:
-    """ "b h l d" -> "b l (h d)" (a view when the kernel wrote "b l h d" memory, as PyTorch's do)."""
+    """Heads together, "b h l d" -> "b l (h d)" (a view when the kernel wrote "b l h d" memory, as
+    PyTorch's do)."""
     return tokens.transpose(1, 2).flatten(2)
 
 
