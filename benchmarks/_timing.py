@@ -2,8 +2,9 @@
 
 Time: median wall-clock seconds of ``repeats`` calls after ``warmup`` calls, with
 ``torch.cuda.synchronize`` around every call on CUDA (so queued kernels are counted). ``compare`` times
-several callables in interleaved rounds, so that drifting machine load (shared CPUs, clocks) affects
-all of them alike and their ratios stay meaningful.
+several callables in interleaved rounds (one call each, the order rotated every round), so that drifting
+machine load (shared CPUs, clocks) affects all of them alike; ``Measurement.ratio_to`` is the median of
+the per-round ratios, which cancels load that changes between rounds.
 
 Peak memory: how far memory rose above its level just before one call, at the call's worst moment —
 the call's own working set including its output, excluding what already existed (its inputs).
@@ -29,10 +30,30 @@ import torch
 
 @dataclass(frozen=True)
 class Measurement:
-    """Median time of a callable and the peak memory one call added."""
+    """Median time of a callable and the peak memory one call added; ``samples``: seconds per round."""
 
     median_seconds: float
     peak_bytes: int | None
+    samples: tuple[float, ...] = ()
+
+    def ratio_to(self, base: Measurement) -> float:
+        """Time against ``base``: the median of the per-round ratios when both come from one ``compare``
+        (paired samples), else the ratio of the medians."""
+        ratios = self.paired_ratios(base)
+        return statistics.median(ratios) if ratios else self.median_seconds / base.median_seconds
+
+    def min_ratio_to(self, base: Measurement) -> float:
+        """Fastest round against ``base``'s fastest: other processes only ever add time, so on a shared
+        machine the minima are the least disturbed estimate of the calls' own cost."""
+        if not self.samples or not base.samples:
+            return self.median_seconds / base.median_seconds
+        return min(self.samples) / min(base.samples)
+
+    def paired_ratios(self, base: Measurement) -> list[float]:
+        """Per-round time ratios against ``base`` (empty unless both come from one ``compare``)."""
+        if not self.samples or len(self.samples) != len(base.samples):
+            return []
+        return [ours / theirs for ours, theirs in zip(self.samples, base.samples, strict=True)]
 
 
 def synchronize(device: torch.device) -> None:
@@ -80,22 +101,27 @@ def measure(fn: Callable[[], object], device: torch.device, *, warmup: int, repe
 def compare(
     callables: dict[str, Callable[[], object]], device: torch.device, *, warmup: int, repeats: int
 ) -> dict[str, Measurement]:
-    """Like ``measure`` for each callable, but timed in ``repeats`` interleaved rounds (one call each)."""
+    """Like ``measure`` for each callable, but timed in ``repeats`` interleaved rounds (one call each).
+
+    Round ``r`` starts at callable ``r mod n``, so that no callable always runs right after the same one.
+    """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}.")
     for fn in callables.values():
         for _ in range(warmup):
             fn()
-    samples: dict[str, list[float]] = {name: [] for name in callables}
-    for _ in range(repeats):
-        for name, fn in callables.items():
+    names = list(callables)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
             synchronize(device)
             start = time.perf_counter()
-            fn()
+            callables[name]()
             synchronize(device)
             samples[name].append(time.perf_counter() - start)
     return {
-        name: Measurement(statistics.median(samples[name]), peak_bytes(fn, device))
+        name: Measurement(statistics.median(samples[name]), peak_bytes(fn, device), tuple(samples[name]))
         for name, fn in callables.items()
     }
 

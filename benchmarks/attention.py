@@ -1,16 +1,22 @@
 """Benchmark: one reference self-attention call, every path side by side, against unbiased attention.
 
-    python benchmarks/attention.py [--device cuda] [--preset cpu|cpu-quick|cuda-small|cogvideox-5b] [--markdown]
+    python benchmarks/attention.py [--device cuda] [--preset cpu|cpu-quick|cuda-small|cogvideox-5b]
+        [--threads N] [--repeats N] [--markdown]
 
 One table, one block of rows per size, time (median) and peak memory side by side, ratios against
 "SDPA +ref, no bias" (unbiased attention over the same ``[text | video | reference]`` keys, with the
-host-layout reshapes ComfyUI's SDPA backend does):
+host-layout reshapes ComfyUI's SDPA backend does). Every variant runs once per round, the rounds
+interleaved (``benchmarks/_timing.py``); "× base" is the median of the per-round time ratios, "ratio
+IQR" their interquartile range (the noise of a shared machine made visible) and "× base, min" the ratio
+of the fastest rounds (other processes only add time):
 
 1. ``SDPA text+video``: the base model's attention (no reference at all).
 2. ``SDPA +ref, no bias``: the baseline of the ratios.
 3. ``ours, lse-merge``: ``reference_self_attention`` for a row that sees the reference with TAB·ERAE
    (b(s)·(1 + γ·a_i) on video queries, m_j an elliptic subject mask on reference keys): native-head-dim
    attention over text + video, biased attention over the reference keys, merged with the log-sum-exps.
+   On the CPU the small reference part takes the bias as a mask; ``ours, lse-merge, bias as head dims``
+   is the same path with the bias as extra head dims of the small part instead (as on CUDA kernels).
 4. ``ours, augmented``: the same through the augmented-head-dim fallback (any backend without LSE).
 5. ``ours, row without reference``: a row that does not see the reference (compare with row 1).
 6. ``dense bias``: SDPA with an explicit ``[B, 1, L, L]`` additive float mask (built inside the timed call);
@@ -18,11 +24,13 @@ host-layout reshapes ComfyUI's SDPA backend does):
 
 Peak memory is what one call adds on top of its inputs (see ``benchmarks/_timing.py``). ``max abs Δ`` is
 each of ours against the dense-bias result. Issue #11 target: lse-merge ≤ 1.05× the baseline on the CPU.
+The table names the CPU thread count (``--threads``, default torch's).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,11 +42,9 @@ from _timing import Measurement, compare
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from einops import rearrange
-
 from customvideox_core.attention import sdpa_attention
 from customvideox_core.layout import TokenLayout, bias_factors
-from customvideox_core.lse_attention import LSE_KERNELS
+from customvideox_core.lse_attention import LSE_KERNELS, LseKernel
 from customvideox_core.reference_attention import ReferenceStep, reference_self_attention
 
 
@@ -84,8 +90,8 @@ PRESETS: dict[str, Preset] = {
         device="cpu",
         dtype=torch.float32,
         sizes=tuple(Size(1, 8, 64, 32, frames, (8, 8)) for frames in (16, 32, 64)),  # 1024..4096 video
-        warmup=1,
-        repeats=5,
+        warmup=2,
+        repeats=15,
     ),
     "cpu-quick": Preset(
         device="cpu", dtype=torch.float32, sizes=(Size(1, 4, 64, 32, 16, (8, 8)),), warmup=1, repeats=3
@@ -163,7 +169,7 @@ def memory_limit_bytes(device: torch.device, limit_gib: float | None) -> int:
 
 
 def benchmark_size(
-    size: Size, preset: Preset, device: torch.device, limit: int, generator: torch.Generator
+    size: Size, preset: Preset, device: torch.device, limit: int, generator: torch.Generator, repeats: int
 ) -> tuple[list[Row], dict[str, float]]:
     layout = size.layout
     shape = (size.batch, layout.total, size.heads * size.head_dim)  # the host layout "B L (H D)"
@@ -174,14 +180,14 @@ def benchmark_size(
     seeing = ReferenceStep(**{**_fields(seeing), "erae": _erae()})
     context = layout.text + layout.video
 
-    def split(tokens: torch.Tensor) -> torch.Tensor:
-        return rearrange(tokens, "b l (h d) -> b h l d", h=size.heads)
+    def split(tokens: torch.Tensor) -> torch.Tensor:  # as ComfyUI's attention_pytorch: view + transpose
+        return tokens.view(size.batch, -1, size.heads, size.head_dim).transpose(1, 2)
 
     def host_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return rearrange(sdpa_attention(split(q), split(k), split(v)), "b h l d -> b l (h d)")
+        out = sdpa_attention(split(q), split(k), split(v))
+        return out.transpose(1, 2).reshape(size.batch, -1, size.heads * size.head_dim)
 
-    def ours(step: ReferenceStep, kernel_name: str | None) -> Callable[[], torch.Tensor]:
-        kernel = None if kernel_name is None else LSE_KERNELS[kernel_name]
+    def ours(step: ReferenceStep, kernel: LseKernel | None) -> Callable[[], torch.Tensor]:
         return lambda: reference_self_attention(
             query,
             key,
@@ -204,15 +210,19 @@ def benchmark_size(
     def dense() -> torch.Tensor:
         mask = (factors[0] @ factors[1].transpose(-1, -2)).to(preset.dtype).unsqueeze(1)
         out = F.scaled_dot_product_attention(split(query), split(key), split(value), attn_mask=mask)
-        return rearrange(out, "b h l d -> b l (h d)")
+        return out.transpose(1, 2).reshape(size.batch, -1, size.heads * size.head_dim)
 
+    torch_kernel = LSE_KERNELS["torch"]
     candidates: dict[str, Callable[[], torch.Tensor]] = {
         "SDPA text+video": lambda: host_sdpa(query[:, :context], key[:, :context], value[:, :context]),
         "SDPA +ref, no bias": lambda: host_sdpa(query, key, value),
-        "ours, lse-merge": ours(seeing, "torch"),
+        "ours, lse-merge": ours(seeing, torch_kernel),
         "ours, augmented": ours(seeing, None),
         "ours, row without reference": ours(blind, None),
     }
+    if torch_kernel.takes_bias(query):
+        head_dims_only = LseKernel("torch, bias as head dims", torch_kernel.run, torch_kernel.supports)
+        candidates["ours, lse-merge, bias as head dims"] = ours(seeing, head_dims_only)
     label = size.label()
     differences: dict[str, float] = {}
     needed = dense_bias_bytes(size, preset.dtype)
@@ -222,12 +232,13 @@ def benchmark_size(
     else:
         try:  # one trial call: an out-of-memory here skips the row instead of ending the run
             expected = dense().float()
-            for name in ("ours, lse-merge", "ours, augmented"):
+            biased = ("ours, lse-merge", "ours, lse-merge, bias as head dims", "ours, augmented")
+            for name in [name for name in biased if name in candidates]:
                 differences[name] = (candidates[name]().float() - expected).abs().max().item()
             candidates["dense bias"] = dense
         except torch.cuda.OutOfMemoryError as error:
             dense_note = f"skipped: out of memory ({str(error).splitlines()[0]})"
-    measurements = compare(candidates, device, warmup=preset.warmup, repeats=preset.repeats)
+    measurements = compare(candidates, device, warmup=preset.warmup, repeats=repeats)
     rows = [Row(label, name, measurement) for name, measurement in measurements.items()]
     if dense_note:
         rows.append(Row(label, "dense bias", None, dense_note))
@@ -255,23 +266,37 @@ def _erae():
     return ERAEConfig(entity_positions=(0,), gamma=1.0)
 
 
-def format_table(rows: list[Row], differences: dict[str, float], markdown: bool) -> str:
-    header = ["size", "variant", "time ms", "× base", "peak MiB", "× base", "max abs Δ vs dense"]
+def format_table(rows: list[Row], differences: dict[str, float], markdown: bool, threads: int) -> str:
+    header = [
+        "size",
+        "threads",
+        "variant",
+        "time ms",
+        "× base",
+        "ratio IQR",
+        "× base, min",
+        "peak MiB",
+        "× base",
+        "max abs Δ vs dense",
+    ]
     baselines = {row.size: row.measurement for row in rows if row.variant == "SDPA +ref, no bias"}
     body = []
     for row in rows:
         base = baselines[row.size]
         if row.measurement is None:
-            body.append([row.size, row.variant, row.note, "", "", "", ""])
+            body.append([row.size, str(threads), row.variant, row.note, *[""] * 6])
             continue
         seconds, peak = row.measurement.median_seconds, row.measurement.peak_bytes
         difference = differences.get(f"{row.size}|{row.variant}")
         body.append(
             [
                 row.size,
+                str(threads),
                 row.variant,
                 f"{seconds * 1e3:.2f}",
-                f"{seconds / base.median_seconds:.2f}",
+                f"{row.measurement.ratio_to(base):.3f}",
+                _spread(row.measurement.paired_ratios(base)),
+                f"{row.measurement.min_ratio_to(base):.3f}",
                 "n/a" if peak is None else f"{peak / 2**20:.1f}",
                 _ratio(peak, base.peak_bytes),
                 "" if difference is None else f"{difference:.1e}",
@@ -290,6 +315,14 @@ def format_table(rows: list[Row], differences: dict[str, float], markdown: bool)
     return "\n".join(lines)
 
 
+def _spread(ratios: list[float]) -> str:
+    """First to third quartile of the per-round ratios, "" with fewer than 4 rounds."""
+    if len(ratios) < 4:
+        return ""
+    first, _, third = statistics.quantiles(ratios, n=4)
+    return f"{first:.3f}–{third:.3f}"
+
+
 def _ratio(value: int | None, base: int | None) -> str:
     if value is None or not base:
         return "n/a"
@@ -303,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--dense-limit-gib", type=float, default=None, help="memory limit of the dense row")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -317,21 +351,22 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     limit = memory_limit_bytes(device, args.dense_limit_gib)
     generator = torch.Generator().manual_seed(args.seed)
+    repeats = args.repeats or preset.repeats
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"torch {torch.__version__} | device {name} | dtype {str(preset.dtype).removeprefix('torch.')} | "
         f"threads {torch.get_num_threads()} | preset {preset_name} | warmup {preset.warmup}, "
-        f"median of {preset.repeats}"
+        f"{repeats} interleaved rounds"
     )
     rows: list[Row] = []
     differences: dict[str, float] = {}
     with torch.inference_mode():
         for size in preset.sizes:
-            size_rows, size_differences = benchmark_size(size, preset, device, limit, generator)
+            size_rows, size_differences = benchmark_size(size, preset, device, limit, generator, repeats)
             rows += size_rows
             differences.update(size_differences)
-    print(format_table(rows, differences, args.markdown))
+    print(format_table(rows, differences, args.markdown, torch.get_num_threads()))
     peak_kind = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS"
     print(f"peak = {peak_kind} above the level before the call (inputs excluded, output included)")
 

@@ -1,6 +1,8 @@
 """One cfg sampling step of a random-weight CogVideoX inside a real ComfyUI, every variant side by side:
 no reference; reference with TAB 0; reference + TAB 2; + ERAE; + ERAE with the unconditional pass also
-seeing the reference. Time and peak memory, as ratios against no reference and against reference/TAB 0.
+seeing the reference. Time and peak memory, as ratios against no reference and against reference/TAB 0:
+the variants run interleaved, one step each per round; a time ratio is the median of the per-round
+ratios, "min" the ratio of the fastest rounds (``benchmarks/_timing.py``).
 
 Issue #11's CPU targets at ``--preset cpu-issue`` (8 heads of 64, 4 layers, 256×256×17): reference with
 TAB 0 ≤ 1.18× no reference (the unconditional rows run at their base cost); TAB + ERAE ≤ 1.05× TAB 0.
@@ -172,7 +174,7 @@ def attention_backend() -> str:
 def format_table(results: dict, markdown: bool) -> str:
     base = results["no reference"]
     unbiased = results["reference, TAB 0"]
-    header = ["variant", "step s", "× no ref", "× ref TAB 0", "peak MiB", "× no ref"]
+    header = ["variant", "step s", "× no ref", "× ref TAB 0", "× ref TAB 0, min", "peak MiB", "× no ref"]
     rows = []
     for name, m in results.items():
         peak = m.peak_bytes / 2**20 if m.peak_bytes is not None else None
@@ -181,8 +183,9 @@ def format_table(results: dict, markdown: bool) -> str:
             [
                 name,
                 f"{m.median_seconds:.3f}",
-                f"{m.median_seconds / base.median_seconds:.2f}",
-                f"{m.median_seconds / unbiased.median_seconds:.2f}",
+                f"{m.ratio_to(base):.2f}",
+                f"{m.ratio_to(unbiased):.2f}",
+                f"{m.min_ratio_to(unbiased):.2f}",
                 f"{peak:.0f}" if peak is not None else "n/a",
                 f"{peak / base_peak:.2f}" if peak is not None and base_peak else "n/a",
             ]
@@ -202,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-issue")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--quick", action="store_true", help="only: no reference, TAB 0, TAB 2 + ERAE")
     parser.add_argument(
@@ -215,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     if not (comfyui_path / "comfyui_version.py").is_file():
         parser.error("set COMFYUI_PATH to a ComfyUI checkout and run with the Python that runs it")
     preset = PRESETS[options.preset]
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
     if options.preset == "cogvideox-5b" and options.device != "cuda":
         parser.error("the cogvideox-5b preset needs a CUDA device")
     logging.basicConfig(level=logging.WARNING)

@@ -13,6 +13,10 @@ LSE-returning entry point behind one signature::
 query "B H Lq D", key/value "B H Lk D", no mask. ``supports(query, head_dim)`` says whether the kernel
 runs on such inputs (device, dtype, head dim); ``head_dims`` lists the head dims it runs natively (``None`` = any
 multiple of 8), used to pad augmented head dims. :data:`LSE_KERNELS` is the table, by name.
+
+A kernel may also take an additive bias ``"B 1 Lq Lk"`` shared by the heads (``run_biased``, where
+``takes_bias(query)``): PyTorch's CPU flash op does. The small biased reference part then runs at the
+native head dim with its ``Lq × reference`` bias as a mask instead of carrying the bias as extra head dims.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from torch import Tensor
 LseFn = Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
 """(query, key, value "B H L D", scale) -> (out "B H Lq D", lse "B H Lq" float32 or float64, natural log)."""
 
+BiasedLseFn = Callable[[Tensor, Tensor, Tensor, float, Tensor], tuple[Tensor, Tensor]]
+"""Like :data:`LseFn` with an additive bias "B 1 Lq Lk" (float32, or float64 for float64 tokens) last."""
+
 
 @dataclass(frozen=True)
 class LseKernel:
@@ -35,6 +42,7 @@ class LseKernel:
 
     ``quantized``: the kernel rounds q and k to a low precision (SageAttention: int8 per block). The
     small biased reference part then runs on PyTorch's kernel, so the bias is never quantized.
+    ``run_biased``: the same kernel with an additive bias, on the devices ``bias_devices`` (None: none).
     """
 
     name: str
@@ -42,6 +50,12 @@ class LseKernel:
     supports: Callable[[Tensor, int], bool]
     head_dims: tuple[int, ...] | None = None
     quantized: bool = False
+    run_biased: BiasedLseFn | None = None
+    bias_devices: tuple[str, ...] = ()
+
+    def takes_bias(self, query: Tensor) -> bool:
+        """True when ``run_biased`` runs on ``query``'s device."""
+        return self.run_biased is not None and query.device.type in self.bias_devices
 
     def padded_head_dim(self, head_dim: int) -> int | None:
         """Smallest native head dim >= ``head_dim`` (multiple of 8 when any is allowed), or None."""
@@ -82,6 +96,25 @@ def _torch_sdpa_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> 
         query, key, value, None, True, 0.0, False, scale=scale
     )
     return out, lse[..., : query.shape[2]]  # the efficient op pads lse's last dim to a multiple of 32
+
+
+def _torch_cpu_lse_biased(
+    query: Tensor, key: Tensor, value: Tensor, scale: float, bias: Tensor
+) -> tuple[Tensor, Tensor]:
+    """PyTorch's CPU flash op with ``attn_mask=bias`` ("B 1 Lq Lk", added to the scaled logits)."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, 0.0, False, attn_mask=bias, scale=scale
+    )
+    return out, lse.to(torch.promote_types(lse.dtype, torch.float32))
+
+
+def _cpu_flash_takes_mask() -> bool:
+    """PyTorch's CPU flash op has taken ``attn_mask`` since 2.3; older builds run without the mask path."""
+    try:
+        schema = str(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default._schema)
+    except (AttributeError, RuntimeError):  # a build without the op: the CPU path keeps extra head dims
+        return False
+    return "attn_mask" in schema
 
 
 def _torch_supports(query: Tensor, head_dim: int) -> bool:
@@ -153,7 +186,13 @@ def module_available(name: str) -> bool:
 
 
 LSE_KERNELS: dict[str, LseKernel] = {
-    "torch": LseKernel("torch", _torch_sdpa_lse, _torch_supports),
+    "torch": LseKernel(
+        "torch",
+        _torch_sdpa_lse,
+        _torch_supports,
+        run_biased=_torch_cpu_lse_biased if _cpu_flash_takes_mask() else None,
+        bias_devices=("cpu",),
+    ),
     "flash_attn": LseKernel("flash_attn", _flash_attn_lse, _flash_supports),
     "sage": LseKernel("sage", _sage_lse, _sage_supports, head_dims=(64, 128), quantized=True),
     "xformers": LseKernel("xformers", _xformers_lse, _torch_supports),

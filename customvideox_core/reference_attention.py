@@ -19,10 +19,11 @@ The biased rows run one of two exact paths (:data:`PATHS`):
 
 - ``"lse-merge"`` (when an :class:`~customvideox_core.lse_attention.LseKernel` fits): unbiased attention
   over the ``n`` non-reference keys at the native head dim, plus the biased attention over the few
-  kept reference keys (bias factors appended as extra head dims of this small part only), merged
-  exactly with the two log-sum-exps. With a quantizing kernel (sage: int8 q and k per block) the small
-  part runs on PyTorch's fused kernel, so the bias is never quantized and the many keys keep the
-  user's kernel at its native head dim;
+  kept reference keys, merged exactly with the two log-sum-exps. The small part takes the bias as an
+  additive ``Lq × kept`` float32 mask where its kernel accepts one (PyTorch's on the CPU) and the mask
+  is no larger than the query, else as extra head dims of this small part only. With a quantizing
+  kernel (sage: int8 q and k per block) the small part runs on PyTorch's fused kernel, so the bias is
+  never quantized and the many keys keep the user's kernel at its native head dim;
 - ``"augmented"`` (any plain backend): one call over all kept keys with the bias factors appended as
   extra head dims (:mod:`customvideox_core.attention`).
 
@@ -36,7 +37,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from einops import rearrange
 from torch import Tensor
 
 from .attention import AttentionFn, augmented_head_dim
@@ -277,8 +277,8 @@ def joint_entity_activation(query: Tensor, key: Tensor, heads: int, step: Refere
     if not step.uses_erae or step.layout.text == 0:
         return None
     layout = step.layout
-    video_queries = rearrange(query[:, layout.video_slice], "b l (h d) -> b h l d", h=heads)
-    text_keys = rearrange(key[:, layout.text_slice], "b l (h d) -> b h l d", h=heads)
+    video_queries = _split_heads(query[:, layout.video_slice], heads)
+    text_keys = _split_heads(key[:, layout.text_slice], heads)
     return cross_entity_activation(video_queries, text_keys, step)
 
 
@@ -376,7 +376,7 @@ class _Call:
     lse_kernel: LseKernel | None
 
     def split(self, tokens: Tensor) -> Tensor:
-        return rearrange(tokens, "b l (h d) -> b h l d", h=self.heads)
+        return _split_heads(tokens, self.heads)
 
     def attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         """The user's backend at the model's scale; "B L (H D)" in, "B H Lq D" out."""
@@ -390,7 +390,7 @@ class _Call:
         """Rows that do not see the reference: the base model's attention on ``[text | video]``."""
         context = self.step.layout.text + self.step.layout.video
         main = self.attend(query[:, :context], key[:, :context], value[:, :context])
-        return torch.cat([rearrange(main, "b h l d -> b l (h d)"), value[:, context:]], dim=1)
+        return torch.cat([_join_heads(main), value[:, context:]], dim=1)
 
     def seeing(
         self,
@@ -412,7 +412,7 @@ class _Call:
             if plan.kept_index is not None:
                 key = torch.cat([key[:, :context], reference_key], dim=1)
                 value = torch.cat([value[:, :context], reference_value], dim=1)
-            return rearrange(self.attend(query, key, value), "b h l d -> b l (h d)")
+            return _join_heads(self.attend(query, key, value))
         query_factors = self.query_factors(query, activation, rows)
         key_factors = plan.key_factors.to(key.device, _factor_dtype(key))[None]  # "1 kept K"
         use_lse = self.lse_kernel is not None and self.lse_kernel.supports(
@@ -428,46 +428,64 @@ class _Call:
             query_factors,
             key_factors,
         )
-        return rearrange(out, "b h l d -> b l (h d)")
+        return _join_heads(out)
 
     def query_factors(self, query: Tensor, activation: Tensor | None, rows: RowGroup | None) -> Tensor:
         """``[b, L, K]`` float32: ``b(s) (1 + γ a_i^k)`` on video queries, 0 on text and reference queries."""
         layout, plan = self.step.layout, self.step.plan
-        tab = self.step.tab_per_row.to(query.device, _factor_dtype(query))
+        dtype = _factor_dtype(query)
+        tab = self.step.tab_per_row.to(query.device, dtype)
         if rows is not None:
             tab = rows.take(tab)
-        terms = plan.key_factors.shape[-1]
-        video = tab[:, None, None].expand(-1, layout.video, terms)
+        factors = query.new_zeros(query.shape[0], layout.total, plan.key_factors.shape[-1], dtype=dtype)
+        video = factors[:, layout.video_slice]
         if activation is not None and self.step.erae is not None:
-            video = video * (
-                1.0 + self.step.erae.gamma * activation.to(device=query.device, dtype=torch.float32)
-            )
-        factors = query.new_zeros(query.shape[0], layout.total, terms, dtype=_factor_dtype(query))
-        factors[:, layout.video_slice] = video
+            video.copy_(activation).mul_(self.step.erae.gamma).add_(1.0).mul_(tab[:, None, None])
+        else:
+            video.copy_(tab[:, None, None].expand_as(video))
         return factors
 
     def lse_merge(
         self, query, key, value, reference_key, reference_value, query_factors, key_factors
     ) -> Tensor:
-        """Native-head-dim attention over ``[text | video]`` merged with biased attention over the kept
-        reference keys; the bias rides as extra head dims of the small reference part only."""
+        """Native-head-dim attention over ``[text | video]`` merged exactly with the biased attention over
+        the kept reference keys (:meth:`reference_part`); "B H Lq D" out."""
         assert self.lse_kernel is not None
         query4 = self.split(query)
         out_main, lse_main = self.lse_kernel.run(query4, self.split(key), self.split(value), self.scale)
-        head_dim = query4.shape[-1]
-        kernel = self.lse_kernel
-        padded = kernel.padded_head_dim(head_dim + key_factors.shape[-1])
-        if padded is None or kernel.quantized:
-            # No native head dim fits, or the kernel would round the bias to int8: PyTorch's fused kernel
-            # runs the small reference part (a few % of the keys) instead.
-            kernel = LSE_KERNELS["torch"]
-            padded = augmented_head_dim(head_dim, key_factors.shape[-1])
+        out_reference, lse_reference = self.reference_part(
+            query4, self.split(reference_key), self.split(reference_value), query_factors, key_factors
+        )
+        return merge_partial_attention(out_main, lse_main, out_reference, lse_reference)
+
+    def reference_part(
+        self, query4: Tensor, reference_key4: Tensor, reference_value4: Tensor, query_factors, key_factors
+    ) -> tuple[Tensor, Tensor]:
+        """Biased attention of every query over the kept reference keys, with its log-sum-exp.
+
+        query4 "b H Lq D", reference key/value "b H kept D", query_factors "b Lq K", key_factors "1 kept K".
+        Where a kernel takes an additive bias (PyTorch's on the CPU) and the ``Lq × kept`` bias is no
+        larger than the query, the bias ``query_factors @ key_factorsᵀ`` is that mask ("b 1 Lq kept",
+        float32) and the keys keep the native head dim. Otherwise the bias factors ride as extra head
+        dims. A quantizing kernel never gets the bias: PyTorch's kernel runs this part instead.
+        Returns (out "b H Lq D", lse "b H Lq").
+        """
+        assert self.lse_kernel is not None
+        kernel = LSE_KERNELS["torch"] if self.lse_kernel.quantized else self.lse_kernel
+        if kernel.takes_bias(query4) and _bias_fits(query4, query_factors, key_factors):
+            assert kernel.run_biased is not None
+            bias = torch.matmul(query_factors, key_factors.transpose(-1, -2)).unsqueeze(1)
+            return kernel.run_biased(query4, reference_key4, reference_value4, self.scale, bias)
+        head_dim, rank = query4.shape[-1], key_factors.shape[-1]
+        padded = kernel.padded_head_dim(head_dim + rank)
+        if padded is None:  # no native head dim of the kernel fits: PyTorch's runs this small part
+            kernel, padded = LSE_KERNELS["torch"], augmented_head_dim(head_dim, rank)
         factor_scale = self.scale**-0.5  # (c · s)(m · s) · scale = c · m
         ref_query = _augment(query4, query_factors, padded, 1.0, factor_scale)
-        ref_key = _augment(self.split(reference_key), key_factors, padded, 1.0, factor_scale)
-        ref_value = _augment(self.split(reference_value), None, padded, 1.0, 0.0)
-        out_reference, lse_reference = kernel.run(ref_query, ref_key, ref_value, self.scale)
-        return merge_partial_attention(out_main, lse_main, out_reference[..., :head_dim], lse_reference)
+        ref_key = _augment(reference_key4, key_factors, padded, 1.0, factor_scale)
+        ref_value = _augment(reference_value4, None, padded, 1.0, 0.0)
+        out, lse = kernel.run(ref_query, ref_key, ref_value, self.scale)
+        return out[..., :head_dim], lse
 
     def augmented(
         self, query, key, value, reference_key, reference_value, query_factors, key_factors
@@ -488,6 +506,23 @@ class _Call:
         augmented_key = _augment(self.split(all_keys), key_factors, padded, 1.0, factor_scale)
         augmented_value = _augment(self.split(all_values), None, padded, 1.0, 0.0)
         return self.attention_fn(augmented_query, augmented_key, augmented_value)[..., :head_dim]
+
+
+def _split_heads(tokens: Tensor, heads: int) -> Tensor:
+    """Heads apart, "b l (h d)" -> "b h l d", as a view (plain view ops: einops costs more per call)."""
+    return tokens.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def _join_heads(tokens: Tensor) -> Tensor:
+    """Heads together, "b h l d" -> "b l (h d)" (a view when the kernel wrote "b l h d" memory, as
+    PyTorch's do)."""
+    return tokens.transpose(1, 2).flatten(2)
+
+
+def _bias_fits(query4: Tensor, query_factors: Tensor, key_factors: Tensor) -> bool:
+    """True when the "b 1 Lq kept" bias mask takes no more memory than the query "b H Lq D" itself."""
+    batch, length, kept = query_factors.shape[0], query4.shape[2], key_factors.shape[1]
+    return batch * length * kept * key_factors.element_size() <= query4.numel() * query4.element_size()
 
 
 def _factor_dtype(tokens: Tensor) -> torch.dtype:

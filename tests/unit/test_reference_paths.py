@@ -79,7 +79,13 @@ def simulated_int8(query, key, value, scale):
 
 
 SIMULATED_INT8 = LseKernel("int8-sim", simulated_int8, lambda q, k: True, head_dims=(64, 128), quantized=True)
-KERNELS = {"augmented": None, "lse-merge": LSE_KERNELS["torch"]}
+TORCH_WITHOUT_BIAS = LseKernel("torch-no-bias", LSE_KERNELS["torch"].run, LSE_KERNELS["torch"].supports)
+"""PyTorch's kernel without its bias entry: the small reference part carries the bias as extra head dims."""
+KERNELS = {
+    "augmented": None,
+    "lse-merge": LSE_KERNELS["torch"],
+    "lse-merge, bias as head dims": TORCH_WITHOUT_BIAS,
+}
 
 
 def qkv(batch, seed=0):
@@ -180,6 +186,103 @@ def test_lse_merge_runs_the_native_head_dim_on_the_many_keys():
     step = make_step([True], weights=WEIGHTS)
     reference_self_attention(query, key, value, HEADS, step, attention_fn=sdpa_attention, lse_kernel=kernel)
     assert calls == [(HEAD_DIM, LAYOUT.text + LAYOUT.video), (24, LAYOUT.reference)]
+
+
+def test_torch_on_cpu_runs_the_reference_part_at_the_native_head_dim_with_a_bias_mask():
+    """PyTorch's CPU kernel takes the bias as an additive "b 1 Lq kept" mask: no extra head dims at all."""
+    calls = []
+    torch_kernel = LSE_KERNELS["torch"]
+    assert torch_kernel.takes_bias(torch.zeros(1))
+
+    def recording(query, key, value, scale):
+        calls.append(("plain", query.shape[-1], key.shape[2]))
+        return torch_kernel.run(query, key, value, scale)
+
+    def recording_biased(query, key, value, scale, bias):
+        calls.append(("biased", query.shape[-1], key.shape[2], tuple(bias.shape), bias.dtype))
+        return torch_kernel.run_biased(query, key, value, scale, bias)
+
+    kernel = LseKernel(
+        "recording", recording, lambda q, k: True, run_biased=recording_biased, bias_devices=("cpu",)
+    )
+    query, key, value = qkv(2)
+    step = make_step([True, True], weights=WEIGHTS)
+    got = reference_self_attention(
+        query, key, value, HEADS, step, attention_fn=sdpa_attention, lse_kernel=kernel
+    )
+    context = LAYOUT.text + LAYOUT.video
+    assert calls == [
+        ("plain", HEAD_DIM, context),
+        ("biased", HEAD_DIM, LAYOUT.reference, (2, 1, LAYOUT.total, LAYOUT.reference), torch.float32),
+    ]
+    expected = oracle(
+        query, key, value, tab=1.5, weights=WEIGHTS.tolist(), sees=[True, True], kept=[True] * 8,
+        term_frames=[[0, 1]], activation=None, gamma=0.0,
+    )  # fmt: skip
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=0)
+
+
+def test_a_bias_mask_larger_than_the_query_falls_back_to_extra_head_dims():
+    """40 reference keys > H·D = 32 channels per query: the mask would outgrow the query, so it is not built."""
+    calls = []
+    torch_kernel = LSE_KERNELS["torch"]
+
+    def recording(query, key, value, scale):
+        calls.append((query.shape[-1], key.shape[2]))
+        return torch_kernel.run(query, key, value, scale)
+
+    def refuse(*args):
+        raise AssertionError("the bias mask must not be built")
+
+    kernel = LseKernel("recording", recording, lambda q, k: True, run_biased=refuse, bias_devices=("cpu",))
+    layout = TokenLayout.cogvideox(text=3, frames=1, reference_frames=1, frame_tokens=40)
+    generator = torch.Generator().manual_seed(8)
+    query, key, value = (
+        torch.randn(1, layout.total, HEADS * HEAD_DIM, generator=generator) for _ in range(3)
+    )
+    step = plan_step(
+        layout, tab=TABSchedule(shape="constant", peak=2.0), progress=0.5, row_sees_reference=[True],
+        row_has_entities=[True], reference_weights=torch.rand(40, generator=generator), erae=None,
+    )  # fmt: skip
+    got = reference_self_attention(
+        query, key, value, HEADS, step, attention_fn=sdpa_attention, lse_kernel=kernel
+    )
+    assert calls == [(HEAD_DIM, layout.text + layout.video), (24, layout.reference)]
+    masked = reference_self_attention(
+        query, key, value, HEADS, step, attention_fn=sdpa_attention, lse_kernel=LSE_KERNELS["torch"]
+    )
+    torch.testing.assert_close(got, masked, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_torch_cpu_kernel_with_a_bias_matches_a_float64_softmax(dtype):
+    """The float32 bias is added to the scaled logits of every head; out and lse match float64."""
+    generator = torch.Generator().manual_seed(9)
+    query = torch.randn(2, 3, 37, 16, generator=generator).to(dtype)
+    key, value = (torch.randn(2, 3, 11, 16, generator=generator).to(dtype) for _ in range(2))
+    bias = (torch.rand(2, 1, 37, 11, generator=generator) * 4.0).to(torch.promote_types(dtype, torch.float32))
+    out, lse = LSE_KERNELS["torch"].run_biased(query, key, value, 0.3, bias)
+    logits = query.double() @ key.double().transpose(-1, -2) * 0.3 + bias.double()
+    tolerance = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 1e-2, torch.bfloat16: 6e-2}[dtype]
+    torch.testing.assert_close(lse.double(), torch.logsumexp(logits, -1), atol=tolerance, rtol=0)
+    expected = torch.softmax(logits, -1) @ value.double()
+    torch.testing.assert_close(out.double(), expected, atol=tolerance, rtol=0)
+
+
+@pytest.mark.parametrize("path", list(KERNELS))
+def test_bfloat16_rows_stay_close_to_the_float64_oracle(path):
+    """bf16 tokens on every path: within bf16's rounding of the float64 result on the same inputs."""
+    query, key, value = (t.to(torch.bfloat16) for t in qkv(2, seed=10))
+    step = make_step([True, False], weights=WEIGHTS, tab=3.0)
+    got = reference_self_attention(
+        query, key, value, HEADS, step, attention_fn=sdpa_attention, lse_kernel=KERNELS[path]
+    )
+    assert got.dtype == torch.bfloat16
+    expected = oracle(
+        query, key, value, tab=3.0, weights=WEIGHTS.tolist(), sees=[True, False], kept=[True] * 8,
+        term_frames=[[0, 1]], activation=None, gamma=0.0,
+    )  # fmt: skip
+    torch.testing.assert_close(got.double(), expected, atol=6e-2, rtol=0)
 
 
 def test_rows_without_reference_pay_only_for_text_and_video():
