@@ -219,6 +219,87 @@ def row_roles(transformer_options: dict, batch: int) -> list[ConditioningRole]:
     return found
 
 
+_PER_CHUNK_OPTIONS = ("cond_or_uncond", "uuids")
+"""``transformer_options`` lists with one entry per conditioning chunk of the batch (ComfyUI's
+``calc_cond_batch``)."""
+
+
+def _rows_of(value, rows: Tensor, batch: int):
+    """``value`` restricted to ``rows`` when it is a tensor with one entry per batch row, else as it is."""
+    if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == batch:
+        return value.index_select(0, rows.to(value.device))
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class RowSplit:
+    """A model call whose rows disagree on seeing the pack's own reference, run as two calls: the rows
+    that see it with the reference frames appended, the others as the plain model — so they pay for no
+    reference token in any layer (the base model's cost), not only in attention.
+
+    Made only when every argument is a tensor or a plain value (a container such as a ControlNet's
+    ``control`` dict could hold per-row tensors this cannot see): otherwise the call stays one call, in
+    which the blind rows drop the reference keys in attention (the same result, at a higher cost).
+    """
+
+    seeing: Tensor
+    blind: Tensor
+    args: tuple
+    kwargs: dict
+    options: dict
+    options_index: int
+
+    @classmethod
+    def of(
+        cls, sees: Sequence[bool], args: tuple, kwargs: dict, options: dict, options_index: int
+    ) -> RowSplit | None:
+        if all(sees) or not any(sees):
+            return None
+        plain = (Tensor, int, float, str, bool, type(None))
+        others = [a for i, a in enumerate(args) if i != options_index]
+        others += [v for k, v in kwargs.items() if k != "transformer_options"]
+        if not all(isinstance(value, plain) for value in others):
+            return None
+        seeing = torch.tensor([row for row, flag in enumerate(sees) if flag])
+        blind = torch.tensor([row for row, flag in enumerate(sees) if not flag])
+        return cls(seeing, blind, tuple(args), dict(kwargs), options, options_index)
+
+    def _call_args(self, rows: Tensor, *, patched: bool) -> tuple[tuple, dict]:
+        """The call's arguments for ``rows`` (whole conditioning chunks, as roles are per chunk); without
+        the reference patch unless ``patched``."""
+        batch = self.args[0].shape[0]
+        chunks = self.options.get("cond_or_uncond") or [0]
+        per_chunk = batch // len(chunks)
+        kept_chunks = sorted({int(row) // per_chunk for row in rows})
+        options = {
+            name: _rows_of(value, rows, batch)
+            for name, value in self.options.items()
+            if patched or name != SETTINGS_KEY
+        }
+        for name in _PER_CHUNK_OPTIONS:
+            listed = self.options.get(name)
+            if isinstance(listed, list) and len(listed) == len(chunks):
+                options[name] = [listed[chunk] for chunk in kept_chunks]
+        args = [_rows_of(value, rows, batch) for value in self.args]
+        kwargs = {name: _rows_of(value, rows, batch) for name, value in self.kwargs.items()}
+        if len(args) > self.options_index:
+            args[self.options_index] = options
+        else:
+            kwargs["transformer_options"] = options
+        return tuple(args), kwargs
+
+    def run(self, executor, wrapper: ReferenceWrapper) -> Tensor:
+        """Both calls, their rows put back in the batch's order. ``[B, C, T, H, W]``."""
+        args, kwargs = self._call_args(self.seeing, patched=True)
+        seen = wrapper(executor, *args, **kwargs)
+        args, kwargs = self._call_args(self.blind, patched=False)
+        unseen = executor(*args, **kwargs)
+        out = seen.new_empty((self.args[0].shape[0], *seen.shape[1:]))
+        out[self.seeing.to(out.device)] = seen
+        out[self.blind.to(out.device)] = unseen
+        return out
+
+
 class ReferenceWrapper:
     """``DIFFUSION_MODEL`` wrapper: join the reference frames, plan the bias, run, strip the frames."""
 
@@ -259,9 +340,12 @@ class ReferenceWrapper:
         if patch.reference is not None:
             video, reference, layout = self._join(spec, dit, x, args[spec.context_index], patch)
             masks = patch.reference.masks
-            new_args[0] = torch.cat([video, reference], dim=2)
             biased = None
             sees = [role.sees(uncond_sees_reference=patch.uncond_sees_reference) for role in roles]
+            split = RowSplit.of(sees, args, kwargs, transformer_options, options_index)
+            if split is not None:
+                return split.run(executor, self)
+            new_args[0] = torch.cat([video, reference], dim=2)
         else:
             if host_frames is None:
                 if any(role.positive for role in roles):
