@@ -222,6 +222,9 @@ def row_roles(transformer_options: dict, batch: int) -> list[ConditioningRole]:
 _PER_CHUNK_OPTIONS = ("cond_or_uncond", "uuids")
 """``transformer_options`` lists with one entry per conditioning chunk of the batch (ComfyUI's
 ``calc_cond_batch``)."""
+_PER_ROW_OPTIONS = ("sigmas",)
+"""``transformer_options`` tensors with one entry per batch row (``calc_cond_batch`` sets ``sigmas`` to the
+call's timestep). Nothing else in the options is cut: ``sample_sigmas``, for one, is the whole schedule."""
 
 
 def _rows_of(value, rows: Tensor, batch: int):
@@ -271,11 +274,10 @@ class RowSplit:
         chunks = self.options.get("cond_or_uncond") or [0]
         per_chunk = batch // len(chunks)
         kept_chunks = sorted({int(row) // per_chunk for row in rows})
-        options = {
-            name: _rows_of(value, rows, batch)
-            for name, value in self.options.items()
-            if patched or name != SETTINGS_KEY
-        }
+        options = {name: value for name, value in self.options.items() if patched or name != SETTINGS_KEY}
+        for name in _PER_ROW_OPTIONS:
+            if name in options:
+                options[name] = _rows_of(options[name], rows, batch)
         for name in _PER_CHUNK_OPTIONS:
             listed = self.options.get(name)
             if isinstance(listed, list) and len(listed) == len(chunks):

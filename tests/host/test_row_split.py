@@ -84,3 +84,26 @@ def test_no_split_when_an_argument_is_a_container(patch_module):
     assert patch_module.RowSplit.of([True, False], args, {}, options, 4) is not None
     assert patch_module.RowSplit.of([True, False], args, {"control": {"output": []}}, options, 4) is None
     assert patch_module.RowSplit.of([True, True], args, {}, options, 4) is None
+
+
+def test_only_the_per_row_options_are_cut(patch_module):
+    """``sigmas`` (one per row) and the per-chunk lists follow the rows; ``sample_sigmas`` (the whole
+    schedule) stays whole even when its length happens to equal the batch."""
+    x = torch.arange(2.0).reshape(2, 1, 1, 1, 1)
+    options = {
+        "cond_or_uncond": [0, 1],
+        "uuids": ["cond", "uncond"],
+        "sigmas": torch.tensor([0.75, 0.75]),
+        "sample_sigmas": torch.tensor([0.75, 0.0]),
+        patch_module.SETTINGS_KEY: "patch",
+    }
+    split = patch_module.RowSplit.of([False, True], (x, torch.tensor([5.0, 6.0]), options), {}, options, 2)
+    args, _ = split._call_args(split.seeing, patched=True)
+    assert args[0].flatten().tolist() == [1.0] and args[1].tolist() == [6.0]
+    seen_options = args[2]
+    assert seen_options["cond_or_uncond"] == [1] and seen_options["uuids"] == ["uncond"]
+    assert seen_options["sigmas"].tolist() == [0.75]
+    assert seen_options["sample_sigmas"].tolist() == [0.75, 0.0]
+    assert seen_options[patch_module.SETTINGS_KEY] == "patch"
+    args, _ = split._call_args(split.blind, patched=False)
+    assert args[2]["cond_or_uncond"] == [0] and patch_module.SETTINGS_KEY not in args[2]
