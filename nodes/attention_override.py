@@ -22,9 +22,9 @@ from ..customvideox_core.reference_attention import (
     reference_self_attention,
 )
 from .attention_backends import announce_path, backend_name, usable_kernel
+from .wrapper_args import OPTIONS_KEYWORD, chained_backend, head_split_kernel, plain_call
 
 RUNTIME_KEY = "cvx_runtime"
-OVERRIDE_KEY = "optimized_attention_override"
 
 
 @dataclass(eq=False)
@@ -44,41 +44,26 @@ def reference_attention_override(func, *args, **kwargs):
     A self-attention call (as many keys as queries) whose length is not the planned layout's raises a
     clear error instead of running unbiased. Cross-attention (Wan's text) passes through.
     """
-    transformer_options = kwargs.get("transformer_options") or {}
+    transformer_options = kwargs.get(OPTIONS_KEYWORD) or {}
     runtime: CallRuntime | None = transformer_options.get(RUNTIME_KEY)
     previous = runtime.previous_override if runtime is not None else None
-
-    def backend(*backend_args, **backend_kwargs):
-        if previous is not None:
-            return previous(func, *backend_args, **backend_kwargs)
-        return func(*backend_args, **backend_kwargs)
-
-    if runtime is None or len(args) < 3 or kwargs.get("skip_reshape") or kwargs.get("mask") is not None:
+    backend = chained_backend(func, previous)
+    call = plain_call(args, kwargs) if runtime is not None else None
+    if call is None:
         return backend(*args, **kwargs)
-    query, key, value = args[:3]
-    heads = args[3] if len(args) > 3 else kwargs.get("heads")
+    query, key, value, heads = call
     layout = runtime.step.layout
-    if query.ndim != 3 or heads is None:
-        return backend(*args, **kwargs)
     if key.shape[1] == query.shape[1] or key.shape[1] == layout.total:
         check_sequence(query, key, layout)
     if query.shape[1] != layout.total:
         return backend(*args, **kwargs)
 
-    rest = {
-        name: val
-        for name, val in kwargs.items()
-        if name not in ("heads", "skip_reshape", "skip_output_reshape", "scale")
-    }
     if key.shape[1] == layout.total:
         if runtime.entity_source == "joint_attention":
             activation = joint_entity_activation(query, key, heads, runtime.step)
         else:
             activation = runtime.scratch.get("activation")
-
-        def attention_fn(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-            return backend(q, k, v, q.shape[1], skip_reshape=True, skip_output_reshape=True, **rest)
-
+        attention_fn = head_split_kernel(backend, kwargs, drop=("scale",))
         name = backend_name(func)
         kernel = None if previous is not None else usable_kernel(name, query, query.shape[-1] // heads)
         path = path_for(runtime.step, kernel, query, heads)

@@ -42,6 +42,7 @@ from ..customvideox_core.convert.concat_id_wan import (
 from ..customvideox_core.host_specs import spec_for
 from .concat_id_node import checkpoint_inputs, checkpoint_output
 from .patch import SETTINGS_KEY
+from .wrapper_args import options_of, with_options
 
 WRAPPER_KEY = "customvideox_concat_id_wan"
 CALL_KEY = "cvx_concat_id_wan"
@@ -73,8 +74,7 @@ class ConcatIdWanWrapper:
     def __call__(self, executor, *args, **kwargs):
         spec = spec_for("wan")
         index = spec.transformer_options_index
-        in_args = len(args) > index
-        options = (args[index] if in_args else kwargs.get("transformer_options")) or {}
+        options = options_of(args, kwargs, index)
         reference_frames = _reference_frames(options.get(SETTINGS_KEY), spec, args, kwargs)
         if reference_frames == 0:
             return executor(*args, **kwargs)
@@ -87,10 +87,7 @@ class ConcatIdWanWrapper:
             )
             projected = reference_projection(self.adaln, embedding)
         call_options = {**options, CALL_KEY: ConcatIdWanCall(reference_frames, projected)}
-        if in_args:
-            args = (*args[:index], call_options, *args[index + 1 :])
-        else:
-            kwargs = {**kwargs, "transformer_options": call_options}
+        args, kwargs = with_options(args, kwargs, index, call_options)
         return executor(*args, **kwargs)
 
 

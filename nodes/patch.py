@@ -43,9 +43,10 @@ from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.layout import TokenLayout
 from ..customvideox_core.reference_attention import plan_step
 from ..customvideox_core.tab import TABSchedule, sampling_progress
-from .attention_override import OVERRIDE_KEY, RUNTIME_KEY, CallRuntime, reference_attention_override
+from .attention_override import RUNTIME_KEY, CallRuntime, reference_attention_override
 from .host_model import diffusion_model_of, host_signature
 from .types import ReferenceLatents
+from .wrapper_args import OPTIONS_KEYWORD, OVERRIDE_KEY, options_of, with_options
 
 WRAPPER_KEY = "customvideox"
 SETTINGS_KEY = "cvx_settings"
@@ -260,7 +261,7 @@ class RowSplit:
             return None
         plain = (Tensor, int, float, str, bool, type(None))
         others = [a for i, a in enumerate(args) if i != options_index]
-        others += [v for k, v in kwargs.items() if k != "transformer_options"]
+        others += [v for k, v in kwargs.items() if k != OPTIONS_KEYWORD]
         if not all(isinstance(value, plain) for value in others):
             return None
         seeing = torch.tensor([row for row, flag in enumerate(sees) if flag])
@@ -282,13 +283,9 @@ class RowSplit:
             listed = self.options.get(name)
             if isinstance(listed, list) and len(listed) == len(chunks):
                 options[name] = [listed[chunk] for chunk in kept_chunks]
-        args = [_rows_of(value, rows, batch) for value in self.args]
+        args = tuple(_rows_of(value, rows, batch) for value in self.args)
         kwargs = {name: _rows_of(value, rows, batch) for name, value in self.kwargs.items()}
-        if len(args) > self.options_index:
-            args[self.options_index] = options
-        else:
-            kwargs["transformer_options"] = options
-        return tuple(args), kwargs
+        return with_options(args, kwargs, self.options_index, options)
 
     def run(self, executor, wrapper: ReferenceWrapper) -> Tensor:
         """Both calls, their rows put back in the batch's order. ``[B, C, T, H, W]``."""
@@ -320,9 +317,7 @@ class ReferenceWrapper:
     def __call__(self, executor, *args, **kwargs):
         spec = self.spec
         options_index = spec.transformer_options_index
-        transformer_options = args[options_index] if len(args) > options_index else None
-        if transformer_options is None:
-            transformer_options = kwargs.get("transformer_options") or {}
+        transformer_options = options_of(args, kwargs, options_index)
         patch = transformer_options.get(SETTINGS_KEY)
         if patch is None:
             return executor(*args, **kwargs)
@@ -380,10 +375,7 @@ class ReferenceWrapper:
             previous_override=transformer_options.get(OVERRIDE_KEY),
         )
         call_options[OVERRIDE_KEY] = reference_attention_override
-        if len(args) > options_index:
-            new_args[options_index] = call_options
-        else:
-            kwargs = {**kwargs, "transformer_options": call_options}
+        new_args, kwargs = with_options(tuple(new_args), kwargs, options_index, call_options)
         out = executor(*new_args, **kwargs)
         t, h, w = x.shape[-3:]
         return out[:, :, :t, :h, :w]

@@ -22,22 +22,29 @@ import comfy.patcher_extension
 from torch import Tensor
 
 from ..customvideox_core.erae import ERAEConfig, entity_activation
+from ..customvideox_core.host_specs import spec_for
 from ..customvideox_core.standin.branch import ReferenceKV, compute_reference_kv, reference_kv
 from ..customvideox_core.standin.cache import ReferenceKVCache, ReferenceKVKey
 from ..customvideox_core.standin.lora_file import StandInLoRA
 from ..customvideox_core.standin.video_attention import VideoStep, plan_video_step, video_self_attention
 from ..customvideox_core.tab import TABSchedule
 from .patch import install_conditioning_roles, progress_of, row_roles
+from .wrapper_args import (
+    OPTIONS_KEYWORD,
+    OVERRIDE_KEY,
+    chained_backend,
+    head_split_kernel,
+    options_of,
+    plain_call,
+    with_options,
+)
 
 WRAPPER_KEY = "customvideox_standin"
 CONDITIONING_ROLES_KEY = "customvideox_standin_roles"
 """Key of the conditioning-role wrappers (its own, so a Stand-In and a CustomVideoX patch can coexist)."""
 SETTINGS_KEY = "cvx_standin"
 RUNTIME_KEY = "cvx_standin_runtime"
-OVERRIDE_KEY = "optimized_attention_override"
-_TRANSFORMER_OPTIONS_INDEX = (
-    5  # WanModel.forward(x, timestep, context, clip_fea, time_dim_concat, transformer_options)
-)
+_OPTIONS_INDEX = spec_for("wan").transformer_options_index
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,9 +131,7 @@ class StandInWrapper:
     """``DIFFUSION_MODEL`` wrapper: cached reference K/V + the attention override for this call."""
 
     def __call__(self, executor, *args, **kwargs):
-        index = _TRANSFORMER_OPTIONS_INDEX
-        options = args[index] if len(args) > index else kwargs.get("transformer_options")
-        options = options or {}
+        options = options_of(args, kwargs, _OPTIONS_INDEX)
         patch: StandInPatch | None = options.get(SETTINGS_KEY)
         if patch is None:
             return executor(*args, **kwargs)
@@ -154,41 +159,21 @@ class StandInWrapper:
             previous_override=options.get(OVERRIDE_KEY),
         )
         call_options[OVERRIDE_KEY] = standin_attention_override
-        if len(args) > index:
-            args = (*args[:index], call_options, *args[index + 1 :])
-        else:
-            kwargs = {**kwargs, "transformer_options": call_options}
+        args, kwargs = with_options(args, kwargs, _OPTIONS_INDEX, call_options)
         return executor(*args, **kwargs)
 
 
 def standin_attention_override(func, *args, **kwargs):
     """``optimized_attention_override``: the first of each block's two calls gets the reference keys."""
-    options = kwargs.get("transformer_options") or {}
+    options = kwargs.get(OPTIONS_KEYWORD) or {}
     runtime: StandInRuntime | None = options.get(RUNTIME_KEY)
-    previous = runtime.previous_override if runtime is not None else None
-
-    def backend(*backend_args, **backend_kwargs):
-        if previous is not None:
-            return previous(func, *backend_args, **backend_kwargs)
-        return func(*backend_args, **backend_kwargs)
-
+    backend = chained_backend(func, runtime.previous_override if runtime is not None else None)
     block = options.get("block_index")
-    if (
-        runtime is None
-        or block is None
-        or len(args) < 3
-        or kwargs.get("skip_reshape")
-        or kwargs.get("mask") is not None
-    ):
+    call = plain_call(args, kwargs) if runtime is not None and block is not None else None
+    if call is None:
         return backend(*args, **kwargs)
-    query, key, value = args[:3]
-    heads = args[3] if len(args) > 3 else kwargs.get("heads")
-    if query.ndim != 3 or heads is None:
-        return backend(*args, **kwargs)
-    rest = {n: v for n, v in kwargs.items() if n not in ("heads", "skip_reshape", "skip_output_reshape")}
-
-    def attention_fn(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        return backend(q, k, v, q.shape[1], skip_reshape=True, skip_output_reshape=True, **rest)
+    query, key, value, heads = call
+    attention_fn = head_split_kernel(backend, kwargs)
 
     if runtime.is_self_attention(block):
         if key.shape[1] != query.shape[1]:
