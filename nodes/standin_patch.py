@@ -206,14 +206,14 @@ def _store_activation(runtime: StandInRuntime, query: Tensor, key: Tensor, heads
     step = runtime.step
     if erae is None or step.gamma == 0.0 or not any(step.erae_rows) or not step.uses_bias:
         return
-    if key.shape[1] <= max(erae.entity_positions) or query.shape[1] % runtime.frame_tokens:
+    if key.shape[1] <= max(step.entity_positions) or query.shape[1] % runtime.frame_tokens:
         return
     video_queries = query.unflatten(-1, (heads, -1)).transpose(1, 2)
     text_keys = key.unflatten(-1, (heads, -1)).transpose(1, 2)
     runtime.activation = entity_activation(
         video_queries,
         text_keys,
-        erae.entity_positions,
+        step.entity_positions,
         frame_tokens=runtime.frame_tokens,
         threshold=erae.threshold,
     )

@@ -37,6 +37,8 @@ class VideoStep:
     - ``reference_weights``: ``m_j`` ``[Lr]`` in ``[0, 1]`` (the subject mask pooled to the reference grid).
     - ``kept``: indices of the reference tokens kept (None = all); blocked tokens are dropped.
     - ``gamma``: ERAE strength, 0 = off; ``erae_rows``: rows whose prompt holds the entity words.
+    - ``entity_positions``: the text positions of the words ERAE reads for this one reference image (the
+      words bound to image 1 when ERAEMask binds subjects, else the unbound entity words).
     """
 
     sees_reference: tuple[bool, ...]
@@ -45,6 +47,7 @@ class VideoStep:
     kept: Tensor | None
     gamma: float
     erae_rows: tuple[bool, ...]
+    entity_positions: tuple[int, ...] = ()
 
     @property
     def batch(self) -> int:
@@ -82,7 +85,9 @@ def plan_video_step(
             )
         if inside.numel() < weights.numel():
             kept = inside
-    gamma = erae.gamma if (erae is not None and erae.enabled) else 0.0
+    # One reference image: one bias term, the words bound to it or else the unbound ones.
+    positions = erae.bias_terms(1)[0][0] if erae is not None else ()
+    gamma = erae.gamma if (erae is not None and positions) else 0.0
     return VideoStep(
         sees_reference=tuple(bool(flag) for flag in row_sees_reference),
         tab_per_row=tuple(float(tab_value) for _ in cond),
@@ -90,6 +95,7 @@ def plan_video_step(
         kept=kept,
         gamma=float(gamma),
         erae_rows=cond,
+        entity_positions=tuple(positions),
     )
 
 

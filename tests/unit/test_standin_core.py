@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from customvideox_core.erae import ERAEConfig
+from customvideox_core.erae import ERAEConfig, SubjectWords
 from customvideox_core.standin.branch import ReferenceKV, reference_grid, timestep_zero_embedding
 from customvideox_core.standin.cache import ReferenceKVCache, ReferenceKVKey
 from customvideox_core.standin.lora_file import (
@@ -307,3 +307,20 @@ def test_cache_computes_once_per_key():
     cache.clear()
     cache.get(key, compute)
     assert len(made) == 3
+
+
+def test_erae_with_bound_subjects_reads_the_words_of_image_one():
+    """Stand-In has one reference image: ERAE reads the words bound to image 1, or else the unbound words;
+    a config with subjects only (no unbound words) plans without error."""
+    bound = ERAEConfig(entity_positions=(2,), gamma=1.5, subjects=(SubjectWords(0, (5, 6)),))
+    unbound_only = ERAEConfig(entity_positions=(2,), gamma=1.5)
+    subjects_only = ERAEConfig(gamma=1.5, subjects=(SubjectWords(0, (5,)),))
+    planned = {
+        name: step(erae=config)
+        for name, config in (("bound", bound), ("unbound", unbound_only), ("subjects", subjects_only))
+    }
+    assert (planned["bound"].entity_positions, planned["bound"].gamma) == ((5, 6), 1.5)
+    assert (planned["unbound"].entity_positions, planned["unbound"].gamma) == ((2,), 1.5)
+    assert (planned["subjects"].entity_positions, planned["subjects"].gamma) == ((5,), 1.5)
+    no_words = step(erae=ERAEConfig(gamma=1.5))
+    assert (no_words.entity_positions, no_words.gamma) == ((), 0.0)
