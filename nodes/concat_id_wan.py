@@ -42,13 +42,10 @@ from ..customvideox_core.convert.concat_id_wan import (
 from ..customvideox_core.host_specs import spec_for
 from .concat_id_node import checkpoint_inputs, checkpoint_output
 from .patch import SETTINGS_KEY
+from .wrapper_args import CONCAT_ID_CALL_KEY as CALL_KEY
 from .wrapper_args import options_of, with_options
 
 WRAPPER_KEY = "customvideox_concat_id_wan"
-CALL_KEY = "cvx_concat_id_wan"
-_WAN_OPTIONS_INDEX = (
-    5  # WanModel._forward(x, timestep, context, clip_fea, time_dim_concat, transformer_options)
-)
 _SUFFIXES = TENSOR_PICKLE_SUFFIXES | {".safetensors"}
 
 

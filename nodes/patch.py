@@ -46,7 +46,7 @@ from ..customvideox_core.tab import TABSchedule, sampling_progress
 from .attention_override import RUNTIME_KEY, CallRuntime, reference_attention_override
 from .host_model import diffusion_model_of, host_signature
 from .types import ReferenceLatents
-from .wrapper_args import OPTIONS_KEYWORD, OVERRIDE_KEY, options_of, with_options
+from .wrapper_args import CONCAT_ID_CALL_KEY, OPTIONS_KEYWORD, OVERRIDE_KEY, options_of, with_options
 
 WRAPPER_KEY = "customvideox"
 SETTINGS_KEY = "cvx_settings"
@@ -242,8 +242,10 @@ class RowSplit:
     reference token in any layer (the base model's cost), not only in attention.
 
     Made only when every argument is a tensor or a plain value (a container such as a ControlNet's
-    ``control`` dict could hold per-row tensors this cannot see): otherwise the call stays one call, in
-    which the blind rows drop the reference keys in attention (the same result, at a higher cost).
+    ``control`` dict could hold per-row tensors this cannot see), and not under Concat-ID-Wan's wrapper
+    (it runs outside this one and has already sized its state for the whole batch): otherwise the call
+    stays one call, in which the blind rows drop the reference keys in attention (the same result, at a
+    higher cost).
     """
 
     seeing: Tensor
@@ -257,7 +259,7 @@ class RowSplit:
     def of(
         cls, sees: Sequence[bool], args: tuple, kwargs: dict, options: dict, options_index: int
     ) -> RowSplit | None:
-        if all(sees) or not any(sees):
+        if all(sees) or not any(sees) or CONCAT_ID_CALL_KEY in options:
             return None
         plain = (Tensor, int, float, str, bool, type(None))
         others = [a for i, a in enumerate(args) if i != options_index]
@@ -335,13 +337,13 @@ class ReferenceWrapper:
         dit = executor.class_obj
         new_args = list(args)
         if patch.reference is not None:
-            video, reference, layout = self._join(spec, dit, x, args[spec.context_index], patch)
-            masks = patch.reference.masks
-            biased = None
             sees = [role.sees(uncond_sees_reference=patch.uncond_sees_reference) for role in roles]
             split = RowSplit.of(sees, args, kwargs, transformer_options, options_index)
             if split is not None:
                 return split.run(executor, self)
+            video, reference, layout = self._join(spec, dit, x, args[spec.context_index], patch)
+            masks = patch.reference.masks
+            biased = None
             new_args[0] = torch.cat([video, reference], dim=2)
         else:
             if host_frames is None:

@@ -15,6 +15,10 @@ from torch import Tensor
 OPTIONS_KEYWORD = "transformer_options"
 OVERRIDE_KEY = "optimized_attention_override"
 _LAYOUT_KEYWORDS = ("heads", "skip_reshape", "skip_output_reshape")
+CONCAT_ID_CALL_KEY = "cvx_concat_id_wan"
+"""What Concat-ID-Wan's wrapper (``nodes/concat_id_wan.py``) leaves in a call's options: state sized for
+the whole batch, set by a wrapper that runs outside the reference wrapper (so a call that carries it is
+never split by rows, see ``nodes/patch.RowSplit``)."""
 
 
 def options_of(args: tuple, kwargs: dict, index: int) -> dict:

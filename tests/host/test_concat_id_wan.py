@@ -19,6 +19,7 @@ from nodes_support import LATENT_SHAPE, VIDEO_HEIGHT, VIDEO_WIDTH, load_model, l
 from nodes_support import conditioning as random_conditioning
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from tiny_models import TINY_TEXT_DIM
 
 FIRST_STAGE = "cvx_concat_id_wan_first_stage.safetensors"
 ADALN = "cvx_concat_id_wan_adaln.safetensors"
@@ -246,3 +247,34 @@ def test_partial_reference_adaln_is_refused(comfy_host, tiny_models, files):
     save_file(state, str(tiny_models.diffusion_models_dir / "cvx_concat_id_wan_partial.safetensors"))
     with pytest.raises(ValueError, match=r"missing \['blocks.1.modulation_ref'\]"):
         load_concat_id(comfy_host, "cvx_concat_id_wan_partial.safetensors")
+
+
+@pytest.mark.parametrize("name", [FIRST_STAGE, ADALN])
+def test_a_row_that_does_not_see_the_reference_is_the_plain_model(comfy_host, pack, tiny_models, files, name):
+    """cfg with uncond_sees_reference off: the unconditional row equals the model without a reference.
+    (Concat-ID-Wan's wrapper runs outside the reference wrapper and sizes its state for the whole batch,
+    so such a call is never split by rows: the blind row drops the reference keys in attention.)"""
+    import comfy.model_management
+
+    model = load_concat_id(comfy_host, name)
+    reference = encode_reference(comfy_host, tiny_models)
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn((2, *LATENT_SHAPE[1:]), generator=generator)
+    timestep = torch.tensor([700.0, 700.0])
+    context = torch.randn(2, 6, TINY_TEXT_DIM, generator=generator)
+    schedule = pack.tab.TABSchedule(shape="constant", peak=1.0)
+    outputs = []
+    for patcher in (
+        pack.patch.apply_reference_patch(
+            model, reference, tab=schedule, erae=None, uncond_sees_reference=False
+        ),
+        model,
+    ):
+        comfy.model_management.load_models_gpu([patcher])
+        options = {**patcher.model_options["transformer_options"], "wrappers": patcher.wrappers}
+        options["cond_or_uncond"] = [0, 1]
+        with torch.no_grad():
+            outputs.append(patcher.model.diffusion_model(x, timestep, context, transformer_options=options))
+    patched, plain = outputs
+    assert (patched[1] - plain[1]).abs().max().item() < 1e-4
+    assert (patched[0] - plain[0]).abs().max().item() > 1e-3, "the positive row must see the reference"
