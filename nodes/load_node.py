@@ -1,4 +1,6 @@
-"""LoadCustomVideoX: host MODEL + adapter file → MODEL with the LoRA applied and the machinery installed."""
+"""LoadCustomVideoX: host MODEL + adapter file → MODEL with the adapter on it as its reference layout
+wants: ``joint``, the LoRA through ``add_patches`` and the reference wrappers installed; ``cached``, no
+weight patched and the reference-only LoRA carried for Apply/Sample (``nodes/cached_layout.py``)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,11 @@
 - for the duration of that call, ``transformer_options["optimized_attention_override"]`` set to the
   override of :mod:`.attention_override`, which adds the TAB/ERAE bias inside every self-attention.
 
+When the rows of a call disagree on seeing the pack's own reference (cfg with the negative blind), the
+wrapper runs them as two calls (:class:`RowSplit`): the seeing rows as above, the others as the plain
+model, so they carry no reference token; where that cannot be done safely the call stays one call and
+the blind rows drop the reference keys in attention.
+
 What differs between host families comes from the core's host-spec table
 (:mod:`customvideox_core.host_specs`), never from ``if family ==`` here.
 State rides on the clone under ``cvx_``-prefixed keys of ``model_options["transformer_options"]``;

@@ -1,7 +1,9 @@
 """The Stand-In MODEL patch: ComfyUI extension points only, its own wrapper keys.
 
-``apply_standin_patch`` clones the ModelPatcher and installs on the clone:
+``install_standin`` installs on a clone (``standin_nodes.apply_standin`` makes it):
 
+- the conditioning-role wrappers of :mod:`.patch` under this module's own key, so that every guider's
+  passes know whether they see the reference;
 - a ``WrappersMP.OUTER_SAMPLE`` wrapper that empties the reference K/V cache when a sampling starts;
 - a ``WrappersMP.DIFFUSION_MODEL`` wrapper that, for every model call, gets the reference K/V of this
   DiT (computed once per sampling and expert by ``customvideox_core.standin.branch``, then reused), and
@@ -12,6 +14,8 @@
 
 The video latent is not changed: no frame is appended, the video keeps its positions and the host's
 forward runs as it is. Any override that was already set (another pack's) stays in the chain.
+The cached reference layout of the pack's own adapters (``nodes/cached_layout.py``) runs through this
+same patch, and its training through this wrapper with the cache off (``StandInPatch.cache = None``).
 """
 
 from __future__ import annotations
@@ -114,12 +118,10 @@ def video_grid(dit, x: Tensor) -> tuple[int, int, int]:
 class ResetCacheWrapper:
     """``OUTER_SAMPLE`` wrapper: every sampling starts with an empty reference K/V cache."""
 
-    def __init__(self, cache: ReferenceKVCache | None) -> None:
+    def __init__(self, cache: ReferenceKVCache) -> None:
         self.cache = cache
 
     def __call__(self, executor, *args, **kwargs):
-        if self.cache is None:
-            return executor(*args, **kwargs)
         self.cache.clear()
         try:
             return executor(*args, **kwargs)
@@ -220,7 +222,8 @@ def _store_activation(runtime: StandInRuntime, query: Tensor, key: Tensor, heads
 
 
 def install_standin(model, patch: StandInPatch) -> None:
-    """Put the two wrappers and the settings on ``model`` (a clone); replaces an earlier Stand-In patch."""
+    """Put the wrappers (conditioning roles, cache reset, the DiT wrapper) and the settings on ``model``
+    (a clone); replaces an earlier Stand-In patch."""
     install_conditioning_roles(model, CONDITIONING_ROLES_KEY)
     for kind, wrapper in (
         (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, ResetCacheWrapper(patch.cache)),

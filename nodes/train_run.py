@@ -1,14 +1,17 @@
 """The training machinery behind CustomVideoXTrainAdapter (``nodes/train_node.py``): settings, the
-model call, the training run on a fresh copy of the model, and the trained LoRA as ComfyUI weight patches.
+model call, the training run on a fresh copy of the model, and the trained adapter on the output MODEL.
 
-How one training step sees the model (the choices this module makes):
+How one training step sees the model (the choices this module makes). The bullets describe the ``joint``
+reference layout; the ``cached`` layout (``LAYOUT_TRAINING``) differs where it says so.
 
 - **Same token sequence as inference.** The DiT is called through the pack's own ``ReferenceWrapper``
   (``nodes/patch.py``), the ``DIFFUSION_MODEL`` wrapper inference uses: it appends the clean reference
   latent frames after the noisy video frames (CogVideoX 1.5: pads the video circularly and repeats each
   reference frame ``patch_size_t`` times), runs the DiT, and strips the reference frames' prediction.
   The TAB bias is 0 during training (``constant`` schedule, peak 0) and every row sees the reference, so
-  attention is the plain joint attention over ``[text | video | reference]``.
+  attention is the plain joint attention over ``[text | video | reference]``. *Cached layout:* the DiT
+  is called through Stand-In's wrapper (``nodes/standin_patch.py``) with the reference branch recomputed
+  with autograd at every step (:func:`cached_model_fn`).
 - **Loss on the video frames only.** ``customvideox_core.training.denoising_loss`` noises the video and
   calls the model function with (noisy video, clean reference, timestep); the model function hands the
   reference to the wrapper (as inference does) and returns the video's prediction, which the wrapper has
@@ -20,8 +23,9 @@ How one training step sees the model (the choices this module makes):
 - **The input MODEL is never modified.** ComfyUI loads weights under ``torch.inference_mode``, and such
   tensors cannot take part in autograd, so training runs on a fresh copy loaded again from the model's
   file (``clone(force_deepcopy=True)``, as ComfyUI's own LoRA trainer does). The peft LoRA is injected
-  into that copy only and removed afterwards. The output MODEL is a plain clone of the input with the
-  trained LoRA added through ``add_patches``, exactly as ``LoadCustomVideoX`` applies a saved file.
+  into that copy only and removed afterwards (*cached layout:* a ``ReferenceBranchLoRA`` module of its
+  own, the copy's weights frozen). The output MODEL is a clone of the input with the trained adapter on
+  it exactly as ``LoadCustomVideoX`` applies a saved file (:func:`model_with_adapter`).
 - **Files.** ``models/customvideox/<adapter_name>.safetensors``. The node refuses an existing file before
   any data is encoded unless ``overwrite`` is on. Saves every ``save_every`` steps write that same file (this
   run's own file) and the last step is always saved.
