@@ -270,11 +270,10 @@ def check_adapter_host(metadata: AdapterMetadata | None, host: HostSignature) ->
             f"adapter uses reference-token layout version {metadata.layout_version}, this pack uses "
             f"version {LAYOUT_VERSION}; use a pack version that matches the adapter, or re-train it"
         )
-    if metadata.reference_layout not in host.spec.reference_layouts:
-        raise AdapterMismatchError(
-            f"adapter uses the {metadata.reference_layout!r} reference layout, which {host.variant} cannot "
-            f"run (it runs {', '.join(host.spec.reference_layouts)}); use an adapter trained for this model"
-        )
+    try:
+        host.spec.check_layout(metadata.reference_layout, host.variant)
+    except ValueError as error:
+        raise AdapterMismatchError(f"this adapter cannot run here: {error}") from None
     if (trained.patch_size_t, trained.positions) != (host.patch_size_t, host.positions):
         logger.warning(
             "adapter was trained on %s (patch_size_t=%s, %s positions); this model has patch_size_t=%s, "

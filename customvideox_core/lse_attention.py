@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .attention import augmented_head_dim
+
 LseFn = Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
 """(query, key, value "B H L D", scale) -> (out "B H Lq D", lse "B H Lq" float32 or float64, natural log)."""
 
@@ -58,9 +60,10 @@ class LseKernel:
         return self.run_biased is not None and query.device.type in self.bias_devices
 
     def padded_head_dim(self, head_dim: int) -> int | None:
-        """Smallest native head dim >= ``head_dim`` (multiple of 8 when any is allowed), or None."""
+        """Smallest native head dim >= ``head_dim`` (aligned as ``augmented_head_dim`` aligns when any is
+        allowed), or None."""
         if self.head_dims is None:
-            return -(-head_dim // 8) * 8
+            return augmented_head_dim(head_dim, 0)
         fitting = [dim for dim in self.head_dims if dim >= head_dim]
         return min(fitting) if fitting else None
 

@@ -44,6 +44,11 @@ SAFETENSORS_EXTENSIONS: tuple[str, ...] = (".safetensors", ".sft")
 TORCH_EXTENSIONS: tuple[str, ...] = (".ckpt", ".pt", ".pth", ".bin")
 
 
+def standin_key(block: int, projection: str, side: str) -> str:
+    """``blocks.{block}.self_attn.{projection}_loras.{side}.weight`` (``side``: ``down`` or ``up``)."""
+    return f"blocks.{block}.self_attn.{projection}_loras.{side}.weight"
+
+
 class StandInFileError(ValueError):
     """A Stand-In file that cannot be used; the message says what was wrong and what was expected."""
 
@@ -123,7 +128,7 @@ def parse_standin_state_dict(
         parts.setdefault((int(block), projection), {})[side] = state[key]
     num_blocks = max(block for block, _ in parts) + 1
     missing = [
-        f"blocks.{block}.self_attn.{projection}_loras.{side}.weight"
+        standin_key(block, projection, side)
         for block in range(num_blocks)
         for projection in PROJECTIONS
         for side in ("down", "up")

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ObjectiveKind = Literal["v_prediction", "flow_matching"]
+from ..host_specs.base import Objective
+
+ObjectiveKind = Objective
+"""The host spec's objective names (one list: :data:`customvideox_core.host_specs.base.Objective`)."""
 ModelFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 """``model_fn(video [B, C, T, H, W], reference [B, C, R, H, W], timestep [B]) -> prediction [B, C, T, H, W]``
 (the video's prediction only)."""

@@ -22,16 +22,11 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..standin.lora_file import PROJECTIONS, LoRAPair, StandInLoRA
+from ..standin.lora_file import PROJECTIONS, LoRAPair, StandInLoRA, standin_key
 
 
 def _name(block: int, projection: str) -> str:
     return f"{block}_{projection}"
-
-
-def standin_key(block: int, projection: str, side: str) -> str:
-    """``blocks.{block}.self_attn.{projection}_loras.{side}.weight`` (``side``: ``down`` or ``up``)."""
-    return f"blocks.{block}.self_attn.{projection}_loras.{side}.weight"
 
 
 class ReferenceBranchLoRA(nn.Module):
