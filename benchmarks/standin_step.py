@@ -25,7 +25,6 @@ is Wan 2.1 14B's shape at 832×480×81 with the 512×512 face, bf16.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import logging
 import os
@@ -39,6 +38,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(Path(__file__).resolve().parent))
 from _timing import compare, synchronize  # noqa: E402
+from sampling_step import import_comfy  # noqa: E402
 
 logger = logging.getLogger("benchmarks.standin_step")
 
@@ -65,18 +65,6 @@ PRESETS = {
     "wan-14b": Preset(40, 5120, 13824, 832, 480, 81, 512, 512, 128, torch.bfloat16, 2),
 }
 TEXT_DIM = 4096  # Wan's umT5 width (ComfyUI does not infer it from the weights)
-
-
-def import_comfy(comfyui_path: Path, device: str):
-    sys.path.insert(0, str(comfyui_path))
-    from comfy.cli_args import args
-
-    args.cpu = device == "cpu"
-    import nodes
-
-    if not asyncio.run(nodes.load_custom_node(str(REPO_ROOT))):
-        raise RuntimeError(f"ComfyUI could not load the pack at {REPO_ROOT}")
-    return sys.modules[str(REPO_ROOT).replace(".", "_x_")]
 
 
 def build_model(preset: Preset, device: torch.device):
@@ -231,13 +219,16 @@ def reference_fill_seconds(pack, cached_model, preset: Preset, device: torch.dev
 
 
 def format_table(results: dict, fill: float, markdown: bool) -> str:
-    base = results["no reference"].median_seconds
+    base_measurement = results["no reference"]
+    base = base_measurement.median_seconds
     base_peak = results["no reference"].peak_bytes
     rows = []
     for name, m in results.items():
         peak = f"{m.peak_bytes / 2**20:.0f}" if m.peak_bytes is not None else "n/a"
         peak_ratio = f"{m.peak_bytes / base_peak:.2f}" if m.peak_bytes is not None and base_peak else "n/a"
-        rows.append([name, f"{m.median_seconds:.3f}", f"{m.median_seconds / base:.3f}", peak, peak_ratio])
+        rows.append(
+            [name, f"{m.median_seconds:.3f}", f"{m.ratio_to(base_measurement):.3f}", peak, peak_ratio]
+        )
     rows.append(["reference branch alone (once per sampling)", f"{fill:.3f}", f"{fill / base:.3f}", "", ""])
     header = ["variant", "s / step", "× no ref", "peak MiB", "× no ref"]
     if markdown:
