@@ -160,10 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if single is not None:
             check_single_job(single, load_targets(config.workflow_path)[1])
-            if arguments.check:
+            if arguments.check and not axes:
                 logger.info("the job is valid for %s; nothing queued (--check)", config.workflow_path)
                 return EXIT_OK
-            write_single_job(single, config.output_dir)
+            write_single_job(single, config.output_dir)  # a sweep's --check expands and checks it below
         if axes and arguments.check:
             jobs_path, points = write_sweep_jobs(config, axes)
             prepare_batch(replace(config, jobs_file=jobs_path))

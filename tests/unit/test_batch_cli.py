@@ -243,3 +243,12 @@ def test_help_is_instant_and_never_imports_torch_or_comfyui() -> None:
         [sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_check_of_a_single_job_sweep_checks_the_grid(stub, workdir: Path) -> None:
+    """``--check`` with ``--sweep`` checks the expanded grid, as it does for a job file: two axes that set
+    the same column are refused; a valid grid passes and queues nothing."""
+    clash = ["--sweep", "tab_window=0:1", "--sweep", "tab_start=0.1", "--check"]
+    assert cli_main([*single_argv(stub), *clash]) == 2
+    assert cli_main([*single_argv(stub), "--sweep", "cfg=3,7", "--check"]) == 0
+    assert stub.requests == []
