@@ -10,13 +10,15 @@ Each host is a ComfyUI source tree at a pinned commit plus the Python that runs 
 - the tree comes from the archive in ``../shared/comfyui/`` (this project's machines) or, where no
   archive is present, from a clone of ComfyUI at the pinned commit;
 - one virtual environment (``venv``) serves every tree: torch, ComfyUI 0.33.0's requirements without
-  its torch lines, torchsde, and this pack's requirements; a tree whose exact ``==`` pins differ from
-  0.33.0's (the frontend, comfy-aimdo) gets those packages in an overlay folder put first on
-  ``PYTHONPATH``, so each tree runs with the frontend and helpers it was released with.
+  its torch lines and torchsde, with this pack's requirements installed into it on every setup; a tree
+  whose exact ``==`` pins of the packages in ``OVERLAY_PACKAGES`` (the frontend, comfy-aimdo,
+  comfy-kitchen) differ from 0.33.0's gets those in an overlay folder put first on ``PYTHONPATH``, so
+  each tree runs with the frontend and helpers it was released with.
 
 Everything is built in a temporary folder and renamed into place when complete, so an interrupted
-setup is rebuilt, never half-reused. The cache key of the environment is a hash of everything that
-goes into it. Any failure exits non-zero: CI never skips the host tier because the setup broke.
+setup is rebuilt, never half-reused. The cache key of the environment is a hash of the Python version,
+torch's pins, the extra requirements (torchsde) and ComfyUI's requirements (the pack's own requirements are installed on every setup, so
+changing them never forces a rebuild). Any failure exits non-zero: CI never skips the host tier because the setup broke.
 """
 
 from __future__ import annotations

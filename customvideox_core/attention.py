@@ -85,10 +85,10 @@ def biased_attention(
     tensors (the query pre-multiplied when ``scale`` differs from ``1 / sqrt(D)``). Rank-one terms that
     are zero on either side are dropped. Checking for zeros reads one ``2 × R`` tensor back to the host.
 
-    The magnitude of each rank-one term is split evenly between the query and the key side. The
-    reference attention (``reference_attention``) no longer passes large blocking terms: keys that must
-    not be seen are dropped from the call, and its bias factors are of the size of ``b(s)``; its own
-    augmented fallback uses fixed factor scales and reads nothing back to the host.
+    The magnitude of each rank-one term is split evenly between the query and the key side. The pack's
+    reference attention (``reference_attention``) does not call this function: it has its own exact
+    paths (LSE merge, and an augmented fallback with fixed factor scales) that read nothing back to the
+    host. Its caller is Stand-In's video attention (``standin/video_attention.py``).
     """
     batch, heads, query_len, head_dim = _check_qkv(query, key, value)
     if scale is None:

@@ -1,6 +1,7 @@
 """Entity region-aware enhancement (ERAE): where the reference bias is raised.
 
-Two per-token weights feed the bias ``b(s) * (1 + gamma * a_i) * m_j`` (see ``layout.bias_factors``):
+Two per-token weights feed the bias ``b(s) * (1 + gamma * a_i) * m_j``, one such term per subject
+(:meth:`ERAEConfig.bias_terms`; the attention applies it in ``reference_attention``):
 
 - ``m_j`` (:func:`reference_token_weights`): the reference image's subject mask pooled to its token grid.
 - ``a_i`` (:func:`entity_activation`): how strongly video query ``i`` attends to the prompt's entity
