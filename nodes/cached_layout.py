@@ -19,7 +19,7 @@ from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.standin.lora_file import StandInLoRA, parse_standin_state_dict
 from ..customvideox_core.tab import TABSchedule
 from .host_model import diffusion_model_of
-from .standin_nodes import apply_standin
+from .standin_nodes import apply_standin, check_branch_dit
 from .types import ERAESettings, ReferenceLatents
 
 CACHED_ADAPTER_KEY = "cvx_cached_adapter"
@@ -50,6 +50,7 @@ def attach_cached_adapter(
     host.spec.check_layout("cached", host.variant)
     lora = parse_standin_state_dict(state_dict, source=source)
     dit = diffusion_model_of(model)
+    check_branch_dit(dit)  # refused at Load, not first at Apply
     lora.check_model(num_blocks=len(dit.blocks), dim=int(dit.dim), model_name=f"this {host.variant}")
     adapter = CachedAdapter(lora=lora, strength=float(strength))
     patched = model.clone()
