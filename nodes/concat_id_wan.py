@@ -93,8 +93,7 @@ def _reference_frames(patch, spec, args: tuple, kwargs: dict) -> int:
     frames = 0
     if patch is not None and patch.model_latents is not None:
         frames += int(patch.model_latents.shape[2])
-    host = spec.reference_input
-    host_frames = args[host.index] if len(args) > host.index else kwargs.get(host.name)
+    host_frames = spec.reference_input.value_of(args, kwargs)
     if host_frames is not None:
         frames += int(host_frames.shape[2])
     return frames

@@ -331,7 +331,7 @@ class ReferenceWrapper:
 
         x = args[0]
         roles = row_roles(transformer_options, x.shape[0])
-        host_frames = self._host_reference(spec, args, kwargs)
+        host_frames = spec.reference_input.value_of(args, kwargs) if spec.reference_input else None
         if host_frames is not None and patch.reference is not None:
             raise ValueError(
                 f"this conditioning already carries {host_frames.shape[2]} reference frame(s) in "
@@ -386,14 +386,6 @@ class ReferenceWrapper:
         out = executor(*new_args, **kwargs)
         t, h, w = x.shape[-3:]
         return out[:, :, :t, :h, :w]
-
-    @staticmethod
-    def _host_reference(spec: HostSpec, args: tuple, kwargs: dict) -> Tensor | None:
-        """The host's own reference frames in this call (``[B, C, R, h, w]``), or ``None``."""
-        if spec.reference_input is None:
-            return None
-        name, index = spec.reference_input.name, spec.reference_input.index
-        return args[index] if len(args) > index else kwargs.get(name)
 
     def _weights(self, x: Tensor, layout: TokenLayout, masks: Tensor | None) -> Tensor:
         """Region weights ``[1, reference]`` of the reference tokens (all ones without a mask)."""

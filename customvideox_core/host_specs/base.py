@@ -33,6 +33,10 @@ class ReferenceInput:
     name: str
     index: int
 
+    def value_of(self, args: tuple, kwargs: dict) -> Any:
+        """This input's value in a call of the wrapped ``_forward`` (positional or keyword), or None."""
+        return args[self.index] if len(args) > self.index else kwargs.get(self.name)
+
 
 @dataclass(frozen=True)
 class HostSpec:
