@@ -60,7 +60,7 @@ OPTIONAL_COLUMNS = (
     "output",
 )
 KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-_FLOAT_COLUMNS = ("tab_peak", "tab_floor", "tab_start", "tab_end", "erae_strength", "erae_threshold", "cfg")
+FLOAT_COLUMNS = ("tab_peak", "tab_floor", "tab_start", "tab_end", "erae_strength", "erae_threshold", "cfg")
 
 
 @dataclass(frozen=True)
@@ -315,7 +315,7 @@ def _job_from_row(
     if not isinstance(entity_words, str):
         errors.append(f"entity_words must be text, got {entity_words!r}")
     seed = _seed(values.get("seed"), errors)
-    floats = {key: _finite_float(values.get(key), key, errors) for key in _FLOAT_COLUMNS}
+    floats = {key: _finite_float(values.get(key), key, errors) for key in FLOAT_COLUMNS}
     tab = _tab_overrides(values, floats, errors)
     output = values.get("output")
     if output is not None:

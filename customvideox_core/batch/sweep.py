@@ -35,7 +35,7 @@ from pathlib import Path
 from ..score_summary import METRIC_LABELS, METRICS
 from ..tab import TAB_SHAPES
 from .config import BatchConfig, BatchResult
-from .jobs import Job, load_jobs
+from .jobs import FLOAT_COLUMNS, Job, load_jobs
 from .manifest import JobRecord, atomic_write_text
 from .results import job_settings, node_order, to_csv, to_markdown
 from .runner import run_batch
@@ -91,17 +91,12 @@ def _column(name: str) -> Callable[[object], dict[str, object]]:
 
 AXES: dict[str, AxisKind] = {
     "tab_shape": AxisKind(_shape, _column("tab_shape")),
-    "tab_peak": AxisKind(_number, _column("tab_peak")),
-    "tab_floor": AxisKind(_number, _column("tab_floor")),
-    "tab_start": AxisKind(_number, _column("tab_start")),
-    "tab_end": AxisKind(_number, _column("tab_end")),
+    **{name: AxisKind(_number, _column(name)) for name in FLOAT_COLUMNS},
     "tab_window": AxisKind(_window, lambda value: {"tab_start": value[0], "tab_end": value[1]}),  # type: ignore[index]
-    "erae_strength": AxisKind(_number, _column("erae_strength")),
-    "erae_threshold": AxisKind(_number, _column("erae_threshold")),
-    "cfg": AxisKind(_number, _column("cfg")),
     "seed": AxisKind(_seed, _column("seed")),
 }
-"""Sweep axes: one entry per axis (a new axis is one line)."""
+"""Sweep axes: the job file's number columns (``jobs.FLOAT_COLUMNS``, one list), the TAB shape, the TAB
+window (start and end at once) and the seed."""
 
 
 @dataclass(frozen=True)
