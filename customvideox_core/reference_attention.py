@@ -21,7 +21,9 @@ The biased rows run one of two exact paths (:data:`PATHS`):
   over the ``n`` non-reference keys at the native head dim, plus the biased attention over the few
   kept reference keys, merged exactly with the two log-sum-exps. The small part takes the bias as an
   additive ``Lq × kept`` float32 mask where its kernel accepts one (PyTorch's on the CPU) and the mask
-  is no larger than the query, else as extra head dims of this small part only. With a quantizing
+  is no larger than the query, else as extra head dims of this small part only. A kernel that walks keys
+  in blocks (PyTorch's on the CPU) runs whole blocks of the many keys; a short last block joins the small
+  part with a zero bias. With a quantizing
   kernel (sage: int8 q and k per block) the small part runs on PyTorch's fused kernel, so the bias is
   never quantized and the many keys keep the user's kernel at its native head dim;
 - ``"augmented"`` (any plain backend): one call over all kept keys with the bias factors appended as
@@ -42,7 +44,7 @@ from torch import Tensor
 from .attention import AttentionFn, augmented_head_dim
 from .erae import ERAEConfig, entity_activations
 from .layout import TokenLayout
-from .lse_attention import LSE_KERNELS, LseKernel, merge_partial_attention
+from .lse_attention import LSE_KERNELS, LseKernel, merge_partial_attention, whole_block_keys
 from .tab import TABSchedule
 
 PATHS = ("lse-merge", "augmented")
@@ -449,8 +451,19 @@ class _Call:
         self, query, key, value, reference_key, reference_value, query_factors, key_factors
     ) -> Tensor:
         """Native-head-dim attention over ``[text | video]`` merged exactly with the biased attention over
-        the kept reference keys (:meth:`reference_part`); "B H Lq D" out."""
+        the kept reference keys (:meth:`reference_part`); "B H Lq D" out.
+
+        A kernel that walks keys in blocks gets whole blocks only: the last few ``[text | video]`` keys
+        then join the reference part with a zero bias (:func:`whole_block_keys`).
+        """
         assert self.lse_kernel is not None
+        main = whole_block_keys(key.shape[1], self.lse_kernel.block_on(query))
+        if main < key.shape[1]:
+            reference_key = torch.cat([key[:, main:], reference_key], dim=1)
+            reference_value = torch.cat([value[:, main:], reference_value], dim=1)
+            moved = key_factors.new_zeros(1, key.shape[1] - main, key_factors.shape[-1])
+            key_factors = torch.cat([moved, key_factors], dim=1)
+            key, value = key[:, :main], value[:, :main]
         query4 = self.split(query)
         out_main, lse_main = self.lse_kernel.run(query4, self.split(key), self.split(value), self.scale)
         out_reference, lse_reference = self.reference_part(

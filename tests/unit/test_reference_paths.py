@@ -13,7 +13,7 @@ import torch
 from customvideox_core.attention import sdpa_attention
 from customvideox_core.erae import ERAEConfig, SubjectWords
 from customvideox_core.layout import TokenLayout
-from customvideox_core.lse_attention import LSE_KERNELS, LseKernel, merge_partial_attention
+from customvideox_core.lse_attention import LSE_KERNELS, LseKernel, merge_partial_attention, whole_block_keys
 from customvideox_core.reference_attention import (
     ReferenceStep,
     check_sequence,
@@ -220,6 +220,62 @@ def test_torch_on_cpu_runs_the_reference_part_at_the_native_head_dim_with_a_bias
         term_frames=[[0, 1]], activation=None, gamma=0.0,
     )  # fmt: skip
     torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("key_block, main", [(4, 12), (8, 13), (None, 13)])
+def test_a_blocked_kernel_runs_whole_blocks_and_the_short_rest_joins_the_biased_part(key_block, main):
+    """13 text + video keys, blocks of 4: the kernel gets 12, the 13th key joins the 8 reference keys with a
+    zero bias. Blocks of 8 leave a rest of 5 (over a quarter block): nothing moves. Exact either way."""
+    calls = []
+    torch_kernel = LSE_KERNELS["torch"]
+
+    def recording(query, key, value, scale):
+        calls.append(("plain", key.shape[2]))
+        return torch_kernel.run(query, key, value, scale)
+
+    def recording_biased(query, key, value, scale, bias):
+        calls.append(("biased", key.shape[2]))
+        assert bool((bias[..., : key.shape[2] - LAYOUT.reference] == 0).all())
+        return torch_kernel.run_biased(query, key, value, scale, bias)
+
+    kernel = LseKernel(
+        "blocked", recording, lambda q, k: True, run_biased=recording_biased, bias_devices=("cpu",),
+        key_block=key_block, key_block_devices=("cpu",),
+    )  # fmt: skip
+    query, key, value = qkv(1, seed=4)
+    step = make_step([True], weights=WEIGHTS)
+    got = reference_self_attention(
+        query, key, value, HEADS, step, attention_fn=sdpa_attention, lse_kernel=kernel
+    )
+    context = LAYOUT.text + LAYOUT.video
+    assert calls == [("plain", main), ("biased", context - main + LAYOUT.reference)]
+    expected = oracle(
+        query, key, value, tab=1.5, weights=WEIGHTS.tolist(), sees=[True], kept=[True] * 8,
+        term_frames=[[0, 1]], activation=None, gamma=0.0,
+    )  # fmt: skip
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "keys, block, expected",
+    [
+        (1056, 512, 1024),
+        (1024, 512, 1024),
+        (1152, 512, 1024),
+        (1153, 512, 1153),
+        (400, 512, 400),
+        (1056, None, 1056),
+    ],
+)
+def test_whole_block_keys(keys, block, expected):
+    """Rounded down to whole blocks when the rest is at most a quarter block and a whole block remains."""
+    assert whole_block_keys(keys, block) == expected
+
+
+def test_pytorchs_cpu_kernel_is_blocked_on_the_cpu_only():
+    kernel = LSE_KERNELS["torch"]
+    assert kernel.block_on(torch.zeros(1)) == 512
+    assert kernel.block_on(torch.zeros(1, device="meta")) is None
 
 
 def test_a_bias_mask_larger_than_the_query_falls_back_to_extra_head_dims():
