@@ -25,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 
+import comfy.model_patcher
 import comfy.sd
 import comfy.text_encoders.cogvideo
 import comfy.text_encoders.wan
@@ -39,7 +40,12 @@ CATEGORY = "_for_testing/customvideox"
 
 
 def _tokenizer_only_clip(family: str) -> comfy.sd.CLIP:
-    """A ``comfy.sd.CLIP`` carrying the family's real tokenizer and no text encoder."""
+    """A ``comfy.sd.CLIP`` carrying the family's real tokenizer and no text encoder.
+
+    Its patcher is ComfyUI's own ``ModelPatcher`` over an empty module: the server's output cache asks
+    every cached CLIP's patcher (``CLIP.is_dynamic`` in 0.33's RAM release), and a ``None`` there ended
+    the prompt worker after the first graph that used this node.
+    """
     if family == "cogvideox":
         tokenizer = comfy.text_encoders.cogvideo.CogVideoXTokenizer()
     elif family == "wan":
@@ -54,7 +60,8 @@ def _tokenizer_only_clip(family: str) -> comfy.sd.CLIP:
     clip = comfy.sd.CLIP(no_init=True)
     clip.tokenizer = tokenizer
     clip.cond_stage_model = None
-    clip.patcher = None
+    cpu = torch.device("cpu")
+    clip.patcher = comfy.model_patcher.ModelPatcher(torch.nn.Module(), load_device=cpu, offload_device=cpu)
     clip.layer_idx = None
     clip.tokenizer_options = {}
     clip.use_clip_schedule = False
