@@ -26,6 +26,7 @@ a zero bias. This only moves work between two exact calls: the result does not d
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from collections.abc import Callable
@@ -165,7 +166,12 @@ def _torch_supports(query: Tensor, head_dim: int) -> bool:
 
 
 def _flash_attn_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """flash-attn's ``flash_attn_func(..., return_attn_probs=True)``; it takes "B L H D"."""
+    """flash-attn 2's ``flash_attn_func(..., return_attn_probs=True)``.
+
+    It takes q/k/v "B L H D" and returns ``(out "B Lq H D" in q's dtype, softmax_lse "B H Lq" float32
+    natural log, S_dmask)``; S_dmask is None without dropout. FlashAttention-3 (the separate
+    ``flash_attn_interface`` module) has another signature and return and is not used here.
+    """
     flash_attn = importlib.import_module("flash_attn")
     out, lse, _ = flash_attn.flash_attn_func(
         query.transpose(1, 2),
@@ -179,8 +185,15 @@ def _flash_attn_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> 
     return out.transpose(1, 2), lse.float()
 
 
+FLASH_HEAD_DIMS = tuple(range(8, 257, 8))
+"""Head dims flash-attn 2's forward runs (its C++ check: at most 256, a multiple of 8); xformers' partial
+attention runs on the same kernel."""
+
+
 def _flash_supports(query: Tensor, head_dim: int) -> bool:
-    return _half_on_cuda(query) and head_dim <= 256 and head_dim % 8 == 0
+    """fp16/bf16 on an Ampere or newer CUDA GPU (flash-attn 2 refuses older ones), head dim in
+    :data:`FLASH_HEAD_DIMS`."""
+    return _half_on_cuda(query) and head_dim in FLASH_HEAD_DIMS and _ampere_or_newer(query)
 
 
 def _sage_supports(query: Tensor, head_dim: int) -> bool:
@@ -191,11 +204,28 @@ def _half_on_cuda(query: Tensor) -> bool:
     return query.device.type == "cuda" and query.dtype in (torch.float16, torch.bfloat16)
 
 
+def _ampere_or_newer(query: Tensor) -> bool:
+    """True when ``query``'s CUDA device has compute capability 8.0 or more."""
+    index = query.device.index
+    return _capability(torch.cuda.current_device() if index is None else index) >= (8, 0)
+
+
+@functools.cache
+def _capability(index: int) -> tuple[int, int]:
+    """Compute capability of CUDA device ``index`` (asked once per device)."""
+    return torch.cuda.get_device_capability(index)
+
+
 # --- SageAttention 2 -----------------------------------------------------------------------------------
 
 
 def _sage_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """SageAttention 2's ``sageattn(..., return_lse=True)`` on "B H L D" (``tensor_layout="HND"``)."""
+    """SageAttention 2's ``sageattn(..., return_lse=True)`` on "B H L D" (``tensor_layout="HND"``).
+
+    It returns ``(out "B H Lq D" in q's dtype, lse "B H Lq" float32)``; the lse is already the natural log
+    of the unquantized logits' denominator (SageAttention divides its kernel's log2 value by log2(e) and
+    adds back the ``smooth_k`` shift ``q · mean(k) · sm_scale`` itself).
+    """
     sageattention = importlib.import_module("sageattention")
     out, lse = sageattention.sageattn(
         query, key, value, tensor_layout="HND", is_causal=False, sm_scale=scale, return_lse=True
@@ -207,12 +237,26 @@ def _sage_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> tuple[
 
 
 def _xformers_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """xformers' ``memory_efficient_attention_partial`` (it takes "B L H D", returns lse "B H L")."""
+    """xformers' ``memory_efficient_attention_partial`` (xformers 0.0.25 and later).
+
+    It takes q/k/v "B L H D" (BMHK) and returns ``(out "B Lq H D", lse "B H Lq" float32 natural log)``.
+    Its output dtype defaults to float32 for partial attention (``Inputs.get_output_dtype``; the flash
+    operator writes q's dtype anyway): ``out`` is returned in ``query``'s dtype, as every kernel here does.
+    """
     fmha = importlib.import_module("xformers.ops.fmha")
     out, lse = fmha.memory_efficient_attention_partial(
         query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), scale=scale
     )
-    return out.transpose(1, 2), lse.float()
+    return out.transpose(1, 2).to(query.dtype), lse.float()
+
+
+def _xformers_supports(query: Tensor, head_dim: int) -> bool:
+    """Where xformers has a forward operator for partial attention: its flash operator (fp16/bf16,
+    compute capability 8.0+, head dims of flash-attn 2), or CK on ROCm. Its cutlass operator, the one
+    for float32 and older GPUs, has no partial attention (``SUPPORTS_PARTIAL`` is False)."""
+    if not _half_on_cuda(query) or head_dim not in FLASH_HEAD_DIMS:
+        return False
+    return torch.version.hip is not None or _ampere_or_newer(query)
 
 
 def module_available(name: str) -> bool:
@@ -233,8 +277,8 @@ LSE_KERNELS: dict[str, LseKernel] = {
         key_block=CPU_FLASH_KEY_BLOCK,
         key_block_devices=("cpu",),
     ),
-    "flash_attn": LseKernel("flash_attn", _flash_attn_lse, _flash_supports),
+    "flash_attn": LseKernel("flash_attn", _flash_attn_lse, _flash_supports, head_dims=FLASH_HEAD_DIMS),
     "sage": LseKernel("sage", _sage_lse, _sage_supports, head_dims=(64, 128), quantized=True),
-    "xformers": LseKernel("xformers", _xformers_lse, _torch_supports),
+    "xformers": LseKernel("xformers", _xformers_lse, _xformers_supports, head_dims=FLASH_HEAD_DIMS),
 }
 """LSE kernels by name. A host maps its attention backend to one of these (torch is always there)."""

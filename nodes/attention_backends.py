@@ -10,6 +10,7 @@ Backends not in the table, and libraries without an LSE entry point here, use Py
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import logging
 
@@ -53,15 +54,37 @@ def lse_kernel_for(backend: str) -> LseKernel:
     return kernel
 
 
-def _has_lse_entry(kernel: str) -> bool:
-    module = KERNEL_MODULES[kernel]
-    if not module_available(module):
-        return False
-    if kernel == "sage":  # SageAttention 1.x has no return_lse
-        import sageattention
+LSE_ENTRIES: dict[str, tuple[str, str, str | None]] = {
+    "sage": ("sageattention", "sageattn", "return_lse"),
+    "flash_attn": ("flash_attn", "flash_attn_func", "return_attn_probs"),
+    "xformers": ("xformers.ops.fmha", "memory_efficient_attention_partial", None),
+}
+"""Kernel -> (module, function, keyword the kernel passes that only an LSE-returning version has).
 
-        return "return_lse" in inspect.signature(sageattention.sageattn).parameters
-    return True
+SageAttention 1.x's ``sageattn`` takes ``**kwargs`` and would swallow ``return_lse``, returning the output
+alone; 2.x names it. flash-attn 1.x has no top-level ``flash_attn_func``; 2.x's returns the lse with
+``return_attn_probs``. xformers has ``memory_efficient_attention_partial`` from 0.0.25 on."""
+
+
+def _has_lse_entry(kernel: str) -> bool:
+    """True when the kernel's library is installed and has the entry point and keyword it is called with."""
+    if not module_available(KERNEL_MODULES[kernel]):
+        return False
+    module_name, function_name, keyword = LSE_ENTRIES[kernel]
+    try:
+        module = importlib.import_module(module_name)
+    except (ImportError, OSError, RuntimeError) as error:  # a broken install (e.g. built for another torch)
+        logger.debug("CustomVideoX: importing %s failed: %s", module_name, error)
+        return False
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        return False
+    if keyword is None:
+        return True
+    try:
+        return keyword in inspect.signature(function).parameters
+    except (TypeError, ValueError):  # no signature to read
+        return False
 
 
 def usable_kernel(backend: str, query, head_dim: int) -> LseKernel | None:
