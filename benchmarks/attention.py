@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _table import format_table as render_table
+from _table import memory, ratio
 from _timing import Measurement, compare
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))
@@ -297,22 +299,12 @@ def format_table(rows: list[Row], differences: dict[str, float], markdown: bool,
                 f"{row.measurement.ratio_to(base):.3f}",
                 _spread(row.measurement.paired_ratios(base)),
                 f"{row.measurement.min_ratio_to(base):.3f}",
-                "n/a" if peak is None else f"{peak / 2**20:.1f}",
-                _ratio(peak, base.peak_bytes),
+                memory(peak, 2**20, 1),
+                ratio(peak, base.peak_bytes),
                 "" if difference is None else f"{difference:.1e}",
             ]
         )
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(cells) + " |" for cells in body]
-        return "\n".join(lines)
-    widths = [max(len(str(cells[i])) for cells in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * width for width in widths))
-    lines += [
-        "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) for cells in body
-    ]
-    return "\n".join(lines)
+    return render_table(header, body, markdown=markdown, rule=True)
 
 
 def _spread(ratios: list[float]) -> str:
@@ -321,12 +313,6 @@ def _spread(ratios: list[float]) -> str:
         return ""
     first, _, third = statistics.quantiles(ratios, n=4)
     return f"{first:.3f}–{third:.3f}"
-
-
-def _ratio(value: int | None, base: int | None) -> str:
-    if value is None or not base:
-        return "n/a"
-    return f"{value / base:.2f}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,14 @@ Backends: ComfyUI's ``attention_pytorch`` (SDPA) always; ``attention_sage`` and 
 their library imports. The backend is switched for the benchmark only, by rebinding the name the model
 modules call. Issue #11's GPU targets: ≤ 1.15× step time and ≤ 1.05× peak memory with one reference.
 The run stops starting new rows once ``--budget-s`` seconds have passed (default 420: inside 8 min).
+
+The variants are ``sampling_step.py``'s "no reference", "reference, TAB 0" (here "reference") and
+"reference + TAB 2 + ERAE" (here "reference + TAB + ERAE"), one cfg step each as there; models, variants
+and the step come from ``benchmarks/_host_models.py``. The variants run interleaved, one step each per
+round; "× no ref" (time) is the median of the per-round ratios (``Measurement.ratio_to``, as in the other
+scripts), "× no ref" (memory) the ratio of the step peaks. ``--tiny --device cpu --repeats 1`` checks the
+script end to end on the CPU in seconds (CI's smoke run does; sage and flash are skipped where they do
+not import).
 """
 
 from __future__ import annotations
@@ -22,7 +30,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -32,8 +39,18 @@ from pathlib import Path
 import torch
 
 sys.path.append(str(Path(__file__).resolve().parent))
+from _host_models import (
+    build_model,
+    cogvideox_arguments,
+    comfyui_path,
+    import_comfy,
+    latent_shape,
+    reference_variants,
+    sampling_step,
+    wan_arguments,
+)
+from _table import format_table, memory, ratio
 from _timing import compare, synchronize
-from sampling_step import import_comfy
 
 logger = logging.getLogger("benchmarks.gpu_step")
 
@@ -56,7 +73,17 @@ class ModelSize:
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int, int]:
-        return (1, 16, (self.frames - 1) // 4 + 1, self.height // 8, self.width // 8)
+        return latent_shape(self.height, self.width, self.frames)
+
+    def arguments(self) -> dict:
+        """The arguments of ComfyUI's class for this size."""
+        if self.family == "wan":
+            return wan_arguments(
+                heads=self.heads, head_dim=self.head_dim, layers=self.layers, ffn_dim=self.ffn_dim
+            )
+        return cogvideox_arguments(
+            heads=self.heads, head_dim=self.head_dim, layers=self.layers, text_dim=self.text_dim
+        )
 
     def describe(self) -> str:
         _, _, frames, height, width = self.latent_shape
@@ -75,107 +102,32 @@ TINY_SIZES = (
     ModelSize("tiny CogVideoX", "cogvideox", 2, 2, 64, 96, 64, 9, 16, 64),
     ModelSize("tiny Wan", "wan", 2, 2, 128, 96, 64, 9, 16, 4096, ffn_dim=256),  # Wan detection: text dim 4096
 )
+VARIANTS = {
+    "no reference": "no reference",
+    "reference": "reference, TAB 0",
+    "reference + TAB + ERAE": "reference + TAB 2 + ERAE",
+}
+"""Row label -> ``_host_models.REFERENCE_VARIANTS`` name."""
 BACKENDS = {"sdpa": "attention_pytorch", "sage": "attention_sage", "flash": "attention_flash"}
 """Row label -> ComfyUI backend function in ``comfy.ldm.modules.attention``."""
 BACKEND_LIBRARIES = {"sage": "sageattention", "flash": "flash_attn"}
 MODEL_MODULES = {"cogvideox": "comfy.ldm.cogvideo.model", "wan": "comfy.ldm.wan.model"}
-
-
-def module_class(family: str):
-    if family == "cogvideox":
-        from comfy.ldm.cogvideo.model import CogVideoXTransformer3DModel
-
-        return CogVideoXTransformer3DModel
-    from comfy.ldm.wan.model import WanModel
-
-    return WanModel
-
-
-MODEL_ARGUMENTS: dict[str, Callable[[ModelSize], dict]] = {
-    "cogvideox": lambda size: {
-        "num_attention_heads": size.heads,
-        "attention_head_dim": size.head_dim,
-        "num_layers": size.layers,
-        "text_embed_dim": size.text_dim,
-        "use_rotary_positional_embeddings": True,
-    },
-    "wan": lambda size: {
-        "model_type": "t2v",
-        "dim": size.heads * size.head_dim,
-        "ffn_dim": size.ffn_dim,
-        "num_heads": size.heads,
-        "num_layers": size.layers,
-        "text_dim": size.text_dim,
-    },
-}
-
-
-def build_model(size: ModelSize, dtype: torch.dtype):
-    """Random weights of ``size`` (std 0.02) as a ComfyUI ModelPatcher, through ComfyUI's own loader."""
-    import comfy.ops
-    import comfy.sd
-
-    with torch.device("meta"):
-        shapes = module_class(size.family)(
-            **MODEL_ARGUMENTS[size.family](size), operations=comfy.ops.disable_weight_init
-        ).state_dict()
-    generator = torch.Generator().manual_seed(0)
-    state_dict = {
-        name: (
-            torch.randn(tensor.shape, generator=generator, dtype=dtype) * (0.02 if tensor.ndim >= 2 else 0.01)
-        )
-        for name, tensor in shapes.items()
-    }
-    return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": dtype})
+HEADER = (
+    "model",
+    "backend",
+    "variant",
+    "step s",
+    "× no ref",
+    "step peak GiB",
+    "× no ref",
+    "total peak GiB",
+)
 
 
 def variants(pack, model, size: ModelSize) -> dict:
-    patch = importlib.import_module(f"{pack.__name__}.nodes.patch")
-    types = importlib.import_module(f"{pack.__name__}.nodes.types")
-    tab = importlib.import_module(f"{pack.__name__}.customvideox_core.tab")
-    erae = importlib.import_module(f"{pack.__name__}.customvideox_core.erae")
-    _, channels, _, latent_h, latent_w = size.latent_shape
-    reference = types.ReferenceLatents(
-        latents=torch.randn(1, channels, 1, latent_h, latent_w),
-        masks=torch.ones(1, size.height, size.width),
-        source_size=(size.height, size.width),
-        fit="pad",
-    )
-
-    def patched(peak: float, config):
-        return patch.apply_reference_patch(
-            model,
-            reference,
-            tab=tab.TABSchedule(shape="parabolic", peak=peak, floor=peak / 4),
-            erae=config,
-            uncond_sees_reference=False,
-        )
-
-    return {
-        "no reference": model,
-        "reference": patched(0.0, None),
-        "reference + TAB + ERAE": patched(2.0, erae.ERAEConfig(entity_positions=(3, 7), gamma=1.0)),
-    }
-
-
-def step_function(model, size: ModelSize, dtype: torch.dtype):
-    import comfy.sample
-
-    latent = torch.zeros(size.latent_shape)
-    noise = comfy.sample.prepare_noise(latent, 0)
-    generator = torch.Generator().manual_seed(1)
-    positive, negative = (
-        [[torch.randn(1, size.text_tokens, size.text_dim, generator=generator).to(dtype), {}]]
-        for _ in range(2)
-    )
-
-    def step():
-        with torch.inference_mode():
-            return comfy.sample.sample(
-                model, noise, 1, 6.0, "euler", "simple", positive, negative, latent, disable_pbar=True, seed=0
-            )
-
-    return step
+    """The three rows' models: the base model and two reference-patched variants of it."""
+    found = reference_variants(pack, model, size.height, size.width, tuple(VARIANTS.values()))
+    return {label: found[name] for label, name in VARIANTS.items()}
 
 
 def total_peak_bytes(step: Callable[[], object], device: torch.device) -> int | None:
@@ -212,28 +164,14 @@ def use_backend(backend: str) -> None:
 
 
 def format_rows(rows: list[list[str]], markdown: bool) -> str:
-    header = [
-        "model",
-        "backend",
-        "variant",
-        "step s",
-        "× no ref",
-        "step peak GiB",
-        "× no ref",
-        "total peak GiB",
-    ]
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows])
+    return format_table(HEADER, rows, markdown=markdown)
 
 
-def run(options: argparse.Namespace) -> None:
+def run(options: argparse.Namespace, comfyui: Path) -> None:
     started = time.monotonic()
     device = torch.device(options.device)
     dtype = torch.float32 if options.tiny else torch.bfloat16
-    pack = import_comfy(Path(os.environ["COMFYUI_PATH"]).expanduser(), options.device)
+    pack = import_comfy(comfyui, options.device)
     sizes = TINY_SIZES if options.tiny else REAL_SIZES
     backends = available_backends(options.backends.split(","))
     rows: list[list[str]] = []
@@ -242,28 +180,30 @@ def run(options: argparse.Namespace) -> None:
             print(f"budget of {options.budget_s} s spent: {size.name} skipped")
             continue
         print(size.describe(), flush=True)
-        model = build_model(size, dtype)
+        model = build_model(size.family, size.arguments(), dtype)
         for backend in backends:
             if time.monotonic() - started > options.budget_s:
                 print(f"budget of {options.budget_s} s spent: {size.name} on {backend} skipped")
                 continue
             use_backend(backend)
-            steps = {name: step_function(m, size, dtype) for name, m in variants(pack, model, size).items()}
+            steps = {
+                name: sampling_step(m, size.latent_shape, size.text_tokens, size.text_dim, dtype)
+                for name, m in variants(pack, model, size).items()
+            }
             results = compare(steps, device, warmup=1, repeats=options.repeats)
             base = results["no reference"]
             for name, measured in results.items():
                 total = total_peak_bytes(steps[name], device)
-                peak = measured.peak_bytes
                 rows.append(
                     [
                         size.name,
                         backend,
                         name,
                         f"{measured.median_seconds:.3f}",
-                        f"{measured.median_seconds / base.median_seconds:.2f}",
-                        "n/a" if peak is None else f"{peak / 2**30:.2f}",
-                        "n/a" if peak is None or not base.peak_bytes else f"{peak / base.peak_bytes:.2f}",
-                        "n/a" if total is None else f"{total / 2**30:.2f}",
+                        f"{measured.ratio_to(base):.2f}",
+                        memory(measured.peak_bytes, 2**30, 2),
+                        ratio(measured.peak_bytes, base.peak_bytes),
+                        memory(total, 2**30, 2),
                     ]
                 )
             print(format_rows(rows[-len(results) :], options.markdown), flush=True)
@@ -286,13 +226,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-s", type=float, default=420.0)
     parser.add_argument("--markdown", action="store_true")
     options = parser.parse_args(argv)
-    comfyui_path = Path(os.environ.get("COMFYUI_PATH", "")).expanduser()
-    if not (comfyui_path / "comfyui_version.py").is_file():
-        parser.error("set COMFYUI_PATH to a ComfyUI checkout and run with the Python that runs it")
+    comfyui = comfyui_path(parser)
     if not options.tiny and options.device != "cuda":
         parser.error("the real sizes need a CUDA device; use --tiny to check the script on the CPU")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(options)
+    run(options, comfyui)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ Runs with ComfyUI's Python and ``COMFYUI_PATH`` pointing at a ComfyUI checkout, 
 
 One step is what KSampler does per step with cfg > 1: one batched model call over the conditional and
 unconditional rows (``comfy.sample.sample`` with ``steps=1``). The model is built with ComfyUI's own
-``CogVideoXTransformer3DModel`` and random weights; nothing is downloaded. ``--preset cogvideox-5b``
+``CogVideoXTransformer3DModel`` and random weights (``benchmarks/_host_models.py``); nothing is
+downloaded. ``--preset cpu-tiny --repeats 1`` checks the script end to end in seconds (CI's smoke run). ``--preset cogvideox-5b``
 (CUDA only) is CogVideoX-5B's real shape: 42 layers, 48 heads of 64, 480×720×49 frames (13 latent
 frames, 17,550 video tokens), 226 text tokens, one reference frame (1,350 tokens), bf16.
 """
@@ -22,19 +23,26 @@ frames, 17,550 video tokens), 226 text tokens, one reference frame (1,350 tokens
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(Path(__file__).resolve().parent))
-from _timing import compare  # noqa: E402
+from _host_models import (
+    attention_backend,
+    build_model,
+    cogvideox_arguments,
+    comfyui_path,
+    import_comfy,
+    latent_shape,
+    reference_variants,
+    sampling_step,
+)
+from _table import format_table, memory, ratio
+from _timing import compare
 
 
 @dataclass(frozen=True)
@@ -67,137 +75,32 @@ ALL_VARIANTS = (
     "reference + TAB 2 + ERAE, uncond sees",
 )
 QUICK_VARIANTS = ("no reference", "reference, TAB 0", "reference + TAB 2 + ERAE")
+HEADER = ("variant", "step s", "× no ref", "× ref TAB 0", "× ref TAB 0, min", "peak MiB", "× no ref")
 
 
-def import_comfy(comfyui_path: Path, device: str, pytorch_attention: bool = True):
-    """Import ComfyUI (CPU mode on the CPU) and load the pack. ``pytorch_attention``: run ComfyUI's SDPA
-    backend as on a GPU (``--use-pytorch-cross-attention``); on the CPU ComfyUI otherwise picks sub-quad."""
-    sys.path.insert(0, str(comfyui_path))
-    from comfy.cli_args import args
-
-    args.cpu = device == "cpu"
-    args.use_pytorch_cross_attention = pytorch_attention
-    import nodes
-
-    if not asyncio.run(nodes.load_custom_node(str(REPO_ROOT))):
-        raise RuntimeError(f"ComfyUI could not load the pack at {REPO_ROOT}")
-    return sys.modules[str(REPO_ROOT).replace(".", "_x_")]
-
-
-def build_model(preset: Preset):
-    """A random-weight CogVideoX (RoPE, like 5B) as a ComfyUI ModelPatcher."""
-    import comfy.ops
-    import comfy.sd
-    from comfy.ldm.cogvideo.model import CogVideoXTransformer3DModel
-
-    with torch.device("meta"):
-        shapes = CogVideoXTransformer3DModel(
-            num_attention_heads=preset.heads,
-            attention_head_dim=64,
-            num_layers=preset.layers,
-            text_embed_dim=preset.text_dim,
-            use_rotary_positional_embeddings=True,
-            operations=comfy.ops.disable_weight_init,
-        ).state_dict()
-    generator = torch.Generator().manual_seed(0)
-    state_dict = {
-        name: (torch.randn(tensor.shape, generator=generator) * (0.02 if tensor.ndim >= 2 else 0.01)).to(
-            preset.dtype
-        )
-        for name, tensor in shapes.items()
-    }
-    return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": preset.dtype})
-
-
-def variants(pack, model, preset: Preset, selected: tuple[str, ...] = ALL_VARIANTS) -> dict:
-    patch = importlib.import_module(f"{pack.__name__}.nodes.patch")
-    types = importlib.import_module(f"{pack.__name__}.nodes.types")
-    tab = importlib.import_module(f"{pack.__name__}.customvideox_core.tab")
-    erae = importlib.import_module(f"{pack.__name__}.customvideox_core.erae")
-    latent_h, latent_w = preset.height // 8, preset.width // 8
-    reference = types.ReferenceLatents(
-        latents=torch.randn(1, 16, 1, latent_h, latent_w),
-        masks=torch.ones(1, preset.height, preset.width),
-        source_size=(preset.height, preset.width),
-        fit="pad",
+def build_cogvideox(preset: Preset):
+    """A random-weight CogVideoX (RoPE, like 5B) of ``preset``'s size as a ComfyUI ModelPatcher."""
+    arguments = cogvideox_arguments(
+        heads=preset.heads, head_dim=64, layers=preset.layers, text_dim=preset.text_dim
     )
-
-    def patched(peak: float, erae_config, uncond_sees_reference: bool = False):
-        return patch.apply_reference_patch(
-            model,
-            reference,
-            tab=tab.TABSchedule(shape="parabolic", peak=peak, floor=peak / 4),
-            erae=erae_config,
-            uncond_sees_reference=uncond_sees_reference,
-        )
-
-    entity = erae.ERAEConfig(entity_positions=(3, 7), gamma=1.0)
-    found = {
-        "no reference": model,
-        "reference, TAB 0": patched(0.0, None),
-        "reference + TAB 2": patched(2.0, None),
-        "reference + TAB 2 + ERAE": patched(2.0, entity),
-        "reference + TAB 2 + ERAE, uncond sees": patched(2.0, entity, uncond_sees_reference=True),
-    }
-    return {name: found[name] for name in found if name in selected}
+    return build_model("cogvideox", arguments, preset.dtype)
 
 
-def step_function(model, preset: Preset, device: torch.device):
-    import comfy.sample
-
-    frames = (preset.frames - 1) // 4 + 1
-    latent = torch.zeros(1, 16, frames, preset.height // 8, preset.width // 8)
-    noise = comfy.sample.prepare_noise(latent, 0)
-    generator = torch.Generator().manual_seed(1)
-    positive = [
-        [torch.randn(1, preset.text_tokens, preset.text_dim, generator=generator).to(preset.dtype), {}]
-    ]
-    negative = [
-        [torch.randn(1, preset.text_tokens, preset.text_dim, generator=generator).to(preset.dtype), {}]
-    ]
-
-    def step():
-        with torch.inference_mode():
-            return comfy.sample.sample(
-                model, noise, 1, 6.0, "euler", "simple", positive, negative, latent, disable_pbar=True, seed=0
-            )
-
-    return step
-
-
-def attention_backend() -> str:
-    import comfy.ldm.modules.attention as attention
-
-    return attention.optimized_attention.__name__
-
-
-def format_table(results: dict, markdown: bool) -> str:
+def table_rows(results: dict) -> list[list[str]]:
     base = results["no reference"]
     unbiased = results["reference, TAB 0"]
-    header = ["variant", "step s", "× no ref", "× ref TAB 0", "× ref TAB 0, min", "peak MiB", "× no ref"]
-    rows = []
-    for name, m in results.items():
-        peak = m.peak_bytes / 2**20 if m.peak_bytes is not None else None
-        base_peak = base.peak_bytes / 2**20 if base.peak_bytes is not None else None
-        rows.append(
-            [
-                name,
-                f"{m.median_seconds:.3f}",
-                f"{m.ratio_to(base):.2f}",
-                f"{m.ratio_to(unbiased):.2f}",
-                f"{m.min_ratio_to(unbiased):.2f}",
-                f"{peak:.0f}" if peak is not None else "n/a",
-                f"{peak / base_peak:.2f}" if peak is not None and base_peak else "n/a",
-            ]
-        )
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *rows]
-    )
+    return [
+        [
+            name,
+            f"{m.median_seconds:.3f}",
+            f"{m.ratio_to(base):.2f}",
+            f"{m.ratio_to(unbiased):.2f}",
+            f"{m.min_ratio_to(unbiased):.2f}",
+            memory(m.peak_bytes, 2**20, 0),
+            ratio(m.peak_bytes, base.peak_bytes),
+        ]
+        for name, m in results.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -215,23 +118,21 @@ def main(argv: list[str] | None = None) -> None:
         help="ComfyUI's attention backend: pytorch (SDPA, as on a GPU) or ComfyUI's default for the device",
     )
     options = parser.parse_args(argv)
-    comfyui_path = Path(os.environ.get("COMFYUI_PATH", "")).expanduser()
-    if not (comfyui_path / "comfyui_version.py").is_file():
-        parser.error("set COMFYUI_PATH to a ComfyUI checkout and run with the Python that runs it")
+    comfyui = comfyui_path(parser)
     preset = PRESETS[options.preset]
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     if options.preset == "cogvideox-5b" and options.device != "cuda":
         parser.error("the cogvideox-5b preset needs a CUDA device")
     logging.basicConfig(level=logging.WARNING)
-    pack = import_comfy(comfyui_path, options.device, pytorch_attention=options.comfy_attention == "pytorch")
+    pack = import_comfy(comfyui, options.device, pytorch_attention=options.comfy_attention == "pytorch")
     device = torch.device(options.device)
-    model = build_model(preset)
+    model = build_cogvideox(preset)
+    selected = QUICK_VARIANTS if options.quick else ALL_VARIANTS
+    shape = latent_shape(preset.height, preset.width, preset.frames)
     steps = {
-        name: step_function(m, preset, device)
-        for name, m in variants(
-            pack, model, preset, QUICK_VARIANTS if options.quick else ALL_VARIANTS
-        ).items()
+        name: sampling_step(patched, shape, preset.text_tokens, preset.text_dim, preset.dtype)
+        for name, patched in reference_variants(pack, model, preset.height, preset.width, selected).items()
     }
     results = compare(steps, device, warmup=1, repeats=options.repeats or preset.repeats)
     video_tokens = ((preset.frames - 1) // 4 + 1) * (preset.height // 16) * (preset.width // 16)
@@ -242,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         f"tokens), cfg batch of 2, {preset.dtype}, device {device}, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, ComfyUI attention {attention_backend()}"
     )
-    print(format_table(results, options.markdown))
+    print(format_table(HEADER, table_rows(results), markdown=options.markdown))
 
 
 if __name__ == "__main__":

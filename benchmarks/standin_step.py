@@ -19,26 +19,38 @@ nothing is downloaded. ``cpu-medium`` is the size of ``sampling_step.py``'s ``cp
 their reference is 128×128 pixels (64 tokens, 4.8 % of the 1,320 video tokens — about the proportion of
 Stand-In's 512×512 face, 1,024 tokens, to an 832×480×81 video, 32,760 tokens: 3.1 %).
 ``--reference-size 512`` measures the published face size against the small video too. ``wan-14b`` (CUDA)
-is Wan 2.1 14B's shape at 832×480×81 with the 512×512 face, bf16.
+is Wan 2.1 14B's shape at 832×480×81 with the 512×512 face, bf16. ``--preset cpu-tiny --repeats 1``
+checks the script end to end in seconds (CI's smoke run).
+
+Every row, the reference branch alone included, runs in the same interleaved rounds (one call each per
+round, ``benchmarks/_timing.py``); "× no ref" (time) is the median of the per-round ratios
+(``Measurement.ratio_to``) for every row. (The reference branch used to be timed on its own after the
+others, its ratio a ratio of medians.) The model is built by ``benchmarks/_host_models.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(Path(__file__).resolve().parent))
-from _timing import compare, synchronize  # noqa: E402
-from sampling_step import import_comfy  # noqa: E402
+from _host_models import (
+    WAN_TEXT_DIM,
+    build_model,
+    comfyui_path,
+    import_comfy,
+    latent_shape,
+    pack_module,
+    reference_latents,
+    wan_arguments,
+)
+from _table import format_table, memory, ratio
+from _timing import compare
 
 logger = logging.getLogger("benchmarks.standin_step")
 
@@ -64,31 +76,16 @@ PRESETS = {
     "cpu-medium": Preset(4, 512, 1536, 352, 240, 13, 226, 128, 32, torch.float32, 3),
     "wan-14b": Preset(40, 5120, 13824, 832, 480, 81, 512, 512, 128, torch.bfloat16, 2),
 }
-TEXT_DIM = 4096  # Wan's umT5 width (ComfyUI does not infer it from the weights)
+REFERENCE_BRANCH = "reference branch alone (once per sampling)"
+HEADER = ("variant", "s / step", "× no ref", "peak MiB", "× no ref")
 
 
-def build_model(preset: Preset, device: torch.device):
-    """A random-weight Wan 2.1 T2V (heads of 128) as a ComfyUI ModelPatcher."""
-    import comfy.ops
-    import comfy.sd
-    from comfy.ldm.wan.model import WanModel
-
-    with torch.device("meta"):
-        shapes = WanModel(
-            model_type="t2v",
-            dim=preset.dim,
-            ffn_dim=preset.ffn_dim,
-            num_heads=preset.dim // 128,
-            num_layers=preset.layers,
-            text_dim=TEXT_DIM,
-            operations=comfy.ops.disable_weight_init,
-        ).state_dict()
-    generator = torch.Generator().manual_seed(0)
-    state_dict = {}
-    for name, tensor in shapes.items():
-        std = 0.02 if tensor.ndim >= 2 else 0.01
-        state_dict[name] = (torch.randn(tensor.shape, generator=generator) * std).to(preset.dtype)
-    return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": preset.dtype})
+def build_wan(preset: Preset):
+    """A random-weight Wan 2.1 T2V (heads of 128) of ``preset``'s size as a ComfyUI ModelPatcher."""
+    arguments = wan_arguments(
+        heads=preset.dim // 128, head_dim=128, layers=preset.layers, ffn_dim=preset.ffn_dim
+    )
+    return build_model("wan", arguments, preset.dtype)
 
 
 def standin_lora_state(preset: Preset) -> dict:
@@ -104,36 +101,27 @@ def standin_lora_state(preset: Preset) -> dict:
 
 
 def standin_lora(pack, preset: Preset):
-    lora_file = importlib.import_module(f"{pack.__name__}.customvideox_core.standin.lora_file")
+    lora_file = pack_module(pack, "customvideox_core.standin.lora_file")
     return lora_file.parse_standin_state_dict(standin_lora_state(preset), source="benchmark")
 
 
-def reference_latents(pack, size: tuple[int, int]):
-    """A random one-image reference (``ReferenceEncode``'s output) of ``size`` = (height, width) pixels."""
-    types = importlib.import_module(f"{pack.__name__}.nodes.types")
-    height, width = size
-    return types.ReferenceLatents(
-        latents=torch.randn(1, 16, 1, height // 8, width // 8, generator=torch.Generator().manual_seed(3)),
-        masks=torch.ones(1, height, width),
-        source_size=(height, width),
-        fit="pad",
-    )
+def reference(pack, height: int, width: int):
+    """A random one-image reference of ``height × width`` pixels (seed 3)."""
+    return reference_latents(pack, height, width, generator=torch.Generator().manual_seed(3))
 
 
 def variants(pack, model, preset: Preset) -> tuple[dict, object]:
     """Stand-In (cached / recomputed), and the pack's own adapters in their two reference layouts with
     the same reference, one frame at the video's size (what the joint layout needs): the joint layout's
     reference tokens pass through every layer at every step, the cached layout's only add keys."""
-    nodes_module = importlib.import_module(f"{pack.__name__}.nodes.standin_nodes")
-    settings = importlib.import_module(f"{pack.__name__}.nodes.settings")
-    cached_layout = importlib.import_module(f"{pack.__name__}.nodes.cached_layout")
-    load_node = importlib.import_module(f"{pack.__name__}.nodes.load_node")
-    host_model = importlib.import_module(f"{pack.__name__}.nodes.host_model")
-    tab = importlib.import_module(f"{pack.__name__}.customvideox_core.tab").TABSchedule(
-        shape="constant", peak=0.0
-    )
+    nodes_module = pack_module(pack, "nodes.standin_nodes")
+    settings = pack_module(pack, "nodes.settings")
+    cached_layout = pack_module(pack, "nodes.cached_layout")
+    load_node = pack_module(pack, "nodes.load_node")
+    host_model = pack_module(pack, "nodes.host_model")
+    tab = pack_module(pack, "customvideox_core.tab").TABSchedule(shape="constant", peak=0.0)
     size = preset.reference_size
-    face = reference_latents(pack, (size, size))
+    face = reference(pack, size, size)
     lora = standin_lora(pack, preset)
 
     def patched():
@@ -143,7 +131,7 @@ def variants(pack, model, preset: Preset) -> tuple[dict, object]:
 
     cached = patched()
     uncached = patched()
-    frame = reference_latents(pack, (preset.height, preset.width))
+    frame = reference(pack, preset.height, preset.width)
     joint = load_node.LoadCustomVideoX.execute(model, load_node.NO_ADAPTER, 1.0).args[0]
     own_cached, _ = cached_layout.attach_cached_adapter(
         model, host_model.host_signature(model), standin_lora_state(preset), 1.0, "benchmark"
@@ -162,8 +150,7 @@ def variants(pack, model, preset: Preset) -> tuple[dict, object]:
 
 
 def latent_of(preset: Preset) -> torch.Tensor:
-    frames = (preset.frames - 1) // 4 + 1
-    return torch.zeros(1, 16, frames, preset.height // 8, preset.width // 8)
+    return torch.zeros(latent_shape(preset.height, preset.width, preset.frames))
 
 
 def step_function(model_patcher, preset: Preset, device: torch.device, *, recompute: bool = False):
@@ -177,7 +164,7 @@ def step_function(model_patcher, preset: Preset, device: torch.device, *, recomp
     latent = latent_of(preset)
     x = torch.randn((2, *latent.shape[1:]), generator=generator).to(device, preset.dtype)
     timestep = torch.full((2,), 500.0, device=device, dtype=preset.dtype)
-    context = torch.randn(2, preset.text_tokens, TEXT_DIM, generator=generator).to(device, preset.dtype)
+    context = torch.randn(2, preset.text_tokens, WAN_TEXT_DIM, generator=generator).to(device, preset.dtype)
     options = dict(model_patcher.model_options.get("transformer_options", {}))
     options["wrappers"] = comfy.patcher_extension.copy_nested_dicts(model_patcher.wrappers)
     options["cond_or_uncond"] = [0, 1]
@@ -192,19 +179,17 @@ def step_function(model_patcher, preset: Preset, device: torch.device, *, recomp
     return step
 
 
-def reference_fill_seconds(pack, cached_model, preset: Preset, device: torch.device, repeats: int) -> float:
-    """Median time of the reference branch alone (what the cache saves per model call)."""
-    branch = importlib.import_module(f"{pack.__name__}.customvideox_core.standin.branch")
+def reference_branch(pack, cached_model, preset: Preset, device: torch.device):
+    """The reference branch alone (what the cache saves per model call), as one callable."""
+    branch = pack_module(pack, "customvideox_core.standin.branch")
     patch = cached_model.model_options["transformer_options"]["cvx_standin"]
     dit = cached_model.model.diffusion_model
     latent = latent_of(preset)
     grid = (latent.shape[2], latent.shape[3] // 2, latent.shape[4] // 2)
-    samples = []
-    for _ in range(repeats + 1):
-        synchronize(device)
-        start = time.perf_counter()
+
+    def fill():
         with torch.inference_mode():
-            branch.compute_reference_kv(
+            return branch.compute_reference_kv(
                 dit,
                 patch.reference_latent,
                 patch.lora,
@@ -213,29 +198,21 @@ def reference_fill_seconds(pack, cached_model, preset: Preset, device: torch.dev
                 dtype=preset.dtype,
                 device=device,
             )
-        synchronize(device)
-        samples.append(time.perf_counter() - start)
-    return sorted(samples[1:])[len(samples[1:]) // 2]
+
+    return fill
 
 
-def format_table(results: dict, fill: float, markdown: bool) -> str:
-    base_measurement = results["no reference"]
-    base = base_measurement.median_seconds
-    base_peak = results["no reference"].peak_bytes
+def table_rows(results: dict) -> list[list[str]]:
+    base = results["no reference"]
     rows = []
     for name, m in results.items():
-        peak = f"{m.peak_bytes / 2**20:.0f}" if m.peak_bytes is not None else "n/a"
-        peak_ratio = f"{m.peak_bytes / base_peak:.2f}" if m.peak_bytes is not None and base_peak else "n/a"
-        rows.append(
-            [name, f"{m.median_seconds:.3f}", f"{m.ratio_to(base_measurement):.3f}", peak, peak_ratio]
+        peak = (
+            ["", ""]
+            if name == REFERENCE_BRANCH
+            else [memory(m.peak_bytes, 2**20, 0), ratio(m.peak_bytes, base.peak_bytes)]
         )
-    rows.append(["reference branch alone (once per sampling)", f"{fill:.3f}", f"{fill / base:.3f}", "", ""])
-    header = ["variant", "s / step", "× no ref", "peak MiB", "× no ref"]
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows])
+        rows.append([name, f"{m.median_seconds:.3f}", f"{m.ratio_to(base):.3f}", *peak])
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -247,9 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--markdown", action="store_true")
     options = parser.parse_args(argv)
-    comfyui_path = Path(os.environ.get("COMFYUI_PATH", "")).expanduser()
-    if not (comfyui_path / "comfyui_version.py").is_file():
-        parser.error("set COMFYUI_PATH to a ComfyUI checkout and run with the Python that runs it")
+    comfyui = comfyui_path(parser)
     preset = PRESETS[options.preset]
     if options.reference_size:
         preset = Preset(**{**preset.__dict__, "reference_size": options.reference_size})
@@ -258,17 +233,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     if options.threads:
         torch.set_num_threads(options.threads)
-    pack = import_comfy(comfyui_path, options.device)
+    pack = import_comfy(comfyui, options.device)
     device = torch.device(options.device)
-    model = build_model(preset, device)
+    model = build_wan(preset)
     models, cached = variants(pack, model, preset)
     runs = {
         name: step_function(m, preset, device, recompute=name == "Stand-In, recomputed")
         for name, m in models.items()
     }
-    repeats = options.repeats or preset.repeats
-    results = compare(runs, device, warmup=1, repeats=repeats)
-    fill = reference_fill_seconds(pack, cached, preset, device, repeats)
+    runs[REFERENCE_BRANCH] = reference_branch(pack, cached, preset, device)
+    results = compare(runs, device, warmup=1, repeats=options.repeats or preset.repeats)
     latent = latent_of(preset)
     video_tokens = latent.shape[2] * (latent.shape[3] // 2) * (latent.shape[4] // 2)
     reference_tokens = (preset.reference_size // 16) ** 2
@@ -280,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         f"one step = one DiT call on a cfg batch of 2, {preset.dtype}, device {device}, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}"
     )
-    print(format_table(results, fill, options.markdown))
+    print(format_table(HEADER, table_rows(results), markdown=options.markdown))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python benchmarks/training_memory.py [--markdown]            # estimate, CogVideoX-5B, rank 128, 480x720x49
     python benchmarks/training_memory.py --rank 64 --frames 25   # estimate for other settings
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/training_memory.py --device cuda [--layers 42] [--steps 3]
+    COMFYUI_PATH=/path/to/ComfyUI python benchmarks/training_memory.py --tiny --steps 1  # check it runs (CPU)
 
 **Estimate** (no GPU, no ComfyUI): counts, for ComfyUI's CogVideoX transformer (``comfy/ldm/cogvideo``),
 
@@ -29,6 +30,12 @@ rank-``r`` peft LoRA, and runs ``--steps`` real training steps of ``customvideox
 (v-prediction loss on the video frames with one clean reference frame appended, bf16 autocast, gradient
 checkpointing unless ``--no-checkpointing``), then prints ``torch.cuda.max_memory_allocated`` next to the
 estimate for the same shape. The target is what CogVideo's own LoRA recipe needs: one 24 GB card (24 GiB).
+
+**Tiny** (``--tiny``, ComfyUI needed): the same estimate and measurement for a tiny CogVideoX (2 blocks
+of 2 heads × 64, time and text width 64, 16 text tokens, 96×64×9 frames, LoRA rank 4) on ``--device``,
+the CPU included (there the peak is the rise of the resident set size, ``benchmarks/_timing.py``, which
+also counts importing ComfyUI). It checks the measurement path end to end in seconds, it measures
+nothing worth reading: ``--tiny --steps 1`` is CI's smoke run.
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ class DiTShape:
 
 
 COGVIDEOX_5B = DiTShape(name="CogVideoX-5B", layers=42, heads=48)
+TINY_DIT = DiTShape(name="tiny CogVideoX", layers=2, heads=2, time_dim=64, text_dim=64, text_tokens=16)
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,9 @@ def token_counts(shape: DiTShape, train: TrainShape) -> tuple[int, int, int]:
     """``(text, video, reference)`` tokens of the joint sequence."""
     per_frame = (train.height // (8 * shape.patch)) * (train.width // (8 * shape.patch))
     return shape.text_tokens, train.latent_frames * per_frame, train.reference_frames * per_frame
+
+
+TINY_TRAIN = TrainShape(width=96, height=64, frames=9, rank=4)
 
 
 @dataclass(frozen=True)
@@ -298,6 +309,27 @@ def measure_cuda(shape: DiTShape, train: TrainShape, *, steps: int, checkpointin
     return torch.cuda.max_memory_allocated(), seconds
 
 
+def measure_cpu(
+    shape: DiTShape, train: TrainShape, *, steps: int, checkpointing: bool
+) -> tuple[int | None, float]:
+    """Peak rise of the resident set size (bytes; ``None`` where unavailable) over real training steps on
+    the CPU, and seconds per step."""
+    import torch
+
+    sys.path.append(str(Path(__file__).resolve().parent))
+    from _timing import peak_bytes
+
+    seconds: list[float] = []
+
+    def run() -> None:
+        seconds.append(
+            run_training_steps(shape, train, device="cpu", steps=steps, checkpointing=checkpointing)
+        )
+
+    peak = peak_bytes(run, torch.device("cpu"))
+    return peak, seconds[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: also measure")
@@ -309,13 +341,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="training steps to measure")
     parser.add_argument("--no-checkpointing", action="store_true", help="measure without checkpointing")
     parser.add_argument("--markdown", action="store_true", help="print the estimate as a markdown table")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a tiny CogVideoX, estimated and measured on --device (the CPU too): checks the script end to end",
+    )
     args = parser.parse_args()
 
-    shape = DiTShape(name=COGVIDEOX_5B.name, layers=args.layers, heads=COGVIDEOX_5B.heads)
-    train = TrainShape(width=args.width, height=args.height, frames=args.frames, rank=args.rank)
-    label = (
-        shape.name if shape.layers == COGVIDEOX_5B.layers else f"{shape.name} ({shape.layers} of 42 blocks)"
-    )
+    if args.tiny:
+        shape, train, label = TINY_DIT, TINY_TRAIN, TINY_DIT.name
+    else:
+        shape = DiTShape(name=COGVIDEOX_5B.name, layers=args.layers, heads=COGVIDEOX_5B.heads)
+        train = TrainShape(width=args.width, height=args.height, frames=args.frames, rank=args.rank)
+        label = (
+            shape.name
+            if shape.layers == COGVIDEOX_5B.layers
+            else f"{shape.name} ({shape.layers} of 42 blocks)"
+        )
     rows = estimate(shape, train)
     title = (
         f"Estimated training memory: {label}, LoRA rank {train.rank} on q/k/v/attn_out, "
@@ -323,17 +365,23 @@ def main() -> None:
         "bf16 autocast, AdamW"
     )
     print(render(rows, markdown=args.markdown, title=title))
-    if args.device == "cuda":
+    if args.device == "cuda" or args.tiny:
         checkpointing = not args.no_checkpointing
-        peak, seconds = measure_cuda(shape, train, steps=args.steps, checkpointing=checkpointing)
+        if args.device == "cuda":
+            peak, seconds = measure_cuda(shape, train, steps=args.steps, checkpointing=checkpointing)
+            kind = "CUDA steps", "max_memory_allocated"
+        else:
+            peak, seconds = measure_cpu(shape, train, steps=args.steps, checkpointing=checkpointing)
+            kind = "CPU steps", "resident set size rise"
         estimated = (
             sum(row.bytes_with if checkpointing else row.bytes_without for row in rows) - OVERHEAD_BYTES
         )
+        peak_text = "n/a" if peak is None else f"{peak / GIB:.2f} GiB"
+        verdict = "n/a" if peak is None else ("met" if peak <= TARGET_GIB * GIB else "NOT met")
         print(
-            f"\nmeasured on {args.steps} CUDA steps ({'with' if checkpointing else 'without'} checkpointing): "
-            f"peak max_memory_allocated {peak / GIB:.2f} GiB (estimate without the context allowance "
-            f"{estimated / GIB:.2f} GiB), {seconds:.2f} s/step; target ≤ {TARGET_GIB:.0f} GiB: "
-            f"{'met' if peak <= TARGET_GIB * GIB else 'NOT met'}"
+            f"\nmeasured on {args.steps} {kind[0]} ({'with' if checkpointing else 'without'} checkpointing): "
+            f"peak {kind[1]} {peak_text} (estimate without the context allowance "
+            f"{estimated / GIB:.2f} GiB), {seconds:.2f} s/step; target ≤ {TARGET_GIB:.0f} GiB: {verdict}"
         )
 
 

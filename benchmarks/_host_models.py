@@ -1,0 +1,196 @@
+"""The benchmarks' ComfyUI side, in one place: import ComfyUI with the pack loaded, build random-weight
+host models from ComfyUI's own classes, patch them with a reference, and run one cfg sampling step.
+
+Nothing of ComfyUI is copied and nothing is downloaded: a model's tensor shapes come from ComfyUI's own
+``CogVideoXTransformer3DModel`` / ``WanModel`` built on the ``meta`` device, the weights are random
+(std 0.02 for matrices, 0.01 for vectors, float32 draws cast to the dtype, seed 0), and ComfyUI's own
+``load_diffusion_model_state_dict`` turns them into a ``ModelPatcher`` (so detection, the model class
+and the patcher are exactly what Load Diffusion Model gives).
+
+Used by ``sampling_step.py``, ``gpu_step.py`` and ``standin_step.py``; the scripts take the checkout
+from ``COMFYUI_PATH`` (``comfyui_path``) and must run with the Python that runs that ComfyUI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WAN_TEXT_DIM = 4096  # Wan's umT5 width; ComfyUI detects Wan by it (it does not infer it from the weights)
+
+# Reference variants of ``reference_variants``: (TAB peak, ERAE on, the unconditional pass sees the
+# reference). TAB is parabolic with floor peak / 4; ERAE marks entity tokens 3 and 7 with gamma 1.
+REFERENCE_VARIANTS: dict[str, tuple[float, bool, bool] | None] = {
+    "no reference": None,
+    "reference, TAB 0": (0.0, False, False),
+    "reference + TAB 2": (2.0, False, False),
+    "reference + TAB 2 + ERAE": (2.0, True, False),
+    "reference + TAB 2 + ERAE, uncond sees": (2.0, True, True),
+}
+
+
+def comfyui_path(parser: argparse.ArgumentParser) -> Path:
+    """``COMFYUI_PATH`` as a checkout, or the parser's usage error saying how to set it."""
+    path = Path(os.environ.get("COMFYUI_PATH", "")).expanduser()
+    if not (path / "comfyui_version.py").is_file():
+        parser.error("set COMFYUI_PATH to a ComfyUI checkout and run with the Python that runs it")
+    return path
+
+
+def import_comfy(comfyui: Path, device: str, pytorch_attention: bool = True):
+    """Import ComfyUI (CPU mode on the CPU) and load the pack; returns the pack's module. ``pytorch_attention``:
+    run ComfyUI's SDPA backend as on a GPU (``--use-pytorch-cross-attention``); on the CPU ComfyUI
+    otherwise picks sub-quad."""
+    sys.path.insert(0, str(comfyui))
+    from comfy.cli_args import args
+
+    args.cpu = device == "cpu"
+    args.use_pytorch_cross_attention = pytorch_attention
+    import nodes
+
+    if not asyncio.run(nodes.load_custom_node(str(REPO_ROOT))):
+        raise RuntimeError(f"ComfyUI could not load the pack at {REPO_ROOT}")
+    return sys.modules[str(REPO_ROOT).replace(".", "_x_")]
+
+
+def pack_module(pack, name: str):
+    """One of the pack's modules (``"nodes.patch"``, ``"customvideox_core.tab"``...) as ComfyUI loaded it."""
+    return importlib.import_module(f"{pack.__name__}.{name}")
+
+
+def attention_backend() -> str:
+    """The name of ComfyUI's ``optimized_attention`` (the backend the model modules call)."""
+    import comfy.ldm.modules.attention as attention
+
+    return attention.optimized_attention.__name__
+
+
+def cogvideox_arguments(*, heads: int, head_dim: int, layers: int, text_dim: int) -> dict:
+    """Arguments of ComfyUI's ``CogVideoXTransformer3DModel`` (RoPE, as CogVideoX-5B)."""
+    return {
+        "num_attention_heads": heads,
+        "attention_head_dim": head_dim,
+        "num_layers": layers,
+        "text_embed_dim": text_dim,
+        "use_rotary_positional_embeddings": True,
+    }
+
+
+def wan_arguments(*, heads: int, head_dim: int, layers: int, ffn_dim: int) -> dict:
+    """Arguments of ComfyUI's ``WanModel`` (Wan 2.1 T2V; text width ``WAN_TEXT_DIM``)."""
+    return {
+        "model_type": "t2v",
+        "dim": heads * head_dim,
+        "ffn_dim": ffn_dim,
+        "num_heads": heads,
+        "num_layers": layers,
+        "text_dim": WAN_TEXT_DIM,
+    }
+
+
+def module_class(family: str):
+    """ComfyUI's class of a host ``family``: ``"cogvideox"`` or ``"wan"``."""
+    if family == "cogvideox":
+        from comfy.ldm.cogvideo.model import CogVideoXTransformer3DModel
+
+        return CogVideoXTransformer3DModel
+    if family == "wan":
+        from comfy.ldm.wan.model import WanModel
+
+        return WanModel
+    raise ValueError(f"unknown host family {family!r}; known: cogvideox, wan")
+
+
+def random_state_dict(family: str, arguments: dict, dtype: torch.dtype, seed: int = 0) -> dict:
+    """Random weights in the shapes of ComfyUI's ``family`` class built with ``arguments``."""
+    import comfy.ops
+
+    with torch.device("meta"):
+        shapes = module_class(family)(**arguments, operations=comfy.ops.disable_weight_init).state_dict()
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        name: (torch.randn(tensor.shape, generator=generator) * (0.02 if tensor.ndim >= 2 else 0.01)).to(
+            dtype
+        )
+        for name, tensor in shapes.items()
+    }
+
+
+def build_model(family: str, arguments: dict, dtype: torch.dtype):
+    """A random-weight host model as a ComfyUI ``ModelPatcher``, through ComfyUI's own loader."""
+    import comfy.sd
+
+    state_dict = random_state_dict(family, arguments, dtype)
+    return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": dtype})
+
+
+def reference_latents(pack, height: int, width: int, generator: torch.Generator | None = None):
+    """A random one-image reference (``ReferenceEncode``'s output) of ``height × width`` pixels."""
+    types = pack_module(pack, "nodes.types")
+    return types.ReferenceLatents(
+        latents=torch.randn(1, 16, 1, height // 8, width // 8, generator=generator),
+        masks=torch.ones(1, height, width),
+        source_size=(height, width),
+        fit="pad",
+    )
+
+
+def reference_variants(pack, model, height: int, width: int, selected: tuple[str, ...]) -> dict:
+    """``model`` and its reference-patched variants named in ``selected`` (keys of ``REFERENCE_VARIANTS``),
+    all with one random reference image at the video's size."""
+    patch = pack_module(pack, "nodes.patch")
+    tab = pack_module(pack, "customvideox_core.tab")
+    erae = pack_module(pack, "customvideox_core.erae")
+    reference = reference_latents(pack, height, width)
+    entity = erae.ERAEConfig(entity_positions=(3, 7), gamma=1.0)
+    found = {}
+    for name in selected:
+        settings = REFERENCE_VARIANTS[name]
+        if settings is None:
+            found[name] = model
+            continue
+        peak, with_erae, uncond_sees_reference = settings
+        found[name] = patch.apply_reference_patch(
+            model,
+            reference,
+            tab=tab.TABSchedule(shape="parabolic", peak=peak, floor=peak / 4),
+            erae=entity if with_erae else None,
+            uncond_sees_reference=uncond_sees_reference,
+        )
+    return found
+
+
+def latent_shape(height: int, width: int, frames: int) -> tuple[int, int, int, int, int]:
+    """The 16-channel video latent of ``frames`` frames of ``height × width`` (4× time, 8× space)."""
+    return (1, 16, (frames - 1) // 4 + 1, height // 8, width // 8)
+
+
+def sampling_step(
+    model, shape: tuple[int, ...], text_tokens: int, text_dim: int, dtype: torch.dtype
+) -> Callable[[], object]:
+    """One cfg sampling step as KSampler runs it (``comfy.sample.sample`` with ``steps=1``, cfg 6, euler):
+    one model call over the conditional and unconditional rows of a ``shape`` latent."""
+    import comfy.sample
+
+    latent = torch.zeros(shape)
+    noise = comfy.sample.prepare_noise(latent, 0)
+    generator = torch.Generator().manual_seed(1)
+    positive, negative = (
+        [[torch.randn(1, text_tokens, text_dim, generator=generator).to(dtype), {}]] for _ in range(2)
+    )
+
+    def step():
+        with torch.inference_mode():
+            return comfy.sample.sample(
+                model, noise, 1, 6.0, "euler", "simple", positive, negative, latent, disable_pbar=True, seed=0
+            )
+
+    return step
