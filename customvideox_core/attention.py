@@ -18,6 +18,9 @@ require equal head dims) and the output is sliced back to ``D``.
 
 The backend is a plain ``AttentionFn`` — the caller's choice (PyTorch SDPA, flash, sage, xformers) keeps
 running; it is the only attention kernel called.
+
+The building blocks (:func:`augment`, :func:`zero_padded`, :func:`augmented_call`, :func:`scaled_attention`)
+are also those of the pack's reference attentions (:mod:`customvideox_core.biased_paths`).
 """
 
 from __future__ import annotations
@@ -86,9 +89,10 @@ def biased_attention(
     are zero on either side are dropped. Checking for zeros reads one ``2 × R`` tensor back to the host.
 
     The magnitude of each rank-one term is split evenly between the query and the key side. The pack's
-    reference attention (``reference_attention``) does not call this function: it has its own exact
-    paths (LSE merge, and an augmented fallback with fixed factor scales) that read nothing back to the
-    host. Its caller is Stand-In's video attention (``standin/video_attention.py``).
+    attentions (``reference_attention``, Stand-In's ``standin/video_attention``) do not call this
+    function: they run :mod:`customvideox_core.biased_paths` (an LSE merge, and an augmented fallback
+    with fixed factor scales built on :func:`augmented_call`), which reads nothing back to the host. This
+    is the generic public helper for a bias given as dense factors (tests and ``layout.bias_factors``).
     """
     batch, heads, query_len, head_dim = _check_qkv(query, key, value)
     if scale is None:
@@ -102,7 +106,7 @@ def biased_attention(
         raise ValueError(f"heads_per_call must be None or a positive integer, got {heads_per_call!r}.")
 
     if query_bias is None and key_bias is None:
-        return _unbiased(query, key, value, scale, attention)
+        return scaled_attention(query, key, value, scale, attention)
     if query_bias is None or key_bias is None:
         raise ValueError(
             "query_bias and key_bias must both be tensors or both be None, got "
@@ -119,18 +123,18 @@ def biased_attention(
 
     factors = _balanced_factors(query_bias, key_bias, head_dim)
     if factors is None:
-        return _unbiased(query, key, value, scale, attention)
+        return scaled_attention(query, key, value, scale, attention)
     query_factors, key_factors = factors
     padded_dim = augmented_head_dim(head_dim, query_factors.shape[-1])
     multiplier = scale * math.sqrt(padded_dim)
     if heads_per_call is None or heads_per_call >= heads:
-        return _augmented_call(
+        return augmented_call(
             query, key, value, query_factors, key_factors, padded_dim, multiplier, attention
         )
     output = query.new_empty(query.shape)
     for start in range(0, heads, heads_per_call):
         group = slice(start, min(start + heads_per_call, heads))
-        output[:, group] = _augmented_call(
+        output[:, group] = augmented_call(
             query[:, group],
             key[:, group],
             value[:, group],
@@ -143,7 +147,7 @@ def biased_attention(
     return output
 
 
-def _augmented_call(
+def augmented_call(
     query: Tensor,
     key: Tensor,
     value: Tensor,
@@ -153,10 +157,15 @@ def _augmented_call(
     multiplier: float,
     attention: AttentionFn,
 ) -> Tensor:
-    """One backend call on the augmented tensors: query "B H Lq D", factors "B Hb L R" -> "B H Lq D"."""
-    augmented_query = _augment(query, query_factors, padded_dim, multiplier=multiplier)
-    augmented_key = _augment(key, key_factors, padded_dim, multiplier=None)
-    augmented_value = _zero_padded(value, padded_dim)
+    """One backend call on the augmented tensors -> "B H Lq D".
+
+    query "B H Lq D" (scaled by ``multiplier``), key/value "B H Lk D", query_factors "B Hb Lq R",
+    key_factors "Bk Hb Lk R" (Bk in {1, B}, Hb in {1, H}), both already scaled for the backend's
+    ``1 / sqrt(padded_dim)``.
+    """
+    augmented_query = augment(query, query_factors, padded_dim, multiplier=multiplier)
+    augmented_key = augment(key, key_factors, padded_dim, multiplier=None)
+    augmented_value = zero_padded(value, padded_dim)
     output = attention(augmented_query, augmented_key, augmented_value)
     expected = (*query.shape[:-1], padded_dim)
     if tuple(output.shape) != expected:
@@ -172,7 +181,9 @@ def _select_heads(factors: Tensor, group: slice) -> Tensor:
     return factors if factors.shape[1] == 1 else factors[:, group]
 
 
-def _unbiased(query: Tensor, key: Tensor, value: Tensor, scale: float, attention: AttentionFn) -> Tensor:
+def scaled_attention(
+    query: Tensor, key: Tensor, value: Tensor, scale: float, attention: AttentionFn
+) -> Tensor:
     """The backend on the unmodified tensors; the query is rescaled only if ``scale`` is not the default."""
     default_scale = 1.0 / math.sqrt(query.shape[-1])
     if not math.isclose(scale, default_scale, rel_tol=1e-12, abs_tol=0.0):
@@ -217,10 +228,11 @@ def _balanced_factors(query_bias: Tensor, key_bias: Tensor, head_dim: int) -> tu
     return query_factors, key_factors
 
 
-def _augment(tokens: Tensor, factors: Tensor, padded_dim: int, multiplier: float | None) -> Tensor:
+def augment(tokens: Tensor, factors: Tensor, padded_dim: int, multiplier: float | None = None) -> Tensor:
     """``[tokens · multiplier | factors | 0 …]`` as one fresh "B H L D'" tensor of tokens' dtype.
 
-    tokens "B H L D", factors "B Hb L R" with Hb in {1, H}. Two passes over the data at most (the scaled
+    tokens "B H L D", factors "Bf Hb L R" with Bf in {1, B}, Hb in {1, H}; multiplier None = tokens as
+    they are. Two passes over the data at most (the scaled
     copy and the small tail), no temporary of tokens' size.
     """
     batch, heads, length, head_dim = tokens.shape
@@ -237,7 +249,7 @@ def _augment(tokens: Tensor, factors: Tensor, padded_dim: int, multiplier: float
     return augmented
 
 
-def _zero_padded(tokens: Tensor, padded_dim: int) -> Tensor:
+def zero_padded(tokens: Tensor, padded_dim: int) -> Tensor:
     """tokens "B H L D" -> "B H L D'" with zeros in the new channels, in one copy."""
     padding = padded_dim - tokens.shape[-1]
     return torch.cat([tokens, tokens.new_zeros(1, 1, 1, padding).expand(*tokens.shape[:-1], padding)], dim=-1)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +80,18 @@ class LseKernel:
             return augmented_head_dim(head_dim, 0)
         fitting = [dim for dim in self.head_dims if dim >= head_dim]
         return min(fitting) if fitting else None
+
+
+def runnable_kernel(kernels: Iterable[LseKernel | None], query: Tensor, head_dim: int) -> LseKernel | None:
+    """The first of ``kernels`` that runs on ``query`` ("B L (H D)" or "B H L D") at ``head_dim``, or None.
+
+    The one place where an attention call decides whether an LSE kernel runs: the biased paths then take
+    the answer as it is (``None``: the augmented path).
+    """
+    for kernel in kernels:
+        if kernel is not None and kernel.supports(query, head_dim):
+            return kernel
+    return None
 
 
 SHORT_BLOCK_FRACTION = 4

@@ -15,19 +15,11 @@ Who attends to what, per batch row (``n = text + video``, ``kept`` = reference k
   over itself alone) — finite, and discarded by the wrapper;
 - reference keys outside the subject mask (``block_outside_mask``) are sliced out for every query.
 
-The biased rows run one of two exact paths (:data:`PATHS`):
-
-- ``"lse-merge"`` (when an :class:`~customvideox_core.lse_attention.LseKernel` fits): unbiased attention
-  over the ``n`` non-reference keys at the native head dim, plus the biased attention over the few
-  kept reference keys, merged exactly with the two log-sum-exps. The small part takes the bias as an
-  additive ``Lq × kept`` float32 mask where its kernel accepts one (PyTorch's on the CPU) and the mask
-  is no larger than the query, else as extra head dims of this small part only. A kernel that walks keys
-  in blocks (PyTorch's on the CPU) runs whole blocks of the many keys; a short last block joins the small
-  part with a zero bias. With a quantizing
-  kernel (sage: int8 q and k per block) the small part runs on PyTorch's fused kernel, so the bias is
-  never quantized and the many keys keep the user's kernel at its native head dim;
-- ``"augmented"`` (any plain backend): one call over all kept keys with the bias factors appended as
-  extra head dims (:mod:`customvideox_core.attention`).
+The biased rows run one of the two exact paths of :mod:`customvideox_core.biased_paths` (``PATHS`` there),
+with ``[text | video]`` as the many keys and the kept reference keys as the biased ones:
+``"lse-merge"`` when the caller hands an :class:`~customvideox_core.lse_attention.LseKernel` that runs on
+the call's tensors (native head dim over the many keys, merged exactly by log-sum-exp with the small biased
+part), ``"augmented"`` otherwise (the bias factors as extra head dims of one backend call).
 
 Tensors arrive in the host's attention layout ``[B, L, (H D)]`` and leave in it.
 """
@@ -41,14 +33,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .attention import AttentionFn, augmented_head_dim
+from .attention import AttentionFn
+from .biased_paths import BiasedPaths, factor_dtype, join_heads, path_with, split_heads
 from .erae import ERAEConfig, entity_activations
 from .layout import TokenLayout
-from .lse_attention import LSE_KERNELS, LseKernel, merge_partial_attention, whole_block_keys
+from .lse_attention import LseKernel, runnable_kernel
 from .tab import TABSchedule
-
-PATHS = ("lse-merge", "augmented")
-"""The two exact paths for rows that see a biased reference."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -279,8 +269,8 @@ def joint_entity_activation(query: Tensor, key: Tensor, heads: int, step: Refere
     if not step.uses_erae or step.layout.text == 0:
         return None
     layout = step.layout
-    video_queries = _split_heads(query[:, layout.video_slice], heads)
-    text_keys = _split_heads(key[:, layout.text_slice], heads)
+    video_queries = split_heads(query[:, layout.video_slice], heads)
+    text_keys = split_heads(key[:, layout.text_slice], heads)
     return cross_entity_activation(video_queries, text_keys, step)
 
 
@@ -331,8 +321,10 @@ def reference_self_attention(
 
     query/key/value ``[B, L, (H D)]`` with ``L == step.layout.total``; ``activation`` ``[B, video, K]``
     (entity activations, :func:`joint_entity_activation`) or ``None``. ``attention_fn`` (the user's
-    backend) gets ``[B, H, L, D]`` and applies ``1 / sqrt(D)``; ``lse_kernel``, when given and able to run
-    on these tensors, takes the ``"lse-merge"`` path for biased rows. ``scale``: the model's softmax
+    backend) gets ``[B, H, L, D]`` and applies ``1 / sqrt(D)``; ``lse_kernel``: a kernel known to run on
+    these tensors (the caller decides that once per call, e.g. ``nodes.attention_backends.usable_kernel``
+    or :func:`~customvideox_core.lse_attention.runnable_kernel`), taking the ``"lse-merge"`` path for
+    biased rows; None for the ``"augmented"`` path. ``scale``: the model's softmax
     scale (default ``1 / sqrt(D)``). Returns ``[B, L, (H D)]``.
     """
     check_sequence(query, key, step.layout)
@@ -340,7 +332,7 @@ def reference_self_attention(
         raise ValueError(f"attention batch is {query.shape[0]} rows, the step was planned for {step.batch}")
     head_dim = query.shape[-1] // heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
-    call = _Call(step, heads, scale, attention_fn, lse_kernel)
+    call = _Call(step, BiasedPaths(heads, scale, attention_fn, lse_kernel))
     plan = step.plan
     if plan.blind is None:
         return call.seeing(query, key, value, activation)
@@ -362,37 +354,33 @@ def reference_self_attention(
 
 
 def path_for(step: ReferenceStep, lse_kernel: LseKernel | None, query: Tensor, heads: int) -> str | None:
-    """The path the biased rows of ``step`` take on ``query`` ("B L (H D)"), None when nothing is biased."""
+    """The path the biased rows of ``step`` take on ``query`` ("B L (H D)") with ``lse_kernel`` (checked
+    here with :func:`~customvideox_core.lse_attention.runnable_kernel`), None when nothing is biased.
+
+    For callers holding a kernel they have not checked; the node glue checks once per call
+    (``usable_kernel``) and reads :func:`biased_path`.
+    """
+    return biased_path(step, runnable_kernel((lse_kernel,), query, query.shape[-1] // heads))
+
+
+def biased_path(step: ReferenceStep, usable: LseKernel | None) -> str | None:
+    """The path the biased rows of ``step`` take with ``usable`` (a kernel known to run on the call's
+    tensors, or None), None when nothing is biased."""
     if not step.plan.biased or step.plan.seeing is None:
         return None
-    usable = lse_kernel is not None and lse_kernel.supports(query, query.shape[-1] // heads)
-    return "lse-merge" if usable else "augmented"
+    return path_with(usable)
 
 
 @dataclass(frozen=True)
 class _Call:
     step: ReferenceStep
-    heads: int
-    scale: float
-    attention_fn: AttentionFn
-    lse_kernel: LseKernel | None
-
-    def split(self, tokens: Tensor) -> Tensor:
-        return _split_heads(tokens, self.heads)
-
-    def attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-        """The user's backend at the model's scale; "B L (H D)" in, "B H Lq D" out."""
-        query = self.split(query)
-        default = 1.0 / math.sqrt(query.shape[-1])
-        if not math.isclose(self.scale, default, rel_tol=1e-12):
-            query = query * (self.scale / default)
-        return self.attention_fn(query, self.split(key), self.split(value))
+    paths: BiasedPaths
 
     def blind(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         """Rows that do not see the reference: the base model's attention on ``[text | video]``."""
         context = self.step.layout.text + self.step.layout.video
-        main = self.attend(query[:, :context], key[:, :context], value[:, :context])
-        return torch.cat([_join_heads(main), value[:, context:]], dim=1)
+        main = self.paths.attend(query[:, :context], key[:, :context], value[:, :context])
+        return torch.cat([join_heads(main), value[:, context:]], dim=1)
 
     def seeing(
         self,
@@ -414,28 +402,23 @@ class _Call:
             if plan.kept_index is not None:
                 key = torch.cat([key[:, :context], reference_key], dim=1)
                 value = torch.cat([value[:, :context], reference_value], dim=1)
-            return _join_heads(self.attend(query, key, value))
-        query_factors = self.query_factors(query, activation, rows)
-        key_factors = plan.key_factors.to(key.device, _factor_dtype(key))[None]  # "1 kept K"
-        use_lse = self.lse_kernel is not None and self.lse_kernel.supports(
-            query, query.shape[-1] // self.heads
-        )
-        biased_path = self.lse_merge if use_lse else self.augmented
-        out = biased_path(
+            return join_heads(self.paths.attend(query, key, value))
+        key_factors = plan.key_factors.to(key.device, factor_dtype(key))[None]  # "1 kept K"
+        out = self.paths.biased(
             query,
             key[:, :context],
             value[:, :context],
             reference_key,
             reference_value,
-            query_factors,
+            self.query_factors(query, activation, rows),
             key_factors,
         )
-        return _join_heads(out)
+        return join_heads(out)
 
     def query_factors(self, query: Tensor, activation: Tensor | None, rows: RowGroup | None) -> Tensor:
         """``[b, L, K]`` float32: ``b(s) (1 + γ a_i^k)`` on video queries, 0 on text and reference queries."""
         layout, plan = self.step.layout, self.step.plan
-        dtype = _factor_dtype(query)
+        dtype = factor_dtype(query)
         tab = self.step.tab_per_row.to(query.device, dtype)
         if rows is not None:
             tab = rows.take(tab)
@@ -446,118 +429,3 @@ class _Call:
         else:
             video.copy_(tab[:, None, None].expand_as(video))
         return factors
-
-    def lse_merge(
-        self, query, key, value, reference_key, reference_value, query_factors, key_factors
-    ) -> Tensor:
-        """Native-head-dim attention over ``[text | video]`` merged exactly with the biased attention over
-        the kept reference keys (:meth:`reference_part`); "B H Lq D" out.
-
-        A kernel that walks keys in blocks gets whole blocks only: the last few ``[text | video]`` keys
-        then join the reference part with a zero bias (:func:`whole_block_keys`).
-        """
-        assert self.lse_kernel is not None
-        main = whole_block_keys(key.shape[1], self.lse_kernel.block_on(query))
-        if main < key.shape[1]:
-            reference_key = torch.cat([key[:, main:], reference_key], dim=1)
-            reference_value = torch.cat([value[:, main:], reference_value], dim=1)
-            moved = key_factors.new_zeros(1, key.shape[1] - main, key_factors.shape[-1])
-            key_factors = torch.cat([moved, key_factors], dim=1)
-            key, value = key[:, :main], value[:, :main]
-        query4 = self.split(query)
-        out_main, lse_main = self.lse_kernel.run(query4, self.split(key), self.split(value), self.scale)
-        out_reference, lse_reference = self.reference_part(
-            query4, self.split(reference_key), self.split(reference_value), query_factors, key_factors
-        )
-        return merge_partial_attention(out_main, lse_main, out_reference, lse_reference)
-
-    def reference_part(
-        self, query4: Tensor, reference_key4: Tensor, reference_value4: Tensor, query_factors, key_factors
-    ) -> tuple[Tensor, Tensor]:
-        """Biased attention of every query over the kept reference keys, with its log-sum-exp.
-
-        query4 "b H Lq D", reference key/value "b H kept D", query_factors "b Lq K", key_factors "1 kept K".
-        Where a kernel takes an additive bias (PyTorch's on the CPU) and the ``Lq × kept`` bias is no
-        larger than the query, the bias ``query_factors @ key_factorsᵀ`` is that mask ("b 1 Lq kept",
-        float32) and the keys keep the native head dim. Otherwise the bias factors ride as extra head
-        dims. A quantizing kernel never gets the bias: PyTorch's kernel runs this part instead.
-        Returns (out "b H Lq D", lse "b H Lq").
-        """
-        assert self.lse_kernel is not None
-        kernel = LSE_KERNELS["torch"] if self.lse_kernel.quantized else self.lse_kernel
-        if kernel.takes_bias(query4) and _bias_fits(query4, query_factors, key_factors):
-            assert kernel.run_biased is not None
-            bias = torch.matmul(query_factors, key_factors.transpose(-1, -2)).unsqueeze(1)
-            return kernel.run_biased(query4, reference_key4, reference_value4, self.scale, bias)
-        head_dim, rank = query4.shape[-1], key_factors.shape[-1]
-        padded = kernel.padded_head_dim(head_dim + rank)
-        if padded is None:  # no native head dim of the kernel fits: PyTorch's runs this small part
-            kernel, padded = LSE_KERNELS["torch"], augmented_head_dim(head_dim, rank)
-        factor_scale = self.scale**-0.5  # (c · s)(m · s) · scale = c · m
-        ref_query = _augment(query4, query_factors, padded, 1.0, factor_scale)
-        ref_key = _augment(reference_key4, key_factors, padded, 1.0, factor_scale)
-        ref_value = _augment(reference_value4, None, padded, 1.0, 0.0)
-        out, lse = kernel.run(ref_query, ref_key, ref_value, self.scale)
-        return out[..., :head_dim], lse
-
-    def augmented(
-        self, query, key, value, reference_key, reference_value, query_factors, key_factors
-    ) -> Tensor:
-        """One backend call over all kept keys with the bias factors as extra head dims."""
-        query4 = self.split(query)
-        head_dim = query4.shape[-1]
-        padded = augmented_head_dim(head_dim, key_factors.shape[-1])
-        all_keys = torch.cat([key, reference_key], dim=1)
-        all_values = torch.cat([value, reference_value], dim=1)
-        key_factors = torch.cat(
-            [key_factors.new_zeros(1, key.shape[1], key_factors.shape[-1]), key_factors], dim=1
-        )
-        factor_scale = padded**0.25  # backend scale 1/sqrt(D'): (c · s)(m · s) / sqrt(D') = c · m
-        augmented_query = _augment(
-            query4, query_factors, padded, self.scale * math.sqrt(padded), factor_scale
-        )
-        augmented_key = _augment(self.split(all_keys), key_factors, padded, 1.0, factor_scale)
-        augmented_value = _augment(self.split(all_values), None, padded, 1.0, 0.0)
-        return self.attention_fn(augmented_query, augmented_key, augmented_value)[..., :head_dim]
-
-
-def _split_heads(tokens: Tensor, heads: int) -> Tensor:
-    """Heads apart, "b l (h d)" -> "b h l d", as a view (plain view ops: einops costs more per call)."""
-    return tokens.unflatten(-1, (heads, -1)).transpose(1, 2)
-
-
-def _join_heads(tokens: Tensor) -> Tensor:
-    """Heads together, "b h l d" -> "b l (h d)" (a view when the kernel wrote "b l h d" memory, as
-    PyTorch's do)."""
-    return tokens.transpose(1, 2).flatten(2)
-
-
-def _bias_fits(query4: Tensor, query_factors: Tensor, key_factors: Tensor) -> bool:
-    """True when the "b 1 Lq kept" bias mask takes no more memory than the query "b H Lq D" itself."""
-    batch, length, kept = query_factors.shape[0], query4.shape[2], key_factors.shape[1]
-    return batch * length * kept * key_factors.element_size() <= query4.numel() * query4.element_size()
-
-
-def _factor_dtype(tokens: Tensor) -> torch.dtype:
-    """Bias factors are formed in float32, or float64 for float64 tokens."""
-    return torch.promote_types(tokens.dtype, torch.float32)
-
-
-def _augment(
-    tokens: Tensor, factors: Tensor | None, padded_dim: int, multiplier: float, factor_scale: float
-) -> Tensor:
-    """``[tokens · multiplier | factors · factor_scale | 0 …]`` as one fresh "B H L D'" tensor.
-
-    tokens "B H L D", factors "B L K" (shared by all heads, B may be 1) or None (zeros).
-    """
-    batch, heads, length, head_dim = tokens.shape
-    augmented = tokens.new_empty((batch, heads, length, padded_dim))
-    if multiplier == 1.0:
-        augmented[..., :head_dim] = tokens
-    else:
-        torch.mul(tokens, multiplier, out=augmented[..., :head_dim])
-    rank = 0 if factors is None else factors.shape[-1]
-    if factors is not None:
-        augmented[..., head_dim : head_dim + rank] = (factors * factor_scale).to(tokens.dtype)[:, None]
-    augmented[..., head_dim + rank :] = 0
-    return augmented

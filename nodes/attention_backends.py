@@ -14,7 +14,7 @@ import importlib
 import inspect
 import logging
 
-from ..customvideox_core.lse_attention import LSE_KERNELS, LseKernel, module_available
+from ..customvideox_core.lse_attention import LSE_KERNELS, LseKernel, module_available, runnable_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -88,14 +88,22 @@ def _has_lse_entry(kernel: str) -> bool:
 
 
 def usable_kernel(backend: str, query, head_dim: int) -> LseKernel | None:
-    """The backend's LSE kernel if it runs on ``query`` at ``head_dim``, else PyTorch's, else None."""
-    for kernel in (lse_kernel_for(backend), LSE_KERNELS["torch"]):
-        if kernel.supports(query, head_dim):
-            return kernel
-    return None
+    """The backend's LSE kernel if it runs on ``query`` at ``head_dim``, else PyTorch's, else None.
+
+    The one decision of an attention call: the core's biased paths take the answer as it is.
+    """
+    return runnable_kernel((lse_kernel_for(backend), LSE_KERNELS["torch"]), query, head_dim)
+
+
+def announce(backend: str, path: str | None, kernel: LseKernel | None, attention: str) -> None:
+    """Log once per process the ``path`` (None: nothing biased, no log) ``attention`` takes on a backend."""
+    if path is not None:
+        announce_path(backend, path, kernel.name if kernel is not None else "augmented head dims", attention)
 
 
 @functools.cache
-def announce_path(backend: str, path: str, kernel: str) -> None:
-    """Log once per process which path the biased rows take on a backend (and kernel)."""
-    logger.info("CustomVideoX: biased reference attention on %s runs the %s path (%s)", backend, path, kernel)
+def announce_path(
+    backend: str, path: str, kernel: str, attention: str = "biased reference attention"
+) -> None:
+    """Log once per process which path the biased rows of ``attention`` take on a backend (and kernel)."""
+    logger.info("CustomVideoX: %s on %s runs the %s path (%s)", attention, backend, path, kernel)

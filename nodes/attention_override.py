@@ -15,13 +15,13 @@ from torch import Tensor
 from ..customvideox_core.host_specs import EntitySource
 from ..customvideox_core.reference_attention import (
     ReferenceStep,
+    biased_path,
     check_sequence,
     cross_entity_activation,
     joint_entity_activation,
-    path_for,
     reference_self_attention,
 )
-from .attention_backends import announce_path, backend_name, usable_kernel
+from .attention_backends import announce, backend_name, usable_kernel
 from .wrapper_args import OPTIONS_KEYWORD, chained_backend, head_split_kernel, plain_call
 
 RUNTIME_KEY = "cvx_runtime"
@@ -66,9 +66,7 @@ def reference_attention_override(func, *args, **kwargs):
         attention_fn = head_split_kernel(backend, kwargs, drop=("scale",))
         name = backend_name(func)
         kernel = None if previous is not None else usable_kernel(name, query, query.shape[-1] // heads)
-        path = path_for(runtime.step, kernel, query, heads)
-        if path is not None:
-            announce_path(name, path, kernel.name if path == "lse-merge" else "augmented head dims")
+        announce(name, biased_path(runtime.step, kernel), kernel, "biased reference attention")
         return reference_self_attention(
             query,
             key,

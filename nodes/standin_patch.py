@@ -9,8 +9,10 @@
   DiT (computed once per sampling and expert by ``customvideox_core.standin.branch``, then reused), and
   sets ``transformer_options["optimized_attention_override"]`` for that call only;
 - the override: the first of every block's two attention calls (Wan's self-attention) runs the video queries
-  over ``[video keys | cached reference keys]`` with the TAB/ERAE bias on the video → reference logits;
-  the cross-attention passes through (and, with ERAE, leaves the entity activation for the next block).
+  over ``[video keys | cached reference keys]`` with the TAB/ERAE bias on the video → reference logits,
+  on the user's backend's LSE kernel where one runs (``attention_backends.usable_kernel``, decided once per
+  call, its path logged once); the cross-attention passes through (and, with ERAE, leaves the entity
+  activation for the next block).
 
 The video latent is not changed: no frame is appended, the video keeps its positions and the host's
 forward runs as it is. Any override that was already set (another pack's) stays in the chain.
@@ -30,8 +32,14 @@ from ..customvideox_core.host_specs import spec_for
 from ..customvideox_core.standin.branch import ReferenceKV, compute_reference_kv, reference_kv
 from ..customvideox_core.standin.cache import ReferenceKVCache, ReferenceKVKey
 from ..customvideox_core.standin.lora_file import StandInLoRA
-from ..customvideox_core.standin.video_attention import VideoStep, plan_video_step, video_self_attention
+from ..customvideox_core.standin.video_attention import (
+    VideoStep,
+    path_of,
+    plan_video_step,
+    video_self_attention,
+)
 from ..customvideox_core.tab import TABSchedule
+from .attention_backends import announce, backend_name, usable_kernel
 from .patch import install_conditioning_roles, progress_of, row_roles
 from .wrapper_args import (
     OPTIONS_KEYWORD,
@@ -151,6 +159,7 @@ class StandInWrapper:
             tab_value=tab_value,
             reference_weights=patch.reference_weights,
             erae=patch.erae,
+            device=x.device,
         )
         call_options = dict(options)
         call_options[RUNTIME_KEY] = StandInRuntime(
@@ -175,7 +184,6 @@ def standin_attention_override(func, *args, **kwargs):
     if call is None:
         return backend(*args, **kwargs)
     query, key, value, heads = call
-    attention_fn = head_split_kernel(backend, kwargs)
 
     if runtime.is_self_attention(block):
         if key.shape[1] != query.shape[1]:
@@ -187,6 +195,13 @@ def standin_attention_override(func, *args, **kwargs):
             raise ValueError(
                 f"Stand-In has reference keys for {len(runtime.reference.keys)} blocks, not {block + 1}."
             )
+        name = backend_name(func)
+        kernel = (
+            None
+            if runtime.previous_override is not None
+            else usable_kernel(name, query, query.shape[-1] // heads)
+        )
+        announce(name, path_of(runtime.step, kernel), kernel, "Stand-In video attention")
         return video_self_attention(
             query,
             key,
@@ -195,8 +210,10 @@ def standin_attention_override(func, *args, **kwargs):
             runtime.reference.values[block],
             heads,
             runtime.step,
-            attention_fn=attention_fn,
+            attention_fn=head_split_kernel(backend, kwargs, drop=("scale",)),
             activation=runtime.activation,
+            lse_kernel=kernel,
+            scale=kwargs.get("scale"),
         )
     _store_activation(runtime, query, key, heads)
     return backend(*args, **kwargs)

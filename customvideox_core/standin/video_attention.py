@@ -7,25 +7,55 @@ logits only (docs/ARCHITECTURE.md, "The bias")::
 
     logit(i, j) = q_i · k_j / sqrt(d) + b(s) · (1 + γ · a_i) · m_j      (j a reference key)
 
-run exactly through :func:`customvideox_core.attention.biased_attention` on the user's backend. With
-``b(s) = 0`` (no TAB connected) the result is the published method. Rows (cond/uncond) that must not
-see the reference and reference keys outside the subject mask when blocking is on are *dropped* from the
-keys, never blocked by a large logit.
+run exactly through the pack's biased paths (:mod:`customvideox_core.biased_paths`), the same as the
+pack's own reference attention: with the video keys as the many keys and the kept reference keys as the
+biased ones, ``"lse-merge"`` on the user's backend's LSE kernel at the native head dim (the bias as a mask
+on the CPU), ``"augmented"`` (the bias as extra head dims) otherwise. With ``b(s) = 0`` (no TAB connected)
+the result is the published method. Rows (cond/uncond) that must not see the reference and reference keys
+outside the subject mask when blocking is on are *dropped* from the keys, never blocked by a large logit.
+
+Everything that does not depend on the layer (row groups, kept reference indices, the key side of the
+bias, the TAB value of each row) is built once per model call in the step's :class:`VideoPlan`; an
+attention call reads nothing back to the host.
 
 Tensors arrive in the host's layout ``[B, L, (H D)]`` and leave in it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from einops import rearrange
 from torch import Tensor
 
-from ..attention import AttentionFn, biased_attention
+from ..attention import AttentionFn
+from ..biased_paths import BiasedPaths, factor_dtype, join_heads, path_with
 from ..erae import ERAEConfig
+from ..lse_attention import LseKernel
+from ..reference_attention import RowGroup
+
+
+@dataclass(frozen=True, eq=False)
+class VideoPlan:
+    """The layer-independent part of one model call, derived once from a :class:`VideoStep`.
+
+    - ``seeing`` / ``blind``: row groups that do / do not see the reference (None when empty).
+    - ``kept_index``: ``[kept]`` long indices into the reference tokens, None when all are kept.
+    - ``key_factors``: ``[kept, 1]`` float32, the key side ``m_j`` of the bias.
+    - ``tab_per_row``: ``[B]`` float64, ``b(s)`` of each row (cast to the factors' dtype per call).
+    - ``erae_rows``: ``[B]`` bool, rows whose entity activation counts (the positive prompt).
+    - ``biased``: some seeing row has ``b(s) != 0`` and some kept key a non-zero weight.
+    """
+
+    seeing: RowGroup | None
+    blind: RowGroup | None
+    kept_index: Tensor | None
+    key_factors: Tensor
+    tab_per_row: Tensor
+    erae_rows: Tensor
+    biased: bool
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,11 +64,15 @@ class VideoStep:
 
     - ``sees_reference``: per batch row, whether its queries see the reference keys.
     - ``tab_per_row``: per batch row, the TAB value ``b(s)``.
-    - ``reference_weights``: ``m_j`` ``[Lr]`` in ``[0, 1]`` (the subject mask pooled to the reference grid).
+    - ``reference_weights``: ``m_j`` ``[Lr]`` float32 in ``[0, 1]`` (the subject mask pooled to the
+      reference grid), on the device the attention runs on.
     - ``kept``: indices of the reference tokens kept (None = all); blocked tokens are dropped.
     - ``gamma``: ERAE strength, 0 = off; ``erae_rows``: rows whose prompt holds the entity words.
     - ``entity_positions``: the text positions of the words ERAE reads for this one reference image (the
       words bound to image 1 when ERAEMask binds subjects, else the unbound entity words).
+
+    ``plan`` (derived on construction, the only host read-back of the call) holds the row groups, the
+    kept indices and the factors of the bias.
     """
 
     sees_reference: tuple[bool, ...]
@@ -48,6 +82,15 @@ class VideoStep:
     gamma: float
     erae_rows: tuple[bool, ...]
     entity_positions: tuple[int, ...] = ()
+    plan: VideoPlan = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.tab_per_row) != self.batch or len(self.erae_rows) != self.batch:
+            raise ValueError(
+                f"{self.batch} rows see/do not see the reference but there are {len(self.tab_per_row)} TAB "
+                f"values and {len(self.erae_rows)} ERAE flags; expected one per row"
+            )
+        object.__setattr__(self, "plan", _make_plan(self))
 
     @property
     def batch(self) -> int:
@@ -60,6 +103,24 @@ class VideoStep:
         )
 
 
+def _make_plan(step: VideoStep) -> VideoPlan:
+    device = step.reference_weights.device
+    weights = step.reference_weights.to(torch.float32)
+    if step.kept is not None:
+        weights = weights.index_select(0, step.kept.to(device))
+    seeing = [row for row, sees in enumerate(step.sees_reference) if sees]
+    has_weight = weights.shape[0] > 0 and bool((weights != 0).any())
+    return VideoPlan(
+        seeing=RowGroup.of(seeing, device),
+        blind=RowGroup.of([row for row, sees in enumerate(step.sees_reference) if not sees], device),
+        kept_index=None if step.kept is None else step.kept.to(device),
+        key_factors=weights[:, None],
+        tab_per_row=torch.tensor(step.tab_per_row, dtype=torch.float64, device=device),
+        erae_rows=torch.tensor(step.erae_rows, dtype=torch.bool, device=device),
+        biased=has_weight and any(step.tab_per_row[row] != 0.0 for row in seeing),
+    )
+
+
 def plan_video_step(
     *,
     row_is_cond: Sequence[bool],
@@ -67,14 +128,15 @@ def plan_video_step(
     tab_value: float,
     reference_weights: Tensor,
     erae: ERAEConfig | None,
+    device: torch.device | str | None = None,
 ) -> VideoStep:
     """The :class:`VideoStep` of one call. Per batch row: ``row_is_cond`` (positive prompt: ERAE acts
     there only) and ``row_sees_reference`` (its queries see the reference keys); ``reference_weights``
-    ``[Lr]``."""
+    ``[Lr]``; ``device``: where the attention runs (default: the weights' device)."""
     cond = tuple(bool(flag) for flag in row_is_cond)
     if len(row_sees_reference) != len(cond):
         raise ValueError(f"{len(row_sees_reference)} reference flags for {len(cond)} rows")
-    weights = reference_weights.reshape(-1).to(torch.float32)
+    weights = reference_weights.reshape(-1).to(device=device, dtype=torch.float32)
     kept = None
     if erae is not None and erae.block_outside_mask:
         inside = torch.nonzero(weights > 0.0).reshape(-1)
@@ -99,6 +161,14 @@ def plan_video_step(
     )
 
 
+def path_of(step: VideoStep, usable: LseKernel | None) -> str | None:
+    """The path the biased rows of ``step`` take with ``usable`` (an LSE kernel known to run on the call's
+    tensors, or None), None when nothing is biased."""
+    if not step.plan.biased or step.plan.seeing is None:
+        return None
+    return path_with(usable)
+
+
 def video_self_attention(
     query: Tensor,
     key: Tensor,
@@ -110,12 +180,17 @@ def video_self_attention(
     *,
     attention_fn: AttentionFn,
     activation: Tensor | None = None,
+    lse_kernel: LseKernel | None = None,
+    scale: float | None = None,
 ) -> Tensor:
     """Video self-attention with the reference appended to the keys.
 
     query/key/value ``[B, Lv, (H D)]`` (video tokens, RoPE applied); reference_key/value ``[1, Lr, (H D)]``;
     ``activation`` ``[B, Lv]`` entity activation (ERAE) or None. Returns ``[B, Lv, (H D)]``.
-    ``attention_fn`` gets ``[b, H, Lq, D']`` tensors, never a mask.
+    ``attention_fn`` (the user's backend) gets ``[b, H, Lq, D']`` tensors, never a mask, and applies
+    ``1 / sqrt(D')``; ``lse_kernel``: an LSE kernel known to run on these tensors (the caller decides once
+    per call), taking the ``"lse-merge"`` path for biased rows, or None for the ``"augmented"`` path.
+    ``scale``: the model's softmax scale (default ``1 / sqrt(D)``).
     """
     if query.shape[0] != step.batch:
         raise ValueError(f"attention batch is {query.shape[0]} rows, the step was planned for {step.batch}.")
@@ -124,63 +199,87 @@ def video_self_attention(
             f"reference keys are {reference_key.shape[-1]} wide, the video's {key.shape[-1]}: the cached "
             "reference was computed for another model."
         )
-    split = [rearrange(t, "b l (h d) -> b h l d", h=heads) for t in (query, key, value)]
-    ref_key, ref_value = (
-        rearrange(t, "b l (h d) -> b h l d", h=heads) for t in (reference_key, reference_value)
+    scale = 1.0 / math.sqrt(query.shape[-1] // heads) if scale is None else scale
+    call = _VideoCall(step, BiasedPaths(heads, scale, attention_fn, lse_kernel))
+    plan = step.plan
+    if plan.seeing is None:
+        return join_heads(call.paths.attend(query, key, value))
+    if plan.blind is None:
+        return call.seeing(query, key, value, reference_key, reference_value, activation)
+    output = query.new_empty(query.shape)
+    blind = plan.blind
+    plan.blind.put(
+        output, join_heads(call.paths.attend(blind.take(query), blind.take(key), blind.take(value)))
     )
-    weights = step.reference_weights.to(device=query.device)
-    if step.kept is not None:
-        kept = step.kept.to(query.device)
-        ref_key, ref_value, weights = ref_key[:, :, kept], ref_value[:, :, kept], weights[kept]
+    seeing = plan.seeing
+    plan.seeing.put(
+        output,
+        call.seeing(
+            seeing.take(query),
+            seeing.take(key),
+            seeing.take(value),
+            reference_key,
+            reference_value,
+            None if activation is None else seeing.take(activation),
+            rows=seeing,
+        ),
+    )
+    return output
 
-    seeing = [row for row, sees in enumerate(step.sees_reference) if sees]
-    if len(seeing) == step.batch:
-        out = _with_reference(split, ref_key, ref_value, weights, step, seeing, activation, attention_fn)
-    elif not seeing:
-        out = attention_fn(*split)
-    else:
-        blind = [row for row, sees in enumerate(step.sees_reference) if not sees]
-        out = torch.empty_like(split[0])
-        out[blind] = attention_fn(*(t[blind] for t in split))
-        out[seeing] = _with_reference(
-            [t[seeing] for t in split], ref_key, ref_value, weights, step, seeing, activation, attention_fn
+
+@dataclass(frozen=True)
+class _VideoCall:
+    step: VideoStep
+    paths: BiasedPaths
+
+    def seeing(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        reference_key: Tensor,
+        reference_value: Tensor,
+        activation: Tensor | None,
+        rows: RowGroup | None = None,
+    ) -> Tensor:
+        """Rows that see the reference (query/key/value "b Lv (H D)"): ``[video | kept reference]`` keys,
+        the bias on the reference keys. "b Lv (H D)" out."""
+        plan = self.step.plan
+        count = query.shape[0]
+        reference_key = reference_key.to(device=key.device, dtype=key.dtype)
+        reference_value = reference_value.to(device=value.device, dtype=value.dtype)
+        if plan.kept_index is not None:
+            index = plan.kept_index.to(key.device)
+            reference_key = reference_key.index_select(1, index)
+            reference_value = reference_value.index_select(1, index)
+        reference_key = reference_key.expand(count, -1, -1)
+        reference_value = reference_value.expand(count, -1, -1)
+        if not plan.biased:
+            full_key = torch.cat([key, reference_key], dim=1)
+            full_value = torch.cat([value, reference_value], dim=1)
+            return join_heads(self.paths.attend(query, full_key, full_value))
+        key_factors = plan.key_factors.to(key.device, factor_dtype(key))[None]  # "1 kept 1"
+        out = self.paths.biased(
+            query,
+            key,
+            value,
+            reference_key,
+            reference_value,
+            self.query_factors(query, activation, rows),
+            key_factors,
         )
-    return rearrange(out, "b h l d -> b l (h d)")
+        return join_heads(out)
 
-
-def _with_reference(
-    split: list[Tensor],
-    ref_key: Tensor,
-    ref_value: Tensor,
-    weights: Tensor,
-    step: VideoStep,
-    rows: list[int],
-    activation: Tensor | None,
-    attention_fn: AttentionFn,
-) -> Tensor:
-    """Attention of ``rows`` (their q/k/v in ``split``, ``[b, H, Lv, D]``) over ``[video | reference]``."""
-    query, key, value = split
-    count = query.shape[0]
-    ref_key = ref_key.to(device=key.device, dtype=key.dtype)
-    ref_value = ref_value.to(device=value.device, dtype=value.dtype)
-    full_key = torch.cat([key, ref_key.expand(count, -1, -1, -1)], dim=2)
-    full_value = torch.cat([value, ref_value.expand(count, -1, -1, -1)], dim=2)
-    tabs = [step.tab_per_row[row] for row in rows]
-    if all(tab == 0.0 for tab in tabs):
-        return attention_fn(query, full_key, full_value)
-    video_len, ref_len = key.shape[2], ref_key.shape[2]
-    work = torch.promote_types(query.dtype, torch.float32)  # the bias factors: float32, float64 for float64
-    video_factor = torch.tensor(tabs, dtype=work, device=query.device)[:, None].expand(count, video_len)
-    if activation is not None and step.gamma != 0.0:
-        erae_rows = torch.tensor([step.erae_rows[row] for row in rows], device=query.device)
-        row_activation = activation[rows].to(work) * erae_rows[:, None]
-        video_factor = video_factor * (1.0 + step.gamma * row_activation)
-    query_bias = video_factor[..., None]
-    key_bias = torch.cat(
-        [
-            torch.zeros(count, video_len, dtype=work, device=query.device),
-            weights.to(work)[None].expand(count, ref_len),
-        ],
-        dim=1,
-    )[..., None]
-    return biased_attention(query, full_key, full_value, query_bias, key_bias, attention_fn=attention_fn)
+    def query_factors(self, query: Tensor, activation: Tensor | None, rows: RowGroup | None) -> Tensor:
+        """``[b, Lv, 1]`` (float32, float64 for float64 tokens): ``b(s) (1 + γ a_i)``, ``a_i`` counted on
+        ERAE rows only."""
+        plan, gamma = self.step.plan, self.step.gamma
+        dtype = factor_dtype(query)
+        tab = plan.tab_per_row.to(query.device, dtype)
+        erae_rows = plan.erae_rows.to(query.device)
+        if rows is not None:
+            tab, erae_rows = rows.take(tab), rows.take(erae_rows)
+        factors = tab[:, None].expand(query.shape[0], query.shape[1])
+        if activation is not None and gamma != 0.0:
+            factors = factors * (1.0 + gamma * (activation.to(dtype) * erae_rows[:, None]))
+        return factors[..., None]

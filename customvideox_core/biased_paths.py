@@ -1,0 +1,185 @@
+"""The two exact paths of attention over many plain keys plus a few reference keys with a low-rank bias.
+
+Both reference attentions of the pack run through :class:`BiasedPaths`: the pack's own
+(:mod:`.reference_attention`: ``[text | video]`` keys plus the kept reference keys) and Stand-In's
+(:mod:`.standin.video_attention`: the video keys plus the cached reference keys). Each query ``i``
+attends to the many keys without a bias and to the reference keys ``j`` with::
+
+    logit(i, j) = scale · q_i · k_j + Σ_k c_i^k m_j^k
+
+``c`` the query factors ``"b Lq K"``, ``m`` the key factors ``"1 r K"`` (docs/ARCHITECTURE.md, "The bias").
+The paths (:data:`PATHS`), both exact:
+
+- ``"lse-merge"`` (with an :class:`~customvideox_core.lse_attention.LseKernel`): unbiased attention over
+  the many keys at the native head dim, plus the biased attention over the few reference keys, merged
+  exactly with the two log-sum-exps. The small part takes the bias as an additive ``Lq × r`` float32
+  mask where its kernel accepts one (PyTorch's on the CPU) and the mask is no larger than the query, else
+  as extra head dims of this small part only. A kernel that walks keys in blocks (PyTorch's on the CPU)
+  runs whole blocks of the many keys; a short last block joins the small part with a zero bias. With a
+  quantizing kernel (sage: int8 q and k per block) the small part runs on PyTorch's fused kernel, so the
+  bias is never quantized and the many keys keep the user's kernel at its native head dim;
+- ``"augmented"`` (any plain backend): one call over all keys with the bias factors appended as extra
+  head dims (:func:`customvideox_core.attention.augmented_call`).
+
+Whether the LSE kernel runs on the tensors is decided once per attention call, by the caller
+(``BiasedPaths.lse_kernel`` is a kernel known to run, or None); nothing here reads back to the host.
+Token tensors arrive in the host's layout ``"b L (H D)"``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .attention import AttentionFn, augment, augmented_call, augmented_head_dim, scaled_attention, zero_padded
+from .lse_attention import LSE_KERNELS, LseKernel, merge_partial_attention, whole_block_keys
+
+PATHS = ("lse-merge", "augmented")
+"""The two exact paths for queries that see a biased reference."""
+
+
+@dataclass(frozen=True)
+class BiasedPaths:
+    """One attention call's backends: ``attention_fn`` (the user's, ``"b H L D"``, scale ``1 / sqrt(D)``)
+    and ``lse_kernel`` (an LSE kernel known to run on this call's tensors, or None: the augmented path);
+    ``scale`` the model's softmax scale."""
+
+    heads: int
+    scale: float
+    attention_fn: AttentionFn
+    lse_kernel: LseKernel | None
+
+    @property
+    def path(self) -> str:
+        """The path :meth:`biased` takes (:func:`path_with`)."""
+        return path_with(self.lse_kernel)
+
+    def split(self, tokens: Tensor) -> Tensor:
+        return split_heads(tokens, self.heads)
+
+    def attend(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+        """The user's backend at the model's scale, no bias; "b L (H D)" in, "b H Lq D" out."""
+        return scaled_attention(
+            self.split(query), self.split(key), self.split(value), self.scale, self.attention_fn
+        )
+
+    def biased(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        reference_key: Tensor,
+        reference_value: Tensor,
+        query_factors: Tensor,
+        key_factors: Tensor,
+    ) -> Tensor:
+        """Attention of ``query`` over ``[key | reference_key]`` with the bias on the reference keys.
+
+        query "b Lq (H D)", key/value "b n (H D)" (the many keys), reference key/value "b r (H D)",
+        query_factors "b Lq K", key_factors "1 r K" (float32, float64 for float64 tokens). "b H Lq D" out.
+        """
+        path = self.lse_merge if self.lse_kernel is not None else self.augmented
+        return path(query, key, value, reference_key, reference_value, query_factors, key_factors)
+
+    def lse_merge(
+        self, query, key, value, reference_key, reference_value, query_factors, key_factors
+    ) -> Tensor:
+        """Native-head-dim attention over the many keys merged exactly with the biased attention over
+        the reference keys (:meth:`reference_part`); arguments as :meth:`biased`, "b H Lq D" out.
+
+        A kernel that walks keys in blocks gets whole blocks only: the last few of the many keys then
+        join the reference part with a zero bias (:func:`whole_block_keys`).
+        """
+        assert self.lse_kernel is not None
+        main = whole_block_keys(key.shape[1], self.lse_kernel.block_on(query))
+        if main < key.shape[1]:
+            reference_key = torch.cat([key[:, main:], reference_key], dim=1)
+            reference_value = torch.cat([value[:, main:], reference_value], dim=1)
+            moved = key_factors.new_zeros(1, key.shape[1] - main, key_factors.shape[-1])
+            key_factors = torch.cat([moved, key_factors], dim=1)
+            key, value = key[:, :main], value[:, :main]
+        query4 = self.split(query)
+        out_main, lse_main = self.lse_kernel.run(query4, self.split(key), self.split(value), self.scale)
+        out_reference, lse_reference = self.reference_part(
+            query4, self.split(reference_key), self.split(reference_value), query_factors, key_factors
+        )
+        return merge_partial_attention(out_main, lse_main, out_reference, lse_reference)
+
+    def reference_part(
+        self, query4: Tensor, reference_key4: Tensor, reference_value4: Tensor, query_factors, key_factors
+    ) -> tuple[Tensor, Tensor]:
+        """Biased attention of every query over the reference keys, with its log-sum-exp.
+
+        query4 "b H Lq D", reference key/value "b H r D", query_factors "b Lq K", key_factors "1 r K".
+        Where a kernel takes an additive bias (PyTorch's on the CPU) and the ``Lq × r`` bias is no
+        larger than the query, the bias ``query_factors @ key_factorsᵀ`` is that mask ("b 1 Lq r",
+        float32) and the keys keep the native head dim. Otherwise the bias factors ride as extra head
+        dims. A quantizing kernel never gets the bias: PyTorch's kernel runs this part instead.
+        Returns (out "b H Lq D", lse "b H Lq").
+        """
+        assert self.lse_kernel is not None
+        kernel = LSE_KERNELS["torch"] if self.lse_kernel.quantized else self.lse_kernel
+        if kernel.takes_bias(query4) and _bias_fits(query4, query_factors, key_factors):
+            assert kernel.run_biased is not None
+            bias = torch.matmul(query_factors, key_factors.transpose(-1, -2)).unsqueeze(1)
+            return kernel.run_biased(query4, reference_key4, reference_value4, self.scale, bias)
+        head_dim, rank = query4.shape[-1], key_factors.shape[-1]
+        padded = kernel.padded_head_dim(head_dim + rank)
+        if padded is None:  # no native head dim of the kernel fits: PyTorch's runs this small part
+            kernel, padded = LSE_KERNELS["torch"], augmented_head_dim(head_dim, rank)
+        factor_scale = self.scale**-0.5  # (c · s)(m · s) · scale = c · m
+        ref_query = augment(query4, (query_factors * factor_scale)[:, None], padded)
+        ref_key = augment(reference_key4, (key_factors * factor_scale)[:, None], padded)
+        out, lse = kernel.run(ref_query, ref_key, zero_padded(reference_value4, padded), self.scale)
+        return out[..., :head_dim], lse
+
+    def augmented(
+        self, query, key, value, reference_key, reference_value, query_factors, key_factors
+    ) -> Tensor:
+        """One backend call over all keys with the bias factors as extra head dims; as :meth:`biased`."""
+        query4 = self.split(query)
+        padded = augmented_head_dim(query4.shape[-1], key_factors.shape[-1])
+        key_factors = torch.cat(
+            [key_factors.new_zeros(1, key.shape[1], key_factors.shape[-1]), key_factors], dim=1
+        )
+        factor_scale = padded**0.25  # backend scale 1/sqrt(D'): (c · s)(m · s) / sqrt(D') = c · m
+        return augmented_call(
+            query4,
+            self.split(torch.cat([key, reference_key], dim=1)),
+            self.split(torch.cat([value, reference_value], dim=1)),
+            (query_factors * factor_scale)[:, None],
+            (key_factors * factor_scale)[:, None],
+            padded,
+            self.scale * math.sqrt(padded),
+            self.attention_fn,
+        )
+
+
+def path_with(usable: LseKernel | None) -> str:
+    """``"lse-merge"`` with an LSE kernel known to run on the call's tensors, else ``"augmented"``."""
+    return PATHS[0] if usable is not None else PATHS[1]
+
+
+def split_heads(tokens: Tensor, heads: int) -> Tensor:
+    """Heads apart, "b l (h d)" -> "b h l d", as a view (plain view ops: einops costs more per call)."""
+    return tokens.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def join_heads(tokens: Tensor) -> Tensor:
+    """Heads together, "b h l d" -> "b l (h d)" (a view when the kernel wrote "b l h d" memory, as
+    PyTorch's do)."""
+    return tokens.transpose(1, 2).flatten(2)
+
+
+def factor_dtype(tokens: Tensor) -> torch.dtype:
+    """Bias factors are formed in float32, or float64 for float64 tokens."""
+    return torch.promote_types(tokens.dtype, torch.float32)
+
+
+def _bias_fits(query4: Tensor, query_factors: Tensor, key_factors: Tensor) -> bool:
+    """True when the "b 1 Lq r" bias mask takes no more memory than the query "b H Lq D" itself."""
+    batch, length, kept = query_factors.shape[0], query4.shape[2], key_factors.shape[1]
+    return batch * length * kept * key_factors.element_size() <= query4.numel() * query4.element_size()

@@ -1,0 +1,335 @@
+"""Every path of Stand-In's video_self_attention against a float64 oracle written entry by entry.
+
+Paths: the LSE merge on PyTorch's kernel (on the CPU: the reference part at the native head dim with the
+bias as a mask), the LSE merge with the bias as extra head dims of the small part, the augmented fallback
+and a simulated int8 kernel quantizing q and k per block as SageAttention does. Rows that see / do not see
+the reference, the ERAE activation on the positive rows only, dropped reference keys, and no host read-back
+inside an attention call.
+"""
+
+import math
+
+import pytest
+import torch
+
+from customvideox_core.attention import sdpa_attention
+from customvideox_core.erae import ERAEConfig
+from customvideox_core.lse_attention import LSE_KERNELS, LseKernel
+from customvideox_core.standin.video_attention import path_of, plan_video_step, video_self_attention
+
+HEADS, HEAD_DIM, VIDEO, REFERENCE = 2, 16, 12, 8
+WEIGHTS = torch.tensor([1.0, 0.5, 0.0, 0.25, 0.75, 0.0, 1.0, 0.3])
+
+
+def oracle(query, key, value, reference_key, reference_value, *, step_args, activation, heads=HEADS):
+    """Dense float64 softmax, one query row at a time, the bias added logit by logit (docs/ARCHITECTURE.md,
+    "The bias"), the softmax in plain floats.
+
+    step_args: tab, weights (list), sees, cond (lists per row), kept (list per reference key), gamma.
+    A row that sees the reference: video query i over video keys and the kept reference keys j, with
+    ``tab · (1 + gamma · a_i) · m_j`` on j (``a_i`` only on cond rows). Other rows: video keys only.
+    """
+    tab, weights, sees = step_args["tab"], step_args["weights"], step_args["sees"]
+    cond, kept, gamma = step_args["cond"], step_args["kept"], step_args["gamma"]
+    batch, length, width = query.shape
+    dim = width // heads
+    q, k, v = (t.double().reshape(t.shape[0], t.shape[1], heads, dim) for t in (query, key, value))
+    rk, rv = (t.double().reshape(t.shape[1], heads, dim) for t in (reference_key, reference_value))
+    out = torch.zeros(batch, length, heads, dim, dtype=torch.float64)
+    for b in range(batch):
+        for h in range(heads):
+            for i in range(length):
+                logits = (k[b, :, h] @ q[b, i, h] / math.sqrt(dim)).tolist()
+                values = list(v[b, :, h])
+                if sees[b]:
+                    a = activation[b][i] if activation is not None and cond[b] else 0.0
+                    reference_logits = (rk[:, h] @ q[b, i, h] / math.sqrt(dim)).tolist()
+                    for j, logit in enumerate(reference_logits):
+                        if kept[j]:
+                            logits.append(logit + tab * (1.0 + gamma * a) * weights[j])
+                            values.append(rv[j, h])
+                peak = max(logits)
+                exps = [math.exp(logit - peak) for logit in logits]
+                total = sum(exps)
+                out[b, i, h] = sum(e / total * value for e, value in zip(exps, values, strict=True))
+    return out.reshape(batch, length, width)
+
+
+def quantize_per_block(tokens: torch.Tensor, block: int) -> torch.Tensor:
+    """Symmetric int8 per block of ``block`` tokens per head (SageAttention's q/k scheme), dequantized."""
+    batch, heads, length, dim = tokens.shape
+    padded = -(-length // block) * block
+    blocks = torch.nn.functional.pad(tokens.double(), (0, 0, 0, padded - length)).reshape(
+        batch, heads, padded // block, block, dim
+    )
+    scale = blocks.abs().amax(dim=(-1, -2), keepdim=True).clamp_min(1e-30) / 127.0
+    return (torch.round(blocks / scale) * scale).reshape(batch, heads, padded, dim)[:, :, :length]
+
+
+def simulated_int8(query, key, value, scale):
+    """An LSE kernel that quantizes q (blocks of 128) and k (blocks of 64) to int8 first, float64 after."""
+    logits = quantize_per_block(query, 128) @ quantize_per_block(key, 64).transpose(-1, -2) * scale
+    lse = torch.logsumexp(logits, dim=-1)
+    out = torch.softmax(logits, dim=-1) @ value.double()
+    return out.to(query.dtype), lse.float()
+
+
+SIMULATED_INT8 = LseKernel("int8-sim", simulated_int8, lambda q, k: True, head_dims=(64, 128), quantized=True)
+TORCH_WITHOUT_BIAS = LseKernel("torch-no-bias", LSE_KERNELS["torch"].run, LSE_KERNELS["torch"].supports)
+"""PyTorch's kernel without its bias entry: the small reference part carries the bias as extra head dims."""
+KERNELS = {
+    "augmented": None,
+    "lse-merge, bias mask": LSE_KERNELS["torch"],
+    "lse-merge, bias as head dims": TORCH_WITHOUT_BIAS,
+}
+
+
+def tokens(batch, *, seed=0, dtype=torch.float32, video=VIDEO, reference=REFERENCE, head_dim=HEAD_DIM):
+    generator = torch.Generator().manual_seed(seed)
+    width = HEADS * head_dim
+    video_qkv = [torch.randn(batch, video, width, generator=generator, dtype=torch.float64) for _ in range(3)]
+    reference_kv = [
+        torch.randn(1, reference, width, generator=generator, dtype=torch.float64) for _ in range(2)
+    ]
+    return [t.to(dtype) for t in (*video_qkv, *reference_kv)]
+
+
+def planned(sees, cond, *, tab, weights=WEIGHTS, erae=None):
+    return plan_video_step(
+        row_is_cond=cond, row_sees_reference=sees, tab_value=tab, reference_weights=weights, erae=erae
+    )
+
+
+def expected_args(sees, cond, *, tab, weights=WEIGHTS, gamma=0.0, blocked=False):
+    values = weights.tolist()
+    kept = [w > 0 for w in values] if blocked else [True] * len(values)
+    return {"tab": tab, "weights": values, "sees": sees, "cond": cond, "kept": kept, "gamma": gamma}
+
+
+@pytest.mark.parametrize("path", list(KERNELS))
+@pytest.mark.parametrize(
+    "sees, cond",
+    [([True, False, True], [True, False, False]), ([True, True], [True, False]), ([False], [True])],
+)
+def test_row_groups_match_the_oracle(path, sees, cond):
+    query, key, value, reference_key, reference_value = tokens(len(sees))
+    step = planned(sees, cond, tab=1.5)
+    got = video_self_attention(
+        query, key, value, reference_key, reference_value, HEADS, step,
+        attention_fn=sdpa_attention, lse_kernel=KERNELS[path],
+    )  # fmt: skip
+    expected = oracle(
+        query, key, value, reference_key, reference_value,
+        step_args=expected_args(sees, cond, tab=1.5), activation=None,
+    )  # fmt: skip
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("path", list(KERNELS))
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 2e-5), (torch.float64, 1e-12)])
+def test_erae_on_positive_rows_and_dropped_keys_match_the_oracle(path, dtype, atol):
+    """Row 0 positive (ERAE counts), row 1 negative and sees the reference, row 2 blind; keys blocked."""
+    sees, cond = [True, True, False], [True, False, False]
+    query, key, value, reference_key, reference_value = tokens(3, seed=1, dtype=dtype)
+    erae = ERAEConfig(entity_positions=(1, 3), gamma=2.0, block_outside_mask=True)
+    step = planned(sees, cond, tab=0.7, erae=erae)
+    assert step.plan.kept_index is not None and step.plan.kept_index.shape == (6,)
+    activation = torch.rand(3, VIDEO, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    got = video_self_attention(
+        query, key, value, reference_key, reference_value, HEADS, step,
+        attention_fn=sdpa_attention, activation=activation.to(dtype), lse_kernel=KERNELS[path],
+    )  # fmt: skip
+    assert got.dtype == dtype
+    expected = oracle(
+        query, key, value, reference_key, reference_value,
+        step_args=expected_args(sees, cond, tab=0.7, gamma=2.0, blocked=True),
+        activation=activation.to(dtype).double().tolist(),
+    )  # fmt: skip
+    torch.testing.assert_close(got.double(), expected, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("path", list(KERNELS))
+def test_bfloat16_rows_stay_close_to_the_oracle(path):
+    sees, cond = [True, False], [True, False]
+    query, key, value, reference_key, reference_value = tokens(2, seed=3, dtype=torch.bfloat16)
+    step = planned(sees, cond, tab=3.0)
+    got = video_self_attention(
+        query, key, value, reference_key, reference_value, HEADS, step,
+        attention_fn=sdpa_attention, lse_kernel=KERNELS[path],
+    )  # fmt: skip
+    assert got.dtype == torch.bfloat16
+    expected = oracle(
+        query, key, value, reference_key, reference_value,
+        step_args=expected_args(sees, cond, tab=3.0), activation=None,
+    )  # fmt: skip
+    torch.testing.assert_close(got.double(), expected, atol=6e-2, rtol=0)
+
+
+def test_pytorchs_cpu_kernel_runs_the_reference_part_with_a_bias_mask_at_the_native_head_dim():
+    calls = []
+    torch_kernel = LSE_KERNELS["torch"]
+    assert torch_kernel.takes_bias(torch.zeros(1))
+
+    def recording(query, key, value, scale):
+        calls.append(("plain", query.shape[-1], key.shape[2]))
+        return torch_kernel.run(query, key, value, scale)
+
+    def recording_biased(query, key, value, scale, bias):
+        calls.append(("biased", query.shape[-1], key.shape[2], tuple(bias.shape), bias.dtype))
+        return torch_kernel.run_biased(query, key, value, scale, bias)
+
+    kernel = LseKernel(
+        "recording", recording, lambda q, k: True, run_biased=recording_biased, bias_devices=("cpu",)
+    )
+    sees, cond = [True, False, True], [True, False, True]
+    query, key, value, reference_key, reference_value = tokens(3, seed=4)
+    step = planned(sees, cond, tab=1.2)
+    got = video_self_attention(
+        query, key, value, reference_key, reference_value, HEADS, step,
+        attention_fn=sdpa_attention, lse_kernel=kernel,
+    )  # fmt: skip
+    assert calls == [
+        ("plain", HEAD_DIM, VIDEO),
+        ("biased", HEAD_DIM, REFERENCE, (2, 1, VIDEO, REFERENCE), torch.float32),
+    ]
+    expected = oracle(
+        query, key, value, reference_key, reference_value,
+        step_args=expected_args(sees, cond, tab=1.2), activation=None,
+    )  # fmt: skip
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=0)
+
+
+def test_the_augmented_fallback_is_one_backend_call_with_the_bias_as_head_dims():
+    calls = []
+
+    def backend(query, key, value):
+        calls.append((query.shape[2], key.shape[2], query.shape[-1]))
+        return sdpa_attention(query, key, value)
+
+    query, key, value, reference_key, reference_value = tokens(2, seed=5)
+    step = planned([True, True], [True, False], tab=2.0)
+    video_self_attention(query, key, value, reference_key, reference_value, HEADS, step, attention_fn=backend)
+    assert calls == [(VIDEO, VIDEO + REFERENCE, 24)]  # head dim 16 + 1 factor, padded to 24
+
+
+def test_a_blocked_kernel_runs_whole_blocks_and_the_rest_joins_the_biased_part():
+    """13 video keys, blocks of 4: the kernel gets 12, the 13th joins the 8 reference keys, bias 0."""
+    calls = []
+    torch_kernel = LSE_KERNELS["torch"]
+
+    def recording(query, key, value, scale):
+        calls.append(("plain", key.shape[2]))
+        return torch_kernel.run(query, key, value, scale)
+
+    def recording_biased(query, key, value, scale, bias):
+        calls.append(("biased", key.shape[2]))
+        assert bool((bias[..., :1] == 0).all())
+        return torch_kernel.run_biased(query, key, value, scale, bias)
+
+    kernel = LseKernel(
+        "blocked", recording, lambda q, k: True, run_biased=recording_biased, bias_devices=("cpu",),
+        key_block=4, key_block_devices=("cpu",),
+    )  # fmt: skip
+    query, key, value, reference_key, reference_value = tokens(1, seed=6, video=13)
+    step = planned([True], [True], tab=1.5)
+    got = video_self_attention(
+        query, key, value, reference_key, reference_value, HEADS, step,
+        attention_fn=sdpa_attention, lse_kernel=kernel,
+    )  # fmt: skip
+    assert calls == [("plain", 12), ("biased", 1 + REFERENCE)]
+    expected = oracle(
+        query, key, value, reference_key, reference_value,
+        step_args=expected_args([True], [True], tab=1.5), activation=None,
+    )  # fmt: skip
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=0)
+
+
+def test_simulated_int8_kernel_keeps_the_bias_exact():
+    """q and k quantized per block to int8 (as sage does) on the video keys; the biased reference part runs
+    on PyTorch's kernel, so the result is as close to the oracle as the kernel's own unbiased attention is."""
+    head_dim, video, reference = 64, 128, 32
+    query, key, value, reference_key, reference_value = tokens(
+        2, seed=7, dtype=torch.float64, video=video, reference=reference, head_dim=head_dim
+    )
+    weights = torch.rand(reference, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    sees, cond = [True, False], [True, False]
+    step = planned(sees, cond, tab=3.0, weights=weights)
+
+    def split(t):
+        return t.reshape(t.shape[0], t.shape[1], HEADS, head_dim).transpose(1, 2)
+
+    plain, _ = simulated_int8(split(query[1:]), split(key[1:]), split(value[1:]), 1.0 / math.sqrt(head_dim))
+    blind_exact = oracle(
+        query[1:], key[1:], value[1:], reference_key, reference_value,
+        step_args=expected_args([False], [False], tab=0.0, weights=weights), activation=None,
+    )  # fmt: skip
+    unbiased_error = float((plain.transpose(1, 2).reshape(blind_exact.shape) - blind_exact).abs().max())
+    got = video_self_attention(
+        query, key, value, reference_key, reference_value, HEADS, step,
+        attention_fn=sdpa_attention, lse_kernel=SIMULATED_INT8,
+    )  # fmt: skip
+    exact = oracle(
+        query, key, value, reference_key, reference_value,
+        step_args=expected_args(sees, cond, tab=3.0, weights=weights), activation=None,
+    )  # fmt: skip
+    biased_error = float((got[0] - exact[0]).abs().max())
+    assert unbiased_error > 1e-4, "the simulated quantization must make a visible error"
+    assert biased_error < 1.5 * unbiased_error, (biased_error, unbiased_error)
+    exact_kernel = video_self_attention(
+        query, key, value, reference_key, reference_value, HEADS, step,
+        attention_fn=sdpa_attention, lse_kernel=LSE_KERNELS["torch"],
+    )  # fmt: skip
+    assert float((exact_kernel - exact).abs().max()) < 1e-6  # weights are stored in float32
+
+
+def test_no_host_read_back_per_attention_call(monkeypatch):
+    """Everything a call decides is on the step's plan: no .item(), bool(), float() or .tolist(); and the
+    kernel is taken as the caller decided it (``supports`` is not asked again)."""
+    query, key, value, reference_key, reference_value = tokens(3, seed=9)
+    erae = ERAEConfig(entity_positions=(1,), gamma=1.0, block_outside_mask=True)
+    step = planned([True, False, True], [True, False, False], tab=1.5, erae=erae)
+    activation = torch.rand(3, VIDEO)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("host read-back inside an attention call")
+
+    def never_asked(query, head_dim):
+        raise AssertionError("the core must not decide again whether the kernel runs")
+
+    kernels = [
+        *KERNELS.values(),
+        SIMULATED_INT8,
+        LseKernel("checked", LSE_KERNELS["torch"].run, never_asked, run_biased=LSE_KERNELS["torch"].run_biased,
+                  bias_devices=("cpu",)),
+    ]  # fmt: skip
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    for kernel in kernels:
+        video_self_attention(
+            query, key, value, reference_key, reference_value, HEADS, step,
+            attention_fn=sdpa_attention, activation=activation, lse_kernel=kernel,
+        )  # fmt: skip
+
+
+def test_path_of_the_step():
+    assert path_of(planned([True], [True], tab=1.0), LSE_KERNELS["torch"]) == "lse-merge"
+    assert path_of(planned([True], [True], tab=1.0), None) == "augmented"
+    assert path_of(planned([True], [True], tab=0.0), LSE_KERNELS["torch"]) is None
+    assert path_of(planned([False], [True], tab=1.0), None) is None
+    assert path_of(planned([True], [True], tab=1.0, weights=torch.zeros(8)), None) is None
+
+
+def test_tab_zero_runs_one_plain_call_over_all_keys():
+    calls = []
+
+    def backend(query, key, value):
+        calls.append((key.shape[2], query.shape[-1]))
+        return sdpa_attention(query, key, value)
+
+    query, key, value, reference_key, reference_value = tokens(1)
+    step = planned([True], [True], tab=0.0)
+    video_self_attention(
+        query, key, value, reference_key, reference_value, HEADS, step,
+        attention_fn=backend, lse_kernel=LSE_KERNELS["torch"],
+    )  # fmt: skip
+    assert calls == [(VIDEO + REFERENCE, HEAD_DIM)]
