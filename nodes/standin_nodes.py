@@ -9,12 +9,7 @@ from comfy_api.latest import io, ui
 
 from ..customvideox_core.erae import reference_token_weights
 from ..customvideox_core.standin.branch import reference_grid
-from ..customvideox_core.standin.lora_file import (
-    SAFETENSORS_EXTENSIONS,
-    TORCH_EXTENSIONS,
-    StandInLoRA,
-    read_standin_file,
-)
+from ..customvideox_core.standin.lora_file import STANDIN_SUFFIXES, StandInLoRA, read_standin_file
 from .host_model import diffusion_model_of, host_signature
 from .standin_patch import StandInPatch, install_standin
 from .types import ReferenceType, fit_replacement_mask
@@ -33,8 +28,7 @@ def standin_choices() -> list[str]:
         names = folder_paths.get_filename_list(STANDIN_FOLDER)
     except KeyError:
         return []
-    wanted = SAFETENSORS_EXTENSIONS + TORCH_EXTENSIONS
-    return [name for name in names if name.lower().endswith(wanted)]
+    return [name for name in names if name.lower().endswith(STANDIN_SUFFIXES)]
 
 
 class CustomVideoXLoadStandIn(io.ComfyNode):
