@@ -8,6 +8,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..customvideox_core.erae import reference_token_weights
+from ..customvideox_core.host_specs import check_branch_dit
 from ..customvideox_core.standin.branch import reference_grid
 from ..customvideox_core.standin.lora_file import STANDIN_SUFFIXES, StandInLoRA, read_standin_file
 from .host_model import diffusion_model_of, host_signature
@@ -16,9 +17,6 @@ from .types import ReferenceType, fit_replacement_mask
 from .widgets import Bounds, bias_inputs, float_input, patched_model_output, uncond_input
 
 STANDIN_FOLDER = "loras"
-SUPPORTED_DIT_CLASSES = frozenset({"WanModel"})
-"""ComfyUI's plain Wan DiT. Variants that run extra blocks or streams (VACE, camera, S2V, HuMo, Animate)
-would interleave other attention calls with the self-attention the override counts on."""
 StandInType = io.Custom("CVX_STANDIN")
 
 
@@ -127,16 +125,6 @@ class CustomVideoXApplyStandIn(io.ComfyNode):
             uncond_sees_reference=uncond_sees_reference,
         )
         return io.NodeOutput(patched)
-
-
-def check_branch_dit(dit) -> None:
-    """Refuse a DiT the reference branch cannot run on (anything but ComfyUI's plain Wan)."""
-    if type(dit).__name__ not in SUPPORTED_DIT_CLASSES:
-        raise ValueError(
-            f"the reference branch (Stand-In, or a cached-layout adapter) runs on ComfyUI's plain Wan T2V "
-            f"model; this is a {type(dit).__name__} (VACE, camera, speech or animation variants are not "
-            "supported)."
-        )
 
 
 def apply_standin(

@@ -56,6 +56,7 @@ from ..customvideox_core.adapter_file import (
     save_adapter,
 )
 from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER, SEED_MAX
+from ..customvideox_core.host_specs import check_branch_dit
 from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.reference_layouts import DEFAULT_LAYOUT, reference_layout
 from ..customvideox_core.standin.branch import reference_grid
