@@ -80,7 +80,6 @@ from ..customvideox_core.training import (
 from . import standin_patch
 from .load_node import apply_adapter
 from .patch import SETTINGS_KEY, WRAPPER_KEY, ReferencePatch, ReferenceWrapper
-from .standin_nodes import check_branch_dit
 from .train_data import REFERENCE_FIT, PreparedDataset, TrainDataSettings
 from .types import ReferenceLatents
 
@@ -570,6 +569,7 @@ def train_adapter(
     context: Tensor,
     settings: TrainAdapterSettings,
     *,
+    lora: LoraTrainConfig,
     output_path: Path,
     resume: ResumeState | None = None,
     on_step: Callable[[TrainStep], None] | None = None,
@@ -577,10 +577,11 @@ def train_adapter(
 ) -> TrainingOutcome:
     """Train the LoRA on a fresh copy of ``model``'s weights and save it to ``output_path``.
 
-    ``context`` ``[1, L, D]`` conditions every item. ``on_trained(dit, entries)`` (tests, tools) runs after
-    the last step while the LoRA is still injected; ``entries`` are in model space on the device.
+    ``lora``: ``settings.lora_config(host)``, computed once by the caller (which checks ``resume`` against
+    it before the data is prepared). ``context`` ``[1, L, D]`` conditions every item.
+    ``on_trained(dit, entries)`` (tests, tools) runs after the last step while the LoRA is still
+    injected; ``entries`` are in model space on the device.
     """
-    lora = settings.lora_config(host)
     start_step = resume.metadata.steps if resume is not None else 0
     summary = dataset.summary()
 

@@ -326,6 +326,7 @@ def copy_proof(mods, model):
             dataset,
             context,
             settings,
+            lora=settings.lora_config(host),
             output_path=mods.train_node.adapter_output_path(settings.adapter_name),
         )
         trained = run.model_with_adapter(model, host, outcome.state_dict, layout="cached")

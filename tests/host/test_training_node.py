@@ -415,7 +415,14 @@ def test_saves_every_n_steps_into_its_own_file(pack, models, dataset) -> None:
 
     with torch.inference_mode():
         outcome = run.train_adapter(
-            models.model, host, prepared, models.context, settings, output_path=path, on_step=on_step
+            models.model,
+            host,
+            prepared,
+            models.context,
+            settings,
+            lora=settings.lora_config(host),
+            output_path=path,
+            on_step=on_step,
         )
     assert seen == {1: 0, 2: 0, 3: 0, 4: 3, 5: 3, 6: 3, 7: 6}
     assert outcome.saves == 3 and pack.adapter_file.load_adapter(path)[1].steps == 7
@@ -529,7 +536,14 @@ def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset
 
     with torch.inference_mode():
         outcome = run.train_adapter(
-            models.model, host, prepared, models.context, settings, output_path=path, on_trained=on_trained
+            models.model,
+            host,
+            prepared,
+            models.context,
+            settings,
+            lora=settings.lora_config(host),
+            output_path=path,
+            on_trained=on_trained,
         )
         loaded = pack.load_node.LoadCustomVideoX.execute(models.model, path.name, 1.0).args[0]
         from_memory = run.model_with_adapter(models.model, host, outcome.state_dict)
@@ -724,6 +738,7 @@ def copy_proof(pack, models) -> CopyProof:
             dataset,
             models.context,
             settings,
+            lora=settings.lora_config(host),
             output_path=node.adapter_output_path(settings.adapter_name),
         )
         untrained = pack.load_node.LoadCustomVideoX.execute(models.model, "none", 1.0).args[0]
