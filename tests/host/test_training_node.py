@@ -530,7 +530,6 @@ def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset
                 models.context.clone(),
                 entry.reference_latents,
                 dtype=torch.float32,
-                pixel_size=(HEIGHT, WIDTH),
             )
 
     with torch.inference_mode():
@@ -550,7 +549,6 @@ def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset
                     models.context,
                     reference,
                     dtype=torch.float32,
-                    pixel_size=(HEIGHT, WIDTH),
                 )
             )
     trained_prediction = captured["prediction"]
@@ -576,7 +574,6 @@ def _base_prediction(pack, models, host, video, timestep, reference) -> torch.Te
             models.context,
             reference,
             dtype=torch.float32,
-            pixel_size=(HEIGHT, WIDTH),
         )
 
 
