@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from . import LAYOUT_VERSION
+from .constants import ADAPTER_SUFFIX, PICKLE_SUFFIXES
 from .hosts import HostSignature
 from .reference_layouts import DEFAULT_LAYOUT, reference_layout
 
@@ -30,9 +31,6 @@ FORMAT_KEY = "format"
 _FORMAT_FAMILY = "customvideox.lora."
 _EXTRA_PREFIX = "extra."
 REFERENCE_LAYOUT_KEY = "reference_layout"
-
-PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
-SAFETENSORS_SUFFIX = ".safetensors"
 
 
 class AdapterMismatchError(ValueError):
@@ -150,8 +148,8 @@ def write_safetensors_atomic(
     moved to the CPU and made contiguous (shared storage is copied).
     """
     target = Path(path)
-    if target.suffix.lower() != SAFETENSORS_SUFFIX:
-        raise ValueError(f"{target} must end in {SAFETENSORS_SUFFIX} (only safetensors files are written)")
+    if target.suffix.lower() != ADAPTER_SUFFIX:
+        raise ValueError(f"{target} must end in {ADAPTER_SUFFIX} (only safetensors files are written)")
     if not overwrite and target.exists():
         raise FileExistsError(
             f"{target} already exists; choose another name, or pass overwrite=True to replace it"

@@ -6,9 +6,21 @@ name              value                    why
 ``SEED_MAX``      ``2**64 - 1``            ComfyUI seeds are unsigned 64-bit integers
 ``SIZE_STEP``     ``16``                   pixel sizes: 8× VAE compression × DiT patch size 2
 ``MODEL_FOLDER``  ``"customvideox"``       ``models/customvideox``: adapters the pack trains and loads
-``ADAPTER_        ``(".safetensors",       the adapter file names listed and written (never pickles)
-EXTENSIONS``      ".sft")``
+``ADAPTER_        ``SAFETENSORS_           the adapter file names listed and written (never pickles)
+EXTENSIONS``      SUFFIXES``
 ================  =======================  ===============================================================
+
+File suffixes, each kind written once (every reader and file list takes its set from here):
+
+===============================  ================================  ===========================================
+name                             value                             read how
+===============================  ================================  ===========================================
+``SAFETENSORS_SUFFIXES``         ``.safetensors``, ``.sft``        safetensors: no code can run
+``TORCH_CHECKPOINT_SUFFIXES``    ``.ckpt``, ``.pt``, ``.pth``      ``torch.load(weights_only=True)`` only
+                                                                   (SAT / Concat-ID checkpoints)
+``TORCH_FILE_SUFFIXES``          the above and ``.bin``            the same (Stand-In files)
+``PICKLE_SUFFIXES``              the above, ``.pkl``, ``.pickle``  refused where only safetensors is read
+===============================  ================================  ===========================================
 """
 
 from __future__ import annotations
@@ -16,6 +28,10 @@ from __future__ import annotations
 SEED_MAX = 2**64 - 1
 SIZE_STEP = 16
 MODEL_FOLDER = "customvideox"
-ADAPTER_EXTENSIONS = (".safetensors", ".sft")
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+TORCH_CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+TORCH_FILE_SUFFIXES = (*TORCH_CHECKPOINT_SUFFIXES, ".bin")
+PICKLE_SUFFIXES = (*TORCH_FILE_SUFFIXES, ".pkl", ".pickle")
+ADAPTER_EXTENSIONS = SAFETENSORS_SUFFIXES
 ADAPTER_SUFFIX = ADAPTER_EXTENSIONS[0]
 """The extension of the files the Train Adapter node writes."""

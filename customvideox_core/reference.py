@@ -15,7 +15,8 @@ from torch import Tensor
 
 FitMode = Literal["pad", "crop"]
 FIT_MODES: tuple[str, ...] = get_args(FitMode)
-_CHANNEL_COUNTS = (1, 3, 4)
+IMAGE_CHANNELS = (1, 3, 4)
+"""Channel counts of the images a reference is prepared from (grey, RGB, RGBA)."""
 
 
 def check_finite(tensor: Tensor, what: str, remedy: str) -> None:
@@ -34,22 +35,32 @@ def check_finite(tensor: Tensor, what: str, remedy: str) -> None:
     )
 
 
-def _check_inputs(images: Tensor, masks: Tensor | None, width: int, height: int, fit: str) -> None:
+def check_images(images: Tensor, label: str = "images", channels: tuple[int, ...] = IMAGE_CHANNELS) -> None:
+    """Raise a ``ValueError`` naming ``label`` unless ``images`` is a non-empty float ``[N, H, W, C]``
+    batch (ComfyUI IMAGE) with ``C`` in ``channels``. Shared by the reference preparation and the scores.
+    """
     if images.ndim != 4:
         raise ValueError(
-            f"images has shape {tuple(images.shape)}, expected (N, H, W, C) (ComfyUI IMAGE layout)."
+            f"{label} has shape {tuple(images.shape)}, expected (N, H, W, C) with C in {channels} "
+            "(ComfyUI IMAGE layout; RGB images are expected (N, H, W, 3))."
         )
     if images.shape[0] == 0:
-        raise ValueError("images is an empty batch (N = 0); give at least one reference image.")
+        raise ValueError(f"{label} is an empty batch (N = 0): it holds no image; give at least one.")
     if images.shape[1] == 0 or images.shape[2] == 0:
-        raise ValueError(f"images has shape {tuple(images.shape)}; height and width must be positive.")
-    if images.shape[-1] not in _CHANNEL_COUNTS:
         raise ValueError(
-            f"images has {images.shape[-1]} channels (shape {tuple(images.shape)}), expected one of "
-            f"{_CHANNEL_COUNTS} in the last dimension (N, H, W, C)."
+            f"{label} has shape {tuple(images.shape)}; it holds no image (height and width must be positive)."
+        )
+    if images.shape[-1] not in channels:
+        raise ValueError(
+            f"{label} has {images.shape[-1]} channels (shape {tuple(images.shape)}), expected one of "
+            f"{channels} in the last dimension (N, H, W, C)."
         )
     if not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor in [0, 1], got dtype {images.dtype}.")
+        raise ValueError(f"{label} must be a float tensor in [0, 1], got dtype {images.dtype}.")
+
+
+def _check_inputs(images: Tensor, masks: Tensor | None, width: int, height: int, fit: str) -> None:
+    check_images(images)
     if not bool(torch.isfinite(images).all()):
         raise ValueError("images contains NaN or infinite values; expected floats in [0, 1].")
     for name, value in (("width", width), ("height", height)):

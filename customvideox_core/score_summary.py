@@ -6,5 +6,7 @@ the API's ``/history``); the batch client reads it from there. The summary's mea
 """
 
 SCORE_UI_KEY = "cvx_scores"
-METRICS = ("clip_i", "dino_i", "t_cons", "clip_t")
 METRIC_LABELS = {"clip_i": "CLIP-I", "dino_i": "DINO-I", "t_cons": "T.Cons", "clip_t": "CLIP-T"}
+"""The metric table: name (also the :class:`~customvideox_core.metrics.scoring.VideoScores` field of its
+per-frame values) → label, in the order the summaries list them."""
+METRICS = tuple(METRIC_LABELS)

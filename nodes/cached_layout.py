@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..customvideox_core.host_specs import check_branch_dit
 from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.standin.lora_file import StandInLoRA, parse_standin_state_dict
 from ..customvideox_core.tab import TABSchedule
 from .host_model import diffusion_model_of
-from .standin_nodes import apply_standin, check_branch_dit
+from .standin_nodes import apply_standin
 from .types import ERAESettings, ReferenceLatents
 
 CACHED_ADAPTER_KEY = "cvx_cached_adapter"

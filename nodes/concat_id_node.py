@@ -11,7 +11,7 @@ the converted safetensors file (``scripts/convert_concat_id.py``), without writi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ import folder_paths
 import torch
 from comfy_api.latest import io, ui
 
-from ..customvideox_core.convert.checkpoint_io import TENSOR_PICKLE_SUFFIXES, load_tensor_checkpoint
+from ..customvideox_core.constants import TORCH_CHECKPOINT_SUFFIXES
+from ..customvideox_core.convert.checkpoint_io import load_tensor_checkpoint
 from ..customvideox_core.convert.sat_cogvideox import convert_sat_cogvideox
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ WEIGHT_DTYPES = {
 """The same weight-dtype choices as core's Load Diffusion Model (UNETLoader)."""
 
 
-def checkpoint_choices(suffixes: frozenset[str] = TENSOR_PICKLE_SUFFIXES) -> list[str]:
+def checkpoint_choices(suffixes: Collection[str] = TORCH_CHECKPOINT_SUFFIXES) -> list[str]:
     """Files under models/diffusion_models with one of ``suffixes`` (default: the SAT ``.pt``/``.pth``/
     ``.ckpt`` checkpoints)."""
     try:
@@ -66,7 +67,7 @@ def load_sat_cogvideox(path: str, model_options: dict | None = None, disable_dyn
     return patcher
 
 
-def checkpoint_inputs(suffixes: frozenset[str], tooltip: str) -> list[io.Input]:
+def checkpoint_inputs(suffixes: Collection[str], tooltip: str) -> list[io.Input]:
     """The inputs of both Concat-ID loaders: ``checkpoint`` (the files under models/diffusion_models with
     one of ``suffixes``, described by the loader's ``tooltip``) and ``weight_dtype`` (core Load Diffusion
     Model's choices)."""
@@ -115,7 +116,7 @@ class CustomVideoXLoadConcatID(io.ComfyNode):
                 "trained with the reference visible to both CFG passes (uncond_sees_reference on)."
             ),
             inputs=checkpoint_inputs(
-                TENSOR_PICKLE_SUFFIXES,
+                TORCH_CHECKPOINT_SUFFIXES,
                 "A SAT checkpoint file (.pt/.pth/.ckpt) under models/diffusion_models, e.g. "
                 "Concat-ID/single-identity/<iteration>/mp_rank_00_model_states.pt. Read as plain "
                 "tensors only; a file holding pickled objects is refused.",

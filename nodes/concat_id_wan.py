@@ -32,7 +32,7 @@ from comfy.ldm.wan.model import sinusoidal_embedding_1d
 from comfy_api.latest import io
 from torch import Tensor
 
-from ..customvideox_core.convert.checkpoint_io import TENSOR_PICKLE_SUFFIXES, load_tensor_checkpoint
+from ..customvideox_core.convert.checkpoint_io import CHECKPOINT_SUFFIXES, load_tensor_checkpoint
 from ..customvideox_core.convert.concat_id_wan import (
     ReferenceAdaLN,
     reference_modulation,
@@ -46,7 +46,6 @@ from .wrapper_args import CONCAT_ID_CALL_KEY as CALL_KEY
 from .wrapper_args import options_of, with_options
 
 WRAPPER_KEY = "customvideox_concat_id_wan"
-_SUFFIXES = TENSOR_PICKLE_SUFFIXES | {".safetensors"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,7 +228,7 @@ class CustomVideoXLoadConcatIDWan(io.ComfyNode):
                 "the reference visible to both CFG passes (uncond_sees_reference on)."
             ),
             inputs=checkpoint_inputs(
-                _SUFFIXES,
+                CHECKPOINT_SUFFIXES,
                 "first_stage.pt or second_stage_adaln.pt (or a safetensors copy) under "
                 "models/diffusion_models. Read as plain tensors only.",
             ),

@@ -67,14 +67,13 @@ SEES_REFERENCE_KEY = "cvx_sees_reference"
 class ReferencePatch:
     """Everything one patched MODEL needs.
 
-    - ``reference``: the patch's own reference (ReferenceEncode), or ``None`` to bias the reference
-      frames the conditioning already carries (the host's reference input, e.g. Phantom's).
-    - ``model_latents``: ``[1, C, R, h, w]`` the reference in the model's latent space, or ``None``.
-    - ``masks``: ``[1 or R, H, W]`` subject masks for the host's own reference frames (compose mode),
-      or ``None`` for the whole frame.
+    - ``model_latents``: ``[1, C, R, h, w]`` the patch's own reference (ReferenceEncode) in the model's
+      latent space, or ``None`` to bias the reference frames the conditioning already carries (the
+      host's reference input, e.g. Phantom's).
+    - ``masks``: ``[1 or R, H, W]`` subject masks of the reference frames — the own reference's, or the
+      host's frames' (compose mode) — or ``None`` for the whole frame.
     """
 
-    reference: ReferenceLatents | None
     model_latents: Tensor | None
     tab: TABSchedule
     erae: ERAEConfig | None
@@ -186,12 +185,11 @@ def apply_reference_patch(
     patched = model.clone()
     install_machinery(patched, host)
     patched.model_options["transformer_options"][SETTINGS_KEY] = ReferencePatch(
-        reference=reference,
         model_latents=model_latents,
         tab=tab,
         erae=erae,
         uncond_sees_reference=uncond_sees_reference,
-        masks=masks,
+        masks=masks if reference is None else reference.masks,
     )
     return patched
 
@@ -332,7 +330,8 @@ class ReferenceWrapper:
         x = args[0]
         roles = row_roles(transformer_options, x.shape[0])
         host_frames = spec.reference_input.value_of(args, kwargs) if spec.reference_input else None
-        if host_frames is not None and patch.reference is not None:
+        own_reference = patch.model_latents is not None
+        if host_frames is not None and own_reference:
             raise ValueError(
                 f"this conditioning already carries {host_frames.shape[2]} reference frame(s) in "
                 f"{spec.reference_input.name} (from WanPhantomSubjectToVideo or a similar core node) and "
@@ -341,13 +340,13 @@ class ReferenceWrapper:
             )
         dit = executor.class_obj
         new_args = list(args)
-        if patch.reference is not None:
+        masks = patch.masks
+        if own_reference:
             sees = [role.sees(uncond_sees_reference=patch.uncond_sees_reference) for role in roles]
             split = RowSplit.of(sees, args, kwargs, transformer_options, options_index)
             if split is not None:
                 return split.run(executor, self)
             video, reference, layout = self._join(spec, dit, x, args[spec.context_index], patch)
-            masks = patch.reference.masks
             biased = None
             new_args[0] = torch.cat([video, reference], dim=2)
         else:
@@ -360,7 +359,6 @@ class ReferenceWrapper:
                     )
                 return executor(*args, **kwargs)
             layout = self._host_layout(spec, x, args[spec.context_index], host_frames)
-            masks = patch.masks
             # The host's own method: every row that carries the frames attends to them; rows whose frames
             # are all zero (Phantom's "no image" negative) are no reference to strengthen.
             sees = [True] * x.shape[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -16,38 +16,70 @@ GRID = (220, 220, 220)
 LINE = (220, 80, 30)
 
 
+LEFT, RIGHT = MARGIN_LEFT, WIDTH - MARGIN_RIGHT
+TOP, BOTTOM = MARGIN_TOP, HEIGHT - MARGIN_BOTTOM
+"""The plot area's edges in pixels, the same for every plot."""
+
+
+def _canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    image = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)
+    return image, ImageDraw.Draw(image)
+
+
+def _y_axis(low: float, high: float) -> Callable[[float], float]:
+    """Value → pixel row, ``low`` at the bottom of the plot area and ``high`` at its top."""
+    return lambda value: BOTTOM - (value - low) / (high - low) * (BOTTOM - TOP)
+
+
+def _labelled(
+    image: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    *,
+    title: str,
+    y_range: tuple[str, str],
+    x_range: tuple[str, str],
+    x_high_width: int,
+    x_label: str,
+) -> torch.Tensor:
+    """Draw the title and axis labels (``y_range``/``x_range``: low and high text; the high x text is
+    ``x_high_width`` pixels left of the right edge); the picture → IMAGE ``[1, HEIGHT, WIDTH, 3]`` in 0..1."""
+    draw.text((LEFT, 6), title, fill=AXIS)
+    draw.text((4, TOP - 4), y_range[1], fill=AXIS)
+    draw.text((4, BOTTOM - 8), y_range[0], fill=AXIS)
+    draw.text((LEFT, BOTTOM + 8), x_range[0], fill=AXIS)
+    draw.text((RIGHT - x_high_width, BOTTOM + 8), x_range[1], fill=AXIS)
+    draw.text(((LEFT + RIGHT) // 2 - 40, BOTTOM + 8), x_label, fill=AXIS)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return torch.from_numpy(array)[None]
+
+
 def plot_curve(values: Sequence[float], *, title: str, x_label: str) -> torch.Tensor:
     """Line plot of ``values`` (evenly spaced over [0, 1]) → IMAGE ``[1, HEIGHT, WIDTH, 3]`` in 0..1."""
-    image = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)
-    draw = ImageDraw.Draw(image)
+    image, draw = _canvas()
     low = min(0.0, *values)
     high = max(0.0, *values)
     if high - low < 1e-9:
         high = low + 1.0
-    left, right = MARGIN_LEFT, WIDTH - MARGIN_RIGHT
-    top, bottom = MARGIN_TOP, HEIGHT - MARGIN_BOTTOM
-
-    def to_y(value: float) -> float:
-        return bottom - (value - low) / (high - low) * (bottom - top)
-
+    to_y = _y_axis(low, high)
     for fraction in (0.25, 0.5, 0.75):
-        x = left + fraction * (right - left)
-        draw.line([(x, top), (x, bottom)], fill=GRID)
-    draw.line([(left, to_y(0.0)), (right, to_y(0.0))], fill=GRID, width=1)
-    draw.rectangle([left, top, right, bottom], outline=AXIS)
+        x = LEFT + fraction * (RIGHT - LEFT)
+        draw.line([(x, TOP), (x, BOTTOM)], fill=GRID)
+    draw.line([(LEFT, to_y(0.0)), (RIGHT, to_y(0.0))], fill=GRID, width=1)
+    draw.rectangle([LEFT, TOP, RIGHT, BOTTOM], outline=AXIS)
     count = max(len(values) - 1, 1)
-    points = [(left + i / count * (right - left), to_y(v)) for i, v in enumerate(values)]
+    points = [(LEFT + i / count * (RIGHT - LEFT), to_y(v)) for i, v in enumerate(values)]
     if len(points) == 1:
-        points = [points[0], (right, points[0][1])]
+        points = [points[0], (RIGHT, points[0][1])]
     draw.line(points, fill=LINE, width=3)
-    draw.text((left, 6), title, fill=AXIS)
-    draw.text((4, top - 4), f"{high:.2f}", fill=AXIS)
-    draw.text((4, bottom - 8), f"{low:.2f}", fill=AXIS)
-    draw.text((left, bottom + 8), "0", fill=AXIS)
-    draw.text((right - 8, bottom + 8), "1", fill=AXIS)
-    draw.text(((left + right) // 2 - 40, bottom + 8), x_label, fill=AXIS)
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    return torch.from_numpy(array)[None]
+    return _labelled(
+        image,
+        draw,
+        title=title,
+        y_range=(f"{low:.2f}", f"{high:.2f}"),
+        x_range=("0", "1"),
+        x_high_width=8,
+        x_label=x_label,
+    )
 
 
 SERIES_COLOURS = ((220, 80, 30), (40, 110, 200), (40, 160, 80), (150, 60, 170))
@@ -62,28 +94,23 @@ def plot_series(
     """
     if not series or not x_values:
         raise ValueError("plot_series needs at least one series and one x value")
-    image = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)
-    draw = ImageDraw.Draw(image)
+    image, draw = _canvas()
     everything = [v for values in series.values() for v in values]
     low, high = min(everything), max(everything)
     if high - low < 0.01:
         low, high = low - 0.005, high + 0.005
-    left, right = MARGIN_LEFT, WIDTH - MARGIN_RIGHT
-    top, bottom = MARGIN_TOP, HEIGHT - MARGIN_BOTTOM
+    to_y = _y_axis(low, high)
     x_low, x_high = min(x_values), max(x_values)
     x_span = max(x_high - x_low, 1)
 
     def to_x(value: float) -> float:
-        return left + (value - x_low) / x_span * (right - left)
-
-    def to_y(value: float) -> float:
-        return bottom - (value - low) / (high - low) * (bottom - top)
+        return LEFT + (value - x_low) / x_span * (RIGHT - LEFT)
 
     for fraction in (0.25, 0.5, 0.75):
-        y = top + fraction * (bottom - top)
-        draw.line([(left, y), (right, y)], fill=GRID)
-    draw.rectangle([left, top, right, bottom], outline=AXIS)
-    legend_x = left + 4
+        y = TOP + fraction * (BOTTOM - TOP)
+        draw.line([(LEFT, y), (RIGHT, y)], fill=GRID)
+    draw.rectangle([LEFT, TOP, RIGHT, BOTTOM], outline=AXIS)
+    legend_x = LEFT + 4
     for index, (label, values) in enumerate(series.items()):
         colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
         xs = list(x_values)[-len(values) :] if len(values) < len(x_values) else list(x_values)
@@ -93,13 +120,14 @@ def plot_series(
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
         else:
             draw.line(points, fill=colour, width=2)
-        draw.text((legend_x, bottom - 14), label, fill=colour)
+        draw.text((legend_x, BOTTOM - 14), label, fill=colour)
         legend_x += 8 * len(label) + 16
-    draw.text((left, 6), title, fill=AXIS)
-    draw.text((4, top - 4), f"{high:.3f}", fill=AXIS)
-    draw.text((4, bottom - 8), f"{low:.3f}", fill=AXIS)
-    draw.text((left, bottom + 8), str(x_low), fill=AXIS)
-    draw.text((right - 16, bottom + 8), str(x_high), fill=AXIS)
-    draw.text(((left + right) // 2 - 40, bottom + 8), x_label, fill=AXIS)
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    return torch.from_numpy(array)[None]
+    return _labelled(
+        image,
+        draw,
+        title=title,
+        y_range=(f"{low:.3f}", f"{high:.3f}"),
+        x_range=(str(x_low), str(x_high)),
+        x_high_width=16,
+        x_label=x_label,
+    )

@@ -8,22 +8,15 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..customvideox_core.erae import reference_token_weights
+from ..customvideox_core.host_specs import check_branch_dit
 from ..customvideox_core.standin.branch import reference_grid
-from ..customvideox_core.standin.lora_file import (
-    SAFETENSORS_EXTENSIONS,
-    TORCH_EXTENSIONS,
-    StandInLoRA,
-    read_standin_file,
-)
+from ..customvideox_core.standin.lora_file import STANDIN_SUFFIXES, StandInLoRA, read_standin_file
 from .host_model import diffusion_model_of, host_signature
 from .standin_patch import StandInPatch, install_standin
 from .types import ReferenceType, fit_replacement_mask
 from .widgets import Bounds, bias_inputs, float_input, patched_model_output, uncond_input
 
 STANDIN_FOLDER = "loras"
-SUPPORTED_DIT_CLASSES = frozenset({"WanModel"})
-"""ComfyUI's plain Wan DiT. Variants that run extra blocks or streams (VACE, camera, S2V, HuMo, Animate)
-would interleave other attention calls with the self-attention the override counts on."""
 StandInType = io.Custom("CVX_STANDIN")
 
 
@@ -33,8 +26,7 @@ def standin_choices() -> list[str]:
         names = folder_paths.get_filename_list(STANDIN_FOLDER)
     except KeyError:
         return []
-    wanted = SAFETENSORS_EXTENSIONS + TORCH_EXTENSIONS
-    return [name for name in names if name.lower().endswith(wanted)]
+    return [name for name in names if name.lower().endswith(STANDIN_SUFFIXES)]
 
 
 class CustomVideoXLoadStandIn(io.ComfyNode):
@@ -133,16 +125,6 @@ class CustomVideoXApplyStandIn(io.ComfyNode):
             uncond_sees_reference=uncond_sees_reference,
         )
         return io.NodeOutput(patched)
-
-
-def check_branch_dit(dit) -> None:
-    """Refuse a DiT the reference branch cannot run on (anything but ComfyUI's plain Wan)."""
-    if type(dit).__name__ not in SUPPORTED_DIT_CLASSES:
-        raise ValueError(
-            f"the reference branch (Stand-In, or a cached-layout adapter) runs on ComfyUI's plain Wan T2V "
-            f"model; this is a {type(dit).__name__} (VACE, camera, speech or animation variants are not "
-            "supported)."
-        )
 
 
 def apply_standin(

@@ -327,6 +327,7 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
             dataset,
             context,
             settings,
+            lora=lora,
             output_path=output_path,
             resume=resume,
             on_step=_progress_logger(settings.steps, bar),

@@ -56,6 +56,7 @@ from ..customvideox_core.adapter_file import (
     save_adapter,
 )
 from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER, SEED_MAX
+from ..customvideox_core.host_specs import check_branch_dit
 from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.reference_layouts import DEFAULT_LAYOUT, reference_layout
 from ..customvideox_core.standin.branch import reference_grid
@@ -79,9 +80,7 @@ from ..customvideox_core.training import (
 from . import standin_patch
 from .load_node import apply_adapter
 from .patch import SETTINGS_KEY, WRAPPER_KEY, ReferencePatch, ReferenceWrapper
-from .standin_nodes import check_branch_dit
-from .train_data import REFERENCE_FIT, PreparedDataset, TrainDataSettings
-from .types import ReferenceLatents
+from .train_data import PreparedDataset, TrainDataSettings
 
 logger = logging.getLogger(__name__)
 
@@ -258,22 +257,11 @@ def objective_for(base_model, host: HostSignature) -> DenoisingObjective:
     return _OBJECTIVES[host.spec.objective](base_model.model_sampling)
 
 
-def training_reference_patch(reference_latents: Tensor, pixel_size: tuple[int, int]) -> ReferencePatch:
-    """The inference patch for one reference ``[1, C, R, h, w]`` (model space), with no bias.
-
-    ``pixel_size`` ``(height, width)``: the size the training data was encoded at. The reference carries
-    no subject mask at training time (the bias is 0), so its mask is all ones at that pixel size, which
-    is what ReferenceEncode gives for an image without a mask.
-    """
-    height, width = pixel_size
-    reference = ReferenceLatents(
-        latents=reference_latents,
-        masks=torch.ones(reference_latents.shape[2], height, width, device=reference_latents.device),
-        source_size=(height, width),
-        fit=REFERENCE_FIT,
-    )
+def training_reference_patch(reference_latents: Tensor) -> ReferencePatch:
+    """The inference patch for one reference ``[1, C, R, h, w]`` (model space), with no bias. The
+    reference carries no subject mask at training time (the bias is 0): every token weighs 1, as
+    ReferenceEncode's all-ones mask of an image without a mask gives."""
     return ReferencePatch(
-        reference=reference,
         model_latents=reference_latents,
         tab=TRAINING_TAB,
         erae=None,
@@ -281,15 +269,10 @@ def training_reference_patch(reference_latents: Tensor, pixel_size: tuple[int, i
     )
 
 
-def reference_call_options(
-    host: HostSignature, reference_latents: Tensor, pixel_size: tuple[int, int]
-) -> dict:
+def reference_call_options(host: HostSignature, reference_latents: Tensor) -> dict:
     """``transformer_options`` that route a DiT call through the pack's reference wrapper."""
     wrappers = {comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL: {WRAPPER_KEY: [ReferenceWrapper(host)]}}
-    return {
-        "wrappers": wrappers,
-        SETTINGS_KEY: training_reference_patch(reference_latents, pixel_size),
-    }
+    return {"wrappers": wrappers, SETTINGS_KEY: training_reference_patch(reference_latents)}
 
 
 def _dit_call(
@@ -313,30 +296,23 @@ def predict_video(
     reference_latents: Tensor,
     *,
     dtype: torch.dtype,
-    pixel_size: tuple[int, int],
 ) -> Tensor:
     """The DiT's prediction for the video frames with the reference appended, as at inference.
 
     video ``[B, C, T, h, w]`` (noisy, model space), timestep ``[B]`` (the DiT's own units), context
     ``[1, L, D]``, reference_latents ``[1 or B, C, R, h, w]`` (clean, model space; one reference for the
-    batch) → ``[B, C, T, h, w]``. ``pixel_size``: ``(height, width)`` the latents were encoded at.
+    batch) → ``[B, C, T, h, w]``.
     """
-    options = reference_call_options(
-        host, reference_latents[:1].to(device=video.device, dtype=dtype), pixel_size
-    )
+    options = reference_call_options(host, reference_latents[:1].to(device=video.device, dtype=dtype))
     return _dit_call(dit, video, timestep, context, options, dtype)
 
 
-def video_model_fn(
-    dit: nn.Module, host: HostSignature, context: Tensor, dtype: torch.dtype, pixel_size: tuple[int, int]
-) -> ModelFn:
+def video_model_fn(dit: nn.Module, host: HostSignature, context: Tensor, dtype: torch.dtype) -> ModelFn:
     """For the core loop: ``model_fn(video [B, C, T, h, w], reference [B, C, R, h, w], t [B])`` → the
     video's prediction ``[B, C, T, h, w]`` (see :func:`predict_video`)."""
 
     def model_fn(video: Tensor, reference: Tensor, timestep: Tensor) -> Tensor:
-        prediction = predict_video(
-            dit, host, video, timestep, context, reference, dtype=dtype, pixel_size=pixel_size
-        )
+        prediction = predict_video(dit, host, video, timestep, context, reference, dtype=dtype)
         return prediction.to(video.dtype)
 
     return model_fn
@@ -394,7 +370,7 @@ class TrainingSession:
 class LayoutTraining:
     """How a reference layout trains: its LoRA shape and the session on a loaded training copy.
 
-    ``start(dit, host, lora, resume, context, dtype, pixel_size)``.
+    ``start(dit, host, lora, resume, context, dtype)``.
     """
 
     lora_config: Callable[[TrainAdapterSettings, HostSignature], LoraTrainConfig]
@@ -411,7 +387,7 @@ def _joint_lora(settings: TrainAdapterSettings, host: HostSignature) -> LoraTrai
     )
 
 
-def _start_joint(dit, host, lora, resume, context, dtype, pixel_size) -> TrainingSession:
+def _start_joint(dit, host, lora, resume, context, dtype) -> TrainingSession:
     """peft LoRA injected into the DiT's attention projections; the reference frames join the tokens."""
     inject_lora(dit, lora)
     try:
@@ -422,7 +398,7 @@ def _start_joint(dit, host, lora, resume, context, dtype, pixel_size) -> Trainin
         raise
     return TrainingSession(
         adapter=PeftAdapter(dit),
-        model_fn=video_model_fn(dit, host, context, dtype, pixel_size),
+        model_fn=video_model_fn(dit, host, context, dtype),
         close=lambda: remove_lora(dit),
     )
 
@@ -440,9 +416,9 @@ def _cached_lora(settings: TrainAdapterSettings, host: HostSignature) -> LoraTra
     )
 
 
-def _start_cached(dit, host, lora, resume, context, dtype, pixel_size) -> TrainingSession:
+def _start_cached(dit, host, lora, resume, context, dtype) -> TrainingSession:
     """A reference-only LoRA module of its own; the DiT's modules are not touched."""
-    del host, pixel_size  # the branch needs neither the host's spec nor a subject mask
+    del host  # the branch does not need the host's spec
     check_branch_dit(dit)
     adapter = ReferenceBranchLoRA(
         num_blocks=len(dit.blocks),
@@ -569,6 +545,7 @@ def train_adapter(
     context: Tensor,
     settings: TrainAdapterSettings,
     *,
+    lora: LoraTrainConfig,
     output_path: Path,
     resume: ResumeState | None = None,
     on_step: Callable[[TrainStep], None] | None = None,
@@ -576,10 +553,11 @@ def train_adapter(
 ) -> TrainingOutcome:
     """Train the LoRA on a fresh copy of ``model``'s weights and save it to ``output_path``.
 
-    ``context`` ``[1, L, D]`` conditions every item. ``on_trained(dit, entries)`` (tests, tools) runs after
-    the last step while the LoRA is still injected; ``entries`` are in model space on the device.
+    ``lora``: ``settings.lora_config(host)``, computed once by the caller (which checks ``resume`` against
+    it before the data is prepared). ``context`` ``[1, L, D]`` conditions every item.
+    ``on_trained(dit, entries)`` (tests, tools) runs after the last step while the LoRA is still
+    injected; ``entries`` are in model space on the device.
     """
-    lora = settings.lora_config(host)
     start_step = resume.metadata.steps if resume is not None else 0
     summary = dataset.summary()
 
@@ -683,7 +661,6 @@ def _train_copy(
         resume,
         context.clone().to(device),
         dtype,
-        (settings.data.height, settings.data.width),
     )
     try:
         losses = train(

@@ -2,7 +2,8 @@
 value for Train Adapter's ``settings`` input (so the Train Adapter node shows data and files only).
 
 The widgets are written once (:func:`training_inputs`): this node declares them, and Train Adapter keeps
-the same widgets, marked deprecated, for graphs saved before this node existed.
+the same widgets, marked deprecated, for graphs saved before this node existed. Their defaults are the
+:class:`TrainSettings` dataclass's.
 """
 
 from __future__ import annotations
@@ -17,55 +18,58 @@ DEPRECATED_NOTE = "Deprecated here (kept for saved graphs); used only when `sett
 
 
 _WIDGETS: tuple[tuple[type, str, dict, str], ...] = (
-    (io.Int, "rank", {"default": 64, "min": 1, "max": 1024}, "LoRA rank."),
+    (io.Int, "rank", {"min": 1, "max": 1024}, "LoRA rank."),
     (
         io.Float,
         "alpha",
-        {"default": 64.0, "min": 0.01, "max": 4096.0, "step": 0.01},
+        {"min": 0.01, "max": 4096.0, "step": 0.01},
         "LoRA alpha (scale alpha/rank).",
     ),
-    (io.Float, "dropout", {"default": 0.0, "min": 0.0, "max": 0.9, "step": 0.01}, "LoRA dropout."),
-    (io.Int, "steps", {"default": 1000, "min": 1, "max": 1_000_000}, "Optimizer steps to train."),
+    (io.Float, "dropout", {"min": 0.0, "max": 0.9, "step": 0.01}, "LoRA dropout."),
+    (io.Int, "steps", {"min": 1, "max": 1_000_000}, "Optimizer steps to train."),
     (
         io.Float,
         "learning_rate",
-        {"default": 1e-4, "min": 1e-7, "max": 1.0, "step": 1e-7},
+        {"min": 1e-7, "max": 1.0, "step": 1e-7},
         "AdamW learning rate (reached after the warmup).",
     ),
-    (io.Int, "warmup_steps", {"default": 50, "min": 0, "max": 100_000}, "Linear learning-rate warmup steps."),
+    (io.Int, "warmup_steps", {"min": 0, "max": 100_000}, "Linear learning-rate warmup steps."),
     (
         io.Int,
         "batch_size",
-        {"default": 1, "min": 1, "max": 256},
+        {"min": 1, "max": 256},
         "Samples per optimizer step (accumulated one by one: memory of one sample).",
     ),
     (
         io.Int,
         "seed",
-        {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": False},
+        {"min": 0, "max": SEED_MAX, "control_after_generate": False},
         "Seed of the LoRA init, the noise and the item order.",
     ),
     (
         io.Int,
         "save_every",
-        {"default": 250, "min": 0, "max": 1_000_000},
+        {"min": 0, "max": 1_000_000},
         "Save the adapter every N steps (0: only at the end); the last step is always saved.",
     ),
     (
         io.Boolean,
         "gradient_checkpointing",
-        {"default": True},
+        {},
         "Recompute each block in the backward pass: far less memory, about 30% slower.",
     ),
-    (io.Boolean, "bf16", {"default": True}, "Run forward and backward under bfloat16 autocast."),
+    (io.Boolean, "bf16", {}, "Run forward and backward under bfloat16 autocast."),
 )
-"""The settings' widgets, in Train Adapter's order: (input class, name, options, tooltip)."""
+"""The settings' widgets, in Train Adapter's order: (input class, name, options, tooltip); the default of
+each is :class:`TrainSettings`'s."""
 
 
 def training_inputs(note: str = "") -> list[io.Input]:
     """The settings' widgets; ``note`` opens every tooltip (Train Adapter's copies say deprecated)."""
+    defaults = TrainSettings()
     return [
-        kind.Input(name, **options, tooltip=f"{note}{tooltip}") for kind, name, options, tooltip in _WIDGETS
+        kind.Input(name, default=getattr(defaults, name), **options, tooltip=f"{note}{tooltip}")
+        for kind, name, options, tooltip in _WIDGETS
     ]
 
 

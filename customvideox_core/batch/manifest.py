@@ -126,7 +126,7 @@ class ManifestStore:
         client_id = uuid.uuid4().hex
         records: dict[str, JobRecord] = {}
         if path.exists():
-            client_id, records = _read(path)
+            client_id, records = read_manifest(path)
         mismatched = [
             f"line {job.line}: job {job.name!r} differs from the one recorded in {path}"
             for job in jobs
@@ -208,7 +208,9 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
-def _read(path: Path) -> tuple[str, dict[str, JobRecord]]:
+def read_manifest(path: Path) -> tuple[str, dict[str, JobRecord]]:
+    """The client id and job records of the manifest at ``path``, checked: :class:`ManifestError` when
+    it cannot be read, is not a version-:data:`MANIFEST_VERSION` manifest, or holds an invalid record."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:

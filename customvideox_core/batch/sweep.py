@@ -36,7 +36,7 @@ from ..score_summary import METRIC_LABELS, METRICS
 from ..tab import TAB_SHAPES
 from .config import BatchConfig, BatchResult
 from .jobs import FLOAT_COLUMNS, Job, load_jobs
-from .manifest import JobRecord, atomic_write_text
+from .manifest import JobRecord, atomic_write_text, read_manifest
 from .results import job_settings, node_order, to_csv, to_markdown
 from .runner import run_batch
 
@@ -318,11 +318,6 @@ class SweepResult:
     charts: tuple[Path, ...]
 
 
-def read_records(manifest_path: Path) -> dict[str, JobRecord]:
-    document = json.loads(manifest_path.read_text(encoding="utf-8"))
-    return {name: JobRecord.from_json(record) for name, record in document.get("jobs", {}).items()}
-
-
 def write_comparison(
     output_dir: Path,
     axes: Sequence[SweepAxis],
@@ -353,6 +348,6 @@ def run_sweep(config: BatchConfig, axes: Sequence[SweepAxis]) -> SweepResult:
     """Expand, run (or resume) the grid as a batch, then write the comparison table and pictures."""
     jobs_path, points = write_sweep_jobs(config, axes)
     batch = run_batch(replace(config, jobs_file=jobs_path))
-    records = read_records(batch.manifest_path)
+    _, records = read_manifest(batch.manifest_path)
     csv_path, markdown_path, charts = write_comparison(config.output_dir, axes, points, records)
     return SweepResult(batch=batch, table_csv=csv_path, table_markdown=markdown_path, charts=charts)

@@ -2,13 +2,16 @@
 
 Accepted inputs:
 
-- ``.safetensors`` files (read with safetensors, no pickle involved);
-- ``.pt`` / ``.pth`` / ``.ckpt`` files, read with ``torch.load(..., weights_only=True)`` only: tensors,
+- ``.safetensors`` / ``.sft`` files (read with safetensors, no pickle involved);
+- ``.pt`` / ``.pth`` / ``.ckpt`` files (and ``.bin`` where a caller allows it), read with ``torch.load(..., weights_only=True)`` only: tensors,
   dicts, lists, numbers and strings load; any other pickled object (a class, a function, an
   ``argparse.Namespace``) makes torch refuse the file, and we refuse it too with a message saying so;
 - SAT / DeepSpeed checkpoint folders as SwissArmyTransformer writes them and Concat-ID publishes them
   (``<folder>/latest`` holding the iteration, ``<folder>/<iteration>/mp_rank_00_model_states.pt``), or
   the ``<iteration>`` folder itself. Model-parallel shards (``mp_rank_01_...``) are refused.
+
+The suffixes come from :mod:`..constants` (one table). :func:`read_tensor_file` reads one file and is
+also the Stand-In file reader's loader.
 
 Wrapper dictionaries (``{"module": state_dict, "iteration": ..}`` from SAT/DeepSpeed, ``{"state_dict":
 ..}``, ``{"model": ..}``) are unwrapped to the state dict of tensors.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +29,10 @@ import torch
 from torch import Tensor
 
 from ..adapter_file import read_safetensors
+from ..constants import SAFETENSORS_SUFFIXES, TORCH_CHECKPOINT_SUFFIXES
 
-TENSOR_PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt"})
-"""Suffixes read with ``torch.load(weights_only=True)``."""
-SAFETENSORS_SUFFIX = ".safetensors"
+CHECKPOINT_SUFFIXES = (*TORCH_CHECKPOINT_SUFFIXES, *SAFETENSORS_SUFFIXES)
+"""What :func:`load_tensor_checkpoint` reads (torch checkpoints through ``weights_only=True``, safetensors)."""
 SAT_LATEST_FILE = "latest"
 SAT_SHARD_NAME = "mp_rank_00_model_states.pt"
 SAT_SECOND_SHARD_NAME = "mp_rank_01_model_states.pt"
@@ -95,17 +98,32 @@ def resolve_checkpoint_file(path: str | os.PathLike[str]) -> Path:
 
 def load_tensor_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     """Read ``path`` (file or SAT folder) as a flat ``{name: Tensor}`` state dict, without running code."""
-    file = resolve_checkpoint_file(path)
+    return read_tensor_file(resolve_checkpoint_file(path))
+
+
+def read_tensor_file(
+    path: str | os.PathLike[str], *, torch_suffixes: Collection[str] = TORCH_CHECKPOINT_SUFFIXES
+) -> LoadedCheckpoint:
+    """Read one file as a flat ``{name: Tensor}`` state dict, never running a pickle: safetensors by
+    :data:`SAFETENSORS_SUFFIXES`, ``torch_suffixes`` through ``torch.load(weights_only=True)``.
+
+    Raises :class:`CheckpointError` for another suffix, a file holding more than plain tensors, or one
+    without a state dict of tensors.
+    """
+    file = Path(path)
     suffix = file.suffix.lower()
-    if suffix == SAFETENSORS_SUFFIX:
+    if suffix in SAFETENSORS_SUFFIXES:
         try:
             tensors, metadata = read_safetensors(file)
-        except ValueError as error:
+        except (ValueError, OSError) as error:
             raise CheckpointError(str(error)) from error
         return LoadedCheckpoint(tensors=tensors, file=file, metadata=metadata)
-    if suffix not in TENSOR_PICKLE_SUFFIXES:
-        accepted = ", ".join(sorted(TENSOR_PICKLE_SUFFIXES | {SAFETENSORS_SUFFIX}))
-        raise CheckpointError(f"{file} has suffix {file.suffix!r}; accepted checkpoint files are {accepted}")
+    if suffix not in torch_suffixes:
+        accepted = ", ".join(sorted({*torch_suffixes, *SAFETENSORS_SUFFIXES}))
+        raise CheckpointError(
+            f"{file} has an unsupported file type {file.suffix or '(none)'!r}; accepted checkpoint files "
+            f"are {accepted}"
+        )
     loaded = _torch_load_tensors_only(file)
     return LoadedCheckpoint(tensors=unwrap_state_dict(loaded, source=file), file=file)
 
@@ -126,7 +144,8 @@ def _torch_load_tensors_only(file: Path) -> object:
         detail = detail.split(" Please ")[0].strip()
         raise CheckpointError(
             f"{file} is not a plain-tensor checkpoint: torch.load(weights_only=True) refused it ({detail}). "
-            "This pack never unpickles arbitrary objects, so the file was not loaded. If you trust its "
+            "This pack reads plain tensors only and never unpickles other objects, so the file was not "
+            "loaded. If you trust its "
             "source, re-save only its tensors (e.g. the 'module' state dict) with torch.save or as "
             ".safetensors, and convert that file."
         ) from None
@@ -160,11 +179,12 @@ def unwrap_state_dict(loaded: object, *, source: Path | str) -> dict[str, Tensor
 
 
 __all__ = [
+    "CHECKPOINT_SUFFIXES",
     "SAT_SHARD_NAME",
-    "TENSOR_PICKLE_SUFFIXES",
     "CheckpointError",
     "LoadedCheckpoint",
     "load_tensor_checkpoint",
+    "read_tensor_file",
     "resolve_checkpoint_file",
     "unwrap_state_dict",
 ]

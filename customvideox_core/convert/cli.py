@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..adapter_file import write_safetensors_atomic
+from ..constants import ADAPTER_SUFFIX
 from .checkpoint_io import CheckpointError, load_tensor_checkpoint
 from .concat_id_wan import WAN_CONVERTER_ID, split_concat_id_wan
 from .sat_cogvideox import ConversionError, conversion_metadata, convert_sat_cogvideox
@@ -114,8 +115,8 @@ def convert_file(
     refused input), :class:`ConversionError` (not the checkpoint ``variant`` names), ``ValueError`` (bad
     output name or option). The output is checked before the (large) input is read.
     """
-    if output_path.suffix.lower() != ".safetensors":
-        raise ValueError(f"--output {output_path} must end in .safetensors")
+    if output_path.suffix.lower() != ADAPTER_SUFFIX:
+        raise ValueError(f"--output {output_path} must end in {ADAPTER_SUFFIX}")
     if output_path.exists() and not overwrite:
         raise FileExistsError(f"{output_path} already exists; choose another name or pass --overwrite")
     if dtype not in DTYPES:

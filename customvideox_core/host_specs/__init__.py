@@ -1,7 +1,8 @@
 """The table of host DiT families: one :class:`~.base.HostSpec` per family, one module each.
 
 ``HOST_SPECS`` maps the family name to its spec; :func:`spec_for` looks one up with a clear error and
-:func:`spec_of_dit` finds the family of a DiT module. See docs/ARCHITECTURE.md, "Host specs".
+:func:`spec_of_dit` finds the family of a DiT module; :func:`check_branch_dit` refuses a DiT the
+reference branch cannot run on (``HostSpec.branch_dit_classes``). See docs/ARCHITECTURE.md, "Host specs".
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from . import cogvideox, wan
-from .base import EntitySource, HostSpec, Objective, ReferenceInput
+from .base import EntitySource, HostSpec, Objective, ReferenceInput, qualified_class_name
 
 HOST_SPECS: Mapping[str, HostSpec] = MappingProxyType(
     {spec.family: spec for spec in (cogvideox.SPEC, wan.SPEC)}
@@ -41,7 +42,27 @@ def spec_of_dit(dit: object) -> HostSpec | None:
     return None
 
 
+BRANCH_DIT_CLASSES: tuple[str, ...] = tuple(
+    name for spec in HOST_SPECS.values() for name in spec.branch_dit_classes
+)
+"""Every DiT class the reference branch runs on, over all families."""
+
+
+def check_branch_dit(dit: object) -> None:
+    """Refuse (``ValueError``) a DiT the reference branch (Stand-In, a cached-layout adapter) cannot run
+    on: one whose own class is in no family's ``branch_dit_classes``."""
+    spec = spec_of_dit(dit)
+    if spec is None or not spec.runs_branch(dit):
+        raise ValueError(
+            f"the reference branch (Stand-In, or a cached-layout adapter) runs only on "
+            f"{' or '.join(BRANCH_DIT_CLASSES)} (ComfyUI's plain Wan T2V model); this model's DiT is a "
+            f"{qualified_class_name(dit)}. Variants that run extra blocks or streams (VACE, camera, speech "
+            "or animation) are not supported."
+        )
+
+
 __all__ = [
+    "BRANCH_DIT_CLASSES",
     "HOST_SPECS",
     "SUPPORTED_HOSTS",
     "EntitySource",
@@ -49,6 +70,7 @@ __all__ = [
     "Objective",
     "ReferenceInput",
     "UnsupportedHostError",
+    "check_branch_dit",
     "spec_for",
     "spec_of_dit",
 ]

@@ -22,6 +22,12 @@ Objective = Literal["v_prediction", "flow_matching"]
 EntitySource = Literal["joint_attention", "cross_attention"]
 
 
+def qualified_class_name(obj: object) -> str:
+    """``module.Class`` of ``obj``'s class (how host specs name ComfyUI's classes)."""
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 @dataclass(frozen=True)
 class ReferenceInput:
     """A host's own reference-frame input: the forward argument that carries clean latent frames
@@ -68,6 +74,10 @@ class HostSpec:
     - ``reference_layouts``: the reference layouts (:mod:`customvideox_core.reference_layouts`) the pack
       can run and train on this family; ``joint`` everywhere, ``cached`` where the reference branch is
       implemented (Wan).
+    - ``branch_dit_classes``: qualified names of the DiT classes — exactly these, not their subclasses —
+      that the reference branch (Stand-In, and the ``cached`` layout) runs on; empty where the family
+      has no branch. Subclasses that run extra blocks or streams (Wan's VACE, camera, S2V, HuMo,
+      Animate) would interleave other attention calls with the self-attention the branch counts on.
     """
 
     family: str
@@ -87,6 +97,7 @@ class HostSpec:
     sets_in_training: bool
     check_reference_fits: Callable[[Any, int], None] | None = None
     reference_layouts: tuple[str, ...] = ("joint",)
+    branch_dit_classes: tuple[str, ...] = ()
 
     def check_layout(self, layout: str, variant: str) -> None:
         """Raise when this family cannot run ``layout`` (a name from the layouts table)."""
@@ -96,6 +107,10 @@ class HostSpec:
                 f"{' and '.join(self.reference_layouts)} layout only (the cached reference branch is "
                 "implemented for Wan); choose another reference_layout, or a Wan model"
             )
+
+    def runs_branch(self, dit: object) -> bool:
+        """Whether the reference branch runs on ``dit``: its own class is one of ``branch_dit_classes``."""
+        return qualified_class_name(dit) in self.branch_dit_classes
 
     def matches(self, dit: object) -> bool:
         """Whether ``dit``'s class, or one of its bases, is one of ``dit_classes``."""

@@ -85,4 +85,5 @@ SPEC = HostSpec(
     objective="flow_matching",
     sets_in_training=True,
     reference_layouts=("joint", "cached"),
+    branch_dit_classes=("comfy.ldm.wan.model.WanModel",),
 )

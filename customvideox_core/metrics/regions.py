@@ -18,20 +18,22 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from ..reference import check_images as check_reference_images
+
 RegionMode = Literal["full", "mask", "crop"]
 REGION_MODES: tuple[str, ...] = get_args(RegionMode)
 MASK_THRESHOLD = 0.5
 """A pixel belongs to the subject's bounding box (and makes a mask non-empty) when ``m > 0.5``."""
 
 
+SCORED_CHANNELS = (3, 4)
+"""Channel counts of the images scored (RGB, RGBA; the alpha is dropped)."""
+
+
 def check_images(images: Tensor, label: str) -> None:
-    """Raise a clear error unless ``images`` is a non-empty float ``[N, H, W, C]`` batch with C ∈ {3, 4}."""
-    if images.ndim != 4 or images.shape[-1] not in (3, 4):
-        raise ValueError(f"{label} has shape {tuple(images.shape)}, expected (N, H, W, 3) (ComfyUI IMAGE).")
-    if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
-        raise ValueError(f"{label} has shape {tuple(images.shape)}; it holds no image to score.")
-    if not images.is_floating_point():
-        raise ValueError(f"{label} must be a float tensor in [0, 1], got dtype {images.dtype}.")
+    """Raise a clear error unless ``images`` is a non-empty float ``[N, H, W, C]`` batch with C ∈ {3, 4}
+    (:func:`customvideox_core.reference.check_images` with :data:`SCORED_CHANNELS`)."""
+    check_reference_images(images, label, channels=SCORED_CHANNELS)
 
 
 def masks_for(masks: Tensor, count: int, height: int, width: int, label: str) -> Tensor:

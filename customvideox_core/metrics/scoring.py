@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..score_summary import METRIC_LABELS
+from ..score_summary import METRIC_LABELS, METRICS
 from .regions import REGION_MODES, RegionMode, check_images, select_region
 from .sampling import frame_indices
 from .similarity import identity_per_reference, temporal_consistency, text_per_frame
@@ -60,7 +60,8 @@ class VideoScores:
 
     ``frames``: indices of the scored frames in the input video; ``clip_i``/``dino_i``/``clip_t``: one
     value per scored frame; ``clip_i_per_reference``/``dino_i_per_reference``: one row per reference;
-    ``t_cons``: one value per pair of consecutive scored frames (empty for one frame).
+    ``t_cons``: one value per pair of consecutive scored frames (empty for one frame). The per-frame
+    fields are named as the metric table (:data:`~customvideox_core.score_summary.METRICS`) names them.
     """
 
     frames: tuple[int, ...]
@@ -76,12 +77,7 @@ class VideoScores:
     @property
     def means(self) -> dict[str, float | None]:
         """The video's score per measure: the mean over scored frames (over pairs for T.Cons)."""
-        return {
-            "clip_i": _mean(self.clip_i),
-            "dino_i": _mean(self.dino_i),
-            "t_cons": _mean(self.t_cons),
-            "clip_t": _mean(self.clip_t),
-        }
+        return {metric: _mean(getattr(self, metric)) for metric in METRICS}
 
     def to_json(self) -> dict:
         """A JSON-ready summary: the means, the per-frame curves and how they were measured."""
@@ -91,10 +87,8 @@ class VideoScores:
             "region": self.region,
             "references": self.references,
             "per_frame": {
-                "clip_i": list(self.clip_i),
-                "dino_i": None if self.dino_i is None else list(self.dino_i),
-                "t_cons": list(self.t_cons),
-                "clip_t": None if self.clip_t is None else list(self.clip_t),
+                metric: None if (values := getattr(self, metric)) is None else list(values)
+                for metric in METRICS
             },
             "per_reference": {
                 "clip_i": [_mean(row) for row in self.clip_i_per_reference],

@@ -8,16 +8,17 @@ A Stand-In file holds, for every DiT block ``i`` and projection ``p`` in ``q, k,
 
 (``models/set_condition_branch.py`` ``load_lora_weights_into_dit`` of WeChatCV/Stand-In.) Files may carry
 one common prefix (``pipe.dit.``, ``dit.``, ``model.``, ``diffusion_model.``, ``module.``) or sit under a
-``state_dict`` entry; both are accepted. ``.safetensors`` conversions are read with safetensors; the
-published ``.ckpt``/``.pt`` files are read with ``torch.load(weights_only=True)`` and only plain tensors
-are accepted — a file that needs anything else unpickled is refused.
+``state_dict`` entry; both are accepted. Files are read by the converters' loader
+(:func:`..convert.checkpoint_io.read_tensor_file`): ``.safetensors`` conversions with safetensors, the
+published ``.ckpt``/``.pt`` files with ``torch.load(weights_only=True)``, and only plain tensors are
+accepted — a file that needs anything else unpickled is refused. The suffixes are
+:data:`..constants.SAFETENSORS_SUFFIXES` and :data:`..constants.TORCH_FILE_SUFFIXES`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from typing import Literal, get_args
 
 import torch
 from torch import Tensor
+
+from ..constants import SAFETENSORS_SUFFIXES, TORCH_FILE_SUFFIXES
+from ..convert.checkpoint_io import CheckpointError, read_tensor_file
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +44,8 @@ KNOWN_PREFIXES: tuple[str, ...] = (
     "model.",
     "module.",
 )
-SAFETENSORS_EXTENSIONS: tuple[str, ...] = (".safetensors", ".sft")
-TORCH_EXTENSIONS: tuple[str, ...] = (".ckpt", ".pt", ".pth", ".bin")
+STANDIN_SUFFIXES: tuple[str, ...] = (*SAFETENSORS_SUFFIXES, *TORCH_FILE_SUFFIXES)
+"""What :func:`read_standin_file` reads (and Load Stand-In lists)."""
 
 
 def standin_key(block: int, projection: str, side: str) -> str:
@@ -166,27 +170,10 @@ def _example_key() -> str:
 def read_standin_file(path: str) -> StandInLoRA:
     """Read a Stand-In file (``.safetensors`` or a plain-tensor ``.ckpt``/``.pt``); never runs a pickle."""
     name = os.path.basename(path)
-    extension = os.path.splitext(path)[1].lower()
-    if extension in SAFETENSORS_EXTENSIONS:
-        import safetensors.torch
-
-        state: object = safetensors.torch.load_file(path, device="cpu")
-    elif extension in TORCH_EXTENSIONS:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as error:
-            raise StandInFileError(
-                f"{name} cannot be read as plain tensors ({type(error).__name__}: {str(error)[:200]}). "
-                "Only files that torch.load(weights_only=True) accepts are read; convert it to safetensors "
-                "in a trusted environment."
-            ) from error
-    else:
-        raise StandInFileError(
-            f"{name}: unsupported file type {extension or '(none)'}; expected "
-            f"{', '.join(SAFETENSORS_EXTENSIONS + TORCH_EXTENSIONS)}."
-        )
-    if not isinstance(state, Mapping):
-        raise StandInFileError(f"{name} holds a {type(state).__name__}, expected a mapping of tensor names.")
-    lora = parse_standin_state_dict(state, source=name)
+    try:
+        loaded = read_tensor_file(path, torch_suffixes=TORCH_FILE_SUFFIXES)
+    except CheckpointError as error:
+        raise StandInFileError(f"{name} cannot be used as a Stand-In file: {error}") from error
+    lora = parse_standin_state_dict(loaded.tensors, source=name)
     logger.info("Stand-In file %s: %d blocks, rank %d, width %d", name, lora.num_blocks, lora.rank, lora.dim)
     return lora

@@ -199,9 +199,7 @@ def cached_session(mods, model, dit, context, seed: int = 3):
         rank=RANK, alpha=2.0 * RANK, targets=mods.training.ReferenceBranchLoRA.TARGETS, init_seed=seed
     )
     host = mods.host_model.host_signature(model)
-    session = mods.train_run.LAYOUT_TRAINING["cached"].start(
-        dit, host, lora, None, context, torch.float32, VIDEO_SIZE
-    )
+    session = mods.train_run.LAYOUT_TRAINING["cached"].start(dit, host, lora, None, context, torch.float32)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for up in session.adapter.up.values():
@@ -326,6 +324,7 @@ def copy_proof(mods, model):
             dataset,
             context,
             settings,
+            lora=settings.lora_config(host),
             output_path=mods.train_node.adapter_output_path(settings.adapter_name),
         )
         trained = run.model_with_adapter(model, host, outcome.state_dict, layout="cached")

@@ -21,7 +21,7 @@ def dit_class(qualified: str) -> type:
 
 def test_every_named_class_exists_in_this_comfyui(comfy_host, specs):
     for spec in specs.HOST_SPECS.values():
-        for qualified in spec.dit_classes:
+        for qualified in spec.dit_classes + spec.branch_dit_classes:
             assert inspect.isclass(dit_class(qualified)), qualified
 
 

@@ -396,6 +396,14 @@ def _prepared_run(pack, models, dataset: Path, **values):
     return settings, path, pack.train_node.host_signature(models.model), prepared
 
 
+def _train(run, models, host, prepared, settings, path: Path, **hooks):
+    """``run.train_adapter`` on the test model with ``settings``' LoRA shape; ``hooks``: on_step etc."""
+    lora = settings.lora_config(host)
+    return run.train_adapter(
+        models.model, host, prepared, models.context, settings, lora=lora, output_path=path, **hooks
+    )
+
+
 def test_saves_every_n_steps_into_its_own_file(pack, models, dataset) -> None:
     run = pack.train_run
     settings, path, host, prepared = _prepared_run(
@@ -414,9 +422,7 @@ def test_saves_every_n_steps_into_its_own_file(pack, models, dataset) -> None:
         seen[step.step] = pack.adapter_file.load_adapter(path)[1].steps if path.exists() else 0
 
     with torch.inference_mode():
-        outcome = run.train_adapter(
-            models.model, host, prepared, models.context, settings, output_path=path, on_step=on_step
-        )
+        outcome = _train(run, models, host, prepared, settings, path, on_step=on_step)
     assert seen == {1: 0, 2: 0, 3: 0, 4: 3, 5: 3, 6: 3, 7: 6}
     assert outcome.saves == 3 and pack.adapter_file.load_adapter(path)[1].steps == 7
 
@@ -524,13 +530,10 @@ def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset
                 models.context.clone(),
                 entry.reference_latents,
                 dtype=torch.float32,
-                pixel_size=(HEIGHT, WIDTH),
             )
 
     with torch.inference_mode():
-        outcome = run.train_adapter(
-            models.model, host, prepared, models.context, settings, output_path=path, on_trained=on_trained
-        )
+        outcome = _train(run, models, host, prepared, settings, path, on_trained=on_trained)
         loaded = pack.load_node.LoadCustomVideoX.execute(models.model, path.name, 1.0).args[0]
         from_memory = run.model_with_adapter(models.model, host, outcome.state_dict)
         video, timestep, reference = captured["inputs"]
@@ -546,7 +549,6 @@ def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset
                     models.context,
                     reference,
                     dtype=torch.float32,
-                    pixel_size=(HEIGHT, WIDTH),
                 )
             )
     trained_prediction = captured["prediction"]
@@ -572,7 +574,6 @@ def _base_prediction(pack, models, host, video, timestep, reference) -> torch.Te
             models.context,
             reference,
             dtype=torch.float32,
-            pixel_size=(HEIGHT, WIDTH),
         )
 
 
@@ -724,6 +725,7 @@ def copy_proof(pack, models) -> CopyProof:
             dataset,
             models.context,
             settings,
+            lora=settings.lora_config(host),
             output_path=node.adapter_output_path(settings.adapter_name),
         )
         untrained = pack.load_node.LoadCustomVideoX.execute(models.model, "none", 1.0).args[0]

@@ -10,6 +10,7 @@ from customvideox_core.host_specs import (
     HOST_SPECS,
     SUPPORTED_HOSTS,
     UnsupportedHostError,
+    check_branch_dit,
     spec_for,
     spec_of_dit,
 )
@@ -43,6 +44,26 @@ def test_a_dit_is_recognised_by_its_class_or_a_base_class_name():
     assert spec_of_dit(cogvideox()) is HOST_SPECS["cogvideox"]
     assert spec_of_dit(fake_class("somewhere.else.WanModel")()) is None
     assert spec_of_dit(object()) is None
+
+
+def test_the_reference_branch_runs_on_the_plain_wan_class_only():
+    wan_model = fake_class("comfy.ldm.wan.model.WanModel")
+    check_branch_dit(wan_model())
+    for dit in (
+        fake_class("comfy.ldm.wan.model.VaceWanModel", wan_model)(),
+        fake_class("comfy.ldm.cogvideo.model.CogVideoXTransformer3DModel")(),
+        fake_class("somewhere.else.WanModel")(),
+    ):
+        qualified = f"{type(dit).__module__}.{type(dit).__qualname__}"
+        with pytest.raises(ValueError, match=r"runs only on comfy\.ldm\.wan\.model\.WanModel") as error:
+            check_branch_dit(dit)
+        assert qualified in str(error.value) and "VACE" in str(error.value)
+
+
+def test_families_with_the_cached_layout_name_the_classes_its_branch_runs_on():
+    for spec in HOST_SPECS.values():
+        assert bool(spec.branch_dit_classes) == ("cached" in spec.reference_layouts), spec.family
+        assert set(spec.branch_dit_classes) <= set(spec.dit_classes), spec.family
 
 
 def test_signature_of_a_wan_dit_is_read_from_its_attributes():

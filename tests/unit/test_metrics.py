@@ -284,3 +284,24 @@ def test_text_projection_is_the_one_that_fits_both_widths() -> None:
         select_text_projection(
             {"a.text_projection.weight": torch.ones(4, 4), "b.text_projection.weight": torch.ones(4, 4)}, 4, 4
         )
+
+
+def test_every_metric_of_the_table_is_a_per_frame_field_and_a_mean() -> None:
+    import dataclasses
+
+    from customvideox_core.metrics.scoring import VideoScores
+    from customvideox_core.score_summary import METRIC_LABELS, METRICS
+
+    assert tuple(METRIC_LABELS) == METRICS
+    assert set(METRICS) <= {field.name for field in dataclasses.fields(VideoScores)}
+    scores = VideoScores(
+        frames=(0, 1),
+        region="full",
+        references=1,
+        clip_i=(0.5, 1.0),
+        clip_i_per_reference=((0.5, 1.0),),
+        t_cons=(0.25,),
+    )
+    assert list(scores.means) == list(METRICS)
+    assert scores.means == {"clip_i": 0.75, "dino_i": None, "t_cons": 0.25, "clip_t": None}
+    assert list(scores.to_json()["per_frame"]) == list(METRICS)
