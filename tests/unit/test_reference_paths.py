@@ -9,11 +9,12 @@ import math
 
 import pytest
 import torch
+from kernel_doubles import SIMULATED_INT8, TORCH_WITHOUT_BIAS, simulated_int8, torch_kernel_calling
 
 from customvideox_core.attention import sdpa_attention
 from customvideox_core.erae import ERAEConfig, SubjectWords
 from customvideox_core.layout import TokenLayout
-from customvideox_core.lse_attention import LSE_KERNELS, LseKernel, merge_partial_attention, whole_block_keys
+from customvideox_core.lse_attention import LSE_KERNELS, merge_partial_attention, whole_block_keys
 from customvideox_core.reference_attention import (
     ReferenceStep,
     check_sequence,
@@ -59,28 +60,6 @@ def oracle(query, key, value, *, tab, weights, sees, kept, term_frames, activati
     return out.reshape(batch, length, HEADS * HEAD_DIM)
 
 
-def quantize_per_block(tokens: torch.Tensor, block: int) -> torch.Tensor:
-    """Symmetric int8 per block of ``block`` tokens per head (SageAttention's q/k scheme), dequantized."""
-    batch, heads, length, dim = tokens.shape
-    padded = -(-length // block) * block
-    blocks = torch.nn.functional.pad(tokens.double(), (0, 0, 0, padded - length)).reshape(
-        batch, heads, padded // block, block, dim
-    )
-    scale = blocks.abs().amax(dim=(-1, -2), keepdim=True).clamp_min(1e-30) / 127.0
-    return (torch.round(blocks / scale) * scale).reshape(batch, heads, padded, dim)[:, :, :length]
-
-
-def simulated_int8(query, key, value, scale):
-    """An LSE kernel that quantizes q (blocks of 128) and k (blocks of 64) to int8 first, float64 after."""
-    logits = quantize_per_block(query, 128) @ quantize_per_block(key, 64).transpose(-1, -2) * scale
-    lse = torch.logsumexp(logits, dim=-1)
-    out = torch.softmax(logits, dim=-1) @ value.double()
-    return out.to(query.dtype), lse.float()
-
-
-SIMULATED_INT8 = LseKernel("int8-sim", simulated_int8, lambda q, k: True, head_dims=(64, 128), quantized=True)
-TORCH_WITHOUT_BIAS = LseKernel("torch-no-bias", LSE_KERNELS["torch"].run, LSE_KERNELS["torch"].supports)
-"""PyTorch's kernel without its bias entry: the small reference part carries the bias as extra head dims."""
 KERNELS = {
     "augmented": None,
     "lse-merge": LSE_KERNELS["torch"],
@@ -176,12 +155,7 @@ def test_unbound_frames_keep_the_unbound_words():
 def test_lse_merge_runs_the_native_head_dim_on_the_many_keys():
     """The non-reference part runs at head dim D over text + video keys; only the small part is wider."""
     calls = []
-
-    def recording(query, key, value, scale):
-        calls.append((query.shape[-1], key.shape[2]))
-        return LSE_KERNELS["torch"].run(query, key, value, scale)
-
-    kernel = LseKernel("recording", recording, lambda q, k: True)
+    kernel = torch_kernel_calling(lambda query, key: calls.append((query.shape[-1], key.shape[2])))
     query, key, value = qkv(1)
     step = make_step([True], weights=WEIGHTS)
     reference_self_attention(query, key, value, HEADS, step, attention_fn=sdpa_attention, lse_kernel=kernel)
@@ -191,19 +165,12 @@ def test_lse_merge_runs_the_native_head_dim_on_the_many_keys():
 def test_torch_on_cpu_runs_the_reference_part_at_the_native_head_dim_with_a_bias_mask():
     """PyTorch's CPU kernel takes the bias as an additive "b 1 Lq kept" mask: no extra head dims at all."""
     calls = []
-    torch_kernel = LSE_KERNELS["torch"]
-    assert torch_kernel.takes_bias(torch.zeros(1))
-
-    def recording(query, key, value, scale):
-        calls.append(("plain", query.shape[-1], key.shape[2]))
-        return torch_kernel.run(query, key, value, scale)
-
-    def recording_biased(query, key, value, scale, bias):
-        calls.append(("biased", query.shape[-1], key.shape[2], tuple(bias.shape), bias.dtype))
-        return torch_kernel.run_biased(query, key, value, scale, bias)
-
-    kernel = LseKernel(
-        "recording", recording, lambda q, k: True, run_biased=recording_biased, bias_devices=("cpu",)
+    assert LSE_KERNELS["torch"].takes_bias(torch.zeros(1))
+    kernel = torch_kernel_calling(
+        lambda query, key: calls.append(("plain", query.shape[-1], key.shape[2])),
+        lambda query, key, bias: calls.append(
+            ("biased", query.shape[-1], key.shape[2], tuple(bias.shape), bias.dtype)
+        ),
     )
     query, key, value = qkv(2)
     step = make_step([True, True], weights=WEIGHTS)
@@ -227,21 +194,14 @@ def test_a_blocked_kernel_runs_whole_blocks_and_the_short_rest_joins_the_biased_
     """13 text + video keys, blocks of 4: the kernel gets 12, the 13th key joins the 8 reference keys with a
     zero bias. Blocks of 8 leave a rest of 5 (over a quarter block): nothing moves. Exact either way."""
     calls = []
-    torch_kernel = LSE_KERNELS["torch"]
 
-    def recording(query, key, value, scale):
-        calls.append(("plain", key.shape[2]))
-        return torch_kernel.run(query, key, value, scale)
-
-    def recording_biased(query, key, value, scale, bias):
+    def biased(query, key, bias):
         calls.append(("biased", key.shape[2]))
         assert bool((bias[..., : key.shape[2] - LAYOUT.reference] == 0).all())
-        return torch_kernel.run_biased(query, key, value, scale, bias)
 
-    kernel = LseKernel(
-        "blocked", recording, lambda q, k: True, run_biased=recording_biased, bias_devices=("cpu",),
-        key_block=key_block, key_block_devices=("cpu",),
-    )  # fmt: skip
+    kernel = torch_kernel_calling(
+        lambda query, key: calls.append(("plain", key.shape[2])), biased, key_block=key_block
+    )
     query, key, value = qkv(1, seed=4)
     step = make_step([True], weights=WEIGHTS)
     got = reference_self_attention(
@@ -281,16 +241,11 @@ def test_pytorchs_cpu_kernel_is_blocked_on_the_cpu_only():
 def test_a_bias_mask_larger_than_the_query_falls_back_to_extra_head_dims():
     """40 reference keys > H·D = 32 channels per query: the mask would outgrow the query, so it is not built."""
     calls = []
-    torch_kernel = LSE_KERNELS["torch"]
-
-    def recording(query, key, value, scale):
-        calls.append((query.shape[-1], key.shape[2]))
-        return torch_kernel.run(query, key, value, scale)
 
     def refuse(*args):
         raise AssertionError("the bias mask must not be built")
 
-    kernel = LseKernel("recording", recording, lambda q, k: True, run_biased=refuse, bias_devices=("cpu",))
+    kernel = torch_kernel_calling(lambda query, key: calls.append((query.shape[-1], key.shape[2])), refuse)
     layout = TokenLayout.cogvideox(text=3, frames=1, reference_frames=1, frame_tokens=40)
     generator = torch.Generator().manual_seed(8)
     query, key, value = (

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from kernel_doubles import SIMULATED_INT8, TORCH_WITHOUT_BIAS, simulated_int8, torch_kernel_calling
 
 from customvideox_core.attention import sdpa_attention
 from customvideox_core.erae import ERAEConfig
@@ -55,28 +56,6 @@ def oracle(query, key, value, reference_key, reference_value, *, step_args, acti
     return out.reshape(batch, length, width)
 
 
-def quantize_per_block(tokens: torch.Tensor, block: int) -> torch.Tensor:
-    """Symmetric int8 per block of ``block`` tokens per head (SageAttention's q/k scheme), dequantized."""
-    batch, heads, length, dim = tokens.shape
-    padded = -(-length // block) * block
-    blocks = torch.nn.functional.pad(tokens.double(), (0, 0, 0, padded - length)).reshape(
-        batch, heads, padded // block, block, dim
-    )
-    scale = blocks.abs().amax(dim=(-1, -2), keepdim=True).clamp_min(1e-30) / 127.0
-    return (torch.round(blocks / scale) * scale).reshape(batch, heads, padded, dim)[:, :, :length]
-
-
-def simulated_int8(query, key, value, scale):
-    """An LSE kernel that quantizes q (blocks of 128) and k (blocks of 64) to int8 first, float64 after."""
-    logits = quantize_per_block(query, 128) @ quantize_per_block(key, 64).transpose(-1, -2) * scale
-    lse = torch.logsumexp(logits, dim=-1)
-    out = torch.softmax(logits, dim=-1) @ value.double()
-    return out.to(query.dtype), lse.float()
-
-
-SIMULATED_INT8 = LseKernel("int8-sim", simulated_int8, lambda q, k: True, head_dims=(64, 128), quantized=True)
-TORCH_WITHOUT_BIAS = LseKernel("torch-no-bias", LSE_KERNELS["torch"].run, LSE_KERNELS["torch"].supports)
-"""PyTorch's kernel without its bias entry: the small reference part carries the bias as extra head dims."""
 KERNELS = {
     "augmented": None,
     "lse-merge, bias mask": LSE_KERNELS["torch"],
@@ -167,19 +146,12 @@ def test_bfloat16_rows_stay_close_to_the_oracle(path):
 
 def test_pytorchs_cpu_kernel_runs_the_reference_part_with_a_bias_mask_at_the_native_head_dim():
     calls = []
-    torch_kernel = LSE_KERNELS["torch"]
-    assert torch_kernel.takes_bias(torch.zeros(1))
-
-    def recording(query, key, value, scale):
-        calls.append(("plain", query.shape[-1], key.shape[2]))
-        return torch_kernel.run(query, key, value, scale)
-
-    def recording_biased(query, key, value, scale, bias):
-        calls.append(("biased", query.shape[-1], key.shape[2], tuple(bias.shape), bias.dtype))
-        return torch_kernel.run_biased(query, key, value, scale, bias)
-
-    kernel = LseKernel(
-        "recording", recording, lambda q, k: True, run_biased=recording_biased, bias_devices=("cpu",)
+    assert LSE_KERNELS["torch"].takes_bias(torch.zeros(1))
+    kernel = torch_kernel_calling(
+        lambda query, key: calls.append(("plain", query.shape[-1], key.shape[2])),
+        lambda query, key, bias: calls.append(
+            ("biased", query.shape[-1], key.shape[2], tuple(bias.shape), bias.dtype)
+        ),
     )
     sees, cond = [True, False, True], [True, False, True]
     query, key, value, reference_key, reference_value = tokens(3, seed=4)
@@ -215,21 +187,14 @@ def test_the_augmented_fallback_is_one_backend_call_with_the_bias_as_head_dims()
 def test_a_blocked_kernel_runs_whole_blocks_and_the_rest_joins_the_biased_part():
     """13 video keys, blocks of 4: the kernel gets 12, the 13th joins the 8 reference keys, bias 0."""
     calls = []
-    torch_kernel = LSE_KERNELS["torch"]
 
-    def recording(query, key, value, scale):
-        calls.append(("plain", key.shape[2]))
-        return torch_kernel.run(query, key, value, scale)
-
-    def recording_biased(query, key, value, scale, bias):
+    def biased(query, key, bias):
         calls.append(("biased", key.shape[2]))
         assert bool((bias[..., :1] == 0).all())
-        return torch_kernel.run_biased(query, key, value, scale, bias)
 
-    kernel = LseKernel(
-        "blocked", recording, lambda q, k: True, run_biased=recording_biased, bias_devices=("cpu",),
-        key_block=4, key_block_devices=("cpu",),
-    )  # fmt: skip
+    kernel = torch_kernel_calling(
+        lambda query, key: calls.append(("plain", key.shape[2])), biased, key_block=4
+    )
     query, key, value, reference_key, reference_value = tokens(1, seed=6, video=13)
     step = planned([True], [True], tab=1.5)
     got = video_self_attention(
