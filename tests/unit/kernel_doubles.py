@@ -63,3 +63,14 @@ def torch_kernel_calling(
         key_block=key_block,
         key_block_devices=("cpu",),
     )
+
+
+def recording_kernel(calls: list) -> LseKernel:
+    """PyTorch's CPU LSE kernel appending ``("plain", D, keys)`` and ``("biased", D, keys, bias shape,
+    bias dtype)`` to ``calls`` before each call."""
+    return torch_kernel_calling(
+        lambda query, key: calls.append(("plain", query.shape[-1], key.shape[2])),
+        lambda query, key, bias: calls.append(
+            ("biased", query.shape[-1], key.shape[2], tuple(bias.shape), bias.dtype)
+        ),
+    )

@@ -9,7 +9,13 @@ import math
 
 import pytest
 import torch
-from kernel_doubles import SIMULATED_INT8, TORCH_WITHOUT_BIAS, simulated_int8, torch_kernel_calling
+from kernel_doubles import (
+    SIMULATED_INT8,
+    TORCH_WITHOUT_BIAS,
+    recording_kernel,
+    simulated_int8,
+    torch_kernel_calling,
+)
 
 from customvideox_core.attention import sdpa_attention
 from customvideox_core.erae import ERAEConfig, SubjectWords
@@ -166,12 +172,7 @@ def test_torch_on_cpu_runs_the_reference_part_at_the_native_head_dim_with_a_bias
     """PyTorch's CPU kernel takes the bias as an additive "b 1 Lq kept" mask: no extra head dims at all."""
     calls = []
     assert LSE_KERNELS["torch"].takes_bias(torch.zeros(1))
-    kernel = torch_kernel_calling(
-        lambda query, key: calls.append(("plain", query.shape[-1], key.shape[2])),
-        lambda query, key, bias: calls.append(
-            ("biased", query.shape[-1], key.shape[2], tuple(bias.shape), bias.dtype)
-        ),
-    )
+    kernel = recording_kernel(calls)
     query, key, value = qkv(2)
     step = make_step([True, True], weights=WEIGHTS)
     got = reference_self_attention(

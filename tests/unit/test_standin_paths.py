@@ -11,7 +11,13 @@ import math
 
 import pytest
 import torch
-from kernel_doubles import SIMULATED_INT8, TORCH_WITHOUT_BIAS, simulated_int8, torch_kernel_calling
+from kernel_doubles import (
+    SIMULATED_INT8,
+    TORCH_WITHOUT_BIAS,
+    recording_kernel,
+    simulated_int8,
+    torch_kernel_calling,
+)
 
 from customvideox_core.attention import sdpa_attention
 from customvideox_core.erae import ERAEConfig
@@ -147,12 +153,7 @@ def test_bfloat16_rows_stay_close_to_the_oracle(path):
 def test_pytorchs_cpu_kernel_runs_the_reference_part_with_a_bias_mask_at_the_native_head_dim():
     calls = []
     assert LSE_KERNELS["torch"].takes_bias(torch.zeros(1))
-    kernel = torch_kernel_calling(
-        lambda query, key: calls.append(("plain", query.shape[-1], key.shape[2])),
-        lambda query, key, bias: calls.append(
-            ("biased", query.shape[-1], key.shape[2], tuple(bias.shape), bias.dtype)
-        ),
-    )
+    kernel = recording_kernel(calls)
     sees, cond = [True, False, True], [True, False, True]
     query, key, value, reference_key, reference_value = tokens(3, seed=4)
     step = planned(sees, cond, tab=1.2)
