@@ -52,11 +52,6 @@ class BiasedPaths:
     attention_fn: AttentionFn
     lse_kernel: LseKernel | None
 
-    @property
-    def path(self) -> str:
-        """The path :meth:`biased` takes (:func:`path_with`)."""
-        return path_with(self.lse_kernel)
-
     def split(self, tokens: Tensor) -> Tensor:
         return split_heads(tokens, self.heads)
 
@@ -161,6 +156,12 @@ class BiasedPaths:
 def path_with(usable: LseKernel | None) -> str:
     """``"lse-merge"`` with an LSE kernel known to run on the call's tensors, else ``"augmented"``."""
     return PATHS[0] if usable is not None else PATHS[1]
+
+
+def biased_rows_path(biased: bool, seeing: object | None, usable: LseKernel | None) -> str | None:
+    """The path the biased rows of a planned call take with ``usable`` (a kernel known to run on the
+    call's tensors, or None); None when nothing is biased or no row sees the reference."""
+    return path_with(usable) if biased and seeing is not None else None
 
 
 def split_heads(tokens: Tensor, heads: int) -> Tensor:

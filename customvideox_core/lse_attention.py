@@ -128,10 +128,7 @@ def merge_partial_attention(out_a: Tensor, lse_a: Tensor, out_b: Tensor, lse_b: 
 def _torch_sdpa_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     """PyTorch's flash op (CPU; CUDA half types) or memory-efficient op (CUDA float32), with lse."""
     if query.device.type == "cpu":
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query, key, value, 0.0, False, scale=scale
-        )
-        return out, lse.to(torch.promote_types(lse.dtype, torch.float32))
+        return _torch_cpu_flash(query, key, value, scale)
     if query.dtype in (torch.float16, torch.bfloat16) and query.shape[-1] <= 256:
         out, lse, *_ = torch.ops.aten._scaled_dot_product_flash_attention(
             query, key, value, 0.0, False, False, scale=scale
@@ -153,8 +150,16 @@ def _torch_cpu_lse_biased(
     query: Tensor, key: Tensor, value: Tensor, scale: float, bias: Tensor
 ) -> tuple[Tensor, Tensor]:
     """PyTorch's CPU flash op with ``attn_mask=bias`` ("B 1 Lq Lk", added to the scaled logits)."""
+    return _torch_cpu_flash(query, key, value, scale, bias)
+
+
+def _torch_cpu_flash(
+    query: Tensor, key: Tensor, value: Tensor, scale: float, bias: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """PyTorch's CPU flash op, with an additive ``bias`` mask when given; lse at least float32."""
+    mask = {} if bias is None else {"attn_mask": bias}
     out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        query, key, value, 0.0, False, attn_mask=bias, scale=scale
+        query, key, value, 0.0, False, scale=scale, **mask
     )
     return out, lse.to(torch.promote_types(lse.dtype, torch.float32))
 

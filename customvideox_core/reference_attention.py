@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .attention import AttentionFn
-from .biased_paths import BiasedPaths, factor_dtype, join_heads, path_with, split_heads
+from .biased_paths import BiasedPaths, biased_rows_path, factor_dtype, join_heads, split_heads
 from .erae import ERAEConfig, entity_activations
 from .layout import TokenLayout
 from .lse_attention import LseKernel, runnable_kernel
@@ -366,9 +366,7 @@ def path_for(step: ReferenceStep, lse_kernel: LseKernel | None, query: Tensor, h
 def biased_path(step: ReferenceStep, usable: LseKernel | None) -> str | None:
     """The path the biased rows of ``step`` take with ``usable`` (a kernel known to run on the call's
     tensors, or None), None when nothing is biased."""
-    if not step.plan.biased or step.plan.seeing is None:
-        return None
-    return path_with(usable)
+    return biased_rows_path(step.plan.biased, step.plan.seeing, usable)
 
 
 @dataclass(frozen=True)

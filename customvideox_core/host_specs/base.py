@@ -24,7 +24,10 @@ EntitySource = Literal["joint_attention", "cross_attention"]
 
 def qualified_class_name(obj: object) -> str:
     """``module.Class`` of ``obj``'s class (how host specs name ComfyUI's classes)."""
-    cls = type(obj)
+    return _class_name(type(obj))
+
+
+def _class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
@@ -114,7 +117,7 @@ class HostSpec:
 
     def matches(self, dit: object) -> bool:
         """Whether ``dit``'s class, or one of its bases, is one of ``dit_classes``."""
-        names = {f"{cls.__module__}.{cls.__qualname__}" for cls in type(dit).__mro__}
+        names = {_class_name(cls) for cls in type(dit).__mro__}
         return not names.isdisjoint(self.dit_classes)
 
     def variant(self, hidden_size: int, patch_size_t: int | None) -> str | None:

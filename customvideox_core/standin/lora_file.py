@@ -146,7 +146,7 @@ def parse_standin_state_dict(
     first = parts[(0, "q")]["down"]
     if first.ndim != 2:
         raise StandInFileError(
-            f"{source}: blocks.0.self_attn.q_loras.down.weight has shape {tuple(first.shape)}, expected (rank, dim)."
+            f"{source}: {standin_key(0, 'q', 'down')} has shape {tuple(first.shape)}, expected (rank, dim)."
         )
     rank, dim = int(first.shape[0]), int(first.shape[1])
     pairs: dict[tuple[int, str], LoRAPair] = {}
@@ -164,7 +164,7 @@ def parse_standin_state_dict(
 
 
 def _example_key() -> str:
-    return "'blocks.0.self_attn.q_loras.down.weight'"
+    return repr(standin_key(0, "q", "down"))
 
 
 def read_standin_file(path: str) -> StandInLoRA:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ..attention import AttentionFn
-from ..biased_paths import BiasedPaths, factor_dtype, join_heads, path_with
+from ..biased_paths import BiasedPaths, biased_rows_path, factor_dtype, join_heads
 from ..erae import ERAEConfig
 from ..lse_attention import LseKernel
 from ..reference_attention import RowGroup
@@ -164,9 +164,7 @@ def plan_video_step(
 def path_of(step: VideoStep, usable: LseKernel | None) -> str | None:
     """The path the biased rows of ``step`` take with ``usable`` (an LSE kernel known to run on the call's
     tensors, or None), None when nothing is biased."""
-    if not step.plan.biased or step.plan.seeing is None:
-        return None
-    return path_with(usable)
+    return biased_rows_path(step.plan.biased, step.plan.seeing, usable)
 
 
 def video_self_attention(
