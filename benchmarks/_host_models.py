@@ -24,6 +24,10 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO_ROOT))
+
+from customvideox_core.host_specs import spec_for  # noqa: E402  (the checkout's own core)
+
 WAN_TEXT_DIM = 4096  # Wan's umT5 width; ComfyUI detects Wan by it (it does not infer it from the weights)
 
 # Reference variants of ``reference_variants``: (TAB peak, ERAE on, the unconditional pass sees the
@@ -97,16 +101,9 @@ def wan_arguments(*, heads: int, head_dim: int, layers: int, ffn_dim: int) -> di
 
 
 def module_class(family: str):
-    """ComfyUI's class of a host ``family``: ``"cogvideox"`` or ``"wan"``."""
-    if family == "cogvideox":
-        from comfy.ldm.cogvideo.model import CogVideoXTransformer3DModel
-
-        return CogVideoXTransformer3DModel
-    if family == "wan":
-        from comfy.ldm.wan.model import WanModel
-
-        return WanModel
-    raise ValueError(f"unknown host family {family!r}; known: cogvideox, wan")
+    """ComfyUI's DiT class of a host ``family`` (a key of ``HOST_SPECS``): its host spec's first class."""
+    module, _, name = spec_for(family).dit_classes[0].rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def random_state_dict(family: str, arguments: dict, dtype: torch.dtype, seed: int = 0) -> dict:

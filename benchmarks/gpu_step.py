@@ -45,12 +45,15 @@ from _host_models import (
     comfyui_path,
     import_comfy,
     latent_shape,
+    module_class,
     reference_variants,
     sampling_step,
     wan_arguments,
 )
 from _table import format_table, memory, ratio
 from _timing import compare, synchronize
+
+from customvideox_core.host_specs import HOST_SPECS
 
 logger = logging.getLogger("benchmarks.gpu_step")
 
@@ -111,7 +114,6 @@ VARIANTS = {
 BACKENDS = {"sdpa": "attention_pytorch", "sage": "attention_sage", "flash": "attention_flash"}
 """Row label -> ComfyUI backend function in ``comfy.ldm.modules.attention``."""
 BACKEND_LIBRARIES = {"sage": "sageattention", "flash": "flash_attn"}
-MODEL_MODULES = {"cogvideox": "comfy.ldm.cogvideo.model", "wan": "comfy.ldm.wan.model"}
 HEADER = (
     "model",
     "backend",
@@ -159,8 +161,8 @@ def use_backend(backend: str) -> None:
     """Point the model modules' ``optimized_attention`` at ComfyUI's ``backend`` (benchmark only)."""
     attention = importlib.import_module("comfy.ldm.modules.attention")
     function = getattr(attention, BACKENDS[backend])
-    for module in MODEL_MODULES.values():
-        importlib.import_module(module).optimized_attention = function
+    for family in HOST_SPECS:
+        importlib.import_module(module_class(family).__module__).optimized_attention = function
 
 
 def format_rows(rows: list[list[str]], markdown: bool) -> str:

@@ -20,6 +20,8 @@ name                             value                             read how
                                                                    (SAT / Concat-ID checkpoints)
 ``TORCH_FILE_SUFFIXES``          the above and ``.bin``            the same (Stand-In files)
 ``PICKLE_SUFFIXES``              the above, ``.pkl``, ``.pickle``  refused where only safetensors is read
+``CHECKPOINT_SUFFIXES``          torch checkpoints, safetensors    what the converters' loader reads
+``STANDIN_SUFFIXES``             safetensors, torch files          what Load Stand-In reads and lists
 ===============================  ================================  ===========================================
 """
 
@@ -32,6 +34,8 @@ SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 TORCH_CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 TORCH_FILE_SUFFIXES = (*TORCH_CHECKPOINT_SUFFIXES, ".bin")
 PICKLE_SUFFIXES = (*TORCH_FILE_SUFFIXES, ".pkl", ".pickle")
+CHECKPOINT_SUFFIXES = (*TORCH_CHECKPOINT_SUFFIXES, *SAFETENSORS_SUFFIXES)
+STANDIN_SUFFIXES = (*SAFETENSORS_SUFFIXES, *TORCH_FILE_SUFFIXES)
 ADAPTER_EXTENSIONS = SAFETENSORS_SUFFIXES
 ADAPTER_SUFFIX = ADAPTER_EXTENSIONS[0]
 """The extension of the files the Train Adapter node writes."""

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -274,14 +273,6 @@ def _xformers_supports(query: Tensor, head_dim: int) -> bool:
     if not _half_on_cuda(query) or head_dim not in FLASH_HEAD_DIMS:
         return False
     return torch.version.hip is not None or _ampere_or_newer(query)
-
-
-def module_available(name: str) -> bool:
-    """True when ``name`` can be imported (without importing it)."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 LSE_KERNELS: dict[str, LseKernel] = {

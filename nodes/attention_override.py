@@ -21,8 +21,8 @@ from ..customvideox_core.reference_attention import (
     joint_entity_activation,
     reference_self_attention,
 )
-from .attention_backends import announce, backend_name, usable_kernel
-from .wrapper_args import OPTIONS_KEYWORD, chained_backend, head_split_kernel, plain_call
+from .attention_backends import core_backend
+from .wrapper_args import OPTIONS_KEYWORD, chained_backend, plain_call
 
 RUNTIME_KEY = "cvx_runtime"
 
@@ -63,20 +63,26 @@ def reference_attention_override(func, *args, **kwargs):
             activation = joint_entity_activation(query, key, heads, runtime.step)
         else:
             activation = runtime.scratch.get("activation")
-        attention_fn = head_split_kernel(backend, kwargs, drop=("scale",))
-        name = backend_name(func)
-        kernel = None if previous is not None else usable_kernel(name, query, query.shape[-1] // heads)
-        announce(name, biased_path(runtime.step, kernel), kernel, "biased reference attention")
+        chosen = core_backend(
+            func,
+            backend,
+            kwargs,
+            query,
+            heads,
+            chained=previous is not None,
+            path_of=lambda kernel: biased_path(runtime.step, kernel),
+            attention="biased reference attention",
+        )
         return reference_self_attention(
             query,
             key,
             value,
             heads,
             runtime.step,
-            attention_fn=attention_fn,
+            attention_fn=chosen.attention_fn,
             activation=activation,
-            lse_kernel=kernel,
-            scale=kwargs.get("scale"),
+            lse_kernel=chosen.lse_kernel,
+            scale=chosen.scale,
         )
     if runtime.entity_source == "cross_attention" and runtime.step.uses_erae:
         _store_cross_activation(runtime, query, key, heads)

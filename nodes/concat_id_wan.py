@@ -32,7 +32,8 @@ from comfy.ldm.wan.model import sinusoidal_embedding_1d
 from comfy_api.latest import io
 from torch import Tensor
 
-from ..customvideox_core.convert.checkpoint_io import CHECKPOINT_SUFFIXES, load_tensor_checkpoint
+from ..customvideox_core.constants import CHECKPOINT_SUFFIXES
+from ..customvideox_core.convert.checkpoint_io import load_tensor_checkpoint
 from ..customvideox_core.convert.concat_id_wan import (
     ReferenceAdaLN,
     reference_modulation,

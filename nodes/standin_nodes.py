@@ -7,10 +7,11 @@ import os
 import folder_paths
 from comfy_api.latest import io, ui
 
+from ..customvideox_core.constants import STANDIN_SUFFIXES
 from ..customvideox_core.erae import reference_token_weights
 from ..customvideox_core.host_specs import check_branch_dit
 from ..customvideox_core.standin.branch import reference_grid
-from ..customvideox_core.standin.lora_file import STANDIN_SUFFIXES, StandInLoRA, read_standin_file
+from ..customvideox_core.standin.lora_file import StandInLoRA, read_standin_file
 from .host_model import diffusion_model_of, host_signature
 from .standin_patch import StandInPatch, install_standin
 from .types import ReferenceType, fit_replacement_mask

@@ -39,13 +39,12 @@ from ..customvideox_core.standin.video_attention import (
     video_self_attention,
 )
 from ..customvideox_core.tab import TABSchedule
-from .attention_backends import announce, backend_name, usable_kernel
+from .attention_backends import core_backend
 from .patch import install_conditioning_roles, progress_of, row_roles
 from .wrapper_args import (
     OPTIONS_KEYWORD,
     OVERRIDE_KEY,
     chained_backend,
-    head_split_kernel,
     options_of,
     plain_call,
     with_options,
@@ -77,9 +76,11 @@ class StandInPatch:
     cache: ReferenceKVCache | None = field(default_factory=ReferenceKVCache)
 
     def reference_for(self, dit, grid: tuple[int, int, int], x: Tensor) -> ReferenceKV:
-        """The reference K/V for a video of token grid ``grid`` computed like ``x`` (cached or fresh)."""
+        """The reference K/V for a video of token grid ``grid`` computed like ``x``: cached and without
+        gradients when sampling, fresh with autograd every call when there is no cache (training)."""
+        branch = compute_reference_kv if self.cache is not None else reference_kv
 
-        def compute(branch=compute_reference_kv) -> ReferenceKV:
+        def compute() -> ReferenceKV:
             return branch(
                 dit,
                 self.reference_latent,
@@ -91,7 +92,7 @@ class StandInPatch:
             )
 
         if self.cache is None:
-            return compute(reference_kv)
+            return compute()
         key = ReferenceKVKey(model=id(dit), video_grid=grid, device=str(x.device), dtype=str(x.dtype))
         return self.cache.get(key, compute)
 
@@ -124,12 +125,14 @@ def video_grid(dit, x: Tensor) -> tuple[int, int, int]:
 
 
 class ResetCacheWrapper:
-    """``OUTER_SAMPLE`` wrapper: every sampling starts with an empty reference K/V cache."""
+    """``OUTER_SAMPLE`` wrapper: every sampling starts with an empty reference K/V cache (if there is one)."""
 
-    def __init__(self, cache: ReferenceKVCache) -> None:
+    def __init__(self, cache: ReferenceKVCache | None) -> None:
         self.cache = cache
 
     def __call__(self, executor, *args, **kwargs):
+        if self.cache is None:  # no cache (training): nothing kept between samplings
+            return executor(*args, **kwargs)
         self.cache.clear()
         try:
             return executor(*args, **kwargs)
@@ -195,13 +198,16 @@ def standin_attention_override(func, *args, **kwargs):
             raise ValueError(
                 f"Stand-In has reference keys for {len(runtime.reference.keys)} blocks, not {block + 1}."
             )
-        name = backend_name(func)
-        kernel = (
-            None
-            if runtime.previous_override is not None
-            else usable_kernel(name, query, query.shape[-1] // heads)
+        chosen = core_backend(
+            func,
+            backend,
+            kwargs,
+            query,
+            heads,
+            chained=runtime.previous_override is not None,
+            path_of=lambda kernel: path_of(runtime.step, kernel),
+            attention="Stand-In video attention",
         )
-        announce(name, path_of(runtime.step, kernel), kernel, "Stand-In video attention")
         return video_self_attention(
             query,
             key,
@@ -210,10 +216,10 @@ def standin_attention_override(func, *args, **kwargs):
             runtime.reference.values[block],
             heads,
             runtime.step,
-            attention_fn=head_split_kernel(backend, kwargs, drop=("scale",)),
+            attention_fn=chosen.attention_fn,
             activation=runtime.activation,
-            lse_kernel=kernel,
-            scale=kwargs.get("scale"),
+            lse_kernel=chosen.lse_kernel,
+            scale=chosen.scale,
         )
     _store_activation(runtime, query, key, heads)
     return backend(*args, **kwargs)

@@ -14,7 +14,8 @@ from torch import Tensor
 
 OPTIONS_KEYWORD = "transformer_options"
 OVERRIDE_KEY = "optimized_attention_override"
-_LAYOUT_KEYWORDS = ("heads", "skip_reshape", "skip_output_reshape")
+_SPLIT_CALL_DROPS = ("heads", "skip_reshape", "skip_output_reshape", "scale")
+"""Keywords a head-split backend call sets itself, or leaves to the core (which applies the model's scale)."""
 CONCAT_ID_CALL_KEY = "cvx_concat_id_wan"
 """What Concat-ID-Wan's wrapper (``nodes/concat_id_wan.py``) leaves in a call's options: state sized for
 the whole batch, set by a wrapper that runs outside the reference wrapper (so a call that carries it is
@@ -57,10 +58,10 @@ def plain_call(args: tuple, kwargs: dict) -> tuple[Tensor, Tensor, Tensor, int] 
     return query, key, value, heads
 
 
-def head_split_kernel(backend: Callable, kwargs: dict, *, drop: tuple[str, ...] = ()):
-    """``attention_fn(q, k, v)`` on ``[b, H, L, D]`` tensors through ``backend``, keeping the call's other
-    keyword arguments (but ``drop``)."""
-    rest = {name: value for name, value in kwargs.items() if name not in (*_LAYOUT_KEYWORDS, *drop)}
+def head_split_kernel(backend: Callable, kwargs: dict):
+    """``attention_fn(q, k, v)`` on ``[b, H, L, D]`` tensors through ``backend`` at its default scale
+    ``1 / sqrt(D)``, keeping the call's other keyword arguments (the caller applies the model's scale)."""
+    rest = {name: value for name, value in kwargs.items() if name not in _SPLIT_CALL_DROPS}
 
     def attention_fn(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         return backend(q, k, v, q.shape[1], skip_reshape=True, skip_output_reshape=True, **rest)

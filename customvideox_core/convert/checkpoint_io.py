@@ -31,8 +31,6 @@ from torch import Tensor
 from ..adapter_file import read_safetensors
 from ..constants import SAFETENSORS_SUFFIXES, TORCH_CHECKPOINT_SUFFIXES
 
-CHECKPOINT_SUFFIXES = (*TORCH_CHECKPOINT_SUFFIXES, *SAFETENSORS_SUFFIXES)
-"""What :func:`load_tensor_checkpoint` reads (torch checkpoints through ``weights_only=True``, safetensors)."""
 SAT_LATEST_FILE = "latest"
 SAT_SHARD_NAME = "mp_rank_00_model_states.pt"
 SAT_SECOND_SHARD_NAME = "mp_rank_01_model_states.pt"
@@ -179,7 +177,6 @@ def unwrap_state_dict(loaded: object, *, source: Path | str) -> dict[str, Tensor
 
 
 __all__ = [
-    "CHECKPOINT_SUFFIXES",
     "SAT_SHARD_NAME",
     "CheckpointError",
     "LoadedCheckpoint",

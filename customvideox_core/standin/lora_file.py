@@ -12,7 +12,7 @@ one common prefix (``pipe.dit.``, ``dit.``, ``model.``, ``diffusion_model.``, ``
 (:func:`..convert.checkpoint_io.read_tensor_file`): ``.safetensors`` conversions with safetensors, the
 published ``.ckpt``/``.pt`` files with ``torch.load(weights_only=True)``, and only plain tensors are
 accepted — a file that needs anything else unpickled is refused. The suffixes are
-:data:`..constants.SAFETENSORS_SUFFIXES` and :data:`..constants.TORCH_FILE_SUFFIXES`.
+:data:`..constants.STANDIN_SUFFIXES`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from ..constants import SAFETENSORS_SUFFIXES, TORCH_FILE_SUFFIXES
+from ..constants import TORCH_FILE_SUFFIXES
 from ..convert.checkpoint_io import CheckpointError, read_tensor_file
 
 logger = logging.getLogger(__name__)
@@ -44,8 +44,6 @@ KNOWN_PREFIXES: tuple[str, ...] = (
     "model.",
     "module.",
 )
-STANDIN_SUFFIXES: tuple[str, ...] = (*SAFETENSORS_SUFFIXES, *TORCH_FILE_SUFFIXES)
-"""What :func:`read_standin_file` reads (and Load Stand-In lists)."""
 
 
 def standin_key(block: int, projection: str, side: str) -> str:

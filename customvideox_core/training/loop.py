@@ -170,7 +170,11 @@ def train(
         adapter = PeftAdapter(model)
     parameters = adapter.trainable_parameters()
     if not parameters:
-        raise ValueError("this model carries no LoRA to train; call inject_lora(model, config) first")
+        raise ValueError(
+            "nothing to train: the adapter has no trainable parameters. Inject the peft LoRA first "
+            "(inject_lora(model, config)) or pass an adapter whose parameters require grad "
+            "(e.g. ReferenceBranchLoRA)"
+        )
     device = parameters[0].device
     objective = DenoisingObjective.coerce(config.objective)
     if should_save is None:

@@ -8,6 +8,7 @@ the reference tokens from block to block and recomputing them at every call — 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 
@@ -175,6 +176,17 @@ def test_cached_equals_recomputed_every_call(mods, model, reference, lora):
     recomputed = sample(recomputing)
     assert patch.cache.computed >= 2
     assert torch.equal(cached, recomputed)
+
+
+def test_a_patch_without_cache_samples_as_the_cached_one(mods, model, reference, lora):
+    """``StandInPatch.cache = None`` (how training runs): the sampling wrapper has nothing to empty and the
+    reference K/V are recomputed, with autograd, at every call; the result equals the cached sampling."""
+    patched = apply(mods, model, lora, reference)
+    uncached = model.clone()
+    patch = patched.model_options["transformer_options"]["cvx_standin"]
+    mods["patch"].install_standin(uncached, dataclasses.replace(patch, cache=None))
+    assert uncached.model_options["transformer_options"]["cvx_standin"].cache is None
+    assert torch.equal(sample(uncached), sample(patched))
 
 
 def reference_mass(spy_calls, video_tokens: int) -> float:
