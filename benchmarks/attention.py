@@ -18,6 +18,9 @@ of the fastest rounds (other processes only add time):
    On the CPU the small reference part takes the bias as a mask; ``ours, lse-merge, bias as head dims``
    is the same path with the bias as extra head dims of the small part instead (as on CUDA kernels).
 4. ``ours, augmented``: the same through the augmented-head-dim fallback (any backend without LSE).
+   ``lse-merge, kernels alone`` (CPU): the same path's two kernel calls and the merge on inputs prepared
+   outside the timed call (heads split, whole key blocks, the bias mask): what the path costs with no glue
+   around it, the floor of any implementation on these two calls.
 5. ``ours, row without reference``: a row that does not see the reference (compare with row 1).
 6. ``dense bias``: SDPA with an explicit ``[B, 1, L, L]`` additive float mask (built inside the timed call);
    skipped with the reason printed when its estimated memory exceeds the limit.
@@ -46,7 +49,7 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from customvideox_core.attention import sdpa_attention
 from customvideox_core.layout import TokenLayout, bias_factors
-from customvideox_core.lse_attention import LSE_KERNELS, LseKernel
+from customvideox_core.lse_attention import LSE_KERNELS, LseKernel, merge_partial_attention, whole_block_keys
 from customvideox_core.reference_attention import ReferenceStep, reference_self_attention
 
 
@@ -225,6 +228,7 @@ def benchmark_size(
     if torch_kernel.takes_bias(query):
         head_dims_only = LseKernel("torch, bias as head dims", torch_kernel.run, torch_kernel.supports)
         candidates["ours, lse-merge, bias as head dims"] = ours(seeing, head_dims_only)
+        candidates["lse-merge, kernels alone"] = kernels_alone(size, query, key, value, factors, torch_kernel)
     label = size.label()
     differences: dict[str, float] = {}
     needed = dense_bias_bytes(size, preset.dtype)
@@ -234,7 +238,12 @@ def benchmark_size(
     else:
         try:  # one trial call: an out-of-memory here skips the row instead of ending the run
             expected = dense().float()
-            biased = ("ours, lse-merge", "ours, lse-merge, bias as head dims", "ours, augmented")
+            biased = (
+                "ours, lse-merge",
+                "ours, lse-merge, bias as head dims",
+                "lse-merge, kernels alone",
+                "ours, augmented",
+            )
             for name in [name for name in biased if name in candidates]:
                 differences[name] = (candidates[name]().float() - expected).abs().max().item()
             candidates["dense bias"] = dense
@@ -245,6 +254,35 @@ def benchmark_size(
     if dense_note:
         rows.append(Row(label, "dense bias", None, dense_note))
     return rows, {f"{label}|{name}": value for name, value in differences.items()}
+
+
+def kernels_alone(
+    size: Size, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, factors, kernel: LseKernel
+) -> Callable[[], torch.Tensor]:
+    """The lse-merge path's two kernel calls and merge, everything else prepared here: the many keys in
+    whole blocks, the rest (the short last block and the reference keys) with the bias as a mask.
+    Returns "B L (H D)" as the other rows do (a view of the merged output).
+
+    query/key/value "B L (H D)"; ``factors`` (query "B L K", key "1 L K") from ``bias_factors``.
+    """
+    context = size.layout.text + size.layout.video
+    main = whole_block_keys(context, kernel.block_on(query))
+
+    def split(tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.unflatten(-1, (size.heads, -1)).transpose(1, 2)
+
+    query4, key4, value4 = split(query), split(key), split(value)
+    small_key, small_value = key4[:, :, main:].contiguous(), value4[:, :, main:].contiguous()
+    bias = (factors[0] @ factors[1][:, main:].transpose(-1, -2)).unsqueeze(1).contiguous()
+    scale = size.head_dim**-0.5
+    assert kernel.run_biased is not None
+
+    def call() -> torch.Tensor:
+        out, lse = kernel.run(query4, key4[:, :, :main], value4[:, :, :main], scale)
+        out_small, lse_small = kernel.run_biased(query4, small_key, small_value, scale, bias)
+        return merge_partial_attention(out, lse, out_small, lse_small).transpose(1, 2).flatten(2)
+
+    return call
 
 
 def _fields(step: ReferenceStep) -> dict:
