@@ -116,6 +116,10 @@ class CoreBackend:
     lse_kernel: LseKernel | None
     scale: float | None
 
+    def keywords(self) -> dict[str, object]:
+        """The core call's keyword arguments ``attention_fn``, ``lse_kernel`` and ``scale``."""
+        return {"attention_fn": self.attention_fn, "lse_kernel": self.lse_kernel, "scale": self.scale}
+
 
 def core_backend(
     func,

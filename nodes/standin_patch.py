@@ -216,10 +216,8 @@ def standin_attention_override(func, *args, **kwargs):
             runtime.reference.values[block],
             heads,
             runtime.step,
-            attention_fn=chosen.attention_fn,
             activation=runtime.activation,
-            lse_kernel=chosen.lse_kernel,
-            scale=chosen.scale,
+            **chosen.keywords(),
         )
     _store_activation(runtime, query, key, heads)
     return backend(*args, **kwargs)
