@@ -21,6 +21,12 @@ The paths (:data:`PATHS`), both exact:
 - ``"augmented"`` (any plain backend): one call over all keys with the bias factors appended as extra
   head dims (:func:`customvideox_core.attention.augmented_call`).
 
+Both attentions also share what they plan once per model call (:class:`RowPlan`: the batch rows that do
+and do not see the reference as :class:`RowGroup` s, the kept reference keys, the key side of the bias),
+the row split of an attention call (:meth:`RowPlan.run_rows`: seeing and blind rows run apart, each group
+as one batch), the kept-key selection (:meth:`RowPlan.kept`) and the seeing rows' attention, biased or
+not (:meth:`BiasedPaths.attend_with_reference`).
+
 Whether the LSE kernel runs on the tensors is decided once per attention call, by the caller
 (``BiasedPaths.lse_kernel`` is a kernel known to run, or None); nothing here reads back to the host.
 Token tensors arrive in the host's layout ``"b L (H D)"``.
@@ -29,6 +35,7 @@ Token tensors arrive in the host's layout ``"b L (H D)"``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +66,36 @@ class BiasedPaths:
         """The user's backend at the model's scale, no bias; "b L (H D)" in, "b H Lq D" out."""
         return scaled_attention(
             self.split(query), self.split(key), self.split(value), self.scale, self.attention_fn
+        )
+
+    def attend_with_reference(
+        self,
+        plan: RowPlan,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        reference_key: Tensor,
+        reference_value: Tensor,
+        query_factors: Callable[[], Tensor],
+        *,
+        joined: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """The seeing rows' attention of ``query`` over ``[key | reference_key]``, biased on the reference
+        keys when ``plan.biased``; "b Lq (H D)" in and out (heads joined).
+
+        key/value "b n (H D)" (the many keys), reference key/value "b kept (H D)" (already selected,
+        :meth:`RowPlan.kept`); ``query_factors()`` gives "b Lq K" (asked for only when biased).
+        Nothing biased: one plain call over the joined keys, ``joined`` (key/value ``[many | reference]``
+        already in one tensor, used as it is) or else their concatenation. Biased: :meth:`biased` with
+        ``plan.key_factors`` as "1 kept K".
+        """
+        if not plan.biased:
+            if joined is None:
+                joined = (torch.cat([key, reference_key], dim=1), torch.cat([value, reference_value], dim=1))
+            return join_heads(self.attend(query, *joined))
+        key_factors = plan.key_factors.to(key.device, factor_dtype(key))[None]  # "1 kept K"
+        return join_heads(
+            self.biased(query, key, value, reference_key, reference_value, query_factors(), key_factors)
         )
 
     def biased(
@@ -158,10 +195,102 @@ def path_with(usable: LseKernel | None) -> str:
     return PATHS[0] if usable is not None else PATHS[1]
 
 
-def biased_rows_path(biased: bool, seeing: object | None, usable: LseKernel | None) -> str | None:
+def biased_rows_path(plan: RowPlan, usable: LseKernel | None) -> str | None:
     """The path the biased rows of a planned call take with ``usable`` (a kernel known to run on the
     call's tensors, or None); None when nothing is biased or no row sees the reference."""
-    return path_with(usable) if biased and seeing is not None else None
+    return path_with(usable) if plan.biased and plan.seeing is not None else None
+
+
+@dataclass(frozen=True, eq=False)
+class RowGroup:
+    """Batch rows that run together: ``rows`` (host ints) and how to take them (a slice when contiguous)."""
+
+    rows: tuple[int, ...]
+    index: slice | Tensor
+
+    @classmethod
+    def of(cls, rows: Sequence[int], device: torch.device) -> RowGroup | None:
+        rows = tuple(rows)
+        if not rows:
+            return None
+        if rows == tuple(range(rows[0], rows[-1] + 1)):
+            return cls(rows, slice(rows[0], rows[-1] + 1))
+        return cls(rows, torch.tensor(rows, dtype=torch.long, device=device))
+
+    def take(self, tensor: Tensor) -> Tensor:
+        """Rows of ``tensor`` (dim 0): a view for a slice, a copy otherwise."""
+        if isinstance(self.index, slice):
+            return tensor[self.index]
+        return tensor.index_select(0, self.index.to(tensor.device))
+
+    def put(self, output: Tensor, rows: Tensor) -> None:
+        """Write ``rows`` into ``output`` at this group's rows."""
+        if isinstance(self.index, slice):
+            output[self.index] = rows
+        else:
+            output.index_copy_(0, self.index.to(output.device), rows)
+
+
+SeeingRows = Callable[[Tensor, Tensor, Tensor, Tensor | None, RowGroup | None], Tensor]
+"""Runs the rows that see the reference: (query, key, value, activation or None, their row group or None
+when they are the whole batch) -> "b Lq (H D)"."""
+
+BlindRows = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""Runs the rows that do not see the reference: (query, key, value) -> "b Lq (H D)"."""
+
+
+@dataclass(frozen=True, eq=False)
+class RowPlan:
+    """What both reference attentions plan once per model call (a step's plan holds it; the only host
+    read-back is in building it).
+
+    - ``seeing`` / ``blind``: row groups that do / do not see the reference (None when empty).
+    - ``kept_index``: ``[kept]`` long indices into the reference tokens, None when all are kept.
+    - ``key_factors``: ``[kept, K]`` float32, the key side ``m_j^k`` of the K bias terms.
+    - ``biased``: some seeing row has ``b(s) != 0`` and some kept key a non-zero weight.
+    """
+
+    seeing: RowGroup | None
+    blind: RowGroup | None
+    kept_index: Tensor | None
+    key_factors: Tensor
+    biased: bool
+
+    def kept(self, reference_key: Tensor, reference_value: Tensor) -> tuple[Tensor, Tensor]:
+        """The kept reference keys and values, "b r (H D)" -> "b kept (H D)", selected on their own
+        device; as they are when all are kept."""
+        if self.kept_index is None:
+            return reference_key, reference_value
+        index = self.kept_index.to(reference_key.device)
+        return reference_key.index_select(1, index), reference_value.index_select(1, index)
+
+    def run_rows(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        activation: Tensor | None,
+        seeing: SeeingRows,
+        blind: BlindRows,
+    ) -> Tensor:
+        """One attention call split by rows: ``seeing`` runs the rows that see the reference, ``blind`` the
+        others, each group as one batch; "B Lq (H D)" out, in batch order.
+
+        query/key/value "B L (H D)", ``activation`` "B ..." (rows first) or None. When one group is the
+        whole batch it runs on the tensors as they are (its row group passed as None); otherwise each
+        group's rows are taken (:meth:`RowGroup.take`) and written back into one output like ``query``.
+        """
+        if self.seeing is None:
+            return blind(query, key, value)
+        if self.blind is None:
+            return seeing(query, key, value, activation, None)
+        output = query.new_empty(query.shape)
+        rows = self.blind
+        rows.put(output, blind(rows.take(query), rows.take(key), rows.take(value)))
+        rows = self.seeing
+        taken = None if activation is None else rows.take(activation)
+        rows.put(output, seeing(rows.take(query), rows.take(key), rows.take(value), taken, rows))
+        return output
 
 
 def split_heads(tokens: Tensor, heads: int) -> Tensor:

@@ -4,7 +4,9 @@ The node glue hands every self-attention call of the host DiT to :func:`referenc
 together with a :class:`ReferenceStep` (what is true for the whole model call: where the tokens sit,
 the TAB value of each batch row, the reference token weights, which rows see the reference). Everything
 that does not depend on the layer (row groups, kept reference keys, the key side of the bias) is built
-once per model call when the step is made; an attention call reads nothing back to the host.
+once per model call when the step is made (its :class:`StepPlan` extends
+:class:`~customvideox_core.biased_paths.RowPlan`, whose ``run_rows`` splits each call into the rows that
+see the reference and those that do not); an attention call reads nothing back to the host.
 
 Who attends to what, per batch row (``n = text + video``, ``kept`` = reference keys not dropped):
 
@@ -34,64 +36,28 @@ import torch
 from torch import Tensor
 
 from .attention import AttentionFn
-from .biased_paths import BiasedPaths, biased_rows_path, factor_dtype, join_heads, split_heads
+from .biased_paths import BiasedPaths, RowGroup, RowPlan, factor_dtype, join_heads, split_heads
 from .erae import ERAEConfig, entity_activations
 from .layout import TokenLayout
-from .lse_attention import LseKernel, runnable_kernel
+from .lse_attention import LseKernel
 from .tab import TABSchedule
 
 
 @dataclass(frozen=True, eq=False)
-class RowGroup:
-    """Batch rows that run together: ``rows`` (host ints) and how to take them (a slice when contiguous)."""
+class StepPlan(RowPlan):
+    """The layer-independent part of one model call, derived once from a :class:`ReferenceStep`: the
+    :class:`~customvideox_core.biased_paths.RowPlan` (row groups, ``kept_index``, ``key_factors``
+    ``[kept, K]``, ``biased``) and
 
-    rows: tuple[int, ...]
-    index: slice | Tensor
-
-    @classmethod
-    def of(cls, rows: Sequence[int], device: torch.device) -> RowGroup | None:
-        rows = tuple(rows)
-        if not rows:
-            return None
-        if rows == tuple(range(rows[0], rows[-1] + 1)):
-            return cls(rows, slice(rows[0], rows[-1] + 1))
-        return cls(rows, torch.tensor(rows, dtype=torch.long, device=device))
-
-    def take(self, tensor: Tensor) -> Tensor:
-        """Rows of ``tensor`` (dim 0): a view for a slice, a copy otherwise."""
-        if isinstance(self.index, slice):
-            return tensor[self.index]
-        return tensor.index_select(0, self.index.to(tensor.device))
-
-    def put(self, output: Tensor, rows: Tensor) -> None:
-        """Write ``rows`` into ``output`` at this group's rows."""
-        if isinstance(self.index, slice):
-            output[self.index] = rows
-        else:
-            output.index_copy_(0, self.index.to(output.device), rows)
-
-
-@dataclass(frozen=True, eq=False)
-class StepPlan:
-    """The layer-independent part of one model call, derived once from a :class:`ReferenceStep`.
-
-    - ``seeing`` / ``blind``: row groups that do / do not see the reference (None when empty).
     - ``entity``: the seeing rows whose prompt holds the entity words (ERAE is measured on these only).
-    - ``kept_index``: ``[kept]`` long indices into the reference tokens, None when all are kept.
-    - ``key_factors``: ``[kept, K]`` float32, the key side ``m_j^k`` of the K bias terms.
+    - ``kept_count``: how many reference keys are kept.
     - ``term_positions``: entity positions of each term (``()`` = plain TAB term).
-    - ``biased``: some seeing row has ``b(s) != 0`` and some kept key a non-zero weight.
     - ``uses_erae``: ERAE changes something this call (entity activations must be measured).
     """
 
-    seeing: RowGroup | None
-    blind: RowGroup | None
     entity: RowGroup | None
-    kept_index: Tensor | None
     kept_count: int
-    key_factors: Tensor
     term_positions: tuple[tuple[int, ...], ...]
-    biased: bool
     uses_erae: bool
 
 
@@ -333,40 +299,7 @@ def reference_self_attention(
     head_dim = query.shape[-1] // heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     call = _Call(step, BiasedPaths(heads, scale, attention_fn, lse_kernel))
-    plan = step.plan
-    if plan.blind is None:
-        return call.seeing(query, key, value, activation)
-    if plan.seeing is None:
-        return call.blind(query, key, value)
-    output = query.new_empty(query.shape)
-    plan.blind.put(output, call.blind(plan.blind.take(query), plan.blind.take(key), plan.blind.take(value)))
-    plan.seeing.put(
-        output,
-        call.seeing(
-            plan.seeing.take(query),
-            plan.seeing.take(key),
-            plan.seeing.take(value),
-            None if activation is None else plan.seeing.take(activation),
-            rows=plan.seeing,
-        ),
-    )
-    return output
-
-
-def path_for(step: ReferenceStep, lse_kernel: LseKernel | None, query: Tensor, heads: int) -> str | None:
-    """The path the biased rows of ``step`` take on ``query`` ("B L (H D)") with ``lse_kernel`` (checked
-    here with :func:`~customvideox_core.lse_attention.runnable_kernel`), None when nothing is biased.
-
-    For callers holding a kernel they have not checked; the node glue checks once per call
-    (``usable_kernel``) and reads :func:`biased_path`.
-    """
-    return biased_path(step, runnable_kernel((lse_kernel,), query, query.shape[-1] // heads))
-
-
-def biased_path(step: ReferenceStep, usable: LseKernel | None) -> str | None:
-    """The path the biased rows of ``step`` take with ``usable`` (a kernel known to run on the call's
-    tensors, or None), None when nothing is biased."""
-    return biased_rows_path(step.plan.biased, step.plan.seeing, usable)
+    return step.plan.run_rows(query, key, value, activation, call.seeing, call.blind)
 
 
 @dataclass(frozen=True)
@@ -381,37 +314,23 @@ class _Call:
         return torch.cat([join_heads(main), value[:, context:]], dim=1)
 
     def seeing(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        activation: Tensor | None,
-        rows: RowGroup | None = None,
+        self, query: Tensor, key: Tensor, value: Tensor, activation: Tensor | None, rows: RowGroup | None
     ) -> Tensor:
-        """Rows that see the reference: kept reference keys, bias on video queries."""
+        """Rows that see the reference: ``[text | video | kept reference]`` keys, bias on video queries;
+        unbiased with nothing dropped, one call over the keys as they are."""
         plan, layout = self.step.plan, self.step.layout
         context = layout.text + layout.video
-        reference_key, reference_value = key[:, context:], value[:, context:]
-        if plan.kept_index is not None:
-            index = plan.kept_index.to(key.device)
-            reference_key = reference_key.index_select(1, index)
-            reference_value = reference_value.index_select(1, index)
-        if not plan.biased:
-            if plan.kept_index is not None:
-                key = torch.cat([key[:, :context], reference_key], dim=1)
-                value = torch.cat([value[:, :context], reference_value], dim=1)
-            return join_heads(self.paths.attend(query, key, value))
-        key_factors = plan.key_factors.to(key.device, factor_dtype(key))[None]  # "1 kept K"
-        out = self.paths.biased(
+        reference_key, reference_value = plan.kept(key[:, context:], value[:, context:])
+        return self.paths.attend_with_reference(
+            plan,
             query,
             key[:, :context],
             value[:, :context],
             reference_key,
             reference_value,
-            self.query_factors(query, activation, rows),
-            key_factors,
+            lambda: self.query_factors(query, activation, rows),
+            joined=(key, value) if plan.kept_index is None else None,
         )
-        return join_heads(out)
 
     def query_factors(self, query: Tensor, activation: Tensor | None, rows: RowGroup | None) -> Tensor:
         """``[b, L, K]`` float32: ``b(s) (1 + γ a_i^k)`` on video queries, 0 on text and reference queries."""

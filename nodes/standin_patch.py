@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import comfy.patcher_extension
 from torch import Tensor
 
+from ..customvideox_core.biased_paths import biased_rows_path
 from ..customvideox_core.erae import ERAEConfig, entity_activation
 from ..customvideox_core.host_specs import spec_for
 from ..customvideox_core.standin.branch import ReferenceKV, compute_reference_kv, reference_kv
@@ -34,7 +35,6 @@ from ..customvideox_core.standin.cache import ReferenceKVCache, ReferenceKVKey
 from ..customvideox_core.standin.lora_file import StandInLoRA
 from ..customvideox_core.standin.video_attention import (
     VideoStep,
-    path_of,
     plan_video_step,
     video_self_attention,
 )
@@ -205,7 +205,7 @@ def standin_attention_override(func, *args, **kwargs):
             query,
             heads,
             chained=runtime.previous_override is not None,
-            path_of=lambda kernel: path_of(runtime.step, kernel),
+            path_of=lambda kernel: biased_rows_path(runtime.step.plan, kernel),
             attention="Stand-In video attention",
         )
         return video_self_attention(

@@ -15,8 +15,11 @@ the result is the published method. Rows (cond/uncond) that must not see the ref
 outside the subject mask when blocking is on are *dropped* from the keys, never blocked by a large logit.
 
 Everything that does not depend on the layer (row groups, kept reference indices, the key side of the
-bias, the TAB value of each row) is built once per model call in the step's :class:`VideoPlan`; an
-attention call reads nothing back to the host.
+bias, the TAB value of each row) is built once per model call in the step's :class:`VideoPlan` (a
+:class:`~customvideox_core.biased_paths.RowPlan`, whose ``run_rows`` splits each call into the rows that
+see the reference and those that do not, as for the pack's own reference attention); an attention call
+reads nothing back to the host. The kept reference keys are selected from the cache before they are cast
+to the video's dtype.
 
 Tensors arrive in the host's layout ``[B, L, (H D)]`` and leave in it.
 """
@@ -31,31 +34,23 @@ import torch
 from torch import Tensor
 
 from ..attention import AttentionFn
-from ..biased_paths import BiasedPaths, biased_rows_path, factor_dtype, join_heads
+from ..biased_paths import BiasedPaths, RowGroup, RowPlan, factor_dtype, join_heads
 from ..erae import ERAEConfig
 from ..lse_attention import LseKernel
-from ..reference_attention import RowGroup
 
 
 @dataclass(frozen=True, eq=False)
-class VideoPlan:
-    """The layer-independent part of one model call, derived once from a :class:`VideoStep`.
+class VideoPlan(RowPlan):
+    """The layer-independent part of one model call, derived once from a :class:`VideoStep`: the
+    :class:`~customvideox_core.biased_paths.RowPlan` (row groups, ``kept_index``, ``key_factors``
+    ``[kept, 1]``: the key side ``m_j`` of the one bias term, ``biased``) and
 
-    - ``seeing`` / ``blind``: row groups that do / do not see the reference (None when empty).
-    - ``kept_index``: ``[kept]`` long indices into the reference tokens, None when all are kept.
-    - ``key_factors``: ``[kept, 1]`` float32, the key side ``m_j`` of the bias.
     - ``tab_per_row``: ``[B]`` float64, ``b(s)`` of each row (cast to the factors' dtype per call).
     - ``erae_rows``: ``[B]`` bool, rows whose entity activation counts (the positive prompt).
-    - ``biased``: some seeing row has ``b(s) != 0`` and some kept key a non-zero weight.
     """
 
-    seeing: RowGroup | None
-    blind: RowGroup | None
-    kept_index: Tensor | None
-    key_factors: Tensor
     tab_per_row: Tensor
     erae_rows: Tensor
-    biased: bool
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,8 +82,9 @@ class VideoStep:
     def __post_init__(self) -> None:
         if len(self.tab_per_row) != self.batch or len(self.erae_rows) != self.batch:
             raise ValueError(
-                f"{self.batch} rows see/do not see the reference but there are {len(self.tab_per_row)} TAB "
-                f"values and {len(self.erae_rows)} ERAE flags; expected one per row"
+                f"the Stand-In step has {self.batch} reference flags (sees_reference), {len(self.tab_per_row)} "
+                f"TAB values and {len(self.erae_rows)} ERAE flags (erae_rows, the cond rows); expected the "
+                "same number of each: one per batch row"
             )
         object.__setattr__(self, "plan", _make_plan(self))
 
@@ -134,8 +130,6 @@ def plan_video_step(
     there only) and ``row_sees_reference`` (its queries see the reference keys); ``reference_weights``
     ``[Lr]``; ``device``: where the attention runs (default: the weights' device)."""
     cond = tuple(bool(flag) for flag in row_is_cond)
-    if len(row_sees_reference) != len(cond):
-        raise ValueError(f"{len(row_sees_reference)} reference flags for {len(cond)} rows")
     weights = reference_weights.reshape(-1).to(device=device, dtype=torch.float32)
     kept = None
     if erae is not None and erae.block_outside_mask:
@@ -159,12 +153,6 @@ def plan_video_step(
         erae_rows=cond,
         entity_positions=tuple(positions),
     )
-
-
-def path_of(step: VideoStep, usable: LseKernel | None) -> str | None:
-    """The path the biased rows of ``step`` take with ``usable`` (an LSE kernel known to run on the call's
-    tensors, or None), None when nothing is biased."""
-    return biased_rows_path(step.plan.biased, step.plan.seeing, usable)
 
 
 def video_self_attention(
@@ -198,75 +186,45 @@ def video_self_attention(
             "reference was computed for another model."
         )
     scale = 1.0 / math.sqrt(query.shape[-1] // heads) if scale is None else scale
-    call = _VideoCall(step, BiasedPaths(heads, scale, attention_fn, lse_kernel))
-    plan = step.plan
-    if plan.seeing is None:
-        return join_heads(call.paths.attend(query, key, value))
-    if plan.blind is None:
-        return call.seeing(query, key, value, reference_key, reference_value, activation)
-    output = query.new_empty(query.shape)
-    blind = plan.blind
-    plan.blind.put(
-        output, join_heads(call.paths.attend(blind.take(query), blind.take(key), blind.take(value)))
+    call = _VideoCall(
+        step, BiasedPaths(heads, scale, attention_fn, lse_kernel), reference_key, reference_value
     )
-    seeing = plan.seeing
-    plan.seeing.put(
-        output,
-        call.seeing(
-            seeing.take(query),
-            seeing.take(key),
-            seeing.take(value),
-            reference_key,
-            reference_value,
-            None if activation is None else seeing.take(activation),
-            rows=seeing,
-        ),
-    )
-    return output
+    return step.plan.run_rows(query, key, value, activation, call.seeing, call.blind)
 
 
 @dataclass(frozen=True)
 class _VideoCall:
+    """One attention call: its step, its backends and the cached reference keys and values
+    ("1 Lr (H D)", on the cache's device and in its dtype)."""
+
     step: VideoStep
     paths: BiasedPaths
+    reference_key: Tensor
+    reference_value: Tensor
+
+    def blind(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+        """Rows that do not see the reference: plain attention over the video keys."""
+        return join_heads(self.paths.attend(query, key, value))
 
     def seeing(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        reference_key: Tensor,
-        reference_value: Tensor,
-        activation: Tensor | None,
-        rows: RowGroup | None = None,
+        self, query: Tensor, key: Tensor, value: Tensor, activation: Tensor | None, rows: RowGroup | None
     ) -> Tensor:
         """Rows that see the reference (query/key/value "b Lv (H D)"): ``[video | kept reference]`` keys,
-        the bias on the reference keys. "b Lv (H D)" out."""
-        plan = self.step.plan
-        count = query.shape[0]
-        reference_key = reference_key.to(device=key.device, dtype=key.dtype)
-        reference_value = reference_value.to(device=value.device, dtype=value.dtype)
-        if plan.kept_index is not None:
-            index = plan.kept_index.to(key.device)
-            reference_key = reference_key.index_select(1, index)
-            reference_value = reference_value.index_select(1, index)
-        reference_key = reference_key.expand(count, -1, -1)
-        reference_value = reference_value.expand(count, -1, -1)
-        if not plan.biased:
-            full_key = torch.cat([key, reference_key], dim=1)
-            full_value = torch.cat([value, reference_value], dim=1)
-            return join_heads(self.paths.attend(query, full_key, full_value))
-        key_factors = plan.key_factors.to(key.device, factor_dtype(key))[None]  # "1 kept 1"
-        out = self.paths.biased(
+        the bias on the reference keys. "b Lv (H D)" out. The kept reference keys are selected where the
+        cache holds them, then cast to the video's device and dtype."""
+        plan, count = self.step.plan, query.shape[0]
+        reference_key, reference_value = plan.kept(self.reference_key, self.reference_value)
+        reference_key = reference_key.to(device=key.device, dtype=key.dtype).expand(count, -1, -1)
+        reference_value = reference_value.to(device=value.device, dtype=value.dtype).expand(count, -1, -1)
+        return self.paths.attend_with_reference(
+            plan,
             query,
             key,
             value,
             reference_key,
             reference_value,
-            self.query_factors(query, activation, rows),
-            key_factors,
+            lambda: self.query_factors(query, activation, rows),
         )
-        return join_heads(out)
 
     def query_factors(self, query: Tensor, activation: Tensor | None, rows: RowGroup | None) -> Tensor:
         """``[b, Lv, 1]`` (float32, float64 for float64 tokens): ``b(s) (1 + γ a_i)``, ``a_i`` counted on

@@ -18,13 +18,18 @@ from kernel_doubles import (
 )
 
 from customvideox_core.attention import sdpa_attention
+from customvideox_core.biased_paths import biased_rows_path
 from customvideox_core.erae import ERAEConfig, SubjectWords
 from customvideox_core.layout import TokenLayout
-from customvideox_core.lse_attention import LSE_KERNELS, merge_partial_attention, whole_block_keys
+from customvideox_core.lse_attention import (
+    LSE_KERNELS,
+    merge_partial_attention,
+    runnable_kernel,
+    whole_block_keys,
+)
 from customvideox_core.reference_attention import (
     ReferenceStep,
     check_sequence,
-    path_for,
     plan_step,
     reference_self_attention,
 )
@@ -320,7 +325,7 @@ def test_tab_zero_runs_one_plain_call_over_all_keys():
 
     query, key, value = qkv(1)
     step = make_step([True], weights=WEIGHTS, tab=0.0)
-    assert path_for(step, LSE_KERNELS["torch"], query, HEADS) is None
+    assert biased_rows_path(step.plan, runnable_kernel((LSE_KERNELS["torch"],), query, HEAD_DIM)) is None
     reference_self_attention(
         query, key, value, HEADS, step, attention_fn=backend, lse_kernel=LSE_KERNELS["torch"]
     )

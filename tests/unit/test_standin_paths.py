@@ -20,9 +20,10 @@ from kernel_doubles import (
 )
 
 from customvideox_core.attention import sdpa_attention
+from customvideox_core.biased_paths import biased_rows_path
 from customvideox_core.erae import ERAEConfig
 from customvideox_core.lse_attention import LSE_KERNELS, LseKernel
-from customvideox_core.standin.video_attention import path_of, plan_video_step, video_self_attention
+from customvideox_core.standin.video_attention import plan_video_step, video_self_attention
 
 HEADS, HEAD_DIM, VIDEO, REFERENCE = 2, 16, 12, 8
 WEIGHTS = torch.tensor([1.0, 0.5, 0.0, 0.25, 0.75, 0.0, 1.0, 0.3])
@@ -278,11 +279,11 @@ def test_no_host_read_back_per_attention_call(monkeypatch):
 
 
 def test_path_of_the_step():
-    assert path_of(planned([True], [True], tab=1.0), LSE_KERNELS["torch"]) == "lse-merge"
-    assert path_of(planned([True], [True], tab=1.0), None) == "augmented"
-    assert path_of(planned([True], [True], tab=0.0), LSE_KERNELS["torch"]) is None
-    assert path_of(planned([False], [True], tab=1.0), None) is None
-    assert path_of(planned([True], [True], tab=1.0, weights=torch.zeros(8)), None) is None
+    assert biased_rows_path(planned([True], [True], tab=1.0).plan, LSE_KERNELS["torch"]) == "lse-merge"
+    assert biased_rows_path(planned([True], [True], tab=1.0).plan, None) == "augmented"
+    assert biased_rows_path(planned([True], [True], tab=0.0).plan, LSE_KERNELS["torch"]) is None
+    assert biased_rows_path(planned([False], [True], tab=1.0).plan, None) is None
+    assert biased_rows_path(planned([True], [True], tab=1.0, weights=torch.zeros(8)).plan, None) is None
 
 
 def test_tab_zero_runs_one_plain_call_over_all_keys():
