@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..customvideox_core.biased_paths import RowPlan, biased_rows_path
 from ..customvideox_core.lse_attention import LSE_KERNELS, LseKernel, runnable_kernel
 from .wrapper_args import head_split_kernel
 
@@ -129,20 +130,20 @@ def core_backend(
     heads: int,
     *,
     chained: bool,
-    path_of: Callable[[LseKernel | None], str | None],
+    plan: RowPlan,
     attention: str,
 ) -> CoreBackend:
     """The backend of one override call (query ``[B, L, (H D)]``), its path logged once.
 
     ``func``: ComfyUI's backend function (named in :data:`BACKEND_KERNELS`); ``backend``: what the override
     runs (``func`` behind any earlier override); ``chained``: an earlier override is in the chain, so every
-    call goes through ``backend`` and no LSE kernel bypasses it (the augmented path). ``path_of(kernel)``
-    names the biased rows' path with that kernel (None: nothing biased); ``attention`` names the attention
-    in the log.
+    call goes through ``backend`` and no LSE kernel bypasses it (the augmented path). ``plan``: the
+    step's row plan, which says the biased rows' path with that kernel (None: nothing biased, no log);
+    ``attention`` names the attention in the log.
     """
     name = backend_name(func)
     kernel = None if chained else usable_kernel(name, query, query.shape[-1] // heads)
-    announce(name, path_of(kernel), kernel, attention)
+    announce(name, biased_rows_path(plan, kernel), kernel, attention)
     return CoreBackend(head_split_kernel(backend, kwargs), kernel, kwargs.get("scale"))
 
 

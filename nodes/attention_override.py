@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from ..customvideox_core.biased_paths import biased_rows_path
 from ..customvideox_core.host_specs import EntitySource
 from ..customvideox_core.reference_attention import (
     ReferenceStep,
@@ -70,7 +69,7 @@ def reference_attention_override(func, *args, **kwargs):
             query,
             heads,
             chained=previous is not None,
-            path_of=lambda kernel: biased_rows_path(runtime.step.plan, kernel),
+            plan=runtime.step.plan,
             attention="biased reference attention",
         )
         return reference_self_attention(

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import comfy.patcher_extension
 from torch import Tensor
 
-from ..customvideox_core.biased_paths import biased_rows_path
 from ..customvideox_core.erae import ERAEConfig, entity_activation
 from ..customvideox_core.host_specs import spec_for
 from ..customvideox_core.standin.branch import ReferenceKV, compute_reference_kv, reference_kv
@@ -205,7 +204,7 @@ def standin_attention_override(func, *args, **kwargs):
             query,
             heads,
             chained=runtime.previous_override is not None,
-            path_of=lambda kernel: biased_rows_path(runtime.step.plan, kernel),
+            plan=runtime.step.plan,
             attention="Stand-In video attention",
         )
         return video_self_attention(
