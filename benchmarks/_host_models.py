@@ -26,7 +26,10 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO_ROOT))
 
-from customvideox_core.host_specs import spec_for  # noqa: E402  (the checkout's own core)
+from customvideox_core.host_specs import HOST_SPECS, spec_for  # noqa: E402  (the checkout's own core)
+
+HOST_FAMILIES = tuple(HOST_SPECS)
+"""The host model families (``"cogvideox"``, ``"wan"``), as the host specs name them."""
 
 WAN_TEXT_DIM = 4096  # Wan's umT5 width; ComfyUI detects Wan by it (it does not infer it from the weights)
 
@@ -101,9 +104,14 @@ def wan_arguments(*, heads: int, head_dim: int, layers: int, ffn_dim: int) -> di
 
 
 def module_class(family: str):
-    """ComfyUI's DiT class of a host ``family`` (a key of ``HOST_SPECS``): its host spec's first class."""
+    """ComfyUI's DiT class of a host ``family`` (one of :data:`HOST_FAMILIES`): its host spec's first class."""
     module, _, name = spec_for(family).dit_classes[0].rpartition(".")
     return getattr(importlib.import_module(module), name)
+
+
+def model_module(family: str) -> str:
+    """The name of the ComfyUI module that defines ``family``'s DiT class."""
+    return spec_for(family).dit_classes[0].rpartition(".")[0]
 
 
 def random_state_dict(family: str, arguments: dict, dtype: torch.dtype, seed: int = 0) -> dict:

@@ -17,10 +17,10 @@ of the fastest rounds (other processes only add time):
    attention over text + video, biased attention over the reference keys, merged with the log-sum-exps.
    On the CPU the small reference part takes the bias as a mask; ``ours, lse-merge, bias as head dims``
    is the same path with the bias as extra head dims of the small part instead (as on CUDA kernels).
-4. ``ours, augmented``: the same through the augmented-head-dim fallback (any backend without LSE).
    ``lse-merge, kernels alone`` (CPU): the same path's two kernel calls and the merge on inputs prepared
    outside the timed call (heads split, whole key blocks, the bias mask): what the path costs with no glue
    around it, the floor of any implementation on these two calls.
+4. ``ours, augmented``: the same through the augmented-head-dim fallback (any backend without LSE).
 5. ``ours, row without reference``: a row that does not see the reference (compare with row 1).
 6. ``dense bias``: SDPA with an explicit ``[B, 1, L, L]`` additive float mask (built inside the timed call);
    skipped with the reason printed when its estimated memory exceeds the limit.
@@ -48,6 +48,7 @@ from _timing import Measurement, compare
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from customvideox_core.attention import sdpa_attention
+from customvideox_core.biased_paths import join_heads, split_heads
 from customvideox_core.layout import TokenLayout, bias_factors
 from customvideox_core.lse_attention import LSE_KERNELS, LseKernel, merge_partial_attention, whole_block_keys
 from customvideox_core.reference_attention import ReferenceStep, reference_self_attention
@@ -268,10 +269,7 @@ def kernels_alone(
     context = size.layout.text + size.layout.video
     main = whole_block_keys(context, kernel.block_on(query))
 
-    def split(tokens: torch.Tensor) -> torch.Tensor:
-        return tokens.unflatten(-1, (size.heads, -1)).transpose(1, 2)
-
-    query4, key4, value4 = split(query), split(key), split(value)
+    query4, key4, value4 = (split_heads(tokens, size.heads) for tokens in (query, key, value))
     small_key, small_value = key4[:, :, main:].contiguous(), value4[:, :, main:].contiguous()
     bias = (factors[0] @ factors[1][:, main:].transpose(-1, -2)).unsqueeze(1).contiguous()
     scale = size.head_dim**-0.5
@@ -280,7 +278,7 @@ def kernels_alone(
     def call() -> torch.Tensor:
         out, lse = kernel.run(query4, key4[:, :, :main], value4[:, :, :main], scale)
         out_small, lse_small = kernel.run_biased(query4, small_key, small_value, scale, bias)
-        return merge_partial_attention(out, lse, out_small, lse_small).transpose(1, 2).flatten(2)
+        return join_heads(merge_partial_attention(out, lse, out_small, lse_small))
 
     return call
 

@@ -40,20 +40,19 @@ import torch
 
 sys.path.append(str(Path(__file__).resolve().parent))
 from _host_models import (
+    HOST_FAMILIES,
     build_model,
     cogvideox_arguments,
     comfyui_path,
     import_comfy,
     latent_shape,
-    module_class,
+    model_module,
     reference_variants,
     sampling_step,
     wan_arguments,
 )
 from _table import format_table, memory, ratio
 from _timing import compare, synchronize
-
-from customvideox_core.host_specs import HOST_SPECS
 
 logger = logging.getLogger("benchmarks.gpu_step")
 
@@ -161,8 +160,8 @@ def use_backend(backend: str) -> None:
     """Point the model modules' ``optimized_attention`` at ComfyUI's ``backend`` (benchmark only)."""
     attention = importlib.import_module("comfy.ldm.modules.attention")
     function = getattr(attention, BACKENDS[backend])
-    for family in HOST_SPECS:
-        importlib.import_module(module_class(family).__module__).optimized_attention = function
+    for family in HOST_FAMILIES:
+        importlib.import_module(model_module(family)).optimized_attention = function
 
 
 def format_rows(rows: list[list[str]], markdown: bool) -> str:

@@ -218,7 +218,7 @@ def render(rows: list[Row], *, markdown: bool, title: str) -> str:
 
 def _import_comfy_cogvideox():
     comfyui = os.environ.get("COMFYUI_PATH")
-    if not comfyui or not (Path(comfyui) / "comfy" / "ldm" / "cogvideo" / "model.py").is_file():
+    if not comfyui or not (Path(comfyui) / "comfy").is_dir():
         raise SystemExit(
             "--device cuda builds ComfyUI's CogVideoX module: set COMFYUI_PATH to a ComfyUI checkout "
             "(0.21.0 or newer) and run with the Python that runs it"
@@ -230,9 +230,11 @@ def _import_comfy_cogvideox():
 
     args.cpu = not torch.cuda.is_available()  # lets ComfyUI import on a machine without a GPU
     import comfy.ops
-    from comfy.ldm.cogvideo.model import CogVideoXTransformer3DModel
 
-    return CogVideoXTransformer3DModel, comfy.ops.disable_weight_init
+    sys.path.append(str(Path(__file__).resolve().parent))
+    from _host_models import module_class
+
+    return module_class("cogvideox"), comfy.ops.disable_weight_init
 
 
 def run_training_steps(

@@ -241,8 +241,8 @@ BlindRows = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 @dataclass(frozen=True, eq=False)
 class RowPlan:
-    """What both reference attentions plan once per model call (a step's plan holds it; the only host
-    read-back is in building it).
+    """What both reference attentions plan once per model call (each step's plan is one: ``StepPlan`` and
+    ``VideoPlan`` extend it; the only host read-back is in building it).
 
     - ``seeing`` / ``blind``: row groups that do / do not see the reference (None when empty).
     - ``kept_index``: ``[kept]`` long indices into the reference tokens, None when all are kept.
@@ -255,6 +255,11 @@ class RowPlan:
     kept_index: Tensor | None
     key_factors: Tensor
     biased: bool
+
+    @property
+    def kept_count(self) -> int:
+        """How many reference keys are kept."""
+        return self.key_factors.shape[0]
 
     def kept(self, reference_key: Tensor, reference_value: Tensor) -> tuple[Tensor, Tensor]:
         """The kept reference keys and values, "b r (H D)" -> "b kept (H D)", selected on their own

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -36,11 +38,45 @@ from torch import Tensor
 
 from .attention import augmented_head_dim
 
+logger = logging.getLogger(__name__)
+
 LseFn = Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
 """(query, key, value "B H L D", scale) -> (out "B H Lq D", lse "B H Lq" float32 or float64, natural log)."""
 
 BiasedLseFn = Callable[[Tensor, Tensor, Tensor, float, Tensor], tuple[Tensor, Tensor]]
 """Like :data:`LseFn` with an additive bias "B 1 Lq Lk" (float32, or float64 for float64 tokens) last."""
+
+
+@dataclass(frozen=True)
+class LseEntry:
+    """Where a library's LSE-returning attention lives: ``module.function``, and the ``keyword`` the kernel
+    passes that only an LSE-returning version has (None: the function being there is enough)."""
+
+    module: str
+    function: str
+    keyword: str | None
+
+    def function_of(self) -> Callable:
+        """The library's function (imports the module)."""
+        return getattr(importlib.import_module(self.module), self.function)
+
+    def available(self) -> bool:
+        """True when the library imports and has the function and keyword the kernel calls. An absent
+        library raises ImportError; a broken install (e.g. one built for another torch) may raise more."""
+        try:
+            module = importlib.import_module(self.module)
+        except (ImportError, OSError, RuntimeError) as error:
+            logger.debug("CustomVideoX: importing %s failed: %s", self.module, error)
+            return False
+        function = getattr(module, self.function, None)
+        if not callable(function):
+            return False
+        if self.keyword is None:
+            return True
+        try:
+            return self.keyword in inspect.signature(function).parameters
+        except (TypeError, ValueError):  # no signature to read
+            return False
 
 
 @dataclass(frozen=True)
@@ -51,7 +87,7 @@ class LseKernel:
     small biased reference part then runs on PyTorch's kernel, so the bias is never quantized.
     ``run_biased``: the same kernel with an additive bias, on the devices ``bias_devices`` (None: none).
     ``key_block``: keys per block of the kernel on the devices ``key_block_devices`` (None: not blocked,
-    or unknown).
+    or unknown). ``entry``: the library function the kernel calls (None: PyTorch's own op, always there).
     """
 
     name: str
@@ -63,6 +99,7 @@ class LseKernel:
     bias_devices: tuple[str, ...] = ()
     key_block: int | None = None
     key_block_devices: tuple[str, ...] = ()
+    entry: LseEntry | None = None
 
     def block_on(self, query: Tensor) -> int | None:
         """Keys per block of this kernel on ``query``'s device, or None."""
@@ -181,6 +218,11 @@ def _torch_supports(query: Tensor, head_dim: int) -> bool:
 # --- flash-attn ----------------------------------------------------------------------------------------
 
 
+FLASH_ATTN_ENTRY = LseEntry("flash_attn", "flash_attn_func", "return_attn_probs")
+"""flash-attn 2's ``flash_attn_func`` returns the lse with ``return_attn_probs``; 1.x has no top-level
+``flash_attn_func``."""
+
+
 def _flash_attn_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     """flash-attn 2's ``flash_attn_func(..., return_attn_probs=True)``.
 
@@ -188,8 +230,7 @@ def _flash_attn_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> 
     natural log, S_dmask)``; S_dmask is None without dropout. FlashAttention-3 (the separate
     ``flash_attn_interface`` module) has another signature and return and is not used here.
     """
-    flash_attn = importlib.import_module("flash_attn")
-    out, lse, _ = flash_attn.flash_attn_func(
+    out, lse, _ = FLASH_ATTN_ENTRY.function_of()(
         query.transpose(1, 2),
         key.transpose(1, 2),
         value.transpose(1, 2),
@@ -235,6 +276,11 @@ def _capability(index: int) -> tuple[int, int]:
 # --- SageAttention 2 -----------------------------------------------------------------------------------
 
 
+SAGE_ENTRY = LseEntry("sageattention", "sageattn", "return_lse")
+"""SageAttention 2.x names ``return_lse``; 1.x's ``sageattn`` takes ``**kwargs`` and would swallow it,
+returning the output alone."""
+
+
 def _sage_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     """SageAttention 2's ``sageattn(..., return_lse=True)`` on "B H L D" (``tensor_layout="HND"``).
 
@@ -242,14 +288,17 @@ def _sage_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> tuple[
     of the unquantized logits' denominator (SageAttention divides its kernel's log2 value by log2(e) and
     adds back the ``smooth_k`` shift ``q · mean(k) · sm_scale`` itself).
     """
-    sageattention = importlib.import_module("sageattention")
-    out, lse = sageattention.sageattn(
+    out, lse = SAGE_ENTRY.function_of()(
         query, key, value, tensor_layout="HND", is_causal=False, sm_scale=scale, return_lse=True
     )
     return out, lse.float()
 
 
 # --- xformers ------------------------------------------------------------------------------------------
+
+
+XFORMERS_ENTRY = LseEntry("xformers.ops.fmha", "memory_efficient_attention_partial", None)
+"""xformers has ``memory_efficient_attention_partial`` from 0.0.25 on."""
 
 
 def _xformers_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> tuple[Tensor, Tensor]:
@@ -259,8 +308,7 @@ def _xformers_lse(query: Tensor, key: Tensor, value: Tensor, scale: float) -> tu
     Its output dtype defaults to float32 for partial attention (``Inputs.get_output_dtype``; the flash
     operator writes q's dtype anyway): ``out`` is returned in ``query``'s dtype, as every kernel here does.
     """
-    fmha = importlib.import_module("xformers.ops.fmha")
-    out, lse = fmha.memory_efficient_attention_partial(
+    out, lse = XFORMERS_ENTRY.function_of()(
         query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), scale=scale
     )
     return out.transpose(1, 2).to(query.dtype), lse.float()
@@ -285,8 +333,14 @@ LSE_KERNELS: dict[str, LseKernel] = {
         key_block=CPU_FLASH_KEY_BLOCK,
         key_block_devices=("cpu",),
     ),
-    "flash_attn": LseKernel("flash_attn", _flash_attn_lse, _flash_supports, head_dims=FLASH_HEAD_DIMS),
-    "sage": LseKernel("sage", _sage_lse, _sage_supports, head_dims=(64, 128), quantized=True),
-    "xformers": LseKernel("xformers", _xformers_lse, _xformers_supports, head_dims=FLASH_HEAD_DIMS),
+    "flash_attn": LseKernel(
+        "flash_attn", _flash_attn_lse, _flash_supports, head_dims=FLASH_HEAD_DIMS, entry=FLASH_ATTN_ENTRY
+    ),
+    "sage": LseKernel(
+        "sage", _sage_lse, _sage_supports, head_dims=(64, 128), quantized=True, entry=SAGE_ENTRY
+    ),
+    "xformers": LseKernel(
+        "xformers", _xformers_lse, _xformers_supports, head_dims=FLASH_HEAD_DIMS, entry=XFORMERS_ENTRY
+    ),
 }
 """LSE kernels by name. A host maps its attention backend to one of these (torch is always there)."""

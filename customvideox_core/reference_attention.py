@@ -50,13 +50,11 @@ class StepPlan(RowPlan):
     ``[kept, K]``, ``biased``) and
 
     - ``entity``: the seeing rows whose prompt holds the entity words (ERAE is measured on these only).
-    - ``kept_count``: how many reference keys are kept.
     - ``term_positions``: entity positions of each term (``()`` = plain TAB term).
     - ``uses_erae``: ERAE changes something this call (entity activations must be measured).
     """
 
     entity: RowGroup | None
-    kept_count: int
     term_positions: tuple[tuple[int, ...], ...]
     uses_erae: bool
 
@@ -162,7 +160,6 @@ def _make_plan(step: ReferenceStep) -> StepPlan:
         blind=RowGroup.of([row for row, flag in enumerate(sees) if not flag], device),
         entity=RowGroup.of([row for row in seeing_rows if entity_rows[row]], device),
         kept_index=kept_index,
-        kept_count=kept_weights.shape[0],
         key_factors=key_factors,
         term_positions=tuple(positions for positions, _ in terms),
         biased=biased,

@@ -1,23 +1,26 @@
-"""Which LSE-returning kernel stands in for each ComfyUI attention backend, and saying so once.
+"""What the core's reference attention runs on for each ComfyUI attention backend, and saying so once.
 
-ComfyUI hands the attention override ``func``: the backend the user chose (``--use-sage-attention``,
+ComfyUI hands an attention override ``func``: the backend the user chose (``--use-sage-attention``,
 ``--use-flash-attention``, ...). The biased rows' ``"lse-merge"`` path needs that backend's
-log-sum-exp, which ComfyUI's wrappers do not return, so this table maps each backend (by function name)
-to the kernel of the same library that does (:data:`customvideox_core.lse_attention.LSE_KERNELS`).
-Backends not in the table, and libraries without an LSE entry point here, use PyTorch's fused kernel.
+log-sum-exp, which ComfyUI's wrappers do not return, so :data:`BACKEND_KERNELS` maps each backend (by
+function name) to the kernel of the same library that does
+(:data:`customvideox_core.lse_attention.LSE_KERNELS`). Backends not in the table, and libraries without
+their LSE entry point here, use PyTorch's fused kernel. :func:`core_backend` gives both overrides (the
+pack's and Stand-In's) what the core call takes (:class:`CoreBackend`: the user's backend on
+head-split tensors, the LSE kernel known to run on the call, the model's scale) and logs the biased
+rows' path once per process.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
-import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..customvideox_core.attention import AttentionFn
 from ..customvideox_core.biased_paths import RowPlan, biased_rows_path
 from ..customvideox_core.lse_attention import LSE_KERNELS, LseKernel, runnable_kernel
 from .wrapper_args import head_split_kernel
@@ -46,7 +49,7 @@ def lse_kernel_for(backend: str) -> LseKernel:
     """The LSE kernel for a ComfyUI backend name; logged once per process and backend."""
     wanted = BACKEND_KERNELS.get(backend, "torch")
     kernel = LSE_KERNELS[wanted]
-    if wanted in LSE_ENTRIES and not _has_lse_entry(LSE_ENTRIES[wanted]):
+    if kernel.entry is not None and not kernel.entry.available():
         logger.info(
             "CustomVideoX: %s has no log-sum-exp entry point here; biased reference rows merge on "
             "PyTorch's fused attention instead",
@@ -55,47 +58,6 @@ def lse_kernel_for(backend: str) -> LseKernel:
         kernel = LSE_KERNELS["torch"]
     logger.info("CustomVideoX: attention backend %s -> log-sum-exp kernel %s", backend, kernel.name)
     return kernel
-
-
-@dataclass(frozen=True)
-class LseEntry:
-    """Where a library's LSE-returning attention lives: ``module.function``, and the ``keyword`` the
-    kernel passes that only an LSE-returning version has (None: the function itself is new enough)."""
-
-    module: str
-    function: str
-    keyword: str | None
-
-
-LSE_ENTRIES: dict[str, LseEntry] = {
-    "sage": LseEntry("sageattention", "sageattn", "return_lse"),
-    "flash_attn": LseEntry("flash_attn", "flash_attn_func", "return_attn_probs"),
-    "xformers": LseEntry("xformers.ops.fmha", "memory_efficient_attention_partial", None),
-}
-"""The kernels that need a library: kernel name -> its entry point.
-
-SageAttention 1.x's ``sageattn`` takes ``**kwargs`` and would swallow ``return_lse``, returning the output
-alone; 2.x names it. flash-attn 1.x has no top-level ``flash_attn_func``; 2.x's returns the lse with
-``return_attn_probs``. xformers has ``memory_efficient_attention_partial`` from 0.0.25 on."""
-
-
-def _has_lse_entry(entry: LseEntry) -> bool:
-    """True when the library imports and has the entry point and keyword the kernel calls (an absent
-    library raises ImportError, a broken install, e.g. one built for another torch, may raise more)."""
-    try:
-        module = importlib.import_module(entry.module)
-    except (ImportError, OSError, RuntimeError) as error:
-        logger.debug("CustomVideoX: importing %s failed: %s", entry.module, error)
-        return False
-    function = getattr(module, entry.function, None)
-    if not callable(function):
-        return False
-    if entry.keyword is None:
-        return True
-    try:
-        return entry.keyword in inspect.signature(function).parameters
-    except (TypeError, ValueError):  # no signature to read
-        return False
 
 
 def usable_kernel(backend: str, query, head_dim: int) -> LseKernel | None:
@@ -113,13 +75,9 @@ class CoreBackend:
     run on the call's tensors; None: the augmented path) and the model's softmax ``scale`` (None: the
     core's default ``1 / sqrt(D)``)."""
 
-    attention_fn: Callable[[Tensor, Tensor, Tensor], Tensor]
+    attention_fn: AttentionFn
     lse_kernel: LseKernel | None
     scale: float | None
-
-    def keywords(self) -> dict[str, object]:
-        """The core call's keyword arguments ``attention_fn``, ``lse_kernel`` and ``scale``."""
-        return {"attention_fn": self.attention_fn, "lse_kernel": self.lse_kernel, "scale": self.scale}
 
 
 def core_backend(
@@ -143,14 +101,10 @@ def core_backend(
     """
     name = backend_name(func)
     kernel = None if chained else usable_kernel(name, query, query.shape[-1] // heads)
-    announce(name, biased_rows_path(plan, kernel), kernel, attention)
-    return CoreBackend(head_split_kernel(backend, kwargs), kernel, kwargs.get("scale"))
-
-
-def announce(backend: str, path: str | None, kernel: LseKernel | None, attention: str) -> None:
-    """Log once per process the ``path`` (None: nothing biased, no log) ``attention`` takes on a backend."""
+    path = biased_rows_path(plan, kernel)
     if path is not None:
-        announce_path(backend, path, kernel.name if kernel is not None else "augmented head dims", attention)
+        announce_path(name, path, kernel.name if kernel is not None else "augmented head dims", attention)
+    return CoreBackend(head_split_kernel(backend, kwargs), kernel, kwargs.get("scale"))
 
 
 @functools.cache

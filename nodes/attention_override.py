@@ -78,8 +78,10 @@ def reference_attention_override(func, *args, **kwargs):
             value,
             heads,
             runtime.step,
+            attention_fn=chosen.attention_fn,
             activation=activation,
-            **chosen.keywords(),
+            lse_kernel=chosen.lse_kernel,
+            scale=chosen.scale,
         )
     if runtime.entity_source == "cross_attention" and runtime.step.uses_erae:
         _store_cross_activation(runtime, query, key, heads)

@@ -215,8 +215,10 @@ def standin_attention_override(func, *args, **kwargs):
             runtime.reference.values[block],
             heads,
             runtime.step,
+            attention_fn=chosen.attention_fn,
             activation=runtime.activation,
-            **chosen.keywords(),
+            lse_kernel=chosen.lse_kernel,
+            scale=chosen.scale,
         )
     _store_activation(runtime, query, key, heads)
     return backend(*args, **kwargs)

@@ -217,8 +217,9 @@ def test_attention(runs):
         assert variant in variants, variants
     baseline = rows[variants.index("SDPA +ref, no bias")]
     assert baseline[4] == "1.000", baseline
-    lse = rows[variants.index("ours, lse-merge")]
-    assert is_number(lse[3]) and is_number(lse[9]), lse
+    for name in ("ours, lse-merge", "lse-merge, kernels alone"):  # the CPU run has the kernels-alone row
+        row = rows[variants.index(name)]
+        assert is_number(row[3]) and float(row[9]) < 1e-4, row  # exact: float32 against the dense bias
 
 
 def test_training_memory(runs):

@@ -24,7 +24,6 @@ from customvideox_core.layout import TokenLayout
 from customvideox_core.lse_attention import (
     LSE_KERNELS,
     merge_partial_attention,
-    runnable_kernel,
     whole_block_keys,
 )
 from customvideox_core.reference_attention import (
@@ -325,7 +324,7 @@ def test_tab_zero_runs_one_plain_call_over_all_keys():
 
     query, key, value = qkv(1)
     step = make_step([True], weights=WEIGHTS, tab=0.0)
-    assert biased_rows_path(step.plan, runnable_kernel((LSE_KERNELS["torch"],), query, HEAD_DIM)) is None
+    assert biased_rows_path(step.plan, LSE_KERNELS["torch"]) is None
     reference_self_attention(
         query, key, value, HEADS, step, attention_fn=backend, lse_kernel=LSE_KERNELS["torch"]
     )

@@ -278,7 +278,7 @@ def test_no_host_read_back_per_attention_call(monkeypatch):
         )  # fmt: skip
 
 
-def test_path_of_the_step():
+def test_biased_rows_path_of_a_stand_in_step():
     assert biased_rows_path(planned([True], [True], tab=1.0).plan, LSE_KERNELS["torch"]) == "lse-merge"
     assert biased_rows_path(planned([True], [True], tab=1.0).plan, None) == "augmented"
     assert biased_rows_path(planned([True], [True], tab=0.0).plan, LSE_KERNELS["torch"]) is None
@@ -300,3 +300,36 @@ def test_tab_zero_runs_one_plain_call_over_all_keys():
         attention_fn=backend, lse_kernel=LSE_KERNELS["torch"],
     )  # fmt: skip
     assert calls == [(VIDEO + REFERENCE, HEAD_DIM)]
+
+
+@pytest.mark.parametrize("path", list(KERNELS))
+def test_a_float32_cache_with_dropped_keys_runs_as_the_cast_reference(path):
+    """The cache keeps the reference in float32 while the video runs in bfloat16 and keys outside the mask
+    are dropped: the kept keys are selected in the cache's dtype, then cast; the result equals the call
+    on the reference cast to bfloat16 first, and the float64 oracle on those bfloat16 values."""
+    query, key, value, reference_key, reference_value = tokens(2, seed=5)
+    query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))
+    erae = ERAEConfig(entity_positions=(), gamma=0.0, block_outside_mask=True)
+    step = planned([True, False], [True, False], tab=1.5, erae=erae)
+    assert step.plan.kept_index is not None
+
+    def run(reference_key, reference_value):
+        return video_self_attention(
+            query, key, value, reference_key, reference_value, HEADS, step,
+            attention_fn=sdpa_attention, lse_kernel=KERNELS[path],
+        )  # fmt: skip
+
+    got = run(reference_key, reference_value)
+    cast_first = run(reference_key.to(torch.bfloat16), reference_value.to(torch.bfloat16))
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, cast_first)
+    expected = oracle(
+        query, key, value, reference_key.to(torch.bfloat16), reference_value.to(torch.bfloat16),
+        step_args=expected_args([True, False], [True, False], tab=1.5, blocked=True), activation=None,
+    )  # fmt: skip
+    torch.testing.assert_close(got.double(), expected, atol=3e-2, rtol=0)
+
+
+def test_row_flags_of_different_lengths_are_refused():
+    with pytest.raises(ValueError, match="one per batch row"):
+        planned([True, False], [True], tab=1.0)
