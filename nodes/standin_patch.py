@@ -10,7 +10,7 @@
   sets ``transformer_options["optimized_attention_override"]`` for that call only;
 - the override: the first of every block's two attention calls (Wan's self-attention) runs the video queries
   over ``[video keys | cached reference keys]`` with the TAB/ERAE bias on the video → reference logits,
-  on the user's backend's LSE kernel where one runs (``attention_backends.usable_kernel``, decided once per
+  on the user's backend's LSE kernel where one runs (``attention_backends.core_backend``, decided once per
   call, its path logged once); the cross-attention passes through (and, with ERAE, leaves the entity
   activation for the next block).
 
