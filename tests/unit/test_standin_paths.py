@@ -80,6 +80,18 @@ def tokens(batch, *, seed=0, dtype=torch.float32, video=VIDEO, reference=REFEREN
     return [t.to(dtype) for t in (*video_qkv, *reference_kv)]
 
 
+def attend(tensors, step, lse_kernel, *, activation=None, attention_fn=sdpa_attention):
+    """``video_self_attention`` on ``tensors`` = (query, key, value, reference_key, reference_value)."""
+    return video_self_attention(
+        *tensors, HEADS, step, attention_fn=attention_fn, activation=activation, lse_kernel=lse_kernel
+    )
+
+
+def oracle_of(tensors, sees, cond, *, tab, activation=None, **step_args):
+    """The float64 oracle on the same ``tensors``; ``step_args`` as :func:`expected_args`'."""
+    return oracle(*tensors, step_args=expected_args(sees, cond, tab=tab, **step_args), activation=activation)
+
+
 def planned(sees, cond, *, tab, weights=WEIGHTS, erae=None):
     return plan_video_step(
         row_is_cond=cond, row_sees_reference=sees, tab_value=tab, reference_weights=weights, erae=erae
@@ -98,17 +110,9 @@ def expected_args(sees, cond, *, tab, weights=WEIGHTS, gamma=0.0, blocked=False)
     [([True, False, True], [True, False, False]), ([True, True], [True, False]), ([False], [True])],
 )
 def test_row_groups_match_the_oracle(path, sees, cond):
-    query, key, value, reference_key, reference_value = tokens(len(sees))
-    step = planned(sees, cond, tab=1.5)
-    got = video_self_attention(
-        query, key, value, reference_key, reference_value, HEADS, step,
-        attention_fn=sdpa_attention, lse_kernel=KERNELS[path],
-    )  # fmt: skip
-    expected = oracle(
-        query, key, value, reference_key, reference_value,
-        step_args=expected_args(sees, cond, tab=1.5), activation=None,
-    )  # fmt: skip
-    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=0)
+    tensors = tokens(len(sees))
+    got = attend(tensors, planned(sees, cond, tab=1.5), KERNELS[path])
+    torch.testing.assert_close(got.double(), oracle_of(tensors, sees, cond, tab=1.5), atol=2e-5, rtol=0)
 
 
 @pytest.mark.parametrize("path", list(KERNELS))
@@ -116,39 +120,32 @@ def test_row_groups_match_the_oracle(path, sees, cond):
 def test_erae_on_positive_rows_and_dropped_keys_match_the_oracle(path, dtype, atol):
     """Row 0 positive (ERAE counts), row 1 negative and sees the reference, row 2 blind; keys blocked."""
     sees, cond = [True, True, False], [True, False, False]
-    query, key, value, reference_key, reference_value = tokens(3, seed=1, dtype=dtype)
+    tensors = tokens(3, seed=1, dtype=dtype)
     erae = ERAEConfig(entity_positions=(1, 3), gamma=2.0, block_outside_mask=True)
     step = planned(sees, cond, tab=0.7, erae=erae)
     assert step.plan.kept_index is not None and step.plan.kept_index.shape == (6,)
     activation = torch.rand(3, VIDEO, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    got = video_self_attention(
-        query, key, value, reference_key, reference_value, HEADS, step,
-        attention_fn=sdpa_attention, activation=activation.to(dtype), lse_kernel=KERNELS[path],
-    )  # fmt: skip
+    got = attend(tensors, step, KERNELS[path], activation=activation.to(dtype))
     assert got.dtype == dtype
-    expected = oracle(
-        query, key, value, reference_key, reference_value,
-        step_args=expected_args(sees, cond, tab=0.7, gamma=2.0, blocked=True),
+    expected = oracle_of(
+        tensors,
+        sees,
+        cond,
+        tab=0.7,
+        gamma=2.0,
+        blocked=True,
         activation=activation.to(dtype).double().tolist(),
-    )  # fmt: skip
+    )
     torch.testing.assert_close(got.double(), expected, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("path", list(KERNELS))
 def test_bfloat16_rows_stay_close_to_the_oracle(path):
     sees, cond = [True, False], [True, False]
-    query, key, value, reference_key, reference_value = tokens(2, seed=3, dtype=torch.bfloat16)
-    step = planned(sees, cond, tab=3.0)
-    got = video_self_attention(
-        query, key, value, reference_key, reference_value, HEADS, step,
-        attention_fn=sdpa_attention, lse_kernel=KERNELS[path],
-    )  # fmt: skip
+    tensors = tokens(2, seed=3, dtype=torch.bfloat16)
+    got = attend(tensors, planned(sees, cond, tab=3.0), KERNELS[path])
     assert got.dtype == torch.bfloat16
-    expected = oracle(
-        query, key, value, reference_key, reference_value,
-        step_args=expected_args(sees, cond, tab=3.0), activation=None,
-    )  # fmt: skip
-    torch.testing.assert_close(got.double(), expected, atol=6e-2, rtol=0)
+    torch.testing.assert_close(got.double(), oracle_of(tensors, sees, cond, tab=3.0), atol=6e-2, rtol=0)
 
 
 def test_pytorchs_cpu_kernel_runs_the_reference_part_with_a_bias_mask_at_the_native_head_dim():
@@ -156,21 +153,13 @@ def test_pytorchs_cpu_kernel_runs_the_reference_part_with_a_bias_mask_at_the_nat
     assert LSE_KERNELS["torch"].takes_bias(torch.zeros(1))
     kernel = recording_kernel(calls)
     sees, cond = [True, False, True], [True, False, True]
-    query, key, value, reference_key, reference_value = tokens(3, seed=4)
-    step = planned(sees, cond, tab=1.2)
-    got = video_self_attention(
-        query, key, value, reference_key, reference_value, HEADS, step,
-        attention_fn=sdpa_attention, lse_kernel=kernel,
-    )  # fmt: skip
+    tensors = tokens(3, seed=4)
+    got = attend(tensors, planned(sees, cond, tab=1.2), kernel)
     assert calls == [
         ("plain", HEAD_DIM, VIDEO),
         ("biased", HEAD_DIM, REFERENCE, (2, 1, VIDEO, REFERENCE), torch.float32),
     ]
-    expected = oracle(
-        query, key, value, reference_key, reference_value,
-        step_args=expected_args(sees, cond, tab=1.2), activation=None,
-    )  # fmt: skip
-    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=0)
+    torch.testing.assert_close(got.double(), oracle_of(tensors, sees, cond, tab=1.2), atol=2e-5, rtol=0)
 
 
 def test_the_augmented_fallback_is_one_backend_call_with_the_bias_as_head_dims():
@@ -180,9 +169,7 @@ def test_the_augmented_fallback_is_one_backend_call_with_the_bias_as_head_dims()
         calls.append((query.shape[2], key.shape[2], query.shape[-1]))
         return sdpa_attention(query, key, value)
 
-    query, key, value, reference_key, reference_value = tokens(2, seed=5)
-    step = planned([True, True], [True, False], tab=2.0)
-    video_self_attention(query, key, value, reference_key, reference_value, HEADS, step, attention_fn=backend)
+    attend(tokens(2, seed=5), planned([True, True], [True, False], tab=2.0), None, attention_fn=backend)
     assert calls == [(VIDEO, VIDEO + REFERENCE, 24)]  # head dim 16 + 1 factor, padded to 24
 
 
@@ -197,27 +184,18 @@ def test_a_blocked_kernel_runs_whole_blocks_and_the_rest_joins_the_biased_part()
     kernel = torch_kernel_calling(
         lambda query, key: calls.append(("plain", key.shape[2])), biased, key_block=4
     )
-    query, key, value, reference_key, reference_value = tokens(1, seed=6, video=13)
-    step = planned([True], [True], tab=1.5)
-    got = video_self_attention(
-        query, key, value, reference_key, reference_value, HEADS, step,
-        attention_fn=sdpa_attention, lse_kernel=kernel,
-    )  # fmt: skip
+    tensors = tokens(1, seed=6, video=13)
+    got = attend(tensors, planned([True], [True], tab=1.5), kernel)
     assert calls == [("plain", 12), ("biased", 1 + REFERENCE)]
-    expected = oracle(
-        query, key, value, reference_key, reference_value,
-        step_args=expected_args([True], [True], tab=1.5), activation=None,
-    )  # fmt: skip
-    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=0)
+    torch.testing.assert_close(got.double(), oracle_of(tensors, [True], [True], tab=1.5), atol=2e-5, rtol=0)
 
 
 def test_simulated_int8_kernel_keeps_the_bias_exact():
     """q and k quantized per block to int8 (as sage does) on the video keys; the biased reference part runs
     on PyTorch's kernel, so the result is as close to the oracle as the kernel's own unbiased attention is."""
     head_dim, video, reference = 64, 128, 32
-    query, key, value, reference_key, reference_value = tokens(
-        2, seed=7, dtype=torch.float64, video=video, reference=reference, head_dim=head_dim
-    )
+    tensors = tokens(2, seed=7, dtype=torch.float64, video=video, reference=reference, head_dim=head_dim)
+    query, key, value, reference_key, reference_value = tensors
     weights = torch.rand(reference, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
     sees, cond = [True, False], [True, False]
     step = planned(sees, cond, tab=3.0, weights=weights)
@@ -231,21 +209,12 @@ def test_simulated_int8_kernel_keeps_the_bias_exact():
         step_args=expected_args([False], [False], tab=0.0, weights=weights), activation=None,
     )  # fmt: skip
     unbiased_error = float((plain.transpose(1, 2).reshape(blind_exact.shape) - blind_exact).abs().max())
-    got = video_self_attention(
-        query, key, value, reference_key, reference_value, HEADS, step,
-        attention_fn=sdpa_attention, lse_kernel=SIMULATED_INT8,
-    )  # fmt: skip
-    exact = oracle(
-        query, key, value, reference_key, reference_value,
-        step_args=expected_args(sees, cond, tab=3.0, weights=weights), activation=None,
-    )  # fmt: skip
+    got = attend(tensors, step, SIMULATED_INT8)
+    exact = oracle_of(tensors, sees, cond, tab=3.0, weights=weights)
     biased_error = float((got[0] - exact[0]).abs().max())
     assert unbiased_error > 1e-4, "the simulated quantization must make a visible error"
     assert biased_error < 1.5 * unbiased_error, (biased_error, unbiased_error)
-    exact_kernel = video_self_attention(
-        query, key, value, reference_key, reference_value, HEADS, step,
-        attention_fn=sdpa_attention, lse_kernel=LSE_KERNELS["torch"],
-    )  # fmt: skip
+    exact_kernel = attend(tensors, step, LSE_KERNELS["torch"])
     assert float((exact_kernel - exact).abs().max()) < 1e-6  # weights are stored in float32
 
 
@@ -307,26 +276,16 @@ def test_a_float32_cache_with_dropped_keys_runs_as_the_cast_reference(path):
     """The cache keeps the reference in float32 while the video runs in bfloat16 and keys outside the mask
     are dropped: the kept keys are selected in the cache's dtype, then cast; the result equals the call
     on the reference cast to bfloat16 first, and the float64 oracle on those bfloat16 values."""
-    query, key, value, reference_key, reference_value = tokens(2, seed=5)
-    query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))
+    tensors = tokens(2, seed=5)
+    video, cached = [t.to(torch.bfloat16) for t in tensors[:3]], tensors[3:]
     erae = ERAEConfig(entity_positions=(), gamma=0.0, block_outside_mask=True)
     step = planned([True, False], [True, False], tab=1.5, erae=erae)
     assert step.plan.kept_index is not None
-
-    def run(reference_key, reference_value):
-        return video_self_attention(
-            query, key, value, reference_key, reference_value, HEADS, step,
-            attention_fn=sdpa_attention, lse_kernel=KERNELS[path],
-        )  # fmt: skip
-
-    got = run(reference_key, reference_value)
-    cast_first = run(reference_key.to(torch.bfloat16), reference_value.to(torch.bfloat16))
+    got = attend([*video, *cached], step, KERNELS[path])
+    cast_first = [*video, *(t.to(torch.bfloat16) for t in cached)]
     assert got.dtype == torch.bfloat16
-    assert torch.equal(got, cast_first)
-    expected = oracle(
-        query, key, value, reference_key.to(torch.bfloat16), reference_value.to(torch.bfloat16),
-        step_args=expected_args([True, False], [True, False], tab=1.5, blocked=True), activation=None,
-    )  # fmt: skip
+    assert torch.equal(got, attend(cast_first, step, KERNELS[path]))
+    expected = oracle_of(cast_first, [True, False], [True, False], tab=1.5, blocked=True)
     torch.testing.assert_close(got.double(), expected, atol=3e-2, rtol=0)
 
 
