@@ -59,6 +59,19 @@ class BiasedPaths:
     attention_fn: AttentionFn
     lse_kernel: LseKernel | None
 
+    @classmethod
+    def of(
+        cls,
+        query: Tensor,
+        heads: int,
+        attention_fn: AttentionFn,
+        lse_kernel: LseKernel | None,
+        scale: float | None,
+    ) -> BiasedPaths:
+        """The paths of one call on ``query`` "b L (H D)"; ``scale`` None: the default ``1 / sqrt(D)``."""
+        scale = 1.0 / math.sqrt(query.shape[-1] // heads) if scale is None else scale
+        return cls(heads, scale, attention_fn, lse_kernel)
+
     def split(self, tokens: Tensor) -> Tensor:
         return split_heads(tokens, self.heads)
 
@@ -190,15 +203,13 @@ class BiasedPaths:
         )
 
 
-def path_with(usable: LseKernel | None) -> str:
-    """``"lse-merge"`` with an LSE kernel known to run on the call's tensors, else ``"augmented"``."""
-    return PATHS[0] if usable is not None else PATHS[1]
-
-
 def biased_rows_path(plan: RowPlan, usable: LseKernel | None) -> str | None:
-    """The path the biased rows of a planned call take with ``usable`` (a kernel known to run on the
-    call's tensors, or None); None when nothing is biased or no row sees the reference."""
-    return path_with(usable) if plan.biased and plan.seeing is not None else None
+    """The path the biased rows of a planned call take: ``"lse-merge"`` with ``usable`` (an LSE kernel
+    known to run on the call's tensors), ``"augmented"`` without; None when nothing is biased or no row
+    sees the reference."""
+    if not plan.biased or plan.seeing is None:
+        return None
+    return PATHS[0] if usable is not None else PATHS[1]
 
 
 @dataclass(frozen=True, eq=False)
@@ -296,6 +307,19 @@ class RowPlan:
         taken = None if activation is None else rows.take(activation)
         rows.put(output, seeing(rows.take(query), rows.take(key), rows.take(value), taken, rows))
         return output
+
+
+def plan_rows(
+    sees: Sequence[bool], tab_values: Sequence[float], kept_weights: Tensor, device: torch.device
+) -> tuple[RowGroup | None, RowGroup | None, bool]:
+    """``(seeing, blind, biased)`` of a step (one host read-back, made once per model call): the row
+    groups that do / do not see the reference, and whether some seeing row has ``b(s) != 0`` while some
+    kept key has a non-zero weight. ``sees``/``tab_values`` one per batch row, ``kept_weights`` ``[kept]``."""
+    seeing = [row for row, flag in enumerate(sees) if flag]
+    has_weight = kept_weights.shape[0] > 0 and bool((kept_weights != 0).any())
+    biased = has_weight and any(tab_values[row] != 0.0 for row in seeing)
+    blind = [row for row, flag in enumerate(sees) if not flag]
+    return RowGroup.of(seeing, device), RowGroup.of(blind, device), biased
 
 
 def split_heads(tokens: Tensor, heads: int) -> Tensor:

@@ -182,13 +182,6 @@ every query length since PyTorch 2.2). Measured at 1,056 keys, 1,024 keys run 5%
 would at the same cost per key. Only speed depends on this number."""
 
 
-def _torch_cpu_lse_biased(
-    query: Tensor, key: Tensor, value: Tensor, scale: float, bias: Tensor
-) -> tuple[Tensor, Tensor]:
-    """PyTorch's CPU flash op with ``attn_mask=bias`` ("B 1 Lq Lk", added to the scaled logits)."""
-    return _torch_cpu_flash(query, key, value, scale, bias)
-
-
 def _torch_cpu_flash(
     query: Tensor, key: Tensor, value: Tensor, scale: float, bias: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -328,7 +321,7 @@ LSE_KERNELS: dict[str, LseKernel] = {
         "torch",
         _torch_sdpa_lse,
         _torch_supports,
-        run_biased=_torch_cpu_lse_biased if _cpu_flash_takes_mask() else None,
+        run_biased=_torch_cpu_flash if _cpu_flash_takes_mask() else None,
         bias_devices=("cpu",),
         key_block=CPU_FLASH_KEY_BLOCK,
         key_block_devices=("cpu",),

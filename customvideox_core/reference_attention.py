@@ -28,7 +28,6 @@ Tensors arrive in the host's attention layout ``[B, L, (H D)]`` and leave in it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -36,7 +35,7 @@ import torch
 from torch import Tensor
 
 from .attention import AttentionFn
-from .biased_paths import BiasedPaths, RowGroup, RowPlan, factor_dtype, join_heads, split_heads
+from .biased_paths import BiasedPaths, RowGroup, RowPlan, factor_dtype, join_heads, plan_rows, split_heads
 from .erae import ERAEConfig, entity_activations
 from .layout import TokenLayout
 from .lse_attention import LseKernel
@@ -143,9 +142,8 @@ def _make_plan(step: ReferenceStep) -> StepPlan:
         or [kept_weights.new_zeros(kept_weights.shape[0])],
         dim=-1,
     ).to(device)
-    seeing_rows = [row for row, flag in enumerate(sees) if flag]
-    has_weight = kept_weights.shape[0] > 0 and bool((kept_weights != 0).any())
-    biased = has_weight and any(tab_values[row] != 0.0 for row in seeing_rows)
+    seeing, blind, biased = plan_rows(sees, tab_values, kept_weights, device)
+    seeing_rows = seeing.rows if seeing is not None else ()
     erae = step.erae
     uses_erae = (
         biased
@@ -156,8 +154,8 @@ def _make_plan(step: ReferenceStep) -> StepPlan:
         and any(positions for positions, _ in terms)
     )
     return StepPlan(
-        seeing=RowGroup.of(seeing_rows, device),
-        blind=RowGroup.of([row for row, flag in enumerate(sees) if not flag], device),
+        seeing=seeing,
+        blind=blind,
         entity=RowGroup.of([row for row in seeing_rows if entity_rows[row]], device),
         kept_index=kept_index,
         key_factors=key_factors,
@@ -293,9 +291,7 @@ def reference_self_attention(
     check_sequence(query, key, step.layout)
     if query.shape[0] != step.batch:
         raise ValueError(f"attention batch is {query.shape[0]} rows, the step was planned for {step.batch}")
-    head_dim = query.shape[-1] // heads
-    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
-    call = _Call(step, BiasedPaths(heads, scale, attention_fn, lse_kernel))
+    call = _Call(step, BiasedPaths.of(query, heads, attention_fn, lse_kernel, scale))
     return step.plan.run_rows(query, key, value, activation, call.seeing, call.blind)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from ..customvideox_core.biased_paths import split_heads
 from ..customvideox_core.host_specs import EntitySource
 from ..customvideox_core.reference_attention import (
     ReferenceStep,
@@ -95,6 +96,6 @@ def _store_cross_activation(runtime: CallRuntime, query: Tensor, key: Tensor, he
     if erae is None or key.shape[1] <= max(erae.all_positions):
         return
     layout = runtime.step.layout
-    video_queries = query[:, layout.video_slice].unflatten(-1, (heads, -1)).transpose(1, 2)
-    text_keys = key.unflatten(-1, (heads, -1)).transpose(1, 2)
+    video_queries = split_heads(query[:, layout.video_slice], heads)
+    text_keys = split_heads(key, heads)
     runtime.scratch["activation"] = cross_entity_activation(video_queries, text_keys, runtime.step)

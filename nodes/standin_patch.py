@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import comfy.patcher_extension
 from torch import Tensor
 
+from ..customvideox_core.biased_paths import split_heads
 from ..customvideox_core.erae import ERAEConfig, entity_activation
 from ..customvideox_core.host_specs import spec_for
 from ..customvideox_core.standin.branch import ReferenceKV, compute_reference_kv, reference_kv
@@ -228,12 +229,12 @@ def _store_activation(runtime: StandInRuntime, query: Tensor, key: Tensor, heads
     """Wan reads the text in cross-attention: keep this block's entity activation for the next block."""
     erae = runtime.erae
     step = runtime.step
-    if erae is None or step.gamma == 0.0 or not any(step.erae_rows) or not step.uses_bias:
+    if erae is None or step.gamma == 0.0 or not any(step.erae_rows) or not step.plan.biased:
         return
     if key.shape[1] <= max(step.entity_positions) or query.shape[1] % runtime.frame_tokens:
         return
-    video_queries = query.unflatten(-1, (heads, -1)).transpose(1, 2)
-    text_keys = key.unflatten(-1, (heads, -1)).transpose(1, 2)
+    video_queries = split_heads(query, heads)
+    text_keys = split_heads(key, heads)
     runtime.activation = entity_activation(
         video_queries,
         text_keys,

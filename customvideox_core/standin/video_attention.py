@@ -26,7 +26,6 @@ Tensors arrive in the host's layout ``[B, L, (H D)]`` and leave in it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -34,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..attention import AttentionFn
-from ..biased_paths import BiasedPaths, RowGroup, RowPlan, factor_dtype, join_heads
+from ..biased_paths import BiasedPaths, RowGroup, RowPlan, factor_dtype, join_heads, plan_rows
 from ..erae import ERAEConfig
 from ..lse_attention import LseKernel
 
@@ -92,28 +91,22 @@ class VideoStep:
     def batch(self) -> int:
         return len(self.sees_reference)
 
-    @property
-    def uses_bias(self) -> bool:
-        return any(
-            tab != 0.0 for tab, sees in zip(self.tab_per_row, self.sees_reference, strict=True) if sees
-        )
-
 
 def _make_plan(step: VideoStep) -> VideoPlan:
     device = step.reference_weights.device
     weights = step.reference_weights.to(torch.float32)
-    if step.kept is not None:
-        weights = weights.index_select(0, step.kept.to(device))
-    seeing = [row for row, sees in enumerate(step.sees_reference) if sees]
-    has_weight = weights.shape[0] > 0 and bool((weights != 0).any())
+    kept_index = None if step.kept is None else step.kept.to(device)
+    if kept_index is not None:
+        weights = weights.index_select(0, kept_index)
+    seeing, blind, biased = plan_rows(step.sees_reference, step.tab_per_row, weights, device)
     return VideoPlan(
-        seeing=RowGroup.of(seeing, device),
-        blind=RowGroup.of([row for row, sees in enumerate(step.sees_reference) if not sees], device),
-        kept_index=None if step.kept is None else step.kept.to(device),
+        seeing=seeing,
+        blind=blind,
+        kept_index=kept_index,
         key_factors=weights[:, None],
         tab_per_row=torch.tensor(step.tab_per_row, dtype=torch.float64, device=device),
         erae_rows=torch.tensor(step.erae_rows, dtype=torch.bool, device=device),
-        biased=has_weight and any(step.tab_per_row[row] != 0.0 for row in seeing),
+        biased=biased,
     )
 
 
@@ -185,9 +178,8 @@ def video_self_attention(
             f"reference keys are {reference_key.shape[-1]} wide, the video's {key.shape[-1]}: the cached "
             "reference was computed for another model."
         )
-    scale = 1.0 / math.sqrt(query.shape[-1] // heads) if scale is None else scale
     call = _VideoCall(
-        step, BiasedPaths(heads, scale, attention_fn, lse_kernel), reference_key, reference_value
+        step, BiasedPaths.of(query, heads, attention_fn, lse_kernel, scale), reference_key, reference_value
     )
     return step.plan.run_rows(query, key, value, activation, call.seeing, call.blind)
 
