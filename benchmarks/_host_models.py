@@ -105,8 +105,9 @@ def wan_arguments(*, heads: int, head_dim: int, layers: int, ffn_dim: int) -> di
 
 def module_class(family: str):
     """ComfyUI's DiT class of a host ``family`` (one of :data:`HOST_FAMILIES`): its host spec's first class."""
-    module, _, name = spec_for(family).dit_classes[0].rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    return getattr(
+        importlib.import_module(model_module(family)), spec_for(family).dit_classes[0].rpartition(".")[2]
+    )
 
 
 def model_module(family: str) -> str:

@@ -164,10 +164,6 @@ def use_backend(backend: str) -> None:
         importlib.import_module(model_module(family)).optimized_attention = function
 
 
-def format_rows(rows: list[list[str]], markdown: bool) -> str:
-    return format_table(HEADER, rows, markdown=markdown)
-
-
 def run(options: argparse.Namespace, comfyui: Path) -> None:
     started = time.monotonic()
     device = torch.device(options.device)
@@ -207,13 +203,13 @@ def run(options: argparse.Namespace, comfyui: Path) -> None:
                         memory(total, 2**30, 2),
                     ]
                 )
-            print(format_rows(rows[-len(results) :], options.markdown), flush=True)
+            print(format_table(HEADER, rows[-len(results) :], markdown=options.markdown), flush=True)
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"\n{name}, torch {torch.__version__}, {dtype}, cfg batch of 2, {time.monotonic() - started:.0f} s")
-    print(format_rows(rows, options.markdown))
+    print(format_table(HEADER, rows, markdown=options.markdown))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,6 +47,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.append(str(Path(__file__).resolve().parent))  # the benchmarks' helpers
+
 GIB = 1024**3
 BF16 = 2
 FP32 = 4
@@ -230,8 +232,6 @@ def _import_comfy_cogvideox():
 
     args.cpu = not torch.cuda.is_available()  # lets ComfyUI import on a machine without a GPU
     import comfy.ops
-
-    sys.path.append(str(Path(__file__).resolve().parent))
     from _host_models import module_class
 
     return module_class("cogvideox"), comfy.ops.disable_weight_init
@@ -317,8 +317,6 @@ def measure_cpu(
     """Peak rise of the resident set size (bytes; ``None`` where unavailable) over real training steps on
     the CPU, and seconds per step."""
     import torch
-
-    sys.path.append(str(Path(__file__).resolve().parent))
     from _timing import peak_bytes
 
     seconds: list[float] = []

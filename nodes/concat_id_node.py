@@ -36,7 +36,7 @@ WEIGHT_DTYPES = {
 """The same weight-dtype choices as core's Load Diffusion Model (UNETLoader)."""
 
 
-def checkpoint_choices(suffixes: Collection[str] = TORCH_CHECKPOINT_SUFFIXES) -> list[str]:
+def checkpoint_choices(suffixes: Collection[str]) -> list[str]:
     """Files under models/diffusion_models with one of ``suffixes`` (default: the SAT ``.pt``/``.pth``/
     ``.ckpt`` checkpoints)."""
     try:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .manifest import MANIFEST_NAME
+
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 DEFAULT_WORKFLOW = (
     Path(__file__).resolve().parents[2] / "workflows" / "api" / "customvideox_cogvideox5b_api.json"
@@ -70,7 +72,7 @@ class BatchConfig:
 
     @property
     def manifest_path(self) -> Path:
-        return self.output_dir / "manifest.json"
+        return self.output_dir / MANIFEST_NAME
 
 
 @dataclass(frozen=True)
