@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .config import DEFAULT_SERVER, BatchConfig
 from .jobs import JobFileError
-from .manifest import ManifestError
+from .manifest import ManifestError, ManifestWriteError
+from .output_folder import OutputDirError, check_output_dir
 from .runner import load_targets, prepare_batch, run_batch
 from .single import (
     DEFAULT_SEED,
@@ -154,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             retry_failed=not arguments.keep_failed,
         )
         axes = tuple(parse_axis(text) for text in arguments.sweep or ())
+        check_output_dir(config.output_dir)
     except ValueError as error:
         logger.error("%s", error)
         return EXIT_INVALID_INPUT
@@ -189,10 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         WorkflowError,
         ManifestError,
         SweepError,
+        OutputDirError,
         FileNotFoundError,
     ) as error:
         logger.error("%s", error)
         return EXIT_INVALID_INPUT
+    except ManifestWriteError as error:
+        logger.error("%s", error)
+        return EXIT_UNFINISHED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     if single is not None and result.ok and not axes:

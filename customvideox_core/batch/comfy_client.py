@@ -9,6 +9,10 @@ Errors are split by what the caller should do about them:
   reset, timed out, 502/503/504): retry later, maybe elsewhere;
 - :class:`PromptRejected` — ``POST /prompt`` answered 400 (invalid inputs, ``node_errors``): the job fails;
 - :class:`ComfyRequestError` — any other unexpected answer: the job fails with that text.
+- :class:`DownloadFailed` — a finished prompt's file did not come through ``/view``: retried, then the job
+  fails (a ``ServerUnavailable``, but counted per job, since ``/history`` still answers);
+- :class:`LocalWriteError` — a downloaded file cannot be written on this machine: the job fails at once
+  (it is no server outage).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import json
 import mimetypes
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import Request, urlopen
@@ -30,6 +35,7 @@ from urllib3 import encode_multipart_formdata
 from .websocket import WebSocketConnection
 
 _TRANSIENT_STATUS = (502, 503, 504)
+_Result = TypeVar("_Result")
 
 
 class ComfyRequestError(RuntimeError):
@@ -38,6 +44,15 @@ class ComfyRequestError(RuntimeError):
 
 class ServerUnavailable(ConnectionError):
     """The server could not be reached, or the connection dropped mid-request."""
+
+
+class DownloadFailed(ServerUnavailable):
+    """A finished prompt's file could not be fetched from ``/view`` (the server answered ``/history``)."""
+
+
+class LocalWriteError(RuntimeError):
+    """A downloaded file could not be written on this machine (disk full, no permission, a file where a
+    folder should be): the job fails; the server is fine and keeps the file in its output folder."""
 
 
 class PromptRejected(ComfyRequestError):
@@ -156,25 +171,31 @@ class ComfyClient:
             self._post_json("/interrupt", {"prompt_id": prompt_id})
 
     def download(self, output: OutputFile, destination: Path) -> None:
-        """``GET /view`` → ``destination``, written to a temporary file first and then renamed."""
+        """``GET /view`` → ``destination``, written to a temporary file first and then renamed.
+
+        Raises :class:`DownloadFailed` when the server does not deliver the file, :class:`LocalWriteError`
+        when it cannot be written here.
+        """
         query = urlencode({"filename": output.filename, "subfolder": output.subfolder, "type": output.type})
-        destination.parent.mkdir(parents=True, exist_ok=True)
         partial = destination.with_name(f".{destination.name}.part-{uuid.uuid4().hex[:8]}")
         try:
-            with self._open("GET", f"/view?{query}") as response, partial.open("wb") as handle:
-                while chunk := response.read(1 << 20):
-                    handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, destination)
-        except (OSError, http.client.HTTPException) as error:
-            if isinstance(error, ServerUnavailable | ComfyRequestError):
-                raise
-            raise ServerUnavailable(
-                f"{self.base_url}: download of {output.filename} failed: {error}"
-            ) from error
+            with self._open("GET", f"/view?{query}") as response:
+                handle = _local_write(output, destination, lambda: _open_partial(partial))
+                with handle:
+                    while chunk := self._read_chunk(response, output):
+                        _local_write(output, destination, lambda: handle.write(chunk))
+                    _local_write(output, destination, lambda: _flush(handle))
+            _local_write(output, destination, lambda: os.replace(partial, destination))
+        except ServerUnavailable as error:
+            raise DownloadFailed(f"{self.base_url}: download of {output.filename} failed: {error}") from error
         finally:
             partial.unlink(missing_ok=True)
+
+    def _read_chunk(self, response: Any, output: OutputFile) -> bytes:
+        try:
+            return response.read(1 << 20)
+        except (OSError, http.client.HTTPException) as error:
+            raise ServerUnavailable(f"connection dropped while reading {output.filename}: {error}") from error
 
     def _post_json(self, path: str, payload: object) -> None:
         """POST a JSON body to an endpoint that answers with an empty 200."""
@@ -227,6 +248,29 @@ class _HttpStatus(Exception):
         self.code = code
         self.body = body
         self.text = body[:500].decode("utf-8", "replace")
+
+
+def _open_partial(partial: Path) -> Any:
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    return partial.open("wb")
+
+
+def _flush(handle: Any) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _local_write(output: OutputFile, destination: Path, action: Callable[[], _Result]) -> _Result:
+    """Run a file-system ``action`` of a download; an ``OSError`` becomes :class:`LocalWriteError`."""
+    try:
+        return action()
+    except OSError as error:
+        where = f"{output.subfolder}/{output.filename}" if output.subfolder else output.filename
+        raise LocalWriteError(
+            f"cannot write {destination} on this machine ({error.strerror or error}); the server keeps the "
+            f"file as {where} in its {output.type or 'output'} folder. Free some space or fix the output "
+            "folder, then run the same command again"
+        ) from error
 
 
 def output_files(history_entry: dict, folder_type: str = "output") -> list[OutputFile]:

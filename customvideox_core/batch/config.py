@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .manifest import MANIFEST_NAME
+from .output_folder import MANIFEST_NAME
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 DEFAULT_WORKFLOW = (

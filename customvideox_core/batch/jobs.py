@@ -43,6 +43,7 @@ from ..tab import (
     check_tab_window,
     parse_custom_values,
 )
+from .output_folder import reserved_name_error
 
 REQUIRED_COLUMNS = ("reference", "prompt", "seed")
 OPTIONAL_COLUMNS = (
@@ -438,3 +439,9 @@ def _check_output_name(output: object, errors: list[str]) -> None:
     parts = PurePosixPath(output.replace("\\", "/")).parts
     if output.startswith(("/", "\\")) or ":" in output or any(part in ("..", ".") for part in parts):
         errors.append(f"output {output!r} must be a relative name without '..' (it names a folder)")
+    elif any(not character.isprintable() for character in output):
+        errors.append(
+            f"output {output!r} must not hold control characters such as new lines (it names a folder)"
+        )
+    elif (reserved := reserved_name_error(output)) is not None:
+        errors.append(reserved)

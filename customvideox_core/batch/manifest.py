@@ -42,11 +42,15 @@ from .jobs import Job
 JobState = Literal["pending", "uploading", "queued", "running", "done", "failed"]
 JOB_STATES: tuple[str, ...] = get_args(JobState)
 MANIFEST_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 
 
 class ManifestError(ValueError):
     """The manifest on disk cannot be used for this batch."""
+
+
+class ManifestWriteError(RuntimeError):
+    """The manifest could not be written (disk full, folder removed or read-only): the batch must stop,
+    since a state it cannot record would be lost on resume."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,8 @@ class ManifestStore:
             return dict(self._records)
 
     def update(self, name: str, **changes: object) -> JobRecord:
-        """Replace fields of ``name``'s record (validated), stamp it, and rewrite the manifest."""
+        """Replace fields of ``name``'s record (validated), stamp it, and rewrite the manifest
+        (:class:`ManifestWriteError` when it cannot be written)."""
         with self._lock:
             record = replace(self._records[name], updated_at=time.time(), **changes)  # type: ignore[arg-type]
             self._records[name] = record
@@ -171,7 +176,14 @@ class ManifestStore:
             **self._header,
             "jobs": {name: record.to_json() for name, record in self._records.items()},
         }
-        atomic_write_json(self.path, document)
+        try:
+            atomic_write_json(self.path, document)
+        except OSError as error:
+            raise ManifestWriteError(
+                f"cannot write the manifest {self.path} ({error.strerror or error}); the batch stops. Free "
+                "some disk space (or make the folder writable) and run the same command again: what the "
+                "manifest already records is kept"
+            ) from error
         if self._on_write is not None:
             self._on_write(document)
 

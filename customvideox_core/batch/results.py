@@ -22,11 +22,9 @@ from pathlib import Path
 from ..score_summary import METRIC_LABELS, METRICS, SCORE_UI_KEY
 from .jobs import Job
 from .manifest import JobRecord, atomic_write_text
+from .output_folder import RESULTS_CSV, RESULTS_MARKDOWN
 
 SCORE_NODE_CLASS = "CustomVideoXScore"
-
-RESULTS_CSV = "results.csv"
-RESULTS_MARKDOWN = "results.md"
 
 
 def scores_from_history(history_entry: Mapping) -> dict[str, dict] | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from .config import BatchConfig, BatchResult
 from .jobs import Job, JobFileError, RowError, read_jobs
 from .manifest import ManifestStore
+from .output_folder import make_output_dir
 from .progress import ProgressReporter
 from .results import write_results
 from .worker import BatchContext, JobPool, ServerWorker
@@ -61,8 +62,14 @@ def run_batch(config: BatchConfig, *, on_manifest_write: Callable[[dict], None] 
     earlier run with the same output directory is resumed: done jobs are kept, jobs queued on a
     server are re-attached by prompt id (or queued again if the server lost them).
     ``on_manifest_write`` is called with every manifest document written (for observers and tests).
+
+    Raises what :func:`prepare_batch` raises, :class:`~.output_folder.OutputDirError` when the output folder
+    is a file or cannot be created, and :class:`~.manifest.ManifestWriteError` (after stopping every worker)
+    when the manifest cannot be written. A job whose file cannot be written here fails (its error says
+    why) and the others go on; a results table that cannot be written is a warning.
     """
     prepared = prepare_batch(config)
+    make_output_dir(config.output_dir)
     jobs = {job.name: job for job in prepared.jobs}
     header = {"jobs_file": str(config.jobs_file.resolve()), "workflow": str(config.workflow_path.resolve())}
     store = ManifestStore.open(config.manifest_path, prepared.jobs, header, on_write=on_manifest_write)
@@ -100,16 +107,27 @@ def run_batch(config: BatchConfig, *, on_manifest_write: Callable[[dict], None] 
         worker.start()
     try:
         for worker in workers:
-            while worker.is_alive():
+            while worker.is_alive() and not context.halted:
                 worker.join(timeout=0.5)
     except KeyboardInterrupt:
         context.stop.set()
         logger.warning("interrupted; %s keeps every job's state: run the same command to resume", store.path)
         raise
     progress.finish()
-    csv_path, _ = write_results(config.output_dir, prepared.jobs, store.snapshot())
-    if not config.quiet:
-        logger.info("results table: %s (and .md)", csv_path)
+    if context.halted:
+        raise context.halted[0]
+    try:
+        csv_path, _ = write_results(config.output_dir, prepared.jobs, store.snapshot())
+    except OSError as error:  # the jobs are recorded; a table that cannot be written must not hide that
+        logger.warning(
+            "could not write the results table in %s (%s); every job's state and scores are in %s",
+            config.output_dir,
+            error,
+            store.path,
+        )
+    else:
+        if not config.quiet:
+            logger.info("results table: %s (and .md)", csv_path)
     return _result(store, jobs, config)
 
 

@@ -37,14 +37,11 @@ from ..tab import TAB_SHAPES
 from .config import BatchConfig, BatchResult
 from .jobs import FLOAT_COLUMNS, Job, load_jobs
 from .manifest import JobRecord, atomic_write_text, read_manifest
+from .output_folder import SWEEP_CSV, SWEEP_JOBS_FILE, SWEEP_MARKDOWN, make_output_dir, sweep_chart_name
 from .results import job_settings, node_order, to_csv, to_markdown
 from .runner import run_batch
 
 logger = logging.getLogger(__name__)
-
-SWEEP_JOBS_FILE = "sweep.jobs.jsonl"
-SWEEP_CSV = "sweep.csv"
-SWEEP_MARKDOWN = "sweep.md"
 
 
 class SweepError(ValueError):
@@ -198,7 +195,7 @@ def write_sweep_jobs(config: BatchConfig, axes: Sequence[SweepAxis]) -> tuple[Pa
     if not axes:
         raise SweepError("give at least one --sweep AXIS=V1,V2,…")
     points, rows = expand(jobs[0], axes)
-    path = config.output_dir / SWEEP_JOBS_FILE
+    path = make_output_dir(config.output_dir) / SWEEP_JOBS_FILE
     atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return path, points
 
@@ -338,7 +335,7 @@ def write_comparison(
                 "no scores to draw against %s: does the workflow have a CustomVideoXScore node?", axis.name
             )
             continue
-        chart = draw_chart(output_dir / f"sweep_{axis.name}.png", axis, series)
+        chart = draw_chart(output_dir / sweep_chart_name(axis.name), axis, series)
         if chart is not None:
             charts.append(chart)
     return csv_path, markdown_path, tuple(charts)

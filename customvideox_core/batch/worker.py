@@ -16,13 +16,15 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from .comfy_client import (
     ComfyClient,
     ComfyRequestError,
+    DownloadFailed,
+    LocalWriteError,
     ServerUnavailable,
     describe_execution_error,
     history_error,
@@ -30,7 +32,7 @@ from .comfy_client import (
 )
 from .config import BatchConfig
 from .jobs import Job
-from .manifest import ManifestStore
+from .manifest import ManifestStore, ManifestWriteError
 from .progress import ProgressReporter
 from .results import expects_scores, scores_from_history
 from .websocket import WebSocketConnection, WebSocketError
@@ -98,6 +100,13 @@ class BatchContext:
     pool: JobPool
     progress: ProgressReporter
     stop: threading.Event
+    halted: list[ManifestWriteError] = field(default_factory=list)
+    """Why the batch stopped early (a manifest that cannot be written); empty while it runs."""
+
+    def halt(self, error: ManifestWriteError) -> None:
+        """Stop every worker: ``error`` keeps the batch from recording anything more."""
+        self.halted.append(error)
+        self.stop.set()
 
 
 class ServerWorker(threading.Thread):
@@ -120,6 +129,10 @@ class ServerWorker(threading.Thread):
                     return
                 try:
                     finished = self._process(name)
+                except ManifestWriteError as error:  # nothing more can be recorded: the whole batch stops
+                    self.context.halt(error)
+                    pool.give_back(name)
+                    return
                 except Exception:  # A bug must not lose the job: log it, give the job back, stop.
                     logger.exception(
                         "%s: unexpected error while running %s; leaving this server", self.server, name
@@ -141,7 +154,7 @@ class ServerWorker(threading.Thread):
         """Run one job to done/failed (``True``), or give up on this server (``False``)."""
         job = self.context.jobs[name]
         config = self.context.config
-        lost = 0
+        lost = downloads = 0
         while not self.context.stop.is_set():
             try:
                 self._drive(job)
@@ -152,6 +165,16 @@ class ServerWorker(threading.Thread):
                     self._fail(job, f"{self.server} lost the prompt {lost} times (restarted while running?)")
                     return True
                 logger.warning("%s: %s lost the prompt; queueing it again", job.name, self.server)
+            except DownloadFailed as error:  # /history answers, so the run of failures is counted here
+                downloads += 1
+                if downloads > config.retries:
+                    self._fail(job, f"{error} ({downloads} tries); the file stays on the server")
+                    return True
+                delay = min(config.backoff * 2 ** (downloads - 1), config.max_backoff)
+                logger.warning(
+                    "%s; retrying in %.2f s (try %d of %d)", error, delay, downloads, config.retries
+                )
+                self.context.stop.wait(delay)
             except ServerUnavailable as error:
                 self._close_websocket()
                 self._failures_in_a_row += 1
@@ -173,7 +196,7 @@ class ServerWorker(threading.Thread):
                     config.retries,
                 )
                 self.context.stop.wait(delay)
-            except (ComfyRequestError, JobWorkflowError, OSError) as error:
+            except (ComfyRequestError, JobWorkflowError, LocalWriteError, OSError) as error:
                 self._fail(job, str(error))
                 return True
         return False
