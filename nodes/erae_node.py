@@ -6,9 +6,10 @@ from comfy_api.latest import io, ui
 
 from ..customvideox_core.entity_tokens import find_entity_positions, split_entity_words
 from ..customvideox_core.erae import ERAEConfig, SubjectWords, parse_subject_words
+from ..customvideox_core.ranges import ERAE_STRENGTH, ERAE_THRESHOLD
 from .tokens import prompt_pieces
 from .types import ERAESettings, ERAEType
-from .widgets import Bounds, float_input
+from .widgets import float_input
 
 
 class CustomVideoXERAEMask(io.ComfyNode):
@@ -40,13 +41,13 @@ class CustomVideoXERAEMask(io.ComfyNode):
                 float_input(
                     "strength",
                     1.0,
-                    Bounds(0.0, 10.0, 0.05),
+                    ERAE_STRENGTH,
                     "γ: how much the entity region raises the bias (0 = off).",
                 ),
                 float_input(
                     "threshold",
                     0.0,
-                    Bounds(0.0, 1.0, 0.01),
+                    ERAE_THRESHOLD,
                     "0 = soft entity map; above 0 = binary region where the map ≥ threshold.",
                 ),
                 io.Boolean.Input(

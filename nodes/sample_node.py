@@ -13,14 +13,13 @@ import torch
 from comfy_api.latest import io
 
 from ..customvideox_core.constants import SEED_MAX
+from ..customvideox_core.ranges import GUIDANCE_SCALE
 from .conditioning_node import mark_sees_reference
 from .settings import patch_model
 from .types import ReferenceType
 from .widgets import Bounds, bias_inputs, float_input, model_input, size_inputs, uncond_input
 
 MAX_SIZE = 8192
-GUIDANCE_SCALE = Bounds(0.0, 100.0, 0.1, round=0.01)
-"""The range of Sample's ``cfg`` and ``image_cfg``."""
 
 
 def empty_video_latent(model, width: int, height: int, length: int) -> dict:

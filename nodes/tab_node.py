@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
+from ..customvideox_core.ranges import TAB_LEVEL, TAB_PROGRESS
 from ..customvideox_core.tab import TAB_SHAPES, TABSchedule, parse_custom_values, step_progresses
 from .plots import plot_curve
 from .types import TABType
 
 PLOT_STEPS = 50
 _NUMBERS = (
-    ("peak", 1.0, -20.0, 20.0, 0.05, "Largest bias (added to the attention logit)."),
-    ("floor", 0.0, -20.0, 20.0, 0.05, "Bias at the start and end of the parabola / end of the linear ramp."),
-    ("start", 0.0, 0.0, 1.0, 0.01, "Sampling progress where the bias starts (0 = first step)."),
-    ("end", 1.0, 0.0, 1.0, 0.01, "Sampling progress where the bias ends (1 = last step)."),
+    ("peak", 1.0, TAB_LEVEL, "Largest bias (added to the attention logit)."),
+    ("floor", 0.0, TAB_LEVEL, "Bias at the start and end of the parabola / end of the linear ramp."),
+    ("start", 0.0, TAB_PROGRESS, "Sampling progress where the bias starts (0 = first step)."),
+    ("end", 1.0, TAB_PROGRESS, "Sampling progress where the bias ends (1 = last step)."),
 )
-"""The schedule's number widgets: (name, default, min, max, step, tooltip)."""
+"""The schedule's number widgets: (name, default, range, tooltip)."""
 
 
 class CustomVideoXTimeAwareBias(io.ComfyNode):
@@ -39,8 +40,15 @@ class CustomVideoXTimeAwareBias(io.ComfyNode):
                     "floor; custom: your values spread over the window.",
                 ),
                 *(
-                    io.Float.Input(name, default=default, min=low, max=high, step=step, tooltip=tooltip)
-                    for name, default, low, high, step, tooltip in _NUMBERS
+                    io.Float.Input(
+                        name,
+                        default=default,
+                        min=bounds.low,
+                        max=bounds.high,
+                        step=bounds.step,
+                        tooltip=tooltip,
+                    )
+                    for name, default, bounds, tooltip in _NUMBERS
                 ),
                 io.String.Input(
                     "custom_values",

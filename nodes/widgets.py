@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from comfy_api.latest import io
 
 from ..customvideox_core.constants import SIZE_STEP
+from ..customvideox_core.ranges import Bounds
 from .types import ERAEType, TABType
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """A number widget's range: ``low`` ≤ value ≤ ``high`` in steps of ``step``, shown rounded to ``round``
-    (``None``: ComfyUI's default)."""
-
-    low: float
-    high: float
-    step: float | None = None
-    round: float | None = None
 
 
 def float_input(

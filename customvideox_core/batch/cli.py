@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from .comfy_client import ComfyRequestError, ServerUnavailable
 from .config import DEFAULT_SERVER, BatchConfig
+from .input_ranges import PACK_RANGES
 from .jobs import JobFileError
 from .manifest import ManifestError, ManifestWriteError
 from .output_folder import OutputDirError, check_output_dir
-from .runner import load_targets, prepare_batch, run_batch
+from .runner import load_targets, prepare_batch, run_batch, server_ranges
 from .single import (
     DEFAULT_SEED,
     SingleJob,
@@ -27,7 +29,7 @@ from .single import (
     single_job_results,
     write_single_job,
 )
-from .sweep import SweepError, parse_axis, run_sweep, write_sweep_jobs
+from .sweep import SweepAxis, SweepError, parse_axis, run_sweep, write_sweep_jobs
 from .workflow import WorkflowError
 
 logger = logging.getLogger(__name__)
@@ -133,6 +135,39 @@ def _single_job(parser: argparse.ArgumentParser, arguments: argparse.Namespace) 
     )
 
 
+def _check(config: BatchConfig, axes: tuple[SweepAxis, ...], *, servers_given: bool) -> int:
+    """``--check``: validate the jobs (or the sweep's grid) against the workflow and the nodes' ranges.
+
+    The ranges come from each ``--server``'s ``/object_info`` when servers are given, else from the pack.
+    """
+    sources = [PACK_RANGES]
+    if servers_given:
+        try:
+            sources = [server_ranges(s, config.workflow_path, config.request_timeout) for s in config.servers]
+        except (ServerUnavailable, ComfyRequestError) as error:
+            logger.error(
+                "cannot read the nodes' ranges from the server (%s); start it, or leave out --server to "
+                "check against the pack's own ranges",
+                error,
+            )
+            return EXIT_UNFINISHED
+    for ranges in sources:
+        if axes:
+            jobs_path, points = write_sweep_jobs(config, axes, ranges)
+            prepare_batch(replace(config, jobs_file=jobs_path), ranges)
+            count = len(points)
+        else:
+            count = len(prepare_batch(config, ranges).jobs)
+        logger.info(
+            "%d %s valid for %s (ranges: %s); nothing queued (--check)",
+            count,
+            "sweep job(s)" if axes else "job(s)",
+            config.workflow_path,
+            ranges.source,
+        )
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
@@ -166,17 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logger.info("the job is valid for %s; nothing queued (--check)", config.workflow_path)
                 return EXIT_OK
             write_single_job(single, config.output_dir)  # a sweep's --check expands and checks it below
-        if axes and arguments.check:
-            jobs_path, points = write_sweep_jobs(config, axes)
-            prepare_batch(replace(config, jobs_file=jobs_path))
-            logger.info("%d sweep job(s) valid, in %s; nothing queued (--check)", len(points), jobs_path)
-            return EXIT_OK
         if arguments.check:
-            prepared = prepare_batch(config)
-            logger.info(
-                "%d job(s) valid for %s; nothing queued (--check)", len(prepared.jobs), config.workflow_path
-            )
-            return EXIT_OK
+            return _check(config, axes, servers_given=arguments.servers is not None)
         if axes:
             sweep = run_sweep(config, axes)
             result = sweep.batch

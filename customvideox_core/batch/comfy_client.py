@@ -149,6 +149,15 @@ class ComfyClient:
         entry = answer.get(prompt_id)
         return entry if isinstance(entry, dict) else None
 
+    def object_info(self, node_class: str) -> dict | None:
+        """``GET /object_info/<node_class>`` → that node's info (its inputs' ranges), ``None`` if the
+        server has no such node."""
+        answer = self._json("GET", f"/object_info/{quote(node_class, safe='')}")
+        if not isinstance(answer, dict):
+            raise ComfyRequestError(f"{self.base_url}/object_info answered {answer!r}")
+        info = answer.get(node_class)
+        return info if isinstance(info, dict) else None
+
     def queue(self) -> QueueState:
         """``GET /queue`` → ids of running and pending prompts."""
         answer = self._json("GET", "/queue")

@@ -9,14 +9,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .comfy_client import ComfyClient
 from .config import BatchConfig, BatchResult
+from .input_ranges import PACK_RANGES, InputRanges, job_range_errors, ranges_from_object_info, setting_classes
 from .jobs import Job, JobFileError, RowError, read_jobs
 from .manifest import ManifestStore
 from .output_folder import make_output_dir
 from .progress import ProgressReporter
 from .results import write_results
 from .worker import BatchContext, JobPool, ServerWorker
-from .workflow import ApiWorkflow, WorkflowTargets, job_workflow_errors, load_workflow, locate_targets
+from .workflow import (
+    ApiWorkflow,
+    WorkflowError,
+    WorkflowTargets,
+    job_workflow_errors,
+    load_workflow,
+    locate_targets,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,17 +39,19 @@ class PreparedBatch:
     targets: WorkflowTargets
 
 
-def prepare_batch(config: BatchConfig) -> PreparedBatch:
-    """Read and check the job file against the workflow; nothing touches a server.
+def prepare_batch(config: BatchConfig, ranges: InputRanges = PACK_RANGES) -> PreparedBatch:
+    """Read and check the job file against the workflow and ``ranges``; nothing touches a server.
 
     Raises :class:`~.jobs.JobFileError` listing every bad row with its line number (including jobs the
-    workflow cannot take, e.g. "workflow has no mask input"), :class:`~.workflow.WorkflowError` for
-    an unusable workflow, :class:`FileNotFoundError` for a missing job file.
+    workflow cannot take, e.g. "workflow has no mask input", and values outside a node input's range),
+    :class:`~.workflow.WorkflowError` for an unusable workflow, :class:`FileNotFoundError` for a missing
+    job file.
     """
     workflow, targets = load_targets(config.workflow_path)
     jobs, errors = read_jobs(config.jobs_file)
     for job in jobs:
-        errors.extend(RowError(job.line, message) for message in job_workflow_errors(targets, job))
+        problems = job_workflow_errors(targets, job) + job_range_errors(workflow, targets, job, ranges)
+        errors.extend(RowError(job.line, message) for message in problems)
     if errors:
         raise JobFileError(config.jobs_file, errors)
     return PreparedBatch(jobs=tuple(jobs), workflow=workflow, targets=targets)
@@ -53,6 +64,26 @@ def load_targets(workflow_path: Path) -> tuple[ApiWorkflow, WorkflowTargets]:
     """
     workflow = load_workflow(workflow_path)
     return workflow, locate_targets(workflow)
+
+
+def server_ranges(server: str, workflow_path: Path, timeout: float = 30.0) -> InputRanges:
+    """What ``server``'s ``/object_info`` declares for the node classes a job can set in the workflow.
+
+    Raises :class:`~.comfy_client.ServerUnavailable` when the server cannot be reached, and
+    :class:`~.workflow.WorkflowError` when it lacks one of those nodes.
+    """
+    workflow, targets = load_targets(workflow_path)
+    client = ComfyClient(server, timeout=timeout)
+    infos = {}
+    for node_class in setting_classes(workflow, targets):
+        info = client.object_info(node_class)
+        if info is None:
+            raise WorkflowError(
+                f"{server} has no {node_class} node, which the workflow uses; install the node pack that "
+                "provides it there (and restart the server), or use another --server"
+            )
+        infos[node_class] = info
+    return ranges_from_object_info(infos, source=f"{server}/object_info")
 
 
 def run_batch(config: BatchConfig, *, on_manifest_write: Callable[[dict], None] | None = None) -> BatchResult:

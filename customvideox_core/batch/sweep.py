@@ -35,11 +35,13 @@ from pathlib import Path
 from ..score_summary import METRIC_LABELS, METRICS
 from ..tab import TAB_SHAPES
 from .config import BatchConfig, BatchResult
-from .jobs import FLOAT_COLUMNS, Job, load_jobs
+from .input_ranges import PACK_RANGES, InputRanges, job_range_errors
+from .jobs import FLOAT_COLUMNS, Job, job_from_fields, load_jobs
 from .manifest import JobRecord, atomic_write_text, read_manifest
 from .output_folder import SWEEP_CSV, SWEEP_JOBS_FILE, SWEEP_MARKDOWN, make_output_dir, sweep_chart_name
 from .results import job_settings, node_order, to_csv, to_markdown
-from .runner import run_batch
+from .runner import load_targets, run_batch
+from .workflow import ApiWorkflow, WorkflowTargets, job_workflow_errors
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +76,35 @@ def _window(text: str) -> tuple[float, float]:
     return _number(start), _number(end)
 
 
+_SAFE_TEXT = re.compile(r"[A-Za-z0-9._-]+")
+MAX_NAME_LENGTH = 200
+"""Longest generated job name (it names a folder and the saved files' prefix; file names stop at 255)."""
+
+
+def _number_name(value: float, text: str) -> str:
+    """A number as it goes into a job name: as written when that is a plain name (``0.5``, ``-1``), else
+    from the value, in one spelling per value (``+1`` → ``1``, ``1e+30`` → ``1e30``): distinct values get
+    distinct names, so ``+1`` and ``-1`` never meet."""
+    if _SAFE_TEXT.fullmatch(text):
+        return text
+    if value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return repr(value).replace("+", "")
+
+
+def _window_name(value: tuple[float, float], text: str) -> str:
+    start, _, end = text.partition(":")
+    return f"{_number_name(value[0], start.strip())}-{_number_name(value[1], end.strip())}"
+
+
 @dataclass(frozen=True)
 class AxisKind:
-    """How one sweep axis reads its values and which job-file columns a value sets."""
+    """How one sweep axis reads its values, names them in job names, and which job-file columns a value
+    sets."""
 
     parse: Callable[[str], object]
     columns: Callable[[object], dict[str, object]]
+    name: Callable[[object, str], str] = lambda value, text: text
 
 
 def _column(name: str) -> Callable[[object], dict[str, object]]:
@@ -88,9 +113,13 @@ def _column(name: str) -> Callable[[object], dict[str, object]]:
 
 AXES: dict[str, AxisKind] = {
     "tab_shape": AxisKind(_shape, _column("tab_shape")),
-    **{name: AxisKind(_number, _column(name)) for name in FLOAT_COLUMNS},
-    "tab_window": AxisKind(_window, lambda value: {"tab_start": value[0], "tab_end": value[1]}),  # type: ignore[index]
-    "seed": AxisKind(_seed, _column("seed")),
+    **{name: AxisKind(_number, _column(name), _number_name) for name in FLOAT_COLUMNS},  # type: ignore[arg-type]
+    "tab_window": AxisKind(
+        _window,
+        lambda value: {"tab_start": value[0], "tab_end": value[1]},  # type: ignore[index]
+        _window_name,  # type: ignore[arg-type]
+    ),
+    "seed": AxisKind(_seed, _column("seed"), lambda value, text: str(value)),
 }
 """Sweep axes: the job file's number columns (``jobs.FLOAT_COLUMNS``, one list), the TAB shape, the TAB
 window (start and end at once) and the seed."""
@@ -104,6 +133,10 @@ class SweepAxis:
     texts: tuple[str, ...]
     values: tuple[object, ...]
 
+    def value_name(self, index: int) -> str:
+        """Value ``index`` as it appears in job names (distinct values, distinct names)."""
+        return AXES[self.name].name(self.values[index], self.texts[index])
+
 
 def parse_axis(text: str) -> SweepAxis:
     """``"tab_peak=0,0.5,1"`` → ``SweepAxis``; raises :class:`SweepError` saying what is wrong."""
@@ -114,14 +147,17 @@ def parse_axis(text: str) -> SweepAxis:
     texts = tuple(item.strip() for item in listing.split(",") if item.strip())
     if not texts:
         raise SweepError(f"--sweep {text!r}: give at least one value after '='")
-    if len(set(texts)) != len(texts):
-        raise SweepError(f"--sweep {text!r}: a value is repeated")
-    values = []
+    values: list[object] = []
     for item in texts:
         try:
-            values.append(AXES[name].parse(item))
+            value = AXES[name].parse(item)
         except ValueError as error:
             raise SweepError(f"--sweep {name}: {error}") from None
+        if value in values:
+            same = texts[values.index(value)]
+            detail = "" if same == item else f" ({same!r} and {item!r} are the same value)"
+            raise SweepError(f"--sweep {text!r}: a value is repeated{detail}; list each value once")
+        values.append(value)
     return SweepAxis(name, texts, tuple(values))
 
 
@@ -139,18 +175,19 @@ def check_axes(axes: Sequence[SweepAxis]) -> None:
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One job of the grid: its name and the value text of every axis."""
+    """One job of the grid: its name and the value text of every axis (as the user wrote it)."""
 
     name: str
     settings: tuple[tuple[str, str], ...]
 
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+    def label(self) -> str:
+        """``tab_peak=+1, seed=2``: the point in the user's own words."""
+        return ", ".join(f"{axis}={text}" for axis, text in self.settings)
 
 
 def point_name(base: str, settings: Sequence[tuple[str, str]]) -> str:
-    parts = [f"{axis}-{_UNSAFE.sub('-', value)}" for axis, value in settings]
-    return "__".join([base, *parts])
+    """``<base>__<axis>-<value name>…`` from ``(axis, value name)`` pairs."""
+    return "__".join([base, *(f"{axis}-{value}" for axis, value in settings)])
 
 
 def job_fields(job: Job) -> dict[str, object]:
@@ -174,7 +211,9 @@ def expand(base: Job, axes: Sequence[SweepAxis]) -> tuple[list[SweepPoint], list
     points, rows = [], []
     for combination in product(*(range(len(axis.values)) for axis in axes)):
         settings = tuple((axis.name, axis.texts[i]) for axis, i in zip(axes, combination, strict=True))
-        name = point_name(base.name, settings)
+        name = point_name(
+            base.name, [(axis.name, axis.value_name(i)) for axis, i in zip(axes, combination, strict=True)]
+        )
         row = job_fields(base)
         for axis, i in zip(axes, combination, strict=True):
             row.update(AXES[axis.name].columns(axis.values[i]))
@@ -184,8 +223,51 @@ def expand(base: Job, axes: Sequence[SweepAxis]) -> tuple[list[SweepPoint], list
     return points, rows
 
 
-def write_sweep_jobs(config: BatchConfig, axes: Sequence[SweepAxis]) -> tuple[Path, list[SweepPoint]]:
-    """Expand the one job of ``config.jobs_file`` into ``<output-dir>/sweep.jobs.jsonl``."""
+def check_points(
+    points: Sequence[SweepPoint],
+    rows: Sequence[Mapping[str, object]],
+    workflow: ApiWorkflow,
+    targets: WorkflowTargets,
+    ranges: InputRanges = PACK_RANGES,
+) -> None:
+    """Refuse a grid with a point that cannot run, in terms of the ``--sweep`` values the user wrote.
+
+    Each point is checked as its generated job will be (the job's own checks, what the workflow can
+    take, the node inputs' ``ranges``); a problem shared by several points is told once, with the axis
+    values those points have in common (``--sweep tab_peak=1e30: …``).
+    """
+    problems: dict[str, list[SweepPoint]] = {}
+    for point, row in zip(points, rows, strict=True):
+        job, errors = job_from_fields(row, base_dir=Path.cwd())
+        if job is not None:
+            errors = job_workflow_errors(targets, job) + job_range_errors(workflow, targets, job, ranges)
+        if len(point.name) > MAX_NAME_LENGTH:
+            errors.append(
+                f"its job name is {len(point.name)} characters long (at most {MAX_NAME_LENGTH}: it names a "
+                "folder and the saved files); give the job a shorter output name, or sweep fewer axes"
+            )
+        for message in errors:
+            problems.setdefault(message, []).append(point)
+    if problems:
+        listing = "\n  ".join(
+            f"--sweep {_shared_label(where)}: {message}" for message, where in problems.items()
+        )
+        raise SweepError(f"the sweep cannot run; nothing was queued:\n  {listing}")
+
+
+def _shared_label(points: Sequence[SweepPoint]) -> str:
+    """The axis values every one of ``points`` has (``tab_peak=1e30``), else the first point and a count."""
+    shared = [setting for setting in points[0].settings if all(setting in p.settings for p in points)]
+    if shared:
+        return ", ".join(f"{axis}={text}" for axis, text in shared)
+    return f"{points[0].label()} (and {len(points) - 1} more point(s))"
+
+
+def write_sweep_jobs(
+    config: BatchConfig, axes: Sequence[SweepAxis], ranges: InputRanges = PACK_RANGES
+) -> tuple[Path, list[SweepPoint]]:
+    """Expand the one job of ``config.jobs_file`` into ``<output-dir>/sweep.jobs.jsonl``, after checking
+    every point (:func:`check_points`, against ``ranges``)."""
     jobs = load_jobs(config.jobs_file)
     if len(jobs) != 1:
         raise SweepError(
@@ -195,6 +277,7 @@ def write_sweep_jobs(config: BatchConfig, axes: Sequence[SweepAxis]) -> tuple[Pa
     if not axes:
         raise SweepError("give at least one --sweep AXIS=V1,V2,…")
     points, rows = expand(jobs[0], axes)
+    check_points(points, rows, *load_targets(config.workflow_path), ranges)
     path = make_output_dir(config.output_dir) / SWEEP_JOBS_FILE
     atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return path, points

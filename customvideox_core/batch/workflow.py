@@ -223,6 +223,34 @@ def job_workflow_errors(targets: WorkflowTargets, job: Job) -> list[str]:
     return errors
 
 
+@dataclass(frozen=True)
+class JobSetting:
+    """One node input a job sets: ``column`` is the job file's name for it (``tab_peak``, ``seed``…)."""
+
+    node_id: str
+    input: str
+    value: object
+    column: str
+
+
+def node_settings(targets: WorkflowTargets, job: Job) -> list[JobSetting]:
+    """The TAB / ERAE overrides, seed and cfg ``job`` writes into the workflow, node input by node input."""
+    settings = [
+        JobSetting(node_id, name, value, f"erae_{name}")
+        for node_id in targets.erae_nodes
+        for name, value in job.erae.node_inputs().items()
+    ]
+    settings += [
+        JobSetting(node_id, name, value, f"tab_{name}")
+        for node_id in targets.tab_nodes
+        for name, value in job.tab.node_inputs().items()
+    ]
+    settings += [JobSetting(node_id, name, job.seed, "seed") for node_id, name in targets.seed_inputs]
+    if job.cfg is not None:
+        settings += [JobSetting(node_id, "cfg", job.cfg, "cfg") for node_id in targets.cfg_nodes]
+    return settings
+
+
 def fill_workflow(
     workflow: ApiWorkflow, targets: WorkflowTargets, job: Job, uploads: UploadedImages
 ) -> ApiWorkflow:
@@ -252,16 +280,8 @@ def fill_workflow(
         set_input(node_id, "prompt", job.prompt)
         if job.entity_words:
             set_input(node_id, "entity_words", job.entity_words)
-        for name, value in job.erae.node_inputs().items():
-            set_input(node_id, name, value)
-    for node_id in targets.tab_nodes:
-        for name, value in job.tab.node_inputs().items():
-            set_input(node_id, name, value)
-    for node_id, name in targets.seed_inputs:
-        set_input(node_id, name, job.seed)
-    if job.cfg is not None:
-        for node_id in targets.cfg_nodes:
-            set_input(node_id, "cfg", job.cfg)
+    for setting in node_settings(targets, job):
+        set_input(setting.node_id, setting.input, setting.value)
     if job.output is not None:
         for node_id in targets.save_nodes:
             set_input(node_id, "filename_prefix", job.output)

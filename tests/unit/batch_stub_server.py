@@ -12,6 +12,7 @@ Written from the message formats of ComfyUI's ``server.py`` / ``execution.py`` /
 - ``GET /history/<id>`` → ``{}`` or ``{id: {"prompt", "outputs", "status": {"status_str", "completed",
   "messages"}, "meta"}}``;
 - ``GET /view?filename=&subfolder=&type=`` → the file's bytes;
+- ``GET /object_info/<class>`` → ``{class: {"input": {"required": {name: [type, {"min", "max"}]}}}}`` or ``{}``;
 - ``POST /queue`` ``{"delete": [ids]}`` and ``POST /interrupt`` ``{"prompt_id"}`` (empty 200 answers); an
   interrupted prompt ends with ``execution_interrupted`` and an ``error`` history status;
 - ``GET /ws?clientId=`` → ``{"type": "status", ...}`` first, then for a prompt queued with that client id:
@@ -77,6 +78,42 @@ def stub_scores(prompt: dict) -> dict:
     }
 
 
+def _number(kind: str, default: float, low: float, high: float) -> list:
+    return [kind, {"default": default, "min": low, "max": high}]
+
+
+def stub_object_info() -> dict[str, dict]:
+    """``/object_info`` of the nodes a job sets, as a server with the pack installed declares them
+    (written out here, not read from the pack: the test's independent statement of the ranges)."""
+    seed = _number("INT", 0, 0, 0xFFFFFFFFFFFFFFFF)
+    return {
+        "CustomVideoXTimeAwareBias": {
+            "input": {
+                "required": {
+                    "shape": ["COMBO", {"options": ["parabolic", "constant", "linear", "custom"]}],
+                    "peak": _number("FLOAT", 1.0, -20.0, 20.0),
+                    "floor": _number("FLOAT", 0.0, -20.0, 20.0),
+                    "start": _number("FLOAT", 0.0, 0.0, 1.0),
+                    "end": _number("FLOAT", 1.0, 0.0, 1.0),
+                    "custom_values": ["STRING", {"default": ""}],
+                }
+            }
+        },
+        "CustomVideoXERAEMask": {
+            "input": {
+                "required": {
+                    "strength": _number("FLOAT", 1.0, 0.0, 10.0),
+                    "threshold": _number("FLOAT", 0.0, 0.0, 1.0),
+                }
+            }
+        },
+        "CustomVideoXSample": {
+            "input": {"required": {"seed": seed, "cfg": _number("FLOAT", 6.0, 0.0, 100.0)}}
+        },
+        "KSampler": {"input": {"required": {"seed": seed, "cfg": _number("FLOAT", 8.0, 0.0, 100.0)}}},
+    }
+
+
 @dataclass
 class Execution:
     prompt_id: str
@@ -96,6 +133,8 @@ class StubBehaviour:
     honour_prompt_id: bool = True
     on_execution_start: Callable[[str], None] = lambda prompt_id: None
     scores: Callable[[dict], dict] = stub_scores
+    object_info: dict[str, dict] = field(default_factory=stub_object_info)
+    """What ``GET /object_info/<class>`` declares (a class not listed answers ``{}``, as ComfyUI does)."""
     """What a ``CustomVideoXScore`` node reports (UI key ``cvx_scores``, as the real node does)."""
 
 
@@ -518,6 +557,10 @@ def _handler_for(stub: StubComfyServer) -> type[BaseHTTPRequestHandler]:
                 self._reply(200, stub.queue_listing())
             elif parts.path.startswith("/history/"):
                 self._reply(200, stub.history_of(parts.path.removeprefix("/history/")))
+            elif parts.path.startswith("/object_info/"):
+                node_class = parts.path.removeprefix("/object_info/")
+                info = stub.behaviour.object_info.get(node_class)
+                self._reply(200, {} if info is None else {node_class: info})
             elif parts.path == "/view":
                 content = stub.view(query)
                 self._reply(404, b"") if content is None else self._reply(200, content)

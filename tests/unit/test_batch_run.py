@@ -185,7 +185,7 @@ def test_failing_jobs_are_recorded_while_the_others_finish(tmp_path: Path, stubs
         reject_when=lambda prompt: (
             {
                 "tab": {
-                    "errors": [{"message": "Value bigger than max", "details": "peak: 99.0 > 10.0"}],
+                    "errors": [{"message": "Value bigger than max", "details": "peak: 15.0 > 10.0"}],
                     "dependent_outputs": [],
                     "class_type": "CustomVideoXTimeAwareBias",
                 }
@@ -195,7 +195,7 @@ def test_failing_jobs_are_recorded_while_the_others_finish(tmp_path: Path, stubs
         ),
     )
     server = stubs(behaviour)
-    extra = {1: {"prompt": "subject 1 EXPLODE"}, 3: {"tab_peak": "99"}}
+    extra = {1: {"prompt": "subject 1 EXPLODE"}, 3: {"tab_peak": "15"}}
     _, rows = make_batch(tmp_path, 5, extra)
     result = run_batch(fast_config(tmp_path, [server]))
 
@@ -206,7 +206,7 @@ def test_failing_jobs_are_recorded_while_the_others_finish(tmp_path: Path, stubs
         "CustomVideoXSample (node sample) raised RuntimeError: CUDA out of memory"
     )
     assert (
-        "CustomVideoXTimeAwareBias (node tab): Value bigger than max: peak: 99.0 > 10.0"
+        "CustomVideoXTimeAwareBias (node tab): Value bigger than max: peak: 15.0 > 10.0"
         in (manifest["jobs"]["clip3"]["error"])
     )
     assert_results_match_rows(tmp_path, [rows[0], rows[2], rows[4]], manifest)
@@ -449,7 +449,10 @@ def test_check_only_validates_and_queues_nothing(tmp_path: Path, stubs) -> None:
     make_batch(tmp_path, 2)
     argv = [str(tmp_path / "jobs.csv"), "--output-dir", str(tmp_path / "out"), "--server", server.url]
     assert cli_main([*argv, "--workflow", str(tmp_path / "wf.json"), "--check", "--quiet"]) == 0
-    assert server.requests == [] and not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists()
+    assert server.requests and all(  # it only read the nodes' ranges from the server
+        method == "GET" and path.startswith("/object_info/") for method, path in server.requests
+    )
     assert cli_main([*argv, "--workflow", str(tmp_path / "absent.json"), "--check", "--quiet"]) == 2
     assert cli_main([*argv, "--server", server.url, "--check", "--quiet"]) == 2, "a server listed twice"
 
