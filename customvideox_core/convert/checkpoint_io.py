@@ -37,6 +37,7 @@ SAT_SECOND_SHARD_NAME = "mp_rank_01_model_states.pt"
 WRAPPER_KEYS = ("module", "state_dict", "model")
 """Keys under which training frameworks nest the state dict (SAT/DeepSpeed use ``module``)."""
 _MAX_WRAPPER_DEPTH = 3
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 class CheckpointError(ValueError):
@@ -67,7 +68,7 @@ def resolve_checkpoint_file(path: str | os.PathLike[str]) -> Path:
         raise CheckpointError(f"{source} is neither a file nor a folder")
     latest = source / SAT_LATEST_FILE
     if latest.is_file():
-        iteration = latest.read_text(encoding="utf-8").strip()
+        iteration = _latest_iteration(latest)
         shard = source / iteration / SAT_SHARD_NAME
         if not shard.is_file():
             raise CheckpointError(
@@ -94,6 +95,22 @@ def resolve_checkpoint_file(path: str | os.PathLike[str]) -> Path:
     return shard
 
 
+def _latest_iteration(latest: Path) -> str:
+    """The iteration folder a SAT ``latest`` file names (a plain folder name, e.g. ``1000``)."""
+    try:
+        iteration = latest.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(
+            f"{latest} cannot be read as text ({error}); it should hold the iteration"
+        ) from None
+    if not iteration or iteration in (".", "..") or any(mark in iteration for mark in ("/", "\\", "\n")):
+        raise CheckpointError(
+            f"{latest} should hold the name of the iteration folder beside it (e.g. 1000), got {iteration!r}; "
+            "the SAT checkpoint folder is damaged, or give the .pt file itself"
+        )
+    return iteration
+
+
 def load_tensor_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     """Read ``path`` (file or SAT folder) as a flat ``{name: Tensor}`` state dict, without running code."""
     return read_tensor_file(resolve_checkpoint_file(path))
@@ -110,6 +127,11 @@ def read_tensor_file(
     """
     file = Path(path)
     suffix = file.suffix.lower()
+    if suffix in (*SAFETENSORS_SUFFIXES, *torch_suffixes) and _file_size(file) == 0:
+        raise CheckpointError(
+            f"{file} is empty (0 bytes), so it holds no checkpoint: the download or copy was probably cut "
+            "off. Fetch the file again"
+        )
     if suffix in SAFETENSORS_SUFFIXES:
         try:
             tensors, metadata = read_safetensors(file)
@@ -137,6 +159,10 @@ def _torch_load_tensors_only(file: Path) -> object:
             # Legacy (non-zip) torch.save format: cannot be memory-mapped; still weights_only.
             return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if not _looks_like_torch_file(file):
+            raise CheckpointError(
+                f"{file} could not be read as a PyTorch checkpoint: {_load_failure(error, file)}"
+            ) from None
         reason = str(error).strip().splitlines()
         detail = next((line for line in reason if "GLOBAL" in line), reason[0] if reason else "")
         detail = detail.split(" Please ")[0].strip()
@@ -147,8 +173,43 @@ def _torch_load_tensors_only(file: Path) -> object:
             "source, re-save only its tensors (e.g. the 'module' state dict) with torch.save or as "
             ".safetensors, and convert that file."
         ) from None
-    except (RuntimeError, OSError, EOFError) as error:
-        raise CheckpointError(f"{file} could not be read as a PyTorch checkpoint: {error}") from error
+    except Exception as error:  # damaged bytes make torch's unpickler raise anything (IndexError, KeyError…)
+        raise CheckpointError(
+            f"{file} could not be read as a PyTorch checkpoint: {_load_failure(error, file)}"
+        ) from error
+
+
+def _file_size(file: Path) -> int | None:
+    """``file``'s size in bytes; ``None`` when it cannot be asked (the reader then says why)."""
+    try:
+        return file.stat().st_size
+    except OSError:
+        return None
+
+
+def _looks_like_torch_file(file: Path) -> bool:
+    """Whether ``file`` starts as ``torch.save`` writes: a zip archive, or (legacy) a protocol-2+ pickle."""
+    try:
+        with file.open("rb") as stream:
+            start = stream.read(4)
+    except OSError:
+        return True  # cannot tell; torch's own message stands
+    return start.startswith((_ZIP_MAGIC, b"\x80"))
+
+
+def _load_failure(error: BaseException, file: Path) -> str:
+    """What went wrong reading ``file``, in words (torch's text when it has one)."""
+    if not _looks_like_torch_file(file):
+        return (
+            "it is neither a zip archive nor a pickle as torch.save writes (is it another format, or damaged?); "
+            "give the .pt/.ckpt file the checkpoint was published as"
+        )
+    if isinstance(error, EOFError):
+        return (
+            f"the file ends before the checkpoint does ({_file_size(file)} bytes): it is truncated, "
+            "probably an unfinished download or copy. Fetch the file again"
+        )
+    return str(error).strip() or type(error).__name__
 
 
 def unwrap_state_dict(loaded: object, *, source: Path | str) -> dict[str, Tensor]:

@@ -7,9 +7,10 @@
 ``.pt`` file itself, or a ``.safetensors`` file. ``.pt`` files are read with
 ``torch.load(weights_only=True)`` only. ``--variant wan`` re-saves a Concat-ID-Wan ``.pt``
 (``first_stage.pt``, ``second_stage_adaln.pt``) as safetensors with its own names, after checking it.
-The output is never overwritten unless ``--overwrite`` is given,
+The output is never overwritten unless ``--overwrite`` is given (and a folder never is, even then),
 and is written atomically (a temporary file in the same folder, then renamed). Exit status 0 on
-success, 2 on a refused input or output (the message says why; nothing is written).
+success, 2 on a refused input or output, 1 when the output cannot be written (disk full, no
+permission); the message says why, and nothing is written.
 """
 
 from __future__ import annotations
@@ -115,10 +116,7 @@ def convert_file(
     refused input), :class:`ConversionError` (not the checkpoint ``variant`` names), ``ValueError`` (bad
     output name or option). The output is checked before the (large) input is read.
     """
-    if output_path.suffix.lower() != ADAPTER_SUFFIX:
-        raise ValueError(f"--output {output_path} must end in {ADAPTER_SUFFIX}")
-    if output_path.exists() and not overwrite:
-        raise FileExistsError(f"{output_path} already exists; choose another name or pass --overwrite")
+    _check_output(output_path, overwrite)
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype!r} is not one of {sorted(DTYPES)}")
     if variant not in VARIANTS:
@@ -136,6 +134,25 @@ def convert_file(
     written = write_safetensors_atomic(output_path, tensors, converted.metadata, overwrite=overwrite)
     logger.info("wrote %s: %d tensors, %s (from %s)", written, len(tensors), converted.summary, source)
     return written
+
+
+def _check_output(output_path: Path, overwrite: bool) -> None:
+    """Refuse an output the converter must not write over: a folder (even with ``overwrite``), a path
+    under a file, an existing file without ``overwrite``, another suffix than ``.safetensors``."""
+    if output_path.suffix.lower() != ADAPTER_SUFFIX:
+        raise ValueError(f"--output {output_path} must end in {ADAPTER_SUFFIX}")
+    if output_path.is_dir():
+        raise ValueError(
+            f"--output {output_path} is an existing folder, not a file; --overwrite replaces files only, so "
+            f"nothing was changed. Give a file name inside it, e.g. {output_path / ('converted' + ADAPTER_SUFFIX)}"
+        )
+    blocking = next(
+        (parent for parent in output_path.parents if parent.exists() and not parent.is_dir()), None
+    )
+    if blocking is not None:
+        raise ValueError(f"--output {output_path} cannot be created: {blocking} is a file, not a folder")
+    if output_path.exists() and not overwrite:
+        raise FileExistsError(f"{output_path} already exists; choose another name or pass --overwrite")
 
 
 def _source_name(input_path: Path, file: Path) -> str:
@@ -157,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, ConversionError, FileExistsError, ValueError) as error:
         logger.error("convert_concat_id: %s", error)
         return 2
+    except OSError as error:  # writing the output failed (disk full, no permission): nothing was replaced
+        logger.error("convert_concat_id: cannot write %s (%s); nothing was written", args.output, error)
+        return 1
     return 0
 
 

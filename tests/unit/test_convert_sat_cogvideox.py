@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import pickle
 import re
@@ -317,3 +318,76 @@ def test_legacy_torch_save_format_is_read_without_mmap(tmp_path):
     legacy = tmp_path / "legacy.pt"
     torch.save({"module": sat}, legacy, _use_new_zipfile_serialization=False)
     assert_same_state(load_tensor_checkpoint(legacy).tensors, sat)
+
+
+def test_empty_truncated_and_foreign_files_say_what_is_wrong(tmp_path, caplog):
+    """An empty .pt/.ckpt (or .safetensors) says it is empty, a cut-off legacy file that it ends early,
+    a file that is no torch.save output at all says so: never a message ending in a bare colon."""
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"module": tiny_sat_state()}, legacy, _use_new_zipfile_serialization=False)
+    cases = {
+        "empty.pt": (b"", r"empty \(0 bytes\)"),
+        "empty.ckpt": (b"", r"empty \(0 bytes\)"),
+        "empty.safetensors": (b"", r"empty \(0 bytes\)"),
+        "cut.pt": (
+            legacy.read_bytes()[:10],
+            r"ends before the checkpoint does \(10 bytes\): it is truncated",
+        ),
+        "text.pt": (b"this is a text file, not a checkpoint", r"neither a zip archive nor a pickle"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(CheckpointError, match=message) as raised:
+            load_tensor_checkpoint(path)
+        assert not str(raised.value).rstrip().endswith(":"), str(raised.value)
+        caplog.clear()
+        output = tmp_path / "out.safetensors"
+        assert main(["--input", str(path), "--output", str(output)]) == 2
+        assert re.search(message, caplog.text) and not output.exists()
+
+
+def test_a_damaged_sat_latest_file_is_refused(tmp_path):
+    folder = tmp_path / "sat"
+    (folder / "1000").mkdir(parents=True)
+    torch.save({"module": tiny_sat_state()}, folder / "1000" / "mp_rank_00_model_states.pt")
+    for content, message in [
+        (b"", "should hold the name"),
+        (b"../1000", "should hold the name"),
+        (b"\xff\xfe", "as text"),
+    ]:
+        (folder / "latest").write_bytes(content)
+        with pytest.raises(CheckpointError, match=message):
+            load_tensor_checkpoint(folder)
+
+
+def test_output_that_is_a_folder_is_refused_and_left_untouched_even_with_overwrite(tmp_path, caplog):
+    source = tmp_path / "sat.pt"
+    torch.save(tiny_sat_state(), source)
+    folder = tmp_path / "concat_id.safetensors"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("keep me")
+    assert main(["--input", str(source), "--output", str(folder), "--overwrite"]) == 2
+    assert "is an existing folder, not a file" in caplog.text and "Traceback" not in caplog.text
+    assert [p.name for p in folder.iterdir()] == ["precious.txt"]
+    assert (folder / "precious.txt").read_text() == "keep me"
+    blocker = tmp_path / "file"
+    blocker.write_text("a file")
+    caplog.clear()
+    assert main(["--input", str(source), "--output", str(blocker / "x.safetensors"), "--overwrite"]) == 2
+    assert f"{blocker} is a file, not a folder" in caplog.text and blocker.read_text() == "a file"
+
+
+def test_an_output_that_cannot_be_written_is_a_clear_error(tmp_path, caplog, monkeypatch):
+    """A disk that fills up while the output is written: exit 1, one line saying so, no file left."""
+    source = tmp_path / "sat.pt"
+    torch.save(tiny_sat_state(), source)
+    output = tmp_path / "out" / "concat_id.safetensors"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("customvideox_core.adapter_file.save_file", full_disk)
+    assert main(["--input", str(source), "--output", str(output)]) == 1
+    assert "No space left on device" in caplog.text and "nothing was written" in caplog.text
+    assert not any(output.parent.iterdir())
