@@ -206,9 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if axes:
             sweep = run_sweep(config, axes)
             result = sweep.batch
-            logger.info(
-                "sweep table: %s (and .md); pictures: %s", sweep.table_csv, list(map(str, sweep.charts))
-            )
+            if sweep.table_csv is not None:
+                logger.info(
+                    "sweep table: %s (and .md); pictures: %s", sweep.table_csv, list(map(str, sweep.charts))
+                )
         else:
             result = run_batch(config)
     except (

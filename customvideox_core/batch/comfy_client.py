@@ -17,6 +17,7 @@ Errors are split by what the caller should do about them:
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import mimetypes
@@ -198,7 +199,8 @@ class ComfyClient:
         except ServerUnavailable as error:
             raise DownloadFailed(f"{self.base_url}: download of {output.filename} failed: {error}") from error
         finally:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # no partial file where its folder could not be made
+                partial.unlink(missing_ok=True)
 
     def _read_chunk(self, response: Any, output: OutputFile) -> bytes:
         try:

@@ -14,6 +14,8 @@ DEFAULT_WORKFLOW = (
     Path(__file__).resolve().parents[2] / "workflows" / "api" / "customvideox_cogvideox5b_api.json"
 )
 """The pack's API-format CogVideoX-5B workflow (used when no workflow is given)."""
+MAX_WAIT_SECONDS = 86400
+"""Longest wait, poll or request timeout (a day): beyond it the clock functions refuse the number."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,11 @@ class BatchConfig:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
         for name in ("backoff", "max_backoff", "poll_interval", "history_poll", "request_timeout"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number of seconds, got {value}")
+            if not (math.isfinite(value) and 0 < value <= MAX_WAIT_SECONDS):
+                raise ValueError(
+                    f"{name} must be a positive number of seconds, at most {MAX_WAIT_SECONDS} (a day), "
+                    f"got {value}"
+                )
         if self.job_timeout is not None and not self.job_timeout > 0:
             raise ValueError(f"job_timeout must be positive (seconds) or None, got {self.job_timeout}")
 

@@ -192,12 +192,17 @@ def read_jobs(path: Path | str) -> tuple[list[Job], list[RowError]]:
     if not path.is_file():
         raise FileNotFoundError(f"job file {path} does not exist; pass a .csv or .jsonl file of jobs")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        rows = list(_csv_rows(path))
-    elif suffix in (".jsonl", ".ndjson"):
-        rows = list(_jsonl_rows(path))
-    else:
+    readers = {".csv": _csv_rows, ".jsonl": _jsonl_rows, ".ndjson": _jsonl_rows}
+    if suffix not in readers:
         return [], [RowError(1, f"unknown job file type {suffix!r}; use .csv or .jsonl")]
+    try:
+        rows = list(readers[suffix](path))
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        message = f"the file is not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8"
+        return [], [RowError(line, message)]
+    except csv.Error as error:
+        return [], [RowError(1, f"not a readable CSV file ({error}); save it as plain CSV text")]
 
     jobs: list[Job] = []
     errors: list[RowError] = []

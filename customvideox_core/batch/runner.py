@@ -14,7 +14,7 @@ from .config import BatchConfig, BatchResult
 from .input_ranges import PACK_RANGES, InputRanges, job_range_errors, ranges_from_object_info, setting_classes
 from .jobs import Job, JobFileError, RowError, read_jobs
 from .manifest import ManifestStore
-from .output_folder import make_output_dir
+from .output_folder import RESULTS_CSV, RESULTS_MARKDOWN, make_output_dir
 from .progress import ProgressReporter
 from .results import write_results
 from .worker import BatchContext, JobPool, ServerWorker
@@ -150,10 +150,12 @@ def run_batch(config: BatchConfig, *, on_manifest_write: Callable[[dict], None] 
     try:
         csv_path, _ = write_results(config.output_dir, prepared.jobs, store.snapshot())
     except OSError as error:  # the jobs are recorded; a table that cannot be written must not hide that
+        folders = [name for name in (RESULTS_CSV, RESULTS_MARKDOWN) if (config.output_dir / name).is_dir()]
         logger.warning(
-            "could not write the results table in %s (%s); every job's state and scores are in %s",
+            "could not write the results table in %s (%s)%s; every job's state and scores are in %s",
             config.output_dir,
-            error,
+            error.strerror or error,
+            f": move the folder {', '.join(folders)} out of the way" if folders else "",
             store.path,
         )
     else:

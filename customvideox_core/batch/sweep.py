@@ -393,8 +393,9 @@ class SweepResult:
     """The batch's outcome and the files the sweep wrote."""
 
     batch: BatchResult
-    table_csv: Path
-    table_markdown: Path
+    table_csv: Path | None
+    table_markdown: Path | None
+    """``None`` when the tables could not be written (a warning said why)."""
     charts: tuple[Path, ...]
 
 
@@ -429,5 +430,15 @@ def run_sweep(config: BatchConfig, axes: Sequence[SweepAxis]) -> SweepResult:
     jobs_path, points = write_sweep_jobs(config, axes)
     batch = run_batch(replace(config, jobs_file=jobs_path))
     _, records = read_manifest(batch.manifest_path)
-    csv_path, markdown_path, charts = write_comparison(config.output_dir, axes, points, records)
+    try:
+        csv_path, markdown_path, charts = write_comparison(config.output_dir, axes, points, records)
+    except OSError as error:  # the jobs are recorded; tables that cannot be written must not hide that
+        logger.warning(
+            "could not write the sweep's tables and charts in %s (%s); every job's scores are in %s",
+            config.output_dir,
+            error,
+            batch.manifest_path,
+        )
+        csv_path = markdown_path = None
+        charts = ()
     return SweepResult(batch=batch, table_csv=csv_path, table_markdown=markdown_path, charts=charts)

@@ -133,6 +133,8 @@ class StubBehaviour:
     honour_prompt_id: bool = True
     on_execution_start: Callable[[str], None] = lambda prompt_id: None
     scores: Callable[[dict], dict] = stub_scores
+    view_unavailable: Callable[[str], bool] = lambda filename: False
+    """``GET /view`` of these files answers 503 (a server that lists a file but cannot serve it)."""
     object_info: dict[str, dict] = field(default_factory=stub_object_info)
     """What ``GET /object_info/<class>`` declares (a class not listed answers ``{}``, as ComfyUI does)."""
     """What a ``CustomVideoXScore`` node reports (UI key ``cvx_scores``, as the real node does)."""
@@ -561,6 +563,8 @@ def _handler_for(stub: StubComfyServer) -> type[BaseHTTPRequestHandler]:
                 node_class = parts.path.removeprefix("/object_info/")
                 info = stub.behaviour.object_info.get(node_class)
                 self._reply(200, {} if info is None else {node_class: info})
+            elif parts.path == "/view" and stub.behaviour.view_unavailable(query.get("filename", [""])[0]):
+                self._reply(503, b"")
             elif parts.path == "/view":
                 content = stub.view(query)
                 self._reply(404, b"") if content is None else self._reply(200, content)
