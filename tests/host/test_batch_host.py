@@ -436,6 +436,83 @@ def test_invalid_rows_are_reported_with_line_numbers_before_anything_is_queued(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_job_whose_folder_cannot_be_written_fails_and_the_others_finish(
+    servers, workflow_file, tmp_path
+) -> None:
+    """A file where a job's results folder goes is a local error: that job fails with the reason (once;
+    it is no server outage to retry forever) and the batch finishes the others."""
+    rows = write_jobs(tmp_path, "blocked", 3)
+    blocker = tmp_path / "out" / "blocked_1"
+    blocker.parent.mkdir()
+    blocker.write_text("not a folder")
+    outcome: dict[str, object] = {}
+    thread = threading.Thread(
+        target=lambda: outcome.update(result=run_batch(batch_config(tmp_path, workflow_file, servers))),
+        daemon=True,
+    )
+    thread.start()
+    thread.join(300)
+    assert not thread.is_alive(), "the batch never finished: " + diagnostics(tmp_path, servers)
+    result = outcome["result"]
+
+    assert result.failed == ("blocked_1",) and not result.unfinished, diagnostics(tmp_path, servers)
+    manifest = read_manifest(tmp_path)
+    error = manifest["jobs"]["blocked_1"]["error"]
+    ((_, _, entry),) = runs_of(servers, "blocked_1")
+    (saved,) = entry["outputs"][SAVE].get("latents") or entry["outputs"][SAVE].get("images")
+    assert f"cannot write {blocker / saved['filename']}" in error
+    assert f"the server keeps the file as {saved['filename']}" in error
+    assert blocker.read_text() == "not a folder"
+    for row in (rows[0], rows[2]):
+        assert_job_done_once(tmp_path, servers, row, manifest["jobs"][row["output"]])
+
+
+def test_check_with_a_real_server_refuses_values_outside_the_ranges_its_nodes_declare(
+    servers, workflow_file, tmp_path, caplog
+) -> None:
+    """``--check --server``: the ranges come from the server's ``/object_info`` (read here too, as the
+    oracle); ``--sweep tab_peak=1e30`` is refused with the node's range, and nothing is queued."""
+    server = servers[0]
+    write_jobs(tmp_path, "range", 1)
+    declared = {
+        (node, name): server.get_json(f"/object_info/{node}")[node]["input"]["required"][name][1]
+        for node, name in [
+            ("CustomVideoXTimeAwareBias", "peak"),
+            ("CustomVideoXERAEMask", "strength"),
+            ("CustomVideoXSample", "cfg"),
+        ]
+    }
+    assert (
+        declared[("CustomVideoXTimeAwareBias", "peak")]["min"],
+        declared[("CustomVideoXTimeAwareBias", "peak")]["max"],
+    ) == (-20.0, 20.0)
+    before = server.get_json("/history")
+    argv = [
+        str(tmp_path / "jobs.csv"),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--workflow",
+        str(workflow_file),
+    ]
+    argv += ["--server", server.url, "--check"]
+    for (node, name), column in zip(declared, ("tab_peak", "erae_strength", "cfg"), strict=True):
+        above = declared[(node, name)]["max"] + 1
+        caplog.clear()
+        with caplog.at_level("ERROR"):
+            assert cli_main([*argv, "--sweep", f"{column}=1,{above!r}"]) == 2
+        expected = (
+            f"--sweep {column}={above!r}: {column} {above!r} is outside {node}.{name}'s range "
+            f"[{declared[(node, name)]['min']:g}, {declared[(node, name)]['max']:g}] ({server.url}/object_info)"
+        )
+        assert expected in caplog.text
+    with caplog.at_level("ERROR"):
+        assert cli_main([*argv, "--sweep", "tab_peak=1e30"]) == 2
+    assert "tab_peak 1e+30 is outside CustomVideoXTimeAwareBias.peak's range [-20, 20]" in caplog.text
+    assert cli_main([*argv, "--sweep", "tab_peak=-20,20", "--sweep", "cfg=0,100"]) == 0
+    assert server.get_json("/history") == before
+    assert server.get_json("/queue") == {"queue_running": [], "queue_pending": []}
+
+
 # ---------------------------------------------------------------------------------------------
 # The README's main job
 # ---------------------------------------------------------------------------------------------

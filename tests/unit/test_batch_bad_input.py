@@ -375,3 +375,35 @@ def test_sweep_values_written_twice_or_points_that_cannot_run_are_told_in_sweep_
     assert "--sweep tab_start=0.5, tab_end=0.2: TAB window is inverted" in message
     assert "line" not in message and "sweep.jobs.jsonl" not in message
     assert not (tmp_path / "out").exists()
+
+
+# -- the same patterns elsewhere: a job file that is not text, waits no clock can hold ----------------
+
+
+def test_a_job_file_that_is_not_utf8_text_is_a_row_error(tmp_path: Path, caplog) -> None:
+    make_batch(tmp_path, 2)
+    jobs = tmp_path / "jobs.csv"
+    lines = jobs.read_bytes().splitlines(keepends=True)
+    jobs.write_bytes(lines[0] + lines[1] + "subject 1 in Z\u00fcrich".encode("latin-1") + b"\n")
+    argv = [
+        str(jobs),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--workflow",
+        str(tmp_path / "wf.json"),
+        "--check",
+    ]
+    assert cli_main(argv) == 2
+    assert "line 3: the file is not UTF-8 text" in caplog.text and "save it as UTF-8" in caplog.text
+    jobs.write_bytes(lines[0] + b"ref0.png,," + b"x" * 200_000 + b",1000,,clip0\n")  # past csv's field limit
+    caplog.clear()
+    assert cli_main(argv) == 2
+    assert "not a readable CSV file" in caplog.text and "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("option", ["--poll-interval", "--history-poll", "--backoff", "--max-backoff"])
+def test_waits_beyond_a_day_are_refused(tmp_path: Path, option: str, caplog) -> None:
+    make_batch(tmp_path, 1)
+    argv = [str(tmp_path / "jobs.csv"), "--output-dir", str(tmp_path / "out"), option, "1e30"]
+    assert cli_main(argv) == 2
+    assert "at most 86400 (a day)" in caplog.text
