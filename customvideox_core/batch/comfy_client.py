@@ -192,7 +192,7 @@ class ComfyClient:
             with self._open("GET", f"/view?{query}") as response:
                 handle = _local_write(output, destination, lambda: _open_partial(partial))
                 with handle:
-                    while chunk := self._read_chunk(response, output):
+                    while chunk := _read_chunk(response, output):
                         _local_write(output, destination, lambda: handle.write(chunk))
                     _local_write(output, destination, lambda: _flush(handle))
             _local_write(output, destination, lambda: os.replace(partial, destination))
@@ -201,12 +201,6 @@ class ComfyClient:
         finally:
             with contextlib.suppress(OSError):  # no partial file where its folder could not be made
                 partial.unlink(missing_ok=True)
-
-    def _read_chunk(self, response: Any, output: OutputFile) -> bytes:
-        try:
-            return response.read(1 << 20)
-        except (OSError, http.client.HTTPException) as error:
-            raise ServerUnavailable(f"connection dropped while reading {output.filename}: {error}") from error
 
     def _post_json(self, path: str, payload: object) -> None:
         """POST a JSON body to an endpoint that answers with an empty 200."""
@@ -259,6 +253,14 @@ class _HttpStatus(Exception):
         self.code = code
         self.body = body
         self.text = body[:500].decode("utf-8", "replace")
+
+
+def _read_chunk(response: Any, output: OutputFile) -> bytes:
+    """The next MiB of a ``/view`` answer; a dropped connection is :class:`ServerUnavailable`."""
+    try:
+        return response.read(1 << 20)
+    except (OSError, http.client.HTTPException) as error:
+        raise ServerUnavailable(f"connection dropped while reading {output.filename}: {error}") from error
 
 
 def _open_partial(partial: Path) -> Any:

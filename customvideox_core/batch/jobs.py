@@ -19,10 +19,12 @@ Columns (CSV header) or keys (JSONL objects):
 ``erae_threshold``            ERAE threshold (finite number)
 ``cfg``                       guidance scale of every sampler / guider with a ``cfg`` input (finite number)
 ``output``                    output name: the save nodes' ``filename_prefix`` and the job's folder in
-                              the output directory; unique per file. Default ``job_<row number>``.
+                              the output directory; unique per file, and not a name the client writes
+                              there itself (:mod:`.output_folder`). Default ``job_<row number>``.
 ============================  ==========================================================================
 
-Empty cells and JSON ``null`` mean "not given".
+Empty cells and JSON ``null`` mean "not given". Values outside the range of the node input they set are refused too (by
+:func:`.runner.prepare_batch`, against :mod:`.input_ranges`).
 """
 
 from __future__ import annotations

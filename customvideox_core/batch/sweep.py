@@ -11,8 +11,11 @@
 ``seed``            seeds (whole numbers)
 ==================  =================================================================
 
-The grid's points become ``<output-dir>/sweep.jobs.jsonl`` (job ``<name>__<axis>-<value>…``), which runs
-as an ordinary batch (same manifest, resume, servers). Then, from the scores in the manifest:
+The grid's points become ``<output-dir>/sweep.jobs.jsonl`` (job ``<name>__<axis>-<value>…``; a value is
+named as written when that is a plain name, else in one spelling per value, so ``+1`` and ``-1`` give
+``tab_peak-1`` and ``tab_peak--1``), which runs as an ordinary batch (same manifest, resume, servers).
+Every point is checked first (:func:`check_points`): one that cannot run is refused in terms of the
+``--sweep`` values, before anything is written. Then, from the scores in the manifest:
 
 - ``sweep.csv`` / ``sweep.md``: one row per setting (every axis but ``seed``; seeds are averaged, ``n``
   says how many scored jobs each mean holds; with ``seed`` as the only axis, one row per seed);

@@ -125,30 +125,34 @@ class ServerWorker(threading.Thread):
         try:
             while not self.context.stop.is_set():
                 name = pool.take(self.server)
-                if name is None:
+                if name is None or not self._run_job(name):
                     return
-                try:
-                    finished = self._process(name)
-                except ManifestWriteError as error:  # nothing more can be recorded: the whole batch stops
-                    self.context.halt(error)
-                    pool.give_back(name)
-                    return
-                except Exception:  # A bug must not lose the job: log it, give the job back, stop.
-                    logger.exception(
-                        "%s: unexpected error while running %s; leaving this server", self.server, name
-                    )
-                    finished = False
-                if finished:
-                    pool.finish()
-                    continue
-                try:
-                    self._set_state(name, "pending", server=None, prompt_id=None)
-                finally:  # even if the manifest cannot be written, other workers may take the job
-                    pool.give_back(name)
-                return
+        except ManifestWriteError as error:  # nothing more can be recorded: the whole batch stops
+            self.context.halt(error)
         finally:
             pool.retire(self.server)
             self._close_websocket()
+
+    def _run_job(self, name: str) -> bool:
+        """Run ``name``: ``True`` to take the next job, ``False`` when this worker stops (the job went back
+        to the pool). A manifest that cannot be written is raised, after giving the job back."""
+        pool = self.context.pool
+        try:
+            finished = self._process(name)
+        except ManifestWriteError:
+            pool.give_back(name)
+            raise
+        except Exception:  # A bug must not lose the job: log it, give the job back, stop.
+            logger.exception("%s: unexpected error while running %s; leaving this server", self.server, name)
+            finished = False
+        if finished:
+            pool.finish()
+            return True
+        try:
+            self._set_state(name, "pending", server=None, prompt_id=None)
+        finally:  # even if the manifest cannot be written, other workers may take the job
+            pool.give_back(name)
+        return False
 
     def _process(self, name: str) -> bool:
         """Run one job to done/failed (``True``), or give up on this server (``False``)."""

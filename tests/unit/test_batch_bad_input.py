@@ -81,6 +81,7 @@ def test_a_file_where_a_job_folder_should_be_fails_that_job_and_the_batch_ends(t
     manifest = read_manifest(tmp_path)
     error = manifest["jobs"]["clip1"]["error"]
     assert f"cannot write {blocker / 'clip1_'}" in error and "the server keeps the file as clip1_" in error
+    assert "download of" not in error and "tries" not in error, "a local error fails the job at once"
     assert blocker.read_text() == "not a folder"
     assert_results_match_rows(tmp_path, [rows[0], rows[2]], manifest)
     assert executions_of(server, "clip1") == 1, "a local error is no server outage: the job is not run again"
@@ -115,7 +116,8 @@ def test_a_full_disk_fails_the_job_it_hits_and_leaves_no_partial_file(
 
     assert result.failed == ("clip2",) and sorted(result.done) == ["clip0", "clip1"]
     manifest = read_manifest(tmp_path)
-    assert "No space left on device" in manifest["jobs"]["clip2"]["error"]
+    error = manifest["jobs"]["clip2"]["error"]
+    assert "No space left on device" in error and "tries" not in error, "a full disk is not retried"
     assert_results_match_rows(tmp_path, rows[:2], manifest)
     assert list((tmp_path / "out" / "clip2").iterdir()) == [], "the partial download is removed"
     assert executions_of(server, "clip2") == 1
@@ -135,7 +137,7 @@ def test_a_file_the_server_lists_but_never_serves_fails_after_the_retries(tmp_pa
 
 
 def test_a_manifest_that_cannot_be_written_stops_the_batch_with_the_reason(
-    tmp_path: Path, stubs, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, stubs, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capsys
 ) -> None:
     server = stubs()
     make_batch(tmp_path, 3)
@@ -161,6 +163,7 @@ def test_a_manifest_that_cannot_be_written_stops_the_batch_with_the_reason(
     writes["count"] = 0
     assert cli_main([*argv, "--workflow", str(tmp_path / "wf.json"), "--quiet"]) == 1
     assert "cannot write the manifest" in caplog.text and "Traceback" not in caplog.text
+    assert "Traceback" not in capsys.readouterr().err, "no worker thread dies with a traceback"
 
 
 # -- 10: values outside the nodes' ranges are refused before anything is queued ---------------------
