@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as error:
         logger.error("%s", error)
         return EXIT_INVALID_INPUT
-    except ManifestWriteError as error:
+    except (ManifestWriteError, OSError) as error:  # a file of the output folder could not be written
         logger.error("%s", error)
         return EXIT_UNFINISHED
     except KeyboardInterrupt:

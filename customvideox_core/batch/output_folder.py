@@ -99,3 +99,14 @@ def make_output_dir(path: Path) -> Path:
             f"--output-dir {path} cannot be created ({error.strerror or error}); give a folder you can write to"
         ) from None
     return path
+
+
+def check_file_place(path: Path) -> Path:
+    """``path``, one of the client's own files: :class:`OutputDirError` when a folder stands there (left by
+    a job of that name in an earlier version, which did not refuse such names)."""
+    if path.is_dir():
+        raise OutputDirError(
+            f"{path} is a folder, where the batch client writes its file {path.name}; move the folder out of "
+            "the way (or use another --output-dir) and run again"
+        )
+    return path

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .jobs import Job, job_from_fields
 from .manifest import atomic_write_text
-from .output_folder import make_output_dir, single_job_file_name
+from .output_folder import check_file_place, make_output_dir, single_job_file_name
 from .workflow import WorkflowTargets, job_workflow_errors
 
 DEFAULT_SEED = 0
@@ -92,7 +92,7 @@ def write_single_job(single: SingleJob, output_dir: Path) -> Path:
 
     Raises :class:`SingleJobError`, writing nothing, when the file holds another job of that name.
     """
-    path = single.job_file(make_output_dir(output_dir))
+    path = check_file_place(single.job_file(make_output_dir(output_dir)))
     fields = single.fields()
     if path.exists():
         try:

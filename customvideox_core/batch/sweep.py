@@ -41,7 +41,14 @@ from .config import BatchConfig, BatchResult
 from .input_ranges import PACK_RANGES, InputRanges, job_range_errors
 from .jobs import FLOAT_COLUMNS, Job, job_from_fields, load_jobs
 from .manifest import JobRecord, atomic_write_text, read_manifest
-from .output_folder import SWEEP_CSV, SWEEP_JOBS_FILE, SWEEP_MARKDOWN, make_output_dir, sweep_chart_name
+from .output_folder import (
+    SWEEP_CSV,
+    SWEEP_JOBS_FILE,
+    SWEEP_MARKDOWN,
+    check_file_place,
+    make_output_dir,
+    sweep_chart_name,
+)
 from .results import job_settings, node_order, to_csv, to_markdown
 from .runner import load_targets, run_batch
 from .workflow import ApiWorkflow, WorkflowTargets, job_workflow_errors
@@ -281,7 +288,7 @@ def write_sweep_jobs(
         raise SweepError("give at least one --sweep AXIS=V1,V2,…")
     points, rows = expand(jobs[0], axes)
     check_points(points, rows, *load_targets(config.workflow_path), ranges)
-    path = make_output_dir(config.output_dir) / SWEEP_JOBS_FILE
+    path = check_file_place(make_output_dir(config.output_dir) / SWEEP_JOBS_FILE)
     atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return path, points
 

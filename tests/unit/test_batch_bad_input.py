@@ -297,6 +297,34 @@ def test_a_folder_left_where_the_results_table_goes_does_not_brick_later_runs(
     assert [p.name for p in left.iterdir()] == ["old_video.mp4"]
 
 
+def test_a_folder_left_where_a_sweep_or_one_job_file_goes_is_named_in_the_error(
+    tmp_path: Path, stubs, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    server = stubs()
+    make_batch(tmp_path, 1)
+    (tmp_path / "out" / "sweep.jobs.jsonl" / "clip").mkdir(parents=True)
+    (tmp_path / "out" / "dog.job.jsonl").mkdir()
+    argv = [
+        "--server",
+        server.url,
+        "--workflow",
+        str(tmp_path / "wf.json"),
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
+    assert cli_main([str(tmp_path / "jobs.csv"), *argv, "--sweep", "seed=1,2"]) == 2
+    assert (
+        f"{tmp_path / 'out' / 'sweep.jobs.jsonl'} is a folder, where the batch client writes" in caplog.text
+    )
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dog.png").write_bytes(b"a dog")
+    caplog.clear()
+    assert cli_main([*argv, "--reference", "dog.png", "--prompt", "a dog", "--entity-words", "dog"]) == 2
+    assert "dog.job.jsonl is a folder, where the batch client writes" in caplog.text
+    assert server.requests == [] and "Traceback" not in caplog.text
+    assert (tmp_path / "out" / "sweep.jobs.jsonl" / "clip").is_dir()
+
+
 # -- 21: an --output-dir that is a file, or cannot be created ---------------------------------------
 
 
