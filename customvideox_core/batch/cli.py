@@ -104,7 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep.csv/.md and sweep_<axis>.png",
     )
     parser.add_argument("--keep-failed", action="store_true", help="on resume, do not re-run failed jobs")
-    parser.add_argument("--check", action="store_true", help="only validate jobs and workflow, queue nothing")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only validate jobs, workflow and values (against the ranges each --server's /object_info "
+        "declares, else the pack's own); queue nothing",
+    )
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser
