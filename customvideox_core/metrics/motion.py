@@ -53,10 +53,10 @@ class MotionOptions:
 
 
 def working_luma(frames: Tensor, size: int) -> Tensor:
-    """``[N, H, W, C]`` in ``[0, 1]`` → luma ``[N, h, w]`` float64 with ``min(h, w) == size``
+    """``[N, H, W, C]`` in ``[0, 1]`` → luma ``[N, h, w]`` float32 with ``min(h, w) == size``
     (unchanged when the short side already is ``size``)."""
     weights = torch.tensor(LUMA, dtype=torch.float64)
-    luma = (frames[..., :3].to(torch.float64) * weights).sum(dim=-1)
+    luma = (frames[..., :3].to(torch.float32) * weights.to(torch.float32)).sum(dim=-1)
     height, width = luma.shape[1:]
     if min(height, width) == size:
         return luma
@@ -70,17 +70,16 @@ def block_displacements(earlier: Tensor, later: Tensor, block: int, radius: int)
     height, width = (earlier.shape[0] // block) * block, (earlier.shape[1] // block) * block
     earlier = earlier[:height, :width]
     padded = F.pad(later[None, None], (radius, radius, radius, radius), value=math.nan)[0, 0]
-    shifts, costs = [], []
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            window = padded[radius + dy : radius + dy + height, radius + dx : radius + dx + width]
-            difference = (window - earlier).abs()
-            cost = F.avg_pool2d(difference[None, None], block)[0, 0]
-            cost = torch.nan_to_num(cost, nan=math.inf) + 1e-9 * (dx * dx + dy * dy)
-            costs.append(cost)
-            shifts.append((dx, dy))
-    best = torch.stack(costs).argmin(dim=0)
-    return torch.tensor(shifts, dtype=torch.float64)[best]
+    side = 2 * radius + 1
+    # windows[i, j] is the later frame moved by (dx, dy) = (j − radius, i − radius): [side, side, h, w]
+    windows = padded[: height + 2 * radius, : width + 2 * radius].unfold(0, height, 1).unfold(1, width, 1)
+    difference = (windows - earlier).abs().reshape(side * side, 1, height, width)
+    cost = torch.nan_to_num(F.avg_pool2d(difference, block)[:, 0], nan=math.inf)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
+    shifts = torch.stack([dx.reshape(-1), dy.reshape(-1)], dim=-1)  # [side², 2] as (dx, dy)
+    cost = cost + 1e-9 * (shifts**2).sum(dim=-1).to(cost.dtype)[:, None, None]  # ties: the shortest
+    return shifts[cost.argmin(dim=0)]
 
 
 @dataclass(frozen=True)
