@@ -312,7 +312,9 @@ def test_nan_frames_or_reference_blame_that_input_not_the_encoder() -> None:
     frames, reference = images(3, seed=5), images(1, seed=6)
     bad_frames = frames.clone()
     bad_frames[1, 2, 3, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"the frames input holds NaN or infinite.*image\(s\) 1 of 3") as caught:
+    with pytest.raises(
+        ValueError, match=r"the frames input holds NaN or infinite.*image\(s\) 1 of 3"
+    ) as caught:
         score_video(bad_frames, reference, clip)
     assert "embeddings" not in str(caught.value) and "encoder" not in str(caught.value)
     bad_reference = reference.clone()
