@@ -7,7 +7,7 @@ import os
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..customvideox_core.constants import STANDIN_SUFFIXES
+from ..customvideox_core.constants import STANDIN_STRENGTH_RANGE, STANDIN_SUFFIXES
 from ..customvideox_core.erae import reference_token_weights
 from ..customvideox_core.host_specs import check_branch_dit
 from ..customvideox_core.standin.branch import reference_grid
@@ -88,7 +88,7 @@ class CustomVideoXApplyStandIn(io.ComfyNode):
                 float_input(
                     "strength",
                     1.0,
-                    Bounds(0.0, 2.0, 0.05),
+                    Bounds(*STANDIN_STRENGTH_RANGE, 0.05),
                     "Multiplier of the Stand-In LoRA on the face tokens: 1 = as published, "
                     "0 = the face branch without its LoRA.",
                 ),

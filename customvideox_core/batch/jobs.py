@@ -18,6 +18,7 @@ Columns (CSV header) or keys (JSONL objects):
 ``erae_strength``             ERAE strength (finite number)
 ``erae_threshold``            ERAE threshold (finite number)
 ``cfg``                       guidance scale of every sampler / guider with a ``cfg`` input (finite number)
+``standin_strength``          ``CustomVideoXApplyStandIn``'s strength, in ``[0, 2]``
 ``output``                    output name: the save nodes' ``filename_prefix`` and the job's folder in
                               the output directory; unique per file. Default ``job_<row number>``.
 ============================  ==========================================================================
@@ -35,7 +36,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..constants import SEED_MAX
+from ..constants import SEED_MAX, STANDIN_STRENGTH_RANGE
 from ..tab import (
     TABShape,
     check_tab_shape,
@@ -57,10 +58,20 @@ OPTIONAL_COLUMNS = (
     "erae_strength",
     "erae_threshold",
     "cfg",
+    "standin_strength",
     "output",
 )
 KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-FLOAT_COLUMNS = ("tab_peak", "tab_floor", "tab_start", "tab_end", "erae_strength", "erae_threshold", "cfg")
+FLOAT_COLUMNS = (
+    "tab_peak",
+    "tab_floor",
+    "tab_start",
+    "tab_end",
+    "erae_strength",
+    "erae_threshold",
+    "cfg",
+    "standin_strength",
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,8 @@ class Job:
     erae: EraeOverrides = field(default_factory=EraeOverrides)
     cfg: float | None = None
     """Guidance scale for the workflow's samplers; ``None`` keeps the workflow's."""
+    standin_strength: float | None = None
+    """Strength of the workflow's Apply Stand-In nodes; ``None`` keeps the workflow's."""
 
     def __post_init__(self) -> None:
         if self.line < 1:
@@ -129,6 +142,9 @@ class Job:
             raise ValueError(f"seed must be in [0, {SEED_MAX}], got {self.seed}")
         if not self.name:
             raise ValueError("job name must not be empty")
+        low, high = STANDIN_STRENGTH_RANGE
+        if self.standin_strength is not None and not low <= self.standin_strength <= high:
+            raise ValueError(f"standin_strength must be in [{low}, {high}], got {self.standin_strength}")
 
     def fingerprint(self) -> str:
         """Digest of everything that defines the job's result (not its line number)."""
@@ -145,6 +161,8 @@ class Job:
         }
         if self.cfg is not None:  # only when given, so manifests written before cfg existed still match
             content["cfg"] = self.cfg
+        if self.standin_strength is not None:  # likewise
+            content["standin_strength"] = self.standin_strength
         encoded = json.dumps(content, sort_keys=True, ensure_ascii=True).encode("utf-8")
         return hashlib.sha256(encoded).hexdigest()[:16]
 
@@ -336,6 +354,7 @@ def _job_from_row(
             tab=tab,  # type: ignore[arg-type]
             erae=erae,
             cfg=floats["cfg"],
+            standin_strength=floats["standin_strength"],
         )
     except ValueError as error:
         errors.append(str(error))
