@@ -142,3 +142,34 @@ def test_a_sweep_over_standin_strength_and_tab_peak_tabulates_and_draws_face_sim
             lower = image.crop((60, 36 + 324, 620, 36 + 324 + 264))
             colours = lower.getcolors(maxcolors=1 << 16)
             assert colours is not None and len(colours) > 3  # the motion line was drawn in its panel
+
+
+def test_the_face_job_sweeps_standin_strength_through_the_shipped_standin_twin(tmp_path) -> None:
+    """The example face job, expanded over Stand-In's strength, fills the shipped Stand-In API graph."""
+    from customvideox_core.batch.sweep import expand
+    from customvideox_core.batch.workflow import load_workflow
+
+    root = Path(__file__).resolve().parents[2]
+    source = root / "workflows" / "jobs" / "example_face_sweep.jsonl"
+    copy = tmp_path / source.name
+    copy.write_text(source.read_text())
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "face.png").write_bytes(b"a face")
+    (job,) = read_jobs(copy)[0]
+    workflow = load_workflow(root / "workflows" / "api" / "standin_wan21_14b_api.json")
+    targets = locate_targets(workflow)
+    _, rows = expand(job, [parse_axis("standin_strength=0.6,1,1.4")])
+    strengths = []
+    for row in rows:
+        (point,), errors = read_jobs_from_row(tmp_path, row)
+        assert errors == []
+        filled = fill_workflow(workflow, targets, point, UploadedImages(reference="face.png"))
+        (node,) = [n for n in filled.values() if n["class_type"] == "CustomVideoXApplyStandIn"]
+        strengths.append(node["inputs"]["strength"])
+    assert strengths == [0.6, 1.0, 1.4]
+
+
+def read_jobs_from_row(folder: Path, row: dict):
+    path = folder / "point.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    return read_jobs(path)
