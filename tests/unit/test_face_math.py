@@ -53,7 +53,7 @@ def test_the_similarity_transform_never_reflects_and_is_least_squares() -> None:
         return float(((apply(m, source) - mirrored) ** 2).sum())
 
     base = residual(estimated)
-    for delta in np.eye(6) * 1e-4:
+    for delta in np.vstack([np.eye(4), -np.eye(4)]) * 1e-4:  # scale, angle, shift x, shift y; both ways
         scale, angle = math.hypot(*estimated[:, 0]), math.atan2(estimated[1, 0], estimated[0, 0])
         nudged = known_transform(scale + delta[0], angle + delta[1], tuple(estimated[:, 2] + delta[2:4]))
         assert residual(nudged) >= base - 1e-9
