@@ -16,7 +16,13 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..customvideox_core.metrics import REGION_MODES, ScoreOptions, score_video
-from ..customvideox_core.score_summary import MOTION_LABELS, SCORE_UI_KEY, SUMMARY_LABELS, SUMMARY_METRICS
+from ..customvideox_core.score_summary import (
+    METRICS,
+    MOTION_LABELS,
+    SCORE_UI_KEY,
+    SUMMARY_LABELS,
+    SUMMARY_METRICS,
+)
 from .face_model_node import FaceModelType
 from .plots import plot_series
 from .score_encoders import check_family, image_embedding_width, image_encoder, text_embedding
@@ -196,9 +202,10 @@ class CustomVideoXScore(io.ComfyNode):
         numbers = scores.numbers
         floats = [math.nan if numbers[key] is None else numbers[key] for key in SUMMARY_METRICS]
         text_summary = json.dumps(summary)
+        paper = len(METRICS)  # outputs: the paper's four, the summary, then FaceSim and motion (appended)
         return io.NodeOutput(
-            *floats[:4],
+            *floats[:paper],
             text_summary,
-            *floats[4:],
+            *floats[paper:],
             ui={**preview, SCORE_UI_KEY: [summary], "text": (scores.summary_text(),)},
         )
