@@ -68,6 +68,16 @@ def _single(found: list[tuple[Path, object]], what: str, folder: Path, signature
     return found[0]
 
 
+def _session(onnxruntime, path: Path, options, providers: list[str]):
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=providers)
+    except Exception as error:  # onnxruntime's own error types (InvalidProtobuf, Fail, …) share no base
+        raise ValueError(
+            f"{path.name} in the face model folder is not a model onnxruntime can read ({error}); "
+            "replace it with the file from insightface's pack, or remove it."
+        ) from error
+
+
 def load_face_model(folder: Path, *, device: str = "cpu", det_size: int = 640) -> FaceModel:
     """A :class:`FaceModel` running ``folder``'s SCRFD detector and ArcFace recogniser with onnxruntime."""
     onnxruntime = import_onnxruntime()
@@ -87,9 +97,7 @@ def load_face_model(folder: Path, *, device: str = "cpu", det_size: int = 640) -
         )
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
-    sessions = [
-        (path, onnxruntime.InferenceSession(str(path), options, providers=providers)) for path in files
-    ]
+    sessions = [(path, _session(onnxruntime, path, options, providers)) for path in files]
     detector_path, detector = _single(
         [(p, s) for p, s in sessions if _is_detector(s)], "SCRFD detector", Path(folder), "9 outputs"
     )

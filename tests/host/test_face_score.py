@@ -160,6 +160,11 @@ def test_a_folder_without_a_detector_is_refused_clearly(comfy_host, face_pack, t
     write_tiny_arcface(tmp_path / "w600k_r50.onnx")
     with pytest.raises(ValueError, match="exactly one SCRFD detector .*found none"):
         load_face_model(tmp_path)
+    (tmp_path / "broken.onnx").write_bytes(b"half a download")
+    with pytest.raises(
+        ValueError, match="broken.onnx in the face model folder is not a model onnxruntime can read"
+    ):
+        load_face_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="holds no .onnx file"):
         load_face_model(tmp_path / "empty")
     node = comfy_host.node_class("CustomVideoXLoadFaceModel")
