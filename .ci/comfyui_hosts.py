@@ -10,7 +10,8 @@ Each host is a ComfyUI source tree at a pinned commit plus the Python that runs 
 - the tree comes from the archive in ``../shared/comfyui/`` (this project's machines) or, where no
   archive is present, from a clone of ComfyUI at the pinned commit;
 - one virtual environment (``venv``) serves every tree: torch, ComfyUI 0.33.0's requirements without
-  its torch lines and torchsde, with this pack's requirements installed into it on every setup; a tree
+  its torch lines and torchsde, with this pack's requirements (``PACK_REQUIREMENTS``: the pack's, the
+  test tools and the optional FaceSim runtime, so its tests run here) installed into it on every setup; a tree
   whose exact ``==`` pins of the packages in ``OVERLAY_PACKAGES`` (the frontend, comfy-aimdo,
   comfy-kitchen) differ from 0.33.0's gets those in an overlay folder put first on ``PYTHONPATH``, so
   each tree runs with the frontend and helpers it was released with.
@@ -231,16 +232,14 @@ def torch_constraints() -> Path:
     return path
 
 
+PACK_REQUIREMENTS = ("requirements.txt", "requirements-dev.txt", "requirements-face.txt")
+"""The pack's requirement files the host environment holds: the pack's own, the test tools, and the
+optional dependency of FaceSim (onnxruntime), which the host tier tests with."""
+
+
 def install_pack_requirements(venv: Path) -> None:
-    pip_install(
-        venv,
-        "-c",
-        torch_constraints(),
-        "-r",
-        REPO_ROOT / "requirements.txt",
-        "-r",
-        REPO_ROOT / "requirements-dev.txt",
-    )
+    files = [argument for name in PACK_REQUIREMENTS for argument in ("-r", REPO_ROOT / name)]
+    pip_install(venv, "-c", torch_constraints(), *files)
 
 
 def ensure_overlay(host: Host, venv: Path) -> None:

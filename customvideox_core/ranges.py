@@ -3,15 +3,16 @@
 The nodes declare their widgets with them (ComfyUI then refuses a value outside, also over the API); the
 batch client checks job values against the same ranges before it queues anything. No torch, no ComfyUI.
 
-==================  ==============  ===========================================================
+===================  ==============  ===========================================================
 name                range           inputs
-==================  ==============  ===========================================================
+===================  ==============  ===========================================================
 ``TAB_LEVEL``       ``[-20, 20]``   TimeAwareBias ``peak`` and ``floor``
 ``TAB_PROGRESS``    ``[0, 1]``      TimeAwareBias ``start`` and ``end`` (sampling progress)
 ``ERAE_STRENGTH``   ``[0, 10]``     ERAEMask ``strength`` (γ)
 ``ERAE_THRESHOLD``  ``[0, 1]``      ERAEMask ``threshold``
 ``GUIDANCE_SCALE``  ``[0, 100]``    Sample ``cfg`` and ``image_cfg`` (ComfyUI's own samplers use the same)
-==================  ==============  ===========================================================
+``STANDIN_STRENGTH`` ``[0, 2]``     Apply Stand-In ``strength``
+===================  ==============  ===========================================================
 """
 
 from __future__ import annotations
@@ -41,3 +42,4 @@ TAB_PROGRESS = Bounds(0.0, 1.0, 0.01)
 ERAE_STRENGTH = Bounds(0.0, 10.0, 0.05)
 ERAE_THRESHOLD = Bounds(0.0, 1.0, 0.01)
 GUIDANCE_SCALE = Bounds(0.0, 100.0, 0.1, round=0.01)
+STANDIN_STRENGTH = Bounds(0.0, 2.0, 0.05)

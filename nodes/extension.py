@@ -14,6 +14,7 @@ from .concat_id_node import CustomVideoXLoadConcatID
 from .concat_id_wan import CustomVideoXLoadConcatIDWan
 from .conditioning_node import CustomVideoXReferenceConditioning
 from .erae_node import CustomVideoXERAEMask
+from .face_model_node import CustomVideoXLoadFaceModel, register_face_folder
 from .load_node import LoadCustomVideoX
 from .reference_node import CustomVideoXReferenceEncode
 from .sample_node import CustomVideoXSample
@@ -25,7 +26,9 @@ from .train_settings_node import CustomVideoXTrainSettings
 
 
 def register_model_folders() -> None:
-    """Register ``models/customvideox`` (safetensors adapters); idempotent, keeps user-added paths."""
+    """Register ``models/customvideox`` (safetensors adapters) and ``models/insightface`` (face models);
+    idempotent, keeps user-added paths."""
+    register_face_folder()
     default = os.path.join(folder_paths.models_dir, MODEL_FOLDER)
     if MODEL_FOLDER in folder_paths.folder_names_and_paths:
         paths, extensions = folder_paths.folder_names_and_paths[MODEL_FOLDER]
@@ -52,6 +55,7 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXScore,
     CustomVideoXLoadStandIn,
     CustomVideoXApplyStandIn,
+    CustomVideoXLoadFaceModel,
 ]
 
 

@@ -85,17 +85,31 @@ def plot_curve(values: Sequence[float], *, title: str, x_label: str) -> torch.Te
 SERIES_COLOURS = ((220, 80, 30), (40, 110, 200), (40, 160, 80), (150, 60, 170))
 
 
+def _runs(points: Sequence[tuple[float, float] | None]) -> list[list[tuple[float, float]]]:
+    """The unbroken stretches of ``points`` (``None`` = a gap)."""
+    runs: list[list[tuple[float, float]]] = [[]]
+    for point in points:
+        if point is None:
+            runs.append([])
+        else:
+            runs[-1].append(point)
+    return [run for run in runs if run]
+
+
 def plot_series(
-    series: Mapping[str, Sequence[float]], *, x_values: Sequence[int], title: str, x_label: str
+    series: Mapping[str, Sequence[float | None]], *, x_values: Sequence[int], title: str, x_label: str
 ) -> torch.Tensor:
     """Several lines over the same ``x_values`` (e.g. frame indices) with a legend → IMAGE ``[1, H, W, 3]``.
 
-    The y axis spans the values (at least a 0.01 range); a series of one value is drawn as a dot.
+    The y axis spans the values (at least a 0.01 range); a value of ``None`` is a gap in its line (e.g. a
+    frame without a face); a point without neighbours is drawn as a dot.
     """
     if not series or not x_values:
         raise ValueError("plot_series needs at least one series and one x value")
     image, draw = _canvas()
-    everything = [v for values in series.values() for v in values]
+    everything = [v for values in series.values() for v in values if v is not None]
+    if not everything:
+        raise ValueError("plot_series needs at least one value that is not None")
     low, high = min(everything), max(everything)
     if high - low < 0.01:
         low, high = low - 0.005, high + 0.005
@@ -114,12 +128,13 @@ def plot_series(
     for index, (label, values) in enumerate(series.items()):
         colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
         xs = list(x_values)[-len(values) :] if len(values) < len(x_values) else list(x_values)
-        points = [(to_x(x), to_y(v)) for x, v in zip(xs, values, strict=False)]
-        if len(points) == 1:
-            x, y = points[0]
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        else:
-            draw.line(points, fill=colour, width=2)
+        points = [None if v is None else (to_x(x), to_y(v)) for x, v in zip(xs, values, strict=False)]
+        for run in _runs(points):
+            if len(run) == 1:
+                x, y = run[0]
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+            else:
+                draw.line(run, fill=colour, width=2)
         draw.text((legend_x, BOTTOM - 14), label, fill=colour)
         legend_x += 8 * len(label) + 16
     return _labelled(

@@ -1,7 +1,8 @@
 """Score: the paper's fidelity measures of a generated video, with the user's own encoders.
 
 CLIP-I and T.Cons from a CLIP vision model, DINO-I from a DINOv2 (both through core's Load CLIP
-Vision), CLIP-T from a matching CLIP text model. The math is ``customvideox_core.metrics``; the
+Vision), CLIP-T from a matching CLIP text model, FaceSim from insightface's ArcFace (Load Face Model), and
+the motion score (block matching, no model). The math is ``customvideox_core.metrics``; the
 definitions and what the numbers mean are in ``docs/METRICS.md``.
 """
 
@@ -11,10 +12,18 @@ import json
 import logging
 import math
 
+import torch
 from comfy_api.latest import io, ui
 
 from ..customvideox_core.metrics import REGION_MODES, ScoreOptions, score_video
-from ..customvideox_core.score_summary import METRIC_LABELS, METRICS, SCORE_UI_KEY
+from ..customvideox_core.score_summary import (
+    METRICS,
+    MOTION_LABELS,
+    SCORE_UI_KEY,
+    SUMMARY_LABELS,
+    SUMMARY_METRICS,
+)
+from .face_model_node import FaceModelType
 from .plots import plot_series
 from .score_encoders import check_family, image_embedding_width, image_encoder, text_embedding
 
@@ -31,9 +40,11 @@ class CustomVideoXScore(io.ComfyNode):
             description=(
                 "Scores a decoded video against the reference image(s): CLIP-I and DINO-I (cosine of "
                 "reference and frame embeddings), T.Cons (cosine of consecutive frames), CLIP-T (cosine "
-                "of prompt and frame). Means over the scored frames; the per-frame curves are drawn on "
-                "the node and the summary is in the API's history (key cvx_scores). Cosines in [−1, 1]; "
-                "the paper reports them × 100."
+                "of prompt and frame), FaceSim (ArcFace cosine of the reference's and each frame's face, "
+                "with a face model) and motion (how far the picture moves, % of the short side per frame "
+                "step). Means over the scored frames; the per-frame curves are drawn on the node and the "
+                "summary is in the API's history (key cvx_scores). Cosines in [−1, 1]; the paper reports "
+                "them × 100."
             ),
             inputs=[
                 io.Image.Input(
@@ -96,6 +107,13 @@ class CustomVideoXScore(io.ComfyNode):
                     optional=True,
                     tooltip="The video's prompt, for CLIP-T (needs clip).",
                 ),
+                FaceModelType.Input(
+                    "face_model",
+                    optional=True,
+                    tooltip="From Load Face Model (insightface buffalo_l / antelopev2): FaceSim, the ArcFace "
+                    "cosine of the reference's face and each frame's face (largest face; with region "
+                    "mask/crop, the face inside the mask).",
+                ),
             ],
             outputs=[
                 io.Float.Output("clip_i", tooltip="Mean CLIP-I over scored frames."),
@@ -105,6 +123,19 @@ class CustomVideoXScore(io.ComfyNode):
                 ),
                 io.Float.Output("clip_t", tooltip="Mean CLIP-T (NaN without clip)."),
                 io.String.Output("summary", tooltip="The scores as JSON (the same as in the history)."),
+                io.Float.Output(
+                    "face_sim", tooltip="Mean FaceSim over the frames with a face (NaN without face_model)."
+                ),
+                io.Float.Output("face_sim_min", tooltip="Lowest per-frame FaceSim: the worst drift."),
+                io.Float.Output(
+                    "face_detected", tooltip="Share of scored frames in which a face was found (0–1)."
+                ),
+                io.Float.Output(
+                    "motion", tooltip="Mean block displacement, % of the short side per scored frame step."
+                ),
+                io.Float.Output(
+                    "motion_subject", tooltip="The same inside the subject mask (NaN without mask)."
+                ),
             ],
             is_output_node=True,
         )
@@ -123,6 +154,7 @@ class CustomVideoXScore(io.ComfyNode):
         dino_vision=None,
         clip=None,
         prompt: str = "",
+        face_model=None,
     ) -> io.NodeOutput:
         check_family(clip_vision, "clip_vision")
         if dino_vision is not None:
@@ -141,23 +173,39 @@ class CustomVideoXScore(io.ComfyNode):
             text_embedding=text,
             frame_masks=mask,
             reference_masks=reference_mask,
+            face_model=face_model,
             options=options,
         )
         summary = scores.to_json()
         curves = {
-            METRIC_LABELS[key]: values
+            SUMMARY_LABELS[key]: values
             for key, values in summary["per_frame"].items()
             if values  # absent measures (None) and T.Cons of one frame (empty) are not drawn
         }
-        image = plot_series(
-            curves, x_values=list(scores.frames), title="CustomVideoX scores per frame", x_label="frame"
-        )
-        preview = ui.PreviewImage(image, cls=cls).as_dict()
-        means = scores.means
-        floats = [math.nan if means[key] is None else means[key] for key in METRICS]
+        if scores.face is not None and scores.face.found:
+            curves[SUMMARY_LABELS["face_sim"]] = list(scores.face.per_frame)  # gaps: frames without a face
+        frames = list(scores.frames)
+        pictures = [
+            plot_series(curves, x_values=frames, title="CustomVideoX scores per frame", x_label="frame")
+        ]
+        motion = summary["motion_per_pair"]
+        if motion is not None and motion["overall"]:
+            lines = {MOTION_LABELS["motion"]: motion["overall"]}
+            if motion["subject"] is not None and any(v is not None for v in motion["subject"]):
+                lines[MOTION_LABELS["motion_subject"]] = motion["subject"]
+            pictures.append(
+                plot_series(
+                    lines, x_values=frames, title="motion per step (% of short side)", x_label="frame"
+                )
+            )
+        preview = ui.PreviewImage(torch.cat(pictures), cls=cls).as_dict()
+        numbers = scores.numbers
+        floats = [math.nan if numbers[key] is None else numbers[key] for key in SUMMARY_METRICS]
         text_summary = json.dumps(summary)
+        paper = len(METRICS)  # outputs: the paper's four, the summary, then FaceSim and motion (appended)
         return io.NodeOutput(
-            *floats,
+            *floats[:paper],
             text_summary,
+            *floats[paper:],
             ui={**preview, SCORE_UI_KEY: [summary], "text": (scores.summary_text(),)},
         )

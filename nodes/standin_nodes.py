@@ -10,12 +10,13 @@ from comfy_api.latest import io, ui
 from ..customvideox_core.constants import STANDIN_SUFFIXES
 from ..customvideox_core.erae import reference_token_weights
 from ..customvideox_core.host_specs import check_branch_dit
+from ..customvideox_core.ranges import STANDIN_STRENGTH
 from ..customvideox_core.standin.branch import reference_grid
 from ..customvideox_core.standin.lora_file import StandInLoRA, read_standin_file
 from .host_model import diffusion_model_of, host_signature
 from .standin_patch import StandInPatch, install_standin
 from .types import ReferenceType, fit_replacement_mask
-from .widgets import Bounds, bias_inputs, float_input, patched_model_output, uncond_input
+from .widgets import bias_inputs, float_input, patched_model_output, uncond_input
 
 STANDIN_FOLDER = "loras"
 StandInType = io.Custom("CVX_STANDIN")
@@ -88,7 +89,7 @@ class CustomVideoXApplyStandIn(io.ComfyNode):
                 float_input(
                     "strength",
                     1.0,
-                    Bounds(0.0, 2.0, 0.05),
+                    STANDIN_STRENGTH,
                     "Multiplier of the Stand-In LoRA on the face tokens: 1 = as published, "
                     "0 = the face branch without its LoRA.",
                 ),

@@ -518,7 +518,10 @@ with encoders loaded by core's *Load CLIP Vision* (into `ComfyUI/models/…`):
 No DINOv2 file? Delete its loader: DINO-I then reads NaN. CLIP-T needs the text tower of the *same*
 CLIP (wire a CLIP of the same model into *clip* and type the prompt); a T5/umT5 encoder cannot give it.
 The scores (cosines; the paper prints them × 100) are drawn per frame on the node, returned as FLOATs
-and saved in the API's history under `cvx_scores`. See `docs/METRICS.md` for what they mean.
+and saved in the API's history under `cvx_scores`, next to a motion score (how far the picture moves).
+A person? Add *Load Face Model (insightface)* on `models/insightface/models/buffalo_l` (the PuLID /
+InstantID files; needs `pip install onnxruntime`) and wire it into *face_model* for FaceSim. See
+`docs/METRICS.md` for what they mean.
 """
 
 HOW_TO_RUN = """\

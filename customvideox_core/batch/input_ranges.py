@@ -15,10 +15,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..ranges import ERAE_STRENGTH, ERAE_THRESHOLD, GUIDANCE_SCALE, TAB_LEVEL, TAB_PROGRESS, Bounds
+from ..ranges import (
+    ERAE_STRENGTH,
+    ERAE_THRESHOLD,
+    GUIDANCE_SCALE,
+    STANDIN_STRENGTH,
+    TAB_LEVEL,
+    TAB_PROGRESS,
+    Bounds,
+)
 from ..tab import TAB_SHAPES
 from .jobs import Job
-from .workflow import ERAE_MASK, TIME_AWARE_BIAS, ApiWorkflow, WorkflowTargets, node_settings
+from .workflow import APPLY_STANDIN, ERAE_MASK, TIME_AWARE_BIAS, ApiWorkflow, WorkflowTargets, node_settings
 
 InputKey = tuple[str, str]
 """``(node class, input name)``."""
@@ -43,6 +51,7 @@ PACK_RANGES = InputRanges(
         (ERAE_MASK, "strength"): ERAE_STRENGTH,
         (ERAE_MASK, "threshold"): ERAE_THRESHOLD,
         ("CustomVideoXSample", "cfg"): GUIDANCE_SCALE,
+        (APPLY_STANDIN, "strength"): STANDIN_STRENGTH,
     },
     choices={(TIME_AWARE_BIAS, "shape"): TAB_SHAPES},
 )

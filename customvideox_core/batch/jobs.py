@@ -18,6 +18,7 @@ Columns (CSV header) or keys (JSONL objects):
 ``erae_strength``             ERAE strength (finite number)
 ``erae_threshold``            ERAE threshold (finite number)
 ``cfg``                       guidance scale of every sampler / guider with a ``cfg`` input (finite number)
+``standin_strength``          ``CustomVideoXApplyStandIn``'s strength, in ``[0, 2]``
 ``output``                    output name: the save nodes' ``filename_prefix`` and the job's folder in
                               the output directory; unique per file, and not a name the client writes
                               there itself (:mod:`.output_folder`). Default ``job_<row number>``.
@@ -38,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..constants import SEED_MAX
+from ..ranges import STANDIN_STRENGTH
 from ..tab import (
     TABShape,
     check_tab_shape,
@@ -60,10 +62,20 @@ OPTIONAL_COLUMNS = (
     "erae_strength",
     "erae_threshold",
     "cfg",
+    "standin_strength",
     "output",
 )
 KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
-FLOAT_COLUMNS = ("tab_peak", "tab_floor", "tab_start", "tab_end", "erae_strength", "erae_threshold", "cfg")
+FLOAT_COLUMNS = (
+    "tab_peak",
+    "tab_floor",
+    "tab_start",
+    "tab_end",
+    "erae_strength",
+    "erae_threshold",
+    "cfg",
+    "standin_strength",
+)
 
 
 @dataclass(frozen=True)
@@ -122,6 +134,8 @@ class Job:
     erae: EraeOverrides = field(default_factory=EraeOverrides)
     cfg: float | None = None
     """Guidance scale for the workflow's samplers; ``None`` keeps the workflow's."""
+    standin_strength: float | None = None
+    """Strength of the workflow's Apply Stand-In nodes; ``None`` keeps the workflow's."""
 
     def __post_init__(self) -> None:
         if self.line < 1:
@@ -132,6 +146,8 @@ class Job:
             raise ValueError(f"seed must be in [0, {SEED_MAX}], got {self.seed}")
         if not self.name:
             raise ValueError("job name must not be empty")
+        if self.standin_strength is not None and self.standin_strength not in STANDIN_STRENGTH:
+            raise ValueError(f"standin_strength must be in {STANDIN_STRENGTH}, got {self.standin_strength}")
 
     def fingerprint(self) -> str:
         """Digest of everything that defines the job's result (not its line number)."""
@@ -148,6 +164,8 @@ class Job:
         }
         if self.cfg is not None:  # only when given, so manifests written before cfg existed still match
             content["cfg"] = self.cfg
+        if self.standin_strength is not None:  # likewise
+            content["standin_strength"] = self.standin_strength
         encoded = json.dumps(content, sort_keys=True, ensure_ascii=True).encode("utf-8")
         return hashlib.sha256(encoded).hexdigest()[:16]
 
@@ -344,6 +362,7 @@ def _job_from_row(
             tab=tab,  # type: ignore[arg-type]
             erae=erae,
             cfg=floats["cfg"],
+            standin_strength=floats["standin_strength"],
         )
     except ValueError as error:
         errors.append(str(error))

@@ -1,13 +1,15 @@
 """Scores of finished jobs: read from ``/history``, kept in the manifest, written as a results table.
 
 The ``CustomVideoXScore`` node reports its summary in its UI output under ``cvx_scores`` (a list holding
-one JSON object: ``clip_i``, ``dino_i``, ``t_cons``, ``clip_t`` — cosines, ``null`` when not measured —
-plus per-frame curves). ComfyUI keeps every node's UI output in the prompt's ``/history`` entry
+one JSON object: ``clip_i``, ``dino_i``, ``t_cons``, ``clip_t``, ``face_sim``, ``face_sim_min`` — cosines —
+``face_detected`` (a share), ``motion``, ``motion_subject`` (percent of the short side), ``null`` when not
+measured, plus per-frame curves). ComfyUI keeps every node's UI output in the prompt's ``/history`` entry
 (``outputs[<node id>]``), so the client needs nothing beyond what it already fetches.
 
 ``results.csv`` / ``results.md`` in the output folder: one row per job — its name, state, prompt, seed,
-the settings it overrides, and its scores. With one score node in the workflow the score columns are
-``clip_i`` …; with several, ``<node id>:clip_i`` ….
+the settings it overrides, and its scores (:data:`~customvideox_core.score_summary.SUMMARY_METRICS` that
+any job has). With one score node in the workflow the score columns are ``clip_i`` …; with several,
+``<node id>:clip_i`` ….
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from ..score_summary import METRIC_LABELS, METRICS, SCORE_UI_KEY
+from ..score_summary import SCORE_UI_KEY, SUMMARY_LABELS, SUMMARY_METRICS
 from .jobs import Job
 from .manifest import JobRecord, atomic_write_text
 from .output_folder import RESULTS_CSV, RESULTS_MARKDOWN
@@ -46,7 +48,7 @@ def expects_scores(workflow: Mapping[str, Mapping]) -> bool:
 
 
 def job_settings(job: Job) -> dict[str, object]:
-    """The settings a job sets (``tab_*``, ``erae_*``, ``cfg``), by job-file column name."""
+    """The settings a job sets (``tab_*``, ``erae_*``, ``cfg``, ``standin_strength``), by job-file column name."""
     settings: dict[str, object] = {}
     for name, value in asdict(job.tab).items():
         if value is not None:
@@ -56,6 +58,8 @@ def job_settings(job: Job) -> dict[str, object]:
             settings[f"erae_{name}"] = value
     if job.cfg is not None:
         settings["cfg"] = job.cfg
+    if job.standin_strength is not None:
+        settings["standin_strength"] = job.standin_strength
     return settings
 
 
@@ -64,7 +68,7 @@ def score_columns(records: Mapping[str, JobRecord]) -> list[tuple[str, str, str]
     nodes = sorted({node for record in records.values() for node in (record.scores or {})}, key=node_order)
     columns = []
     for node in nodes:
-        for metric in METRICS:
+        for metric in SUMMARY_METRICS:
             if any(_score(record, node, metric) is not None for record in records.values()):
                 columns.append((metric if len(nodes) == 1 else f"{node}:{metric}", node, metric))
     return columns
@@ -134,7 +138,7 @@ def to_markdown(header: Sequence[str], rows: Sequence[Mapping[str, object]]) -> 
 def column_label(column: str) -> str:
     """``clip_i`` → ``CLIP-I``, ``12:dino_i`` → ``12:DINO-I``; other columns as they are."""
     node, _, name = column.rpartition(":")
-    label = METRIC_LABELS.get(name, name)
+    label = SUMMARY_LABELS.get(name, name)
     return f"{node}:{label}" if node else label
 
 

@@ -8,6 +8,7 @@
 ``tab_window``      TAB window as ``start:end`` pairs, e.g. ``0:1,0.2:0.8`` (sets both)
 ``erae_strength``   ERAE strength γ; likewise ``erae_threshold``
 ``cfg``             guidance scale of the workflow's samplers
+``standin_strength``  Apply Stand-In's strength (0–2)
 ``seed``            seeds (whole numbers)
 ==================  =================================================================
 
@@ -19,7 +20,9 @@ Every point is checked first (:func:`check_points`): one that cannot run is refu
 
 - ``sweep.csv`` / ``sweep.md``: one row per setting (every axis but ``seed``; seeds are averaged, ``n``
   says how many scored jobs each mean holds; with ``seed`` as the only axis, one row per seed);
-- ``sweep_<axis>.png``: each score against that axis's values, averaged over the other axes. Drawn with
+- ``sweep_<axis>.png``: each score against that axis's values, averaged over the other axes — the cosines
+  (CLIP-I …, FaceSim) and the share of frames with a face in one panel, the motion (percent of the short
+  side) in a second one below, so likeness and movement are read side by side. Drawn with
   Pillow, imported only here (ComfyUI ships it; the client otherwise needs none): without it the
   pictures are skipped with a warning and the tables are still written.
 """
@@ -35,7 +38,7 @@ from dataclasses import dataclass, replace
 from itertools import product
 from pathlib import Path
 
-from ..score_summary import METRIC_LABELS, METRICS
+from ..score_summary import MOTION_METRICS, SUMMARY_LABELS, SUMMARY_METRICS
 from ..tab import TAB_SHAPES
 from .config import BatchConfig, BatchResult
 from .input_ranges import PACK_RANGES, InputRanges, job_range_errors
@@ -304,7 +307,7 @@ def _job_scores(record: JobRecord | None) -> dict[str, float]:
     summary = record.scores[min(record.scores, key=node_order)]
     return {
         metric: float(summary[metric])
-        for metric in METRICS
+        for metric in SUMMARY_METRICS
         if isinstance(summary.get(metric), int | float) and math.isfinite(summary[metric])
     }
 
@@ -322,7 +325,9 @@ def comparison(
         scores = _job_scores(records.get(point.name))
         if scores:
             groups[key].append(scores)
-    present = [metric for metric in METRICS if any(metric in s for group in groups.values() for s in group)]
+    present = [
+        metric for metric in SUMMARY_METRICS if any(metric in s for group in groups.values() for s in group)
+    ]
     header = [*grouped, "n", *present]
     rows = []
     for key, members in groups.items():
@@ -340,7 +345,7 @@ def marginal_means(
 ) -> dict[str, list[float | None]]:
     """Per metric, the mean score at each of ``axis``'s values over every other axis."""
     series: dict[str, list[float | None]] = {}
-    for metric in METRICS:
+    for metric in SUMMARY_METRICS:
         values = []
         for text in axis.texts:
             scores = [
@@ -354,45 +359,74 @@ def marginal_means(
     return series
 
 
+CHART_COLOURS = ((220, 80, 30), (40, 110, 200), (40, 160, 80), (150, 60, 170), (200, 150, 20), (20, 150, 160))
+PANEL_HEIGHT, PANEL_GAP, CHART_LEFT, CHART_RIGHT, CHART_TOP = 264, 60, 60, 620, 36
+
+
+def _panels(series: Mapping[str, Sequence[float | None]]) -> list[dict[str, Sequence[float | None]]]:
+    """The series split by unit: cosines and shares first, motion (percent) second; empty panels dropped."""
+    scores = {metric: values for metric, values in series.items() if metric not in MOTION_METRICS}
+    motion = {metric: values for metric, values in series.items() if metric in MOTION_METRICS}
+    return [panel for panel in (scores, motion) if panel]
+
+
 def draw_chart(path: Path, axis: SweepAxis, series: Mapping[str, Sequence[float | None]]) -> Path | None:
-    """``score vs axis value`` as a PNG (Pillow, imported here); ``None`` when Pillow is missing."""
+    """``score vs axis value`` as a PNG (Pillow, imported here); ``None`` when Pillow is missing.
+
+    One panel per unit (:func:`_panels`), each with its own y range, sharing the x axis.
+    """
     try:
         from PIL import Image, ImageDraw
     except ImportError:
         logger.warning("Pillow is not installed, so %s is not drawn (the tables are written)", path.name)
         return None
-    width, height, left, right, top, bottom = 640, 360, 60, 620, 36, 300
-    colours = ((220, 80, 30), (40, 110, 200), (40, 160, 80), (150, 60, 170))
+    panels = _panels(series)
+    width = 640
+    height = CHART_TOP + len(panels) * (PANEL_HEIGHT + PANEL_GAP)
     image = Image.new("RGB", (width, height), (250, 250, 250))
     draw = ImageDraw.Draw(image)
-    known = [v for values in series.values() for v in values if v is not None]
-    low, high = min(known), max(known)
-    if high - low < 0.01:
-        low, high = low - 0.005, high + 0.005
     count = len(axis.texts)
+    left, right = CHART_LEFT, CHART_RIGHT
 
     def x_of(index: int) -> float:
         return left + (index + 0.5) / count * (right - left)
 
-    def y_of(value: float) -> float:
-        return bottom - (value - low) / (high - low) * (bottom - top)
-
-    draw.rectangle([left, top, right, bottom], outline=(90, 90, 90))
-    for index, text in enumerate(axis.texts):
-        draw.line([(x_of(index), top), (x_of(index), bottom)], fill=(225, 225, 225))
-        draw.text((x_of(index) - 4 * len(text), bottom + 6), text, fill=(90, 90, 90))
-    for number, (metric, values) in enumerate(series.items()):
-        colour = colours[number % len(colours)]
-        points = [(x_of(i), y_of(v)) for i, v in enumerate(values) if v is not None]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        for x, y in points:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        draw.text((left + 8 + 80 * number, top + 6), METRIC_LABELS[metric], fill=colour)
+    colour_of = {metric: CHART_COLOURS[i % len(CHART_COLOURS)] for i, metric in enumerate(series)}
     draw.text((left, 10), f"score vs {axis.name} (mean over the other settings)", fill=(90, 90, 90))
-    draw.text((4, top - 4), f"{high:.3f}", fill=(90, 90, 90))
-    draw.text((4, bottom - 8), f"{low:.3f}", fill=(90, 90, 90))
-    draw.text(((left + right) // 2 - 4 * len(axis.name), bottom + 30), axis.name, fill=(90, 90, 90))
+    for number, panel in enumerate(panels):
+        top = CHART_TOP + number * (PANEL_HEIGHT + PANEL_GAP)
+        bottom = top + PANEL_HEIGHT
+        known = [v for values in panel.values() for v in values if v is not None]
+        low, high = min(known), max(known)
+        if high - low < 0.01:
+            low, high = low - 0.005, high + 0.005
+
+        def y_of(value: float, top: int = top, bottom: int = bottom, low: float = low, high: float = high):
+            return bottom - (value - low) / (high - low) * (bottom - top)
+
+        draw.rectangle([left, top, right, bottom], outline=(90, 90, 90))
+        for index, text in enumerate(axis.texts):
+            draw.line([(x_of(index), top), (x_of(index), bottom)], fill=(225, 225, 225))
+            draw.text((x_of(index) - 4 * len(text), bottom + 6), text, fill=(90, 90, 90))
+        legend_x = left + 8
+        for metric, values in panel.items():
+            colour = colour_of[metric]
+            points = [(x_of(i), y_of(v)) for i, v in enumerate(values) if v is not None]
+            if len(points) > 1:
+                draw.line(points, fill=colour, width=2)
+            for x, y in points:
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+            label = SUMMARY_LABELS[metric]
+            draw.text((legend_x, top + 6), label, fill=colour)
+            legend_x += 7 * len(label) + 16
+        draw.text((4, top - 4), f"{high:.3f}", fill=(90, 90, 90))
+        draw.text((4, bottom - 8), f"{low:.3f}", fill=(90, 90, 90))
+        unit = "% of short side" if set(panel) <= set(MOTION_METRICS) else "cosine / share"
+        draw.text(
+            ((left + right) // 2 - 4 * len(axis.name), bottom + 24),
+            f"{axis.name}   ({unit})",
+            fill=(90, 90, 90),
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path

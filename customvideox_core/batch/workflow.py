@@ -17,6 +17,8 @@ Targets, located once per workflow by :func:`locate_targets`:
   entity words keeps the workflow's, which must then occur in the job's prompt);
 - guidance: the ``cfg`` input of every sampler / guider (``SAMPLER_CLASSES``) that has one, when a job gives
   ``cfg``;
+- Stand-In strength: the ``strength`` input of every ``CustomVideoXApplyStandIn``, when a job gives
+  ``standin_strength``;
 - output name: ``filename_prefix`` of every node that has that input.
 """
 
@@ -37,6 +39,7 @@ ApiWorkflow = dict[str, dict]
 REFERENCE_ENCODE = "CustomVideoXReferenceEncode"
 TIME_AWARE_BIAS = "CustomVideoXTimeAwareBias"
 ERAE_MASK = "CustomVideoXERAEMask"
+APPLY_STANDIN = "CustomVideoXApplyStandIn"
 SAMPLER_CLASSES = ("CustomVideoXSample", "KSampler", "KSamplerAdvanced", "SamplerCustom", "CFGGuider")
 SEED_INPUTS = {
     "CustomVideoXSample": "seed",
@@ -81,6 +84,8 @@ class WorkflowTargets:
     """Entity words written in the workflow's ERAEMask nodes (what a job without entity words keeps)."""
     cfg_nodes: tuple[str, ...] = ()
     """Samplers / guiders with a ``cfg`` value (not a wire): what a job's ``cfg`` sets."""
+    standin_nodes: tuple[str, ...] = ()
+    """Apply Stand-In nodes with a ``strength`` value: what a job's ``standin_strength`` sets."""
 
     def __post_init__(self) -> None:
         if not self.prompt_encoders:
@@ -189,6 +194,11 @@ def locate_targets(workflow: ApiWorkflow) -> WorkflowTargets:
             for word in split_entity_words(_inputs(workflow[node_id])["entity_words"])
         ),
         cfg_nodes=cfg_nodes,
+        standin_nodes=tuple(
+            node_id
+            for node_id in _nodes_of_class(workflow, (APPLY_STANDIN,))
+            if not _is_link(_inputs(workflow[node_id]).get("strength"))
+        ),
     )
 
 
@@ -218,6 +228,10 @@ def job_workflow_errors(targets: WorkflowTargets, job: Job) -> list[str]:
         errors.append(
             f"cfg given but no sampler in the workflow has a cfg value ({', '.join(SAMPLER_CLASSES)})"
         )
+    if job.standin_strength is not None and not targets.standin_nodes:
+        errors.append(
+            f"standin_strength given but the workflow has no {APPLY_STANDIN} node with a strength value"
+        )
     if job.output is not None and not targets.save_nodes:
         errors.append("output given but the workflow has no save node (no node has a filename_prefix input)")
     return errors
@@ -234,7 +248,7 @@ class JobSetting:
 
 
 def node_settings(targets: WorkflowTargets, job: Job) -> list[JobSetting]:
-    """The TAB / ERAE overrides, seed and cfg ``job`` writes into the workflow, node input by node input."""
+    """The TAB / ERAE overrides, seed, cfg and Stand-In strength ``job`` writes into the workflow, node input by node input."""
     settings = [
         JobSetting(node_id, name, value, f"erae_{name}")
         for node_id in targets.erae_nodes
@@ -248,6 +262,11 @@ def node_settings(targets: WorkflowTargets, job: Job) -> list[JobSetting]:
     settings += [JobSetting(node_id, name, job.seed, "seed") for node_id, name in targets.seed_inputs]
     if job.cfg is not None:
         settings += [JobSetting(node_id, "cfg", job.cfg, "cfg") for node_id in targets.cfg_nodes]
+    if job.standin_strength is not None:
+        settings += [
+            JobSetting(node_id, "strength", job.standin_strength, "standin_strength")
+            for node_id in targets.standin_nodes
+        ]
     return settings
 
 

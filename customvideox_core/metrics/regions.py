@@ -32,8 +32,20 @@ SCORED_CHANNELS = (3, 4)
 
 def check_images(images: Tensor, label: str) -> None:
     """Raise a clear error unless ``images`` is a non-empty float ``[N, H, W, C]`` batch with C ∈ {3, 4}
-    (:func:`customvideox_core.reference.check_images` with :data:`SCORED_CHANNELS`)."""
+    (:func:`customvideox_core.reference.check_images` with :data:`SCORED_CHANNELS`) of finite values.
+
+    A NaN is blamed on the input that holds it (the frames or the reference), before any encoder runs.
+    """
     check_reference_images(images, label, channels=SCORED_CHANNELS)
+    finite = torch.isfinite(images).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        bad = [int(i) for i in torch.nonzero(~finite).flatten()]
+        listed = ", ".join(map(str, bad[:8])) + (" …" if len(bad) > 8 else "")
+        raise ValueError(
+            f"the {label} input holds NaN or infinite pixel values (image(s) {listed} of {images.shape[0]}); "
+            f"scores need finite pixels in [0, 1]. Check the node that made the {label} (a sampler that "
+            "diverged gives a NaN latent, which decodes to NaN frames)."
+        )
 
 
 def masks_for(masks: Tensor, count: int, height: int, width: int, label: str) -> Tensor:
@@ -51,6 +63,8 @@ def masks_for(masks: Tensor, count: int, height: int, width: int, label: str) ->
             f"{label} holds {masks.shape[0]} masks for {count} images; give one mask for all of them "
             f"or one per image ({count})."
         )
+    if not bool(torch.isfinite(masks).all()):
+        raise ValueError(f"{label} holds NaN or infinite values; a mask takes values in [0, 1].")
     masks = masks.to(torch.float32).clamp(0.0, 1.0)
     if tuple(masks.shape[1:]) != (height, width):
         masks = F.interpolate(masks[:, None], size=(height, width), mode="bilinear", align_corners=False)[

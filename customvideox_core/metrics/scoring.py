@@ -7,7 +7,9 @@ What is encoded:
 
 - CLIP-I / DINO-I: the references and the scored frames, each cut to ``options.region`` (whole image,
   inside the mask, or a crop around it) — so with a mask, changes outside it cannot move these scores;
-- T.Cons and CLIP-T: the whole scored frames (smoothness and prompt fidelity are about the whole scene).
+- T.Cons and CLIP-T: the whole scored frames (smoothness and prompt fidelity are about the whole scene);
+- FaceSim (with a face model, :mod:`.face`): one face per image, chosen inside the mask with ``mask``/``crop``;
+- motion (always, :mod:`.motion`): the scored frames, and the blocks inside their mask for the subject.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..score_summary import METRIC_LABELS, METRICS
+from ..score_summary import METRICS, SUMMARY_LABELS
+from .face import FaceModel, FaceScores, score_faces
+from .motion import MotionScores, score_motion
 from .regions import REGION_MODES, RegionMode, check_images, select_region
 from .sampling import frame_indices
 from .similarity import identity_per_reference, temporal_consistency, text_per_frame
@@ -62,6 +66,7 @@ class VideoScores:
     value per scored frame; ``clip_i_per_reference``/``dino_i_per_reference``: one row per reference;
     ``t_cons``: one value per pair of consecutive scored frames (empty for one frame). The per-frame
     fields are named as the metric table (:data:`~customvideox_core.score_summary.METRICS`) names them.
+    ``face``: FaceSim (``None`` without a face model); ``motion``: the motion score.
     """
 
     frames: tuple[int, ...]
@@ -73,16 +78,32 @@ class VideoScores:
     dino_i: tuple[float, ...] | None = None
     dino_i_per_reference: tuple[tuple[float, ...], ...] | None = None
     clip_t: tuple[float, ...] | None = None
+    face: FaceScores | None = None
+    motion: MotionScores | None = None
 
     @property
     def means(self) -> dict[str, float | None]:
         """The video's score per measure: the mean over scored frames (over pairs for T.Cons)."""
         return {metric: _mean(getattr(self, metric)) for metric in METRICS}
 
+    @property
+    def numbers(self) -> dict[str, float | None]:
+        """Every summary number (:data:`~customvideox_core.score_summary.SUMMARY_METRICS`): the means,
+        FaceSim's mean, minimum and share of frames with a face, and the motion (``None``: not measured)."""
+        face, motion = self.face, self.motion
+        return {
+            **self.means,
+            "face_sim": None if face is None else face.mean,
+            "face_sim_min": None if face is None else face.minimum,
+            "face_detected": None if face is None else face.detected,
+            "motion": None if motion is None else motion.mean,
+            "motion_subject": None if motion is None else motion.subject_mean,
+        }
+
     def to_json(self) -> dict:
         """A JSON-ready summary: the means, the per-frame curves and how they were measured."""
         return {
-            **self.means,
+            **self.numbers,
             "frames": list(self.frames),
             "region": self.region,
             "references": self.references,
@@ -96,13 +117,18 @@ class VideoScores:
                 if self.dino_i_per_reference is None
                 else [_mean(row) for row in self.dino_i_per_reference],
             },
+            "face": None if self.face is None else self.face.to_json(),
+            "motion_per_pair": None
+            if self.motion is None
+            else {"overall": list(self.motion.overall), "subject": self.motion.subject},
         }
 
     def summary_text(self) -> str:
         """One line per measure, e.g. ``CLIP-I 0.8123`` (``n/a`` when not measured)."""
         lines = []
-        for key, label in METRIC_LABELS.items():
-            value = self.means[key]
+        numbers = self.numbers
+        for key, label in SUMMARY_LABELS.items():
+            value = numbers[key]
             lines.append(f"{label} {'n/a' if value is None else f'{value:.4f}'}")
         lines.append(f"{len(self.frames)} frame(s) scored ({self.region}), {self.references} reference(s)")
         return "\n".join(lines)
@@ -135,6 +161,7 @@ def score_video(
     text_embedding: Tensor | None = None,
     frame_masks: Tensor | None = None,
     reference_masks: Tensor | None = None,
+    face_model: FaceModel | None = None,
     options: ScoreOptions = ScoreOptions(),
 ) -> VideoScores:
     """Score ``frames`` ``[F, H, W, 3]`` against ``references`` ``[R, H', W', 3]``.
@@ -142,10 +169,11 @@ def score_video(
     ``frame_masks``: ``[1 | F, H, W]`` subject masks of the video (all frames, before striding);
     ``reference_masks``: ``[1 | R, H', W']``. With ``options.region`` ``mask``/``crop`` the frames need a
     mask; references without one are used whole. ``text_embedding``: ``[D]`` in the CLIP encoder's
-    space, for CLIP-T.
+    space, for CLIP-T. ``face_model``: for FaceSim (:func:`.face.score_faces`).
     """
     check_images(frames, "frames")
     check_images(references, "reference")
+    all_frame_masks = frame_masks
     indices = frame_indices(frames.shape[0], options.stride)
     scored = frames[list(indices)]
     if frame_masks is not None and frame_masks.ndim == 3 and frame_masks.shape[0] != 1:
@@ -161,6 +189,18 @@ def score_video(
     reference_region = select_region(
         references, reference_masks, reference_mode, size=options.crop_size, label="reference"
     )
+    face = None
+    if face_model is not None:
+        face = score_faces(
+            frames,
+            references,
+            face_model,
+            frame_masks=all_frame_masks,
+            reference_masks=reference_masks,
+            region=options.region,
+            stride=options.stride,
+        )
+    motion = score_motion(frames, masks=all_frame_masks, stride=options.stride)
 
     def encode(encoder: ImageEncoder, images: Tensor, label: str) -> Tensor:
         return encode_in_batches(encoder, images, options.batch_size, label)
@@ -189,4 +229,6 @@ def score_video(
         dino_i=None if dino_rows is None else tuple(float(v) for v in dino_rows.mean(dim=0)),
         dino_i_per_reference=None if dino_rows is None else _rows_as_tuples(dino_rows),
         clip_t=clip_t,
+        face=face,
+        motion=motion,
     )

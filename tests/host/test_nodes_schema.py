@@ -26,7 +26,7 @@ SNAPSHOT = Path(__file__).with_name("schema_snapshot.json")
 CATEGORY_ROOT = "CustomVideoX"
 NODE_IDS = PACK_NODE_IDS
 # Combo inputs whose choices depend on the machine (files, ComfyUI's sampler list): only the default is kept.
-DYNAMIC_COMBOS = {"adapter", "resume_from", "sampler_name", "scheduler", "checkpoint", "standin_name"}
+DYNAMIC_COMBOS = {"adapter", "resume_from", "sampler_name", "scheduler", "checkpoint", "standin_name", "pack"}
 
 
 def _input_record(name: str, section: str, spec) -> dict:

@@ -178,8 +178,9 @@ def test_the_node_shows_a_curve_and_a_json_summary(score_node, encoders, comfy_h
     assert ui_output["cvx_scores"] == [summary]
     assert summary["clip_i"] == pytest.approx(output.args[0]) and math.isnan(output.args[1])
     assert "CLIP-I" in ui_output["text"][0] and "DINO-I n/a" in ui_output["text"][0]
-    (preview,) = ui_output["images"]
-    assert preview["type"] == "temp"
+    preview, motion_preview = ui_output["images"]  # the scores per frame, the motion per step
+    assert preview["type"] == motion_preview["type"] == "temp"
+    assert len(output.args) == 10 and summary["motion"] == pytest.approx(output.args[8])
     import folder_paths
     from PIL import Image
 

@@ -110,8 +110,9 @@ def test_a_sweep_runs_every_point_on_a_real_server_and_tables_its_scores(
             runs[f"job_0001__tab_peak-{row['tab_peak']}__seed-{seed}"]["outputs"][SCORE]["cvx_scores"][0]
             for seed in (1, 2)
         ]
-        for metric in ("clip_i", "dino_i", "t_cons"):
+        for metric in ("clip_i", "dino_i", "t_cons", "motion"):  # motion: measured on every real video
             assert float(row[metric]) == pytest.approx(sum(r[metric] for r in reported) / 2, abs=1e-9)
+        assert "face_sim" not in row  # no face model in this graph
     with (tmp_path / "out" / "results.csv").open() as handle:
         per_job = {row["name"]: row for row in csv.DictReader(handle)}
     assert set(per_job) == names

@@ -286,7 +286,10 @@ def test_cli_sweep_and_its_errors(stub, tmp_path) -> None:
     assert cli_main([str(two), *base, "--sweep", "seed=1,2"]) == 2
 
 
-@pytest.mark.parametrize(("file_name", "count"), [("example_subjects.jsonl", 8), ("example_sweep.jsonl", 1)])
+@pytest.mark.parametrize(
+    ("file_name", "count"),
+    [("example_subjects.jsonl", 8), ("example_sweep.jsonl", 1), ("example_face_sweep.jsonl", 1)],
+)
 def test_the_shipped_example_job_files_are_valid(tmp_path, file_name, count) -> None:
     """Valid job files once the user's pictures are in ``refs/`` (the pictures are not shipped)."""
     source = Path(__file__).resolve().parents[2] / "workflows" / "jobs" / file_name

@@ -305,3 +305,35 @@ def test_every_metric_of_the_table_is_a_per_frame_field_and_a_mean() -> None:
     assert list(scores.means) == list(METRICS)
     assert scores.means == {"clip_i": 0.75, "dino_i": None, "t_cons": 0.25, "clip_t": None}
     assert list(scores.to_json()["per_frame"]) == list(METRICS)
+
+
+def test_nan_frames_or_reference_blame_that_input_not_the_encoder() -> None:
+    clip = toy_encoder(1)
+    frames, reference = images(3, seed=5), images(1, seed=6)
+    bad_frames = frames.clone()
+    bad_frames[1, 2, 3, 0] = float("nan")
+    with pytest.raises(
+        ValueError, match=r"the frames input holds NaN or infinite.*image\(s\) 1 of 3"
+    ) as caught:
+        score_video(bad_frames, reference, clip)
+    assert "embeddings" not in str(caught.value) and "encoder" not in str(caught.value)
+    bad_reference = reference.clone()
+    bad_reference[0, 0, 0, 1] = float("inf")
+    with pytest.raises(ValueError, match="the reference input holds NaN or infinite"):
+        score_video(frames, bad_reference, clip)
+    bad_mask = torch.ones(1, HEIGHT, WIDTH)
+    bad_mask[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="mask of frames holds NaN"):
+        score_video(frames, reference, clip, frame_masks=bad_mask, options=ScoreOptions(region="mask"))
+
+
+def test_the_summary_holds_motion_always_and_face_sim_only_with_a_face_model() -> None:
+    from customvideox_core.score_summary import SUMMARY_METRICS
+
+    frames = images(1, seed=7).expand(3, -1, -1, -1).clone()
+    scores = score_video(frames, images(1, seed=8), toy_encoder(1))
+    summary = json.loads(json.dumps(scores.to_json()))
+    assert set(SUMMARY_METRICS) <= set(summary)
+    assert summary["motion"] == 0.0 and summary["motion_per_pair"]["overall"] == [0.0, 0.0]
+    assert summary["motion_subject"] is None and summary["face_sim"] is None and summary["face"] is None
+    assert "Motion 0.0000" in scores.summary_text() and "FaceSim n/a" in scores.summary_text()
