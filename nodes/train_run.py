@@ -59,6 +59,7 @@ from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER, SEED_MAX
 from ..customvideox_core.host_specs import check_branch_dit
 from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.reference_layouts import DEFAULT_LAYOUT, reference_layout
+from ..customvideox_core.safe_paths import plain_file_name
 from ..customvideox_core.standin.branch import reference_grid
 from ..customvideox_core.standin.lora_file import parse_standin_state_dict
 from ..customvideox_core.tab import TABSchedule
@@ -96,16 +97,12 @@ SCHEDULE_TOLERANCE = 1e-4
 
 
 def normalise_adapter_name(name: str) -> str:
-    """``"my subject.safetensors"`` → ``"my subject"``; refuses empty names, folders and hidden names."""
-    stripped = name.strip()
-    if stripped.lower().endswith(ADAPTER_SUFFIX):
-        stripped = stripped[: -len(ADAPTER_SUFFIX)].strip()
-    if not stripped or stripped.startswith(".") or any(sep in stripped for sep in ("/", "\\", "\0")):
-        raise ValueError(
-            f"adapter_name {name!r} is not a plain file name; use letters, digits, spaces, '-' or '_' "
-            "(the file goes to models/customvideox/<adapter_name>.safetensors)"
-        )
-    return stripped
+    """``"my subject.safetensors"`` → ``"my subject"``; a plain file name by the pack's allow-list
+    (``customvideox_core.safe_paths.plain_file_name``), on every OS."""
+    stripped = name.strip() if isinstance(name, str) else name
+    if isinstance(stripped, str) and stripped.lower().endswith(ADAPTER_SUFFIX):
+        stripped = stripped[: -len(ADAPTER_SUFFIX)]
+    return plain_file_name(stripped, what="adapter_name", where=f"models/{MODEL_FOLDER}")
 
 
 @dataclass(frozen=True, kw_only=True)
