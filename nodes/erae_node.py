@@ -6,11 +6,13 @@ from comfy_api.latest import io, ui
 
 from ..customvideox_core.entity_tokens import find_entity_positions, split_entity_words
 from ..customvideox_core.erae import ERAEConfig, SubjectWords, parse_subject_words
+from .finite_inputs import finite_float_inputs
 from .tokens import prompt_pieces
 from .types import ERAESettings, ERAEType
 from .widgets import Bounds, float_input
 
 
+@finite_float_inputs
 class CustomVideoXERAEMask(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

@@ -7,6 +7,7 @@ from comfy_api.latest import io, ui
 
 from ..customvideox_core.constants import SIZE_STEP
 from ..customvideox_core.reference import check_finite, prepare_reference
+from .finite_inputs import finite_float_inputs
 from .types import ReferenceLatents, ReferenceType
 from .widgets import size_inputs
 
@@ -42,6 +43,7 @@ def vae_description(vae) -> str:
     return f"{type(model).__name__}, {dtype}"
 
 
+@finite_float_inputs
 class CustomVideoXReferenceEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

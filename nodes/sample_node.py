@@ -14,6 +14,7 @@ from comfy_api.latest import io
 
 from ..customvideox_core.constants import SEED_MAX
 from .conditioning_node import mark_sees_reference
+from .finite_inputs import finite_float_inputs
 from .settings import patch_model
 from .types import ReferenceType
 from .widgets import Bounds, bias_inputs, float_input, model_input, size_inputs, uncond_input
@@ -119,6 +120,7 @@ def sample_video(
     return out
 
 
+@finite_float_inputs
 class CustomVideoXSample(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

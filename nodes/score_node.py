@@ -15,12 +15,14 @@ from comfy_api.latest import io, ui
 
 from ..customvideox_core.metrics import REGION_MODES, ScoreOptions, score_video
 from ..customvideox_core.score_summary import METRIC_LABELS, METRICS, SCORE_UI_KEY
+from .finite_inputs import finite_float_inputs
 from .plots import plot_series
 from .score_encoders import check_family, image_embedding_width, image_encoder, text_embedding
 
 logger = logging.getLogger(__name__)
 
 
+@finite_float_inputs
 class CustomVideoXScore(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

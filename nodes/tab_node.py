@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..customvideox_core.tab import TAB_SHAPES, TABSchedule, parse_custom_values, step_progresses
+from .finite_inputs import finite_float_inputs
 from .plots import plot_curve
 from .types import TABType
 
@@ -18,6 +19,7 @@ _NUMBERS = (
 """The schedule's number widgets: (name, default, min, max, step, tooltip)."""
 
 
+@finite_float_inputs
 class CustomVideoXTimeAwareBias(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

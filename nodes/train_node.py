@@ -22,6 +22,7 @@ from ..customvideox_core.constants import ADAPTER_SUFFIX, DATASET_FOLDER, MODEL_
 from ..customvideox_core.reference_layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, REFERENCE_LAYOUTS
 from ..customvideox_core.safe_paths import AllowedRoot, confined_folder
 from ..customvideox_core.training import TrainStep
+from .finite_inputs import finite_float_inputs
 from .host_model import host_signature
 from .plots import plot_curve
 from .train_data import PreparedDataset, TrainDataSettings, prepare_dataset
@@ -184,6 +185,7 @@ def _loss_report(outcome: TrainingOutcome, settings: TrainAdapterSettings, datas
 # ---------------------------------------------------------------------------------------------------
 
 
+@finite_float_inputs
 class CustomVideoXTrainAdapter(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

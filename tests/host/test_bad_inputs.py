@@ -1,0 +1,164 @@
+"""Issue 21's silent failures and unclear messages, each sent as that exact input through ComfyUI.
+
+NaN float inputs (every float input of every pack node), adapters of the wrong width or with NaN
+weights, a NaN Stand-In file, Wan entity words past the conditioning, an empty (all-zero) mask,
+ERAE entity words that are not words, sizes ReferenceEncode refuses, and Train's alpha NaN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from harness import GraphExecutionError, GraphValidationError
+from nodes_support import PACK_NODE_IDS, load_model
+from test_nodes_graphs import lora_tensors, six_node_graph, tiny_host_signature, write_adapter
+from test_nodes_graphs import reference_png as reference_png  # the fixture, shared
+
+NON_FINITE = (math.nan, math.inf, -math.inf)
+
+
+def _error_of(comfy_host, graph) -> str:
+    with pytest.raises((GraphExecutionError, GraphValidationError)) as caught:
+        comfy_host.run_graph(graph)
+    if isinstance(caught.value, GraphExecutionError):
+        assert caught.value.exception_type.rsplit(".", 1)[-1] in {
+            "ValueError",
+            "NonFiniteError",
+            "UnsafeNameError",
+            "StandInFileError",
+        }, caught.value
+        return caught.value.exception_message
+    return str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 6. NaN and infinity over the API
+# ---------------------------------------------------------------------------------------------------
+
+
+def _float_inputs(comfy_host):
+    from comfy_api.latest import io
+
+    for node_id in sorted(PACK_NODE_IDS):
+        node = comfy_host.node_class(node_id)
+        for item in node.define_schema().inputs:
+            if isinstance(item, io.Float.Input):
+                yield node_id, node, item
+
+
+def test_every_float_input_of_every_node_refuses_nan_and_infinity(comfy_host) -> None:
+    """The check runs before anything else, so the other inputs may be absent: the message must be the
+    finite-number refusal naming the node's input and its range."""
+    seen = set()
+    for node_id, node, item in _float_inputs(comfy_host):
+        seen.add(f"{node_id}.{item.id}")
+        for value in NON_FINITE:
+            with pytest.raises(ValueError) as caught:
+                node.execute(**{item.id: value})
+            message = str(caught.value)
+            assert f"{item.id} is {value!r}" in message and "finite number" in message, (node_id, message)
+            assert f"between {item.min:g} and {item.max:g}" in message, (node_id, message)
+    expected = {
+        "LoadCustomVideoX.strength",
+        "CustomVideoXApplyStandIn.strength",
+        "CustomVideoXSample.cfg",
+        "CustomVideoXSample.denoise",
+        "CustomVideoXTrainAdapter.alpha",
+        "CustomVideoXTrainSettings.alpha",
+        "CustomVideoXTimeAwareBias.peak",
+        "CustomVideoXERAEMask.strength",
+    }
+    assert expected <= seen, expected - seen
+
+
+@pytest.mark.parametrize(
+    ("node", "name"),
+    [("2", "strength"), ("11", "cfg"), ("11", "denoise")],
+)
+@pytest.mark.parametrize("value", NON_FINITE, ids=["nan", "inf", "-inf"])
+def test_nan_through_the_executor_is_refused_by_name(
+    comfy_host, tiny_models, reference_png, node, name, value
+):
+    """``LoadCustomVideoX.strength`` and ``Sample.cfg``/``denoise`` NaN gave a NaN video or "cannot
+    convert float NaN to integer": ComfyUI's own range check lets NaN through (infinity it refuses
+    itself, naming the input and the range)."""
+    graph = six_node_graph(tiny_models)
+    graph[node]["inputs"][name] = value
+    message = _error_of(comfy_host, graph)
+    if math.isnan(value):
+        assert f"{name} is nan" in message and "finite number" in message, message
+    else:
+        assert name in message and ("bigger than max" in message or "smaller than min" in message), message
+
+
+def test_a_good_graph_still_runs(comfy_host, tiny_models, reference_png) -> None:
+    result = comfy_host.run_graph(six_node_graph(tiny_models), capture=["11"])
+    assert bool(torch.isfinite(result.node_outputs["11"][0]["samples"]).all())
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4, 5. Adapters of the wrong width or with NaN weights
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metadata_width", [96, 128])
+def test_adapter_of_another_width_is_refused_with_layer_and_shapes(
+    comfy_host, pack, tiny_models, metadata_width
+):
+    """96-wide tensors on the 128-wide tiny model were "8 layers patched" and changed nothing; with
+    metadata that claims 96 the host check refuses it, with metadata that claims 128 the shape check."""
+    model = load_model(tiny_models.diffusion_models_dir, tiny_models.cogvideox["5b"])
+    name = write_adapter(
+        pack,
+        comfy_host,
+        f"cvx_test_width96_meta{metadata_width}.safetensors",
+        lora_tensors(hidden=96),
+        dataclasses.replace(
+            tiny_host_signature(pack), hidden_size=metadata_width, head_dim=metadata_width // 2
+        ),
+    )
+    with pytest.raises(ValueError) as caught:
+        comfy_host.node_class("LoadCustomVideoX").execute(model=model, adapter=name, strength=1.0)
+    message = str(caught.value)
+    if metadata_width == 128:
+        assert "blocks.0.attn1.to_q" in message or "blocks.0" in message, message
+        assert "(4, 96)" in message and "(96, 4)" in message and "(128, 128)" in message, message
+    else:
+        assert "96" in message and "128" in message, message
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_adapter_with_non_finite_weights_is_refused_at_load(comfy_host, pack, tiny_models, bad) -> None:
+    model = load_model(tiny_models.diffusion_models_dir, tiny_models.cogvideox["5b"])
+    tensors = lora_tensors()
+    key = sorted(tensors)[3]
+    tensors[key][0, 0] = bad
+    name = write_adapter(
+        pack, comfy_host, "cvx_test_nan_weights.safetensors", tensors, tiny_host_signature(pack)
+    )
+    with pytest.raises(ValueError) as caught:
+        comfy_host.node_class("LoadCustomVideoX").execute(model=model, adapter=name, strength=1.0)
+    message = str(caught.value)
+    assert "NaN or infinite" in message and key in message and "1 of 16 tensors" in message
+
+
+def test_standin_file_with_nan_weights_is_refused_at_load(comfy_host, tiny_models) -> None:
+    from safetensors.torch import save_file
+
+    folder = comfy_host.models_dir / "loras"
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for block in range(2):
+        for projection in ("q", "k", "v"):
+            tensors[f"blocks.{block}.self_attn.{projection}_loras.down.weight"] = torch.randn(4, 128)
+            tensors[f"blocks.{block}.self_attn.{projection}_loras.up.weight"] = torch.randn(128, 4)
+    tensors["blocks.1.self_attn.v_loras.up.weight"][3, 2] = math.nan
+    save_file(tensors, str(folder / "cvx_test_standin_nan.safetensors"))
+    loader = comfy_host.node_class("CustomVideoXLoadStandIn")
+    with pytest.raises(ValueError) as caught:
+        loader.execute(standin_name="cvx_test_standin_nan.safetensors")
+    message = str(caught.value)
+    assert "NaN or infinite" in message and "blocks.1.self_attn.v_loras.up.weight" in message
