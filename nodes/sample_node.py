@@ -13,6 +13,7 @@ import torch
 from comfy_api.latest import io
 
 from ..customvideox_core.constants import SEED_MAX
+from ..customvideox_core.reference import check_pixel_size
 from .conditioning_node import mark_sees_reference
 from .finite_inputs import finite_float_inputs
 from .settings import patch_model
@@ -215,6 +216,8 @@ class CustomVideoXSample(io.ComfyNode):
         guidance: str = "cfg",
         image_cfg: float = 5.0,
     ) -> io.NodeOutput:
+        if latent is None:
+            check_pixel_size(width, height)
         patched = patch_model(model, reference, tab, erae, uncond_sees_reference)
         if latent is None:
             latent = empty_video_latent(patched, width, height, length)

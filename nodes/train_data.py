@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from ..customvideox_core.reference import prepare_reference
+from ..customvideox_core.reference import check_pixel_size, prepare_reference
 from ..customvideox_core.training.data import (
     DatasetItem,
     DatasetItemError,
@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 CACHE_FOLDER = "customvideox_cache"
 CACHE_VERSION = "1"
 REFERENCE_FIT = "pad"
-SIZE_STEP = 16  # 8× VAE compression × patch size 2
 TEMPORAL_COMPRESSION = 4  # CogVideoX and Wan VAEs: 1 + 4k frames → 1 + k latent frames
 _HASH_CHUNK = 1 << 20
 
@@ -63,11 +62,7 @@ class TrainDataSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.width % SIZE_STEP or self.height % SIZE_STEP:
-            raise ValueError(
-                f"width and height must be multiples of {SIZE_STEP} (VAE 8× times patch 2), got "
-                f"{self.width}x{self.height}; use e.g. 720x480"
-            )
+        check_pixel_size(self.width, self.height)
         if (self.length - 1) % TEMPORAL_COMPRESSION:
             raise ValueError(
                 f"length must be 1 + {TEMPORAL_COMPRESSION}·k frames (the video VAE compresses time 4×), got "

@@ -56,6 +56,7 @@ from ..customvideox_core.adapter_file import (
     save_adapter,
 )
 from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER, SEED_MAX
+from ..customvideox_core.finite import check_finite_number
 from ..customvideox_core.host_specs import check_branch_dit
 from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.reference_layouts import DEFAULT_LAYOUT, reference_layout
@@ -130,6 +131,8 @@ class TrainSettings:
                 raise ValueError(f"{name} must be an integer of at least {low}, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
             raise ValueError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
+        for name in ("alpha", "dropout", "learning_rate"):  # NaN would only show as a NaN loss, steps later
+            check_finite_number(getattr(self, name), name, owner="CustomVideoX training settings")
 
     def values(self) -> dict[str, object]:
         """``{field: value}`` of these settings only (to build a :class:`TrainAdapterSettings`)."""

@@ -162,3 +162,142 @@ def test_standin_file_with_nan_weights_is_refused_at_load(comfy_host, tiny_model
         loader.execute(standin_name="cvx_test_standin_nan.safetensors")
     message = str(caught.value)
     assert "NaN or infinite" in message and "blocks.1.self_attn.v_loras.up.weight" in message
+
+
+# ---------------------------------------------------------------------------------------------------
+# 7. Wan: entity word past the conditioning's text length
+# ---------------------------------------------------------------------------------------------------
+
+LONG_PROMPT = "a cat sitting " * 20 + "and a dog"
+
+
+def _wan_erae_graph(tiny_models, *, strength: float = 10.0, prompt: str = LONG_PROMPT) -> dict:
+    graph = six_node_graph(tiny_models, unet=tiny_models.wan)
+    graph["7"]["inputs"]["family"] = "wan"
+    graph["8"]["inputs"].update(prompt=prompt, entity_words="dog", strength=strength)
+    for node in ("9", "10"):
+        graph[node]["inputs"]["length"] = 32
+    return graph
+
+
+def test_wan_entity_word_past_the_text_length_is_refused(comfy_host, tiny_models, reference_png) -> None:
+    """The issue's input: "dog" at token 62 of a 32-token conditioning did nothing, in silence."""
+    message = _error_of(comfy_host, _wan_erae_graph(tiny_models))
+    assert "out of range for 32 text tokens" in message and "past the end of the conditioning" in message
+    first = message.split("[", 1)[1].split("]", 1)[0]
+    assert int(first.split(",")[0]) >= 32, message
+
+
+def test_wan_entity_word_inside_the_text_still_runs(comfy_host, tiny_models, reference_png) -> None:
+    """The check is not a blanket refusal: "dog" early in the prompt runs, and strength 0 ignores words."""
+    comfy_host.run_graph(_wan_erae_graph(tiny_models, prompt="a dog sitting"))
+    comfy_host.run_graph(_wan_erae_graph(tiny_models, strength=0.0))
+
+
+# ---------------------------------------------------------------------------------------------------
+# 8, 17. LoadImage's all-zero placeholder mask into ReferenceEncode
+# ---------------------------------------------------------------------------------------------------
+
+OPAQUE_IMAGE = "cvx_opaque_128x96.png"
+
+
+@pytest.fixture(scope="module")
+def opaque_png(comfy_host) -> str:
+    """A 128×96 RGB PNG: no alpha, so LoadImage's MASK is its 64×64 placeholder of zeros."""
+    from PIL import Image
+
+    pixels = (torch.rand(96, 128, 3, generator=torch.Generator().manual_seed(5)) * 255).to(torch.uint8)
+    Image.fromarray(pixels.numpy()).save(comfy_host.input_dir / OPAQUE_IMAGE)
+    return OPAQUE_IMAGE
+
+
+def _reference_of(comfy_host, graph):
+    result = comfy_host.run_graph(graph, capture=["5"])
+    return result.node_outputs["5"][0], result.ui_outputs.get("5", {})
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_loadimage_placeholder_mask_is_ignored_with_a_note(
+    comfy_host, tiny_models, opaque_png, invert
+) -> None:
+    """It painted the whole reference white (invert off) or said "Resize the mask" (invert on, 128×96);
+    now the mask is set aside: the reference equals the one encoded without a mask, and the node says so."""
+    graph = six_node_graph(tiny_models)
+    graph["4"]["inputs"]["image"] = opaque_png
+    graph["5"]["inputs"]["invert_mask"] = invert
+    plain, _ = _reference_of(comfy_host, graph)
+    graph["5"]["inputs"]["mask"] = ["4", 1]
+    masked, shown = _reference_of(comfy_host, graph)
+    assert torch.equal(masked.latents, plain.latents) and torch.equal(masked.masks, plain.masks)
+    assert bool((plain.masks[:, :, 10:86] > 0.99).all()), "the image area (85 of 96 columns) is the subject"
+    (note,) = shown["text"]
+    assert "all zero" in note and "whole image is the subject" in note and "Resize" not in note
+
+
+# ---------------------------------------------------------------------------------------------------
+# 13. ERAE subject words that are not 'N: words'
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_erae_subject_words_with_a_superscript_number(comfy_host, tiny_models, reference_png) -> None:
+    graph = six_node_graph(tiny_models)
+    graph["8"]["inputs"]["subject_words"] = "\u00b2: dog"
+    message = _error_of(comfy_host, graph)
+    assert "must read 'N: words'" in message and "invalid literal" not in message
+
+
+# ---------------------------------------------------------------------------------------------------
+# 14. Sizes: Sample and ReferenceEncode agree
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("width", [72, 20])
+def test_sample_size_is_refused_by_the_rule_reference_encode_uses(
+    comfy_host, tiny_models, reference_png, width
+):
+    graph = six_node_graph(tiny_models)
+    graph["11"]["inputs"]["width"] = width
+    message = _error_of(comfy_host, graph)
+    assert "multiples of 16 pixels" in message and f"got {width}x64" in message, message
+    assert "encode the reference" not in message
+    graph = six_node_graph(tiny_models)
+    graph["5"]["inputs"]["width"] = width
+    assert _error_of(comfy_host, graph) == message, "ReferenceEncode says the same"
+
+
+# ---------------------------------------------------------------------------------------------------
+# 15. Train alpha NaN
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("node_class", ["CustomVideoXTrainAdapter", "CustomVideoXTrainSettings"])
+def test_train_alpha_nan_is_refused_up_front(comfy_host, tiny_models, node_class) -> None:
+    """It trained and failed with "training loss became nan … lower the learning rate"."""
+    from test_safe_inputs import _train_prompt
+
+    prompt, train_id = _train_prompt(
+        tiny_models, dataset_path="cvx_alpha_dataset", adapter_name="cvx_alpha_nan"
+    )
+    if node_class == "CustomVideoXTrainAdapter":
+        prompt[train_id]["inputs"]["alpha"] = math.nan
+    else:
+        prompt["90"] = {
+            "class_type": "CustomVideoXTrainSettings",
+            "inputs": {
+                "rank": 4,
+                "alpha": math.nan,
+                "dropout": 0.0,
+                "steps": 1,
+                "learning_rate": 1e-4,
+                "warmup_steps": 0,
+                "batch_size": 1,
+                "seed": 0,
+                "save_every": 0,
+                "gradient_checkpointing": False,
+                "bf16": False,
+            },
+        }
+        prompt[train_id]["inputs"]["settings"] = ["90", 0]
+    message = _error_of(comfy_host, prompt)
+    assert "alpha is nan" in message and "finite number" in message
+    assert "learning rate" not in message
