@@ -74,7 +74,9 @@ def check_images(images: Tensor, label: str = "images", channels: tuple[int, ...
         raise ValueError(f"{label} must be a float tensor in [0, 1], got dtype {images.dtype}.")
 
 
-def subject_masks(masks: Tensor | None, *, invert: bool) -> tuple[Tensor | None, str | None]:
+def subject_masks(
+    masks: Tensor | None, *, invert: bool, instead: str = "the whole image is the subject"
+) -> tuple[Tensor | None, str | None]:
     """The subject masks ReferenceEncode uses, and a note for the user when a mask was set aside.
 
     ``masks [N, H, W]`` as connected (1 = subject, or 1 = background with ``invert``). A mask that is all
@@ -82,7 +84,8 @@ def subject_masks(masks: Tensor | None, *, invert: bool) -> tuple[Tensor | None,
     64×64 placeholder of zeros, whatever the image's size), and it selects nothing. When every mask is
     empty this returns ``None`` (the whole image is the subject) with a note saying so; when only some
     are, those become all ones. A mask that selects nothing only after ``invert`` (a mask of all ones:
-    the image is fully transparent) is refused. Returns ``(masks or None, note or None)``.
+    the image is fully transparent) is refused. Returns ``(masks or None, note or None)``; ``instead``
+    says in the note what is used when every mask is set aside.
     """
     if masks is None:
         return None, None
@@ -92,7 +95,7 @@ def subject_masks(masks: Tensor | None, *, invert: bool) -> tuple[Tensor | None,
     if bool(empty.all()):
         return None, (
             f"the mask ({masks.shape[-1]}x{masks.shape[-2]}) is all zero, so it selects no subject; it is "
-            "ignored and the whole image is the subject. LoadImage outputs such a mask for an image without "
+            f"ignored and {instead}. LoadImage outputs such a mask for an image without "
             "transparency: disconnect it, or give a mask with the subject at 1."
         )
     used = 1.0 - masks if invert else masks

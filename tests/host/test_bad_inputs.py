@@ -301,3 +301,15 @@ def test_train_alpha_nan_is_refused_up_front(comfy_host, tiny_models, node_class
     message = _error_of(comfy_host, prompt)
     assert "alpha is nan" in message and "finite number" in message
     assert "learning rate" not in message
+
+
+def test_erae_placeholder_reference_mask_is_ignored_with_a_note(comfy_host, tiny_models, opaque_png) -> None:
+    """The same placeholder as ERAEMask's reference_mask would zero every reference token's weight."""
+    graph = six_node_graph(tiny_models)
+    graph["4"]["inputs"]["image"] = opaque_png
+    graph["8"]["inputs"]["reference_mask"] = ["4", 1]
+    result = comfy_host.run_graph(graph, capture=["8"])
+    settings = result.node_outputs["8"][0]
+    assert settings.reference_mask is None
+    (text,) = result.ui_outputs["8"]["text"]
+    assert "all zero" in text and "ReferenceEncode's mask is used" in text
