@@ -304,8 +304,9 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
         output_path = adapter_output_path(settings.adapter_name)
         if output_path.exists() and not settings.overwrite:
             raise FileExistsError(
-                f"{output_path} already exists and overwrite is off; choose another adapter_name, or turn "
-                "overwrite on to replace it (to continue training it, also pick it in resume_from)"
+                f"models/{MODEL_FOLDER}/{output_path.name} already exists and overwrite is off; choose another "
+                "adapter_name, or turn overwrite on to replace it (to continue training it, also pick it in "
+                "resume_from)"
             )
         lora = settings.lora_config(host)
         resume = load_resume(settings, host, lora)
