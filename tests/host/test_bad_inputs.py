@@ -14,7 +14,13 @@ import pytest
 import torch
 from harness import GraphExecutionError, GraphValidationError
 from nodes_support import PACK_NODE_IDS, load_model
-from test_nodes_graphs import lora_tensors, six_node_graph, tiny_host_signature, write_adapter
+from test_nodes_graphs import (
+    lora_tensors,
+    six_node_graph,
+    tiny_host_signature,
+    write_adapter,
+    write_reference_png,
+)
 from test_nodes_graphs import reference_png as reference_png  # the fixture, shared
 
 NON_FINITE = (math.nan, math.inf, -math.inf)
@@ -92,6 +98,18 @@ def test_nan_through_the_executor_is_refused_by_name(
         assert f"{name} is nan" in message and "finite number" in message, message
     else:
         assert name in message and ("bigger than max" in message or "smaller than min" in message), message
+
+
+def test_nan_over_http_is_refused_by_name(comfy_server, tiny_models) -> None:
+    """The issue's path: a JSON prompt with ``NaN`` posted to a real server (ComfyUI's JSON parser takes
+    the literal, and its range check lets it through)."""
+    write_reference_png(comfy_server.base_dir / "input")
+    graph = six_node_graph(tiny_models)
+    graph["2"]["inputs"]["strength"] = math.nan
+    with pytest.raises(GraphExecutionError) as caught:
+        comfy_server.run_graph(graph, timeout=180)
+    assert caught.value.node_id == "2"
+    assert "strength is nan; it must be a finite number between -4 and 4" in caught.value.exception_message
 
 
 def test_a_good_graph_still_runs(comfy_host, tiny_models, reference_png) -> None:
