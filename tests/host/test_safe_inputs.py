@@ -162,3 +162,33 @@ def test_latent_cache_goes_to_comfyui_temp_not_the_dataset(pack_module, comfy_ho
     cached = list(train_data.cache_folder(dataset).glob("*.safetensors"))
     assert len(cached) == 1
     assert cached[0].resolve().is_relative_to(Path(folder_paths.get_temp_directory()).resolve())
+
+
+def test_datasets_resolve_in_input_and_in_registered_dataset_folders(
+    pack_module, comfy_host, tmp_path
+) -> None:
+    """``models/customvideox_datasets`` is registered like the model folders, and a folder a server owner
+    adds (as ``extra_model_paths.yaml`` does) is a dataset root too; the input folder is tried first."""
+    import folder_paths
+    from nodes_support import pack_modules
+
+    train_node = pack_modules(pack_module, {"train_node": "nodes.train_node"}).train_node
+    registered = folder_paths.get_folder_paths("customvideox_datasets")
+    assert str(comfy_host.models_dir / "customvideox_datasets") in registered
+    extra = tmp_path / "owner_datasets"
+    (extra / "cvx_owner_set").mkdir(parents=True)
+    (Path(folder_paths.get_input_directory()) / "cvx_both").mkdir(exist_ok=True)
+    (extra / "cvx_both").mkdir()
+    folder_paths.add_model_folder_path("customvideox_datasets", str(extra))
+    try:
+        assert train_node.resolve_dataset_path("cvx_owner_set") == (extra / "cvx_owner_set").resolve()
+        assert (
+            train_node.resolve_dataset_path(str(extra / "cvx_owner_set"))
+            == (extra / "cvx_owner_set").resolve()
+        )
+        both = train_node.resolve_dataset_path("cvx_both")
+        assert both == (Path(folder_paths.get_input_directory()) / "cvx_both").resolve(), "input comes first"
+    finally:
+        folder_paths.folder_names_and_paths["customvideox_datasets"][0].remove(str(extra))
+    with pytest.raises(ValueError, match="absolute paths are refused"):
+        train_node.resolve_dataset_path(str(extra / "cvx_owner_set"))
