@@ -21,6 +21,7 @@ from torch import Tensor
 
 from . import LAYOUT_VERSION
 from .constants import ADAPTER_SUFFIX, PICKLE_SUFFIXES
+from .finite import check_finite_weights
 from .hosts import HostSignature
 from .reference_layouts import DEFAULT_LAYOUT, reference_layout
 
@@ -232,9 +233,11 @@ def save_adapter(
 
 def load_adapter(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], AdapterMetadata | None]:
     """Load an adapter file. Metadata is ``None`` for files without CustomVideoX metadata (third-party
-    LoRAs). A file that claims the CustomVideoX format but carries broken metadata raises ``ValueError``.
+    LoRAs). A file that claims the CustomVideoX format but carries broken metadata raises ``ValueError``;
+    one with a NaN or infinite weight raises :class:`~customvideox_core.finite.NonFiniteError`.
     """
     tensors, header = read_safetensors(path)
+    check_finite_weights(tensors, source=Path(path).name)
     found_format = header.get(FORMAT_KEY, "")
     if not found_format.startswith(_FORMAT_FAMILY):
         return tensors, None

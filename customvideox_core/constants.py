@@ -6,8 +6,8 @@ name              value                    why
 ``SEED_MAX``      ``2**64 - 1``            ComfyUI seeds are unsigned 64-bit integers
 ``SIZE_STEP``     ``16``                   pixel sizes: 8× VAE compression × DiT patch size 2
 ``MODEL_FOLDER``  ``"customvideox"``       ``models/customvideox``: adapters the pack trains and loads
-``STANDIN_        ``0.0, 2.0``             Apply Stand-In's ``strength`` range (the node and the batch
-STRENGTH_RANGE``                           client's ``standin_strength``)
+``DATASET_        ``"customvideox_         folders (besides ComfyUI's input folder) that may hold
+FOLDER``          datasets"``              training datasets; registered like the model folders
 ``ADAPTER_        ``SAFETENSORS_           the adapter file names listed and written (never pickles)
 EXTENSIONS``      SUFFIXES``
 ================  =======================  ===============================================================
@@ -32,6 +32,7 @@ from __future__ import annotations
 SEED_MAX = 2**64 - 1
 SIZE_STEP = 16
 MODEL_FOLDER = "customvideox"
+DATASET_FOLDER = "customvideox_datasets"
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 TORCH_CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 TORCH_FILE_SUFFIXES = (*TORCH_CHECKPOINT_SUFFIXES, ".bin")

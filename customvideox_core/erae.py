@@ -96,6 +96,11 @@ class ERAEConfig:
         """True when ERAE changes anything: ``gamma != 0`` and at least one entity position."""
         return self.gamma != 0.0 and (len(self.entity_positions) > 0 or len(self.subjects) > 0)
 
+    def check_text_length(self, text_length: int) -> None:
+        """Raise when ERAE is on and an entity position lies past ``text_length`` conditioning tokens."""
+        if self.enabled:
+            check_positions_in_text(self.all_positions, text_length)
+
     @property
     def all_positions(self) -> tuple[int, ...]:
         """Every entity position of every group (for checks against the text length)."""
@@ -140,15 +145,15 @@ def parse_subject_words(text: str) -> tuple[tuple[int, str], ...]:
         if not item:
             continue
         number, colon, words = item.partition(":")
-        if not colon or not number.strip().isdigit() or int(number) < 1:
+        number = number.strip()
+        # ASCII digits only: str.isdigit() also accepts '²', which int() then refuses with a raw error.
+        if not colon or not (number.isascii() and number.isdigit()) or int(number) < 1:
             raise ValueError(
                 f"subject words item {item!r} must read 'N: words' with N the reference image number "
                 "(1, 2, ...), e.g. '1: dog' or '1: dog; 2: cat'."
             )
         if not words.strip():
-            raise ValueError(
-                f"subject words item {item!r} names reference image {number.strip()} but no words."
-            )
+            raise ValueError(f"subject words item {item!r} names reference image {number} but no words.")
         image = int(number) - 1
         if any(image == bound for bound, _ in bindings):
             raise ValueError(
@@ -221,6 +226,19 @@ def reference_token_weights(
     else:
         tokens = F.avg_pool2d(pixels, footprint)
     return rearrange(tokens, "n 1 h w -> n (h w)")
+
+
+def check_positions_in_text(positions: Sequence[int], text_length: int) -> None:
+    """Raise ``ValueError`` when an entity position lies outside the ``text_length`` text tokens the
+    model sees (the conditioning's tokens): the entity words would change nothing."""
+    out_of_range = sorted({int(position) for position in positions if not 0 <= int(position) < text_length})
+    if out_of_range:
+        raise ValueError(
+            f"ERAE entity positions {out_of_range} are out of range for {text_length} text tokens "
+            f"(valid: 0 .. {text_length - 1}): the entity words lie past the end of the conditioning the "
+            "model sees. Give ERAEMask the same prompt as the text encoder (the positions must come from the "
+            "same tokenizer and prompt as the conditioning), or name the subject earlier in the prompt."
+        )
 
 
 def entity_activation(
@@ -300,15 +318,7 @@ def entity_activations(
     group_positions = [sorted({int(position) for position in group}) for group in groups]
     if not group_positions:
         raise ValueError("groups is empty; give at least one group of entity positions.")
-    out_of_range = sorted(
-        {position for group in group_positions for position in group if not 0 <= position < text_length}
-    )
-    if out_of_range:
-        raise ValueError(
-            f"entity positions {out_of_range} are out of range for {text_length} text tokens "
-            f"(valid: 0 .. {text_length - 1}); the positions must come from the same tokenizer and "
-            "prompt as the text keys."
-        )
+    check_positions_in_text([position for group in group_positions for position in group], text_length)
     if isinstance(frame_tokens, bool) or not isinstance(frame_tokens, int) or frame_tokens < 1:
         raise ValueError(f"frame_tokens must be a positive integer, got {frame_tokens!r}.")
     if video_length == 0 or video_length % frame_tokens:

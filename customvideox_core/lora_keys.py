@@ -64,12 +64,15 @@ class ConvertedAdapter:
 
     ``state_dict``: comfy-form keys → tensors. ``unmatched``: input keys that do not name a LoRA tensor of
     an attention module we know (or of one absent from ``known_modules``). ``mismatched``: input keys of
-    a known module whose shapes disagree with each other or with ``known_shapes``.
+    a known module whose shapes disagree with each other or with ``known_shapes``; ``mismatch_details``:
+    one line per such module, ``"<module>: lora_A (r, in) and lora_B (out, r), the layer is (out, in)"``
+    (the layer's shape when ``known_shapes`` has it).
     """
 
     state_dict: dict[str, Tensor]
     unmatched: tuple[str, ...]
     mismatched: tuple[str, ...] = field(default=())
+    mismatch_details: tuple[str, ...] = field(default=())
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -176,6 +179,7 @@ def to_comfy_lora(
 
     converted: dict[str, Tensor] = {}
     mismatched: list[str] = []
+    details: list[str] = []
     for module, slot in sorted(grouped.items()):
         keys = [key for key, _ in slot.values()]
         if "A" not in slot or "B" not in slot:
@@ -183,8 +187,14 @@ def to_comfy_lora(
             continue
         down, up = slot["A"][1], slot["B"][1]
         alpha = slot["alpha"][1] if "alpha" in slot else None
-        if not _shapes_agree(down, up, alpha, None if shapes is None else shapes.get(module)):
+        expected = None if shapes is None else shapes.get(module)
+        if not _shapes_agree(down, up, alpha, expected):
             mismatched.extend(keys)
+            layer = "" if expected is None else f", the layer is {tuple(expected)}"
+            details.append(
+                f"{module}: lora_A {tuple(down.shape)} and lora_B {tuple(up.shape)}"
+                f"{'' if alpha is None else f', alpha of {alpha.numel()} values'}{layer}"
+            )
             continue
         converted[f"{COMFY_PREFIX}{module}.lora_A.weight"] = down
         converted[f"{COMFY_PREFIX}{module}.lora_B.weight"] = up
@@ -198,7 +208,12 @@ def to_comfy_lora(
             len(unmatched),
             len(mismatched),
         )
-    return ConvertedAdapter(state_dict=converted, unmatched=tuple(unmatched), mismatched=tuple(mismatched))
+    return ConvertedAdapter(
+        state_dict=converted,
+        unmatched=tuple(unmatched),
+        mismatched=tuple(mismatched),
+        mismatch_details=tuple(details),
+    )
 
 
 def _shapes_agree(down: Tensor, up: Tensor, alpha: Tensor | None, expected: tuple[int, int] | None) -> bool:

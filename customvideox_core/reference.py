@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from .constants import SIZE_STEP
+
 FitMode = Literal["pad", "crop"]
 FIT_MODES: tuple[str, ...] = get_args(FitMode)
 IMAGE_CHANNELS = (1, 3, 4)
@@ -33,6 +35,19 @@ def check_finite(tensor: Tensor, what: str, remedy: str) -> None:
     raise ValueError(
         f"{what} contains {nan} NaN and {infinite} infinite value(s) out of {tensor.numel()}; {remedy}"
     )
+
+
+def check_pixel_size(width: int, height: int, *, what: str = "width and height") -> None:
+    """Raise ``ValueError`` unless ``width`` and ``height`` are multiples of ``SIZE_STEP`` (8× VAE × patch
+    2): the one size rule of the video and its reference (Sample, ReferenceEncode and Train agree)."""
+    if width % SIZE_STEP or height % SIZE_STEP:
+        near = sorted({max(SIZE_STEP, (width // SIZE_STEP + step) * SIZE_STEP) for step in (0, 1)})
+        tall = sorted({max(SIZE_STEP, (height // SIZE_STEP + step) * SIZE_STEP) for step in (0, 1)})
+        raise ValueError(
+            f"{what} must be multiples of {SIZE_STEP} pixels (the VAE's 8× times the patch size 2), got "
+            f"{width}x{height}; use e.g. {near[0]} or {near[-1]} wide and {tall[0]} or {tall[-1]} high, the "
+            "same in ReferenceEncode and in Sample (or the empty latent)"
+        )
 
 
 def check_images(images: Tensor, label: str = "images", channels: tuple[int, ...] = IMAGE_CHANNELS) -> None:
@@ -57,6 +72,52 @@ def check_images(images: Tensor, label: str = "images", channels: tuple[int, ...
         )
     if not images.is_floating_point():
         raise ValueError(f"{label} must be a float tensor in [0, 1], got dtype {images.dtype}.")
+
+
+def subject_masks(
+    masks: Tensor | None, *, invert: bool, instead: str = "the whole image is the subject"
+) -> tuple[Tensor | None, str | None]:
+    """The subject masks ReferenceEncode uses, and a note for the user when a mask was set aside.
+
+    ``masks [N, H, W]`` as connected (1 = subject, or 1 = background with ``invert``). A mask that is all
+    zero *as connected* is no mask: it is what LoadImage outputs for an image without transparency (a
+    64×64 placeholder of zeros, whatever the image's size), and it selects nothing. When every mask is
+    empty this returns ``None`` (the whole image is the subject) with a note saying so; when only some
+    are, those become all ones. A mask that selects nothing only after ``invert`` (a mask of all ones:
+    the image is fully transparent) is refused. Returns ``(masks or None, note or None)``; ``instead``
+    says in the note what is used when every mask is set aside.
+    """
+    if masks is None:
+        return None, None
+    if masks.ndim != 3 or masks.shape[0] == 0 or not bool(torch.isfinite(masks).all()):
+        return (1.0 - masks if invert else masks), None  # prepare_reference says what is wrong
+    empty = (masks.flatten(1) <= 0).all(dim=1)
+    if bool(empty.all()):
+        return None, (
+            f"the mask ({masks.shape[-1]}x{masks.shape[-2]}) is all zero, so it selects no subject; it is "
+            f"ignored and {instead}. LoadImage outputs such a mask for an image without "
+            "transparency: disconnect it, or give a mask with the subject at 1."
+        )
+    used = 1.0 - masks if invert else masks
+    selects_nothing = (used.flatten(1) <= 0).all(dim=1) & ~empty
+    if bool(selects_nothing.any()):
+        raise ValueError(
+            f"mask(s) {_numbers(selects_nothing)} select no subject once inverted (invert_mask is on and the "
+            "mask is 1 everywhere: a fully transparent image?). Turn invert_mask off, or give a mask with the "
+            "subject at 1."
+        )
+    if not bool(empty.any()):
+        return used, None
+    note = (
+        f"mask(s) {_numbers(empty)} are all zero, so they select no subject; for those images the whole image "
+        "is the subject."
+    )
+    return torch.where(empty[:, None, None], torch.ones_like(used), used), note
+
+
+def _numbers(flags: Tensor) -> list[int]:
+    """1-based indices of the true entries of a ``[N]`` bool tensor."""
+    return [index + 1 for index in flags.nonzero().flatten().tolist()]
 
 
 def _check_inputs(images: Tensor, masks: Tensor | None, width: int, height: int, fit: str) -> None:

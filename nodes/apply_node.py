@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from .finite_inputs import finite_float_inputs
 from .settings import patch_model
 from .types import ReferenceType
 from .widgets import bias_inputs, model_input, patched_model_output, uncond_input
 
 
+@finite_float_inputs
 class CustomVideoXApply(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

@@ -23,6 +23,7 @@ from comfy_api.latest import io, ui
 from ..customvideox_core.constants import TORCH_CHECKPOINT_SUFFIXES
 from ..customvideox_core.convert.checkpoint_io import load_tensor_checkpoint
 from ..customvideox_core.convert.sat_cogvideox import convert_sat_cogvideox
+from .finite_inputs import finite_float_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def checkpoint_path_and_options(checkpoint: str, weight_dtype: str) -> tuple[str
     return folder_paths.get_full_path_or_raise(CHECKPOINT_FOLDER, checkpoint), WEIGHT_DTYPES[weight_dtype]
 
 
+@finite_float_inputs
 class CustomVideoXLoadConcatID(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

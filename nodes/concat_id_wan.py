@@ -42,6 +42,7 @@ from ..customvideox_core.convert.concat_id_wan import (
 )
 from ..customvideox_core.host_specs import spec_for
 from .concat_id_node import checkpoint_inputs, checkpoint_output
+from .finite_inputs import finite_float_inputs
 from .patch import SETTINGS_KEY
 from .wrapper_args import CONCAT_ID_CALL_KEY as CALL_KEY
 from .wrapper_args import options_of, with_options
@@ -214,6 +215,7 @@ def install_concat_id_wan(model, adaln: ReferenceAdaLN | None) -> None:
             model.set_model_patch_replace(patch, "dit", "double_block", index)
 
 
+@finite_float_inputs
 class CustomVideoXLoadConcatIDWan(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

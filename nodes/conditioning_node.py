@@ -12,6 +12,7 @@ from __future__ import annotations
 import node_helpers
 from comfy_api.latest import io
 
+from .finite_inputs import finite_float_inputs
 from .patch import SEES_REFERENCE_KEY
 
 
@@ -20,6 +21,7 @@ def mark_sees_reference(conditioning, sees_reference: bool):
     return node_helpers.conditioning_set_values(conditioning, {SEES_REFERENCE_KEY: bool(sees_reference)})
 
 
+@finite_float_inputs
 class CustomVideoXReferenceConditioning(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

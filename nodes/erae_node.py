@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+
 from comfy_api.latest import io, ui
 
 from ..customvideox_core.entity_tokens import find_entity_positions, split_entity_words
 from ..customvideox_core.erae import ERAEConfig, SubjectWords, parse_subject_words
 from ..customvideox_core.ranges import ERAE_STRENGTH, ERAE_THRESHOLD
+from ..customvideox_core.reference import subject_masks
+from .finite_inputs import finite_float_inputs
 from .tokens import prompt_pieces
 from .types import ERAESettings, ERAEType
 from .widgets import float_input
 
+logger = logging.getLogger(__name__)
 
+
+@finite_float_inputs
 class CustomVideoXERAEMask(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -107,10 +114,21 @@ class CustomVideoXERAEMask(io.ComfyNode):
             block_outside_mask=block_outside_mask,
             subjects=subjects,
         )
+        mask, note = (None, None)
         if reference_mask is not None:
-            mask = reference_mask.reshape(-1, *reference_mask.shape[-2:]).clamp(0, 1)
+            mask, note = subject_masks(
+                reference_mask.reshape(-1, *reference_mask.shape[-2:]),
+                invert=False,
+                instead="ReferenceEncode's mask is used",
+            )
+        if note:
+            logger.warning("CustomVideoX ERAEMask: reference_mask: %s", note)
+        if mask is not None:
+            mask = mask.clamp(0, 1)
             return io.NodeOutput(ERAESettings(config, mask), ui=ui.PreviewMask(mask, cls=cls))
         text = f"entity tokens at {list(positions)}; reference mask: ReferenceEncode's (all ones if none)"
+        if note:
+            text = f"reference_mask: {note} {text}"
         for subject in subjects:
             text += f"; image {subject.reference_frame + 1}: tokens {list(subject.entity_positions)}"
         return io.NodeOutput(ERAESettings(config, None), ui=ui.PreviewText(text))

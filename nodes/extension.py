@@ -8,7 +8,7 @@ import folder_paths
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from ..customvideox_core.constants import ADAPTER_EXTENSIONS, MODEL_FOLDER
+from ..customvideox_core.constants import ADAPTER_EXTENSIONS, DATASET_FOLDER, MODEL_FOLDER
 from .apply_node import CustomVideoXApply
 from .concat_id_node import CustomVideoXLoadConcatID
 from .concat_id_wan import CustomVideoXLoadConcatIDWan
@@ -26,18 +26,25 @@ from .train_settings_node import CustomVideoXTrainSettings
 
 
 def register_model_folders() -> None:
-    """Register ``models/customvideox`` (safetensors adapters) and ``models/insightface`` (face models);
-    idempotent, keeps user-added paths."""
+    """Register ``models/customvideox`` (safetensors adapters), ``models/customvideox_datasets``
+    (training datasets, besides ComfyUI's input folder) and ``models/insightface`` (face models);
+    idempotent, keeps user-added paths (an ``extra_model_paths.yaml`` entry
+    ``customvideox_datasets: /data/datasets`` adds a dataset root)."""
     register_face_folder()
-    default = os.path.join(folder_paths.models_dir, MODEL_FOLDER)
-    if MODEL_FOLDER in folder_paths.folder_names_and_paths:
-        paths, extensions = folder_paths.folder_names_and_paths[MODEL_FOLDER]
+    for name, extensions in ((MODEL_FOLDER, ADAPTER_EXTENSIONS), (DATASET_FOLDER, ())):
+        _register_folder(name, extensions)
+
+
+def _register_folder(name: str, extensions) -> None:
+    default = os.path.join(folder_paths.models_dir, name)
+    if name in folder_paths.folder_names_and_paths:
+        paths, known = folder_paths.folder_names_and_paths[name]
         if default not in paths:
             paths.append(default)
-        if isinstance(extensions, set):
-            extensions.update(ADAPTER_EXTENSIONS)
+        if isinstance(known, set):
+            known.update(extensions)
         return
-    folder_paths.folder_names_and_paths[MODEL_FOLDER] = ([default], set(ADAPTER_EXTENSIONS))
+    folder_paths.folder_names_and_paths[name] = ([default], set(extensions))
 
 
 NODES: list[type[io.ComfyNode]] = [

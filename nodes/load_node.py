@@ -19,6 +19,7 @@ from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.lora_keys import to_comfy_lora
 from ..customvideox_core.reference_layouts import DEFAULT_LAYOUT, reference_layout
 from .cached_layout import attach_cached_adapter
+from .finite_inputs import finite_float_inputs
 from .host_model import host_signature
 from .patch import install_machinery
 
@@ -67,10 +68,26 @@ class AppliedAdapter:
 
 def _apply_joint(model, host: HostSignature, state_dict: Mapping, strength: float, source: str):
     """The joint layout: the machinery installed and the LoRA added through ``add_patches``."""
+    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    weights = model.model.state_dict()
+    shapes = {
+        module: tuple(weights[target].shape)
+        for module, target in key_map.items()
+        if target in weights and weights[target].ndim == 2
+    }
+    converted = to_comfy_lora(dict(state_dict), host.family, known_modules=set(key_map), known_shapes=shapes)
+    if converted.mismatched:
+        shown = "; ".join(converted.mismatch_details[:3])
+        more = (
+            f" (+{len(converted.mismatch_details) - 3} more)" if len(converted.mismatch_details) > 3 else ""
+        )
+        raise ValueError(
+            f"{source} does not fit this {host.variant}: "
+            f"{len(converted.mismatch_details)} layers have other shapes: {shown}{more}. It was trained for "
+            "another model; load it with the model it was trained for."
+        )
     patched = model.clone()
     install_machinery(patched, host)
-    key_map = comfy.lora.model_lora_keys_unet(patched.model, {})
-    converted = to_comfy_lora(dict(state_dict), host.family, known_modules=set(key_map))
     patches = comfy.lora.load_lora(converted.state_dict, key_map, log_missing=False)
     patched.add_patches(patches, strength)
     return AppliedAdapter(
@@ -108,6 +125,7 @@ def apply_adapter(
     return _APPLY_LAYOUT[reference_layout(layout).name](model, host, state_dict, strength, source)
 
 
+@finite_float_inputs
 class LoadCustomVideoX(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

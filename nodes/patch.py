@@ -46,6 +46,7 @@ from ..customvideox_core.erae import ERAEConfig, reference_token_weights
 from ..customvideox_core.host_specs import HostSpec
 from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.layout import TokenLayout
+from ..customvideox_core.reference import check_pixel_size
 from ..customvideox_core.reference_attention import plan_step
 from ..customvideox_core.tab import TABSchedule, sampling_progress
 from .attention_override import RUNTIME_KEY, CallRuntime, reference_attention_override
@@ -338,6 +339,8 @@ class ReferenceWrapper:
                 "CustomVideoX has its own reference connected: use one of them. Disconnect the reference from "
                 "CustomVideoX Apply to bias the conditioning's frames, or give the core node no images."
             )
+        if patch.erae is not None and any(role.positive for role in roles):
+            patch.erae.check_text_length(args[spec.context_index].shape[1])
         dit = executor.class_obj
         new_args = list(args)
         masks = patch.masks
@@ -412,6 +415,7 @@ class ReferenceWrapper:
         """Pad the video as the DiT would and build the reference frames. x ``[B, C, T, H, W]``."""
         reference = patch.model_latents.to(device=x.device, dtype=x.dtype)
         if reference.shape[1] != x.shape[1] or reference.shape[-2:] != x.shape[-2:]:
+            check_pixel_size(x.shape[-1] * 8, x.shape[-2] * 8, what="the video latent's width and height")
             raise ValueError(
                 f"the reference latent is {tuple(reference.shape[1:2]) + tuple(reference.shape[-2:])} "
                 f"(channels, height, width) but the video latent is "

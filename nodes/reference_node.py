@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from comfy_api.latest import io, ui
 
-from ..customvideox_core.constants import SIZE_STEP
-from ..customvideox_core.reference import check_finite, prepare_reference
+from ..customvideox_core.reference import check_finite, check_pixel_size, prepare_reference, subject_masks
+from .finite_inputs import finite_float_inputs
 from .types import ReferenceLatents, ReferenceType
 from .widgets import size_inputs
+
+logger = logging.getLogger(__name__)
 
 
 def encode_frames(vae, images: torch.Tensor) -> torch.Tensor:
@@ -42,6 +46,7 @@ def vae_description(vae) -> str:
     return f"{type(model).__name__}, {dtype}"
 
 
+@finite_float_inputs
 class CustomVideoXReferenceEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -74,7 +79,8 @@ class CustomVideoXReferenceEncode(io.ComfyNode):
                     "mask",
                     optional=True,
                     tooltip="Subject mask (1 = subject), same size as the image. "
-                    "Without one the whole image is the subject.",
+                    "Without one (or with an all-zero mask, as LoadImage gives for an image without "
+                    "transparency) the whole image is the subject.",
                 ),
             ],
             outputs=[ReferenceType.Output("reference", tooltip="Reference latents and subject masks.")],
@@ -84,13 +90,14 @@ class CustomVideoXReferenceEncode(io.ComfyNode):
     def execute(
         cls, vae, image, width: int, height: int, fit: str, invert_mask: bool, mask=None
     ) -> io.NodeOutput:
-        if width % SIZE_STEP or height % SIZE_STEP:
-            raise ValueError(f"width and height must be multiples of {SIZE_STEP}, got {width}x{height}")
-        if mask is not None and invert_mask:
-            mask = 1.0 - mask
+        check_pixel_size(width, height)
+        mask, note = subject_masks(mask, invert=invert_mask)
+        if note:
+            logger.warning("CustomVideoX ReferenceEncode: %s", note)
         images, masks = prepare_reference(image, mask, width=width, height=height, fit=fit)
         latents = encode_frames(vae, images)
         reference = ReferenceLatents(
             latents=latents, masks=masks, source_size=tuple(image.shape[1:3]), fit=fit
         )
-        return io.NodeOutput(reference, ui=ui.PreviewImage(images, cls=cls))
+        preview = ui.PreviewImage(images, cls=cls).as_dict()
+        return io.NodeOutput(reference, ui={**preview, "text": (note,)} if note else preview)

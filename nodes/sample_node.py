@@ -14,7 +14,9 @@ from comfy_api.latest import io
 
 from ..customvideox_core.constants import SEED_MAX
 from ..customvideox_core.ranges import GUIDANCE_SCALE
+from ..customvideox_core.reference import check_pixel_size
 from .conditioning_node import mark_sees_reference
+from .finite_inputs import finite_float_inputs
 from .settings import patch_model
 from .types import ReferenceType
 from .widgets import Bounds, bias_inputs, float_input, model_input, size_inputs, uncond_input
@@ -118,6 +120,7 @@ def sample_video(
     return out
 
 
+@finite_float_inputs
 class CustomVideoXSample(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -212,6 +215,8 @@ class CustomVideoXSample(io.ComfyNode):
         guidance: str = "cfg",
         image_cfg: float = 5.0,
     ) -> io.NodeOutput:
+        if latent is None:
+            check_pixel_size(width, height)
         patched = patch_model(model, reference, tab, erae, uncond_sees_reference)
         if latent is None:
             latent = empty_video_latent(patched, width, height, length)

@@ -24,12 +24,14 @@ from ..customvideox_core.score_summary import (
     SUMMARY_METRICS,
 )
 from .face_model_node import FaceModelType
+from .finite_inputs import finite_float_inputs
 from .plots import plot_series
 from .score_encoders import check_family, image_embedding_width, image_encoder, text_embedding
 
 logger = logging.getLogger(__name__)
 
 
+@finite_float_inputs
 class CustomVideoXScore(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

@@ -13,6 +13,7 @@ from ..customvideox_core.host_specs import check_branch_dit
 from ..customvideox_core.ranges import STANDIN_STRENGTH
 from ..customvideox_core.standin.branch import reference_grid
 from ..customvideox_core.standin.lora_file import StandInLoRA, read_standin_file
+from .finite_inputs import finite_float_inputs
 from .host_model import diffusion_model_of, host_signature
 from .standin_patch import StandInPatch, install_standin
 from .types import ReferenceType, fit_replacement_mask
@@ -31,6 +32,7 @@ def standin_choices() -> list[str]:
     return [name for name in names if name.lower().endswith(STANDIN_SUFFIXES)]
 
 
+@finite_float_inputs
 class CustomVideoXLoadStandIn(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -66,6 +68,7 @@ class CustomVideoXLoadStandIn(io.ComfyNode):
         return io.NodeOutput(lora, ui=ui.PreviewText(summary))
 
 
+@finite_float_inputs
 class CustomVideoXApplyStandIn(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

@@ -56,6 +56,7 @@ CONDITIONING_ROLES_KEY = "customvideox_standin_roles"
 SETTINGS_KEY = "cvx_standin"
 RUNTIME_KEY = "cvx_standin_runtime"
 _OPTIONS_INDEX = spec_for("wan").transformer_options_index
+_CONTEXT_INDEX = spec_for("wan").context_index
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,6 +155,8 @@ class StandInWrapper:
         reference = patch.reference_for(dit, grid, x)
         tab_value = patch.tab.value_at(progress_of(options)) if patch.tab is not None else 0.0
         roles = row_roles(options, x.shape[0])
+        if patch.erae is not None and any(role.positive for role in roles):
+            patch.erae.check_text_length(args[_CONTEXT_INDEX].shape[1])
         step = plan_video_step(
             row_is_cond=[role.positive for role in roles],
             row_sees_reference=[

@@ -6,6 +6,7 @@ from comfy_api.latest import io, ui
 
 from ..customvideox_core.ranges import TAB_LEVEL, TAB_PROGRESS
 from ..customvideox_core.tab import TAB_SHAPES, TABSchedule, parse_custom_values, step_progresses
+from .finite_inputs import finite_float_inputs
 from .plots import plot_curve
 from .types import TABType
 
@@ -19,6 +20,7 @@ _NUMBERS = (
 """The schedule's number widgets: (name, default, range, tooltip)."""
 
 
+@finite_float_inputs
 class CustomVideoXTimeAwareBias(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

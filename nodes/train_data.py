@@ -6,8 +6,9 @@ clips to the training size, prepares the subject exactly as ``CustomVideoXRefere
 background outside the mask, aspect-preserving ``pad`` fit), encodes both through the host's VAE and
 caches the raw VAE latents.
 
-Cache: one safetensors file per item in ``<dataset>/.customvideox_cache/`` (the scan ignores dot folders),
-or under ComfyUI's temp folder when the dataset folder is read-only. The file name carries a key over the
+Cache: one safetensors file per item under ComfyUI's temp folder (``<temp>/customvideox_cache/<key of the
+dataset folder>/``), never in the dataset folder; ComfyUI empties its temp folder when it starts, so a
+restarted server encodes the items once again. The file name carries a key over the
 item's file contents, the training size, the reference fit and a fingerprint of the VAE weights, so a
 changed file, size or VAE is re-encoded and an unchanged one is read back.
 """
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from ..customvideox_core.reference import prepare_reference
+from ..customvideox_core.reference import check_pixel_size, prepare_reference
 from ..customvideox_core.training.data import (
     DatasetItem,
     DatasetItemError,
@@ -43,10 +42,9 @@ from .reference_node import encode_frames
 
 logger = logging.getLogger(__name__)
 
-CACHE_FOLDER = ".customvideox_cache"
+CACHE_FOLDER = "customvideox_cache"
 CACHE_VERSION = "1"
 REFERENCE_FIT = "pad"
-SIZE_STEP = 16  # 8× VAE compression × patch size 2
 TEMPORAL_COMPRESSION = 4  # CogVideoX and Wan VAEs: 1 + 4k frames → 1 + k latent frames
 _HASH_CHUNK = 1 << 20
 
@@ -64,11 +62,7 @@ class TrainDataSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.width % SIZE_STEP or self.height % SIZE_STEP:
-            raise ValueError(
-                f"width and height must be multiples of {SIZE_STEP} (VAE 8× times patch 2), got "
-                f"{self.width}x{self.height}; use e.g. 720x480"
-            )
+        check_pixel_size(self.width, self.height)
         if (self.length - 1) % TEMPORAL_COMPRESSION:
             raise ValueError(
                 f"length must be 1 + {TEMPORAL_COMPRESSION}·k frames (the video VAE compresses time 4×), got "
@@ -212,26 +206,15 @@ def cache_key(item: DatasetItem, settings: TrainDataSettings, vae_id: str) -> st
 
 
 def cache_folder(dataset: Path) -> Path:
-    """``<dataset>/.customvideox_cache`` if it can be written, else a folder under the temp directory."""
-    preferred = dataset / CACHE_FOLDER
-    try:
-        preferred.mkdir(exist_ok=True)
-        if os.access(preferred, os.W_OK):
-            return preferred
-    except OSError:
-        pass
+    """``<ComfyUI temp>/customvideox_cache/<hash of the dataset's resolved path>``: never inside the
+    dataset folder (nothing is written outside ComfyUI's own folders)."""
     import folder_paths
 
-    try:
-        temp_root = Path(folder_paths.get_temp_directory())
-    except (AttributeError, TypeError):
-        temp_root = Path(tempfile.gettempdir())
-    fallback = (
-        temp_root / "customvideox_cache" / hashlib.sha256(str(dataset.resolve()).encode()).hexdigest()[:16]
-    )
-    fallback.mkdir(parents=True, exist_ok=True)
-    logger.info("dataset folder %s is read-only; caching latents in %s", dataset, fallback)
-    return fallback
+    temp_root = Path(folder_paths.get_temp_directory())
+    key = hashlib.sha256(str(dataset.resolve()).encode()).hexdigest()[:16]
+    folder = temp_root / CACHE_FOLDER / key
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 # ---------------------------------------------------------------------------------------------------

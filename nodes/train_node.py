@@ -18,12 +18,14 @@ import folder_paths
 from comfy_api.latest import io, ui
 from torch import Tensor
 
-from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER
+from ..customvideox_core.constants import ADAPTER_SUFFIX, DATASET_FOLDER, MODEL_FOLDER
 from ..customvideox_core.reference_layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, REFERENCE_LAYOUTS
+from ..customvideox_core.safe_paths import AllowedRoot, confined_folder
 from ..customvideox_core.training import TrainStep
+from .finite_inputs import finite_float_inputs
 from .host_model import host_signature
 from .plots import plot_curve
-from .train_data import CACHE_FOLDER, PreparedDataset, TrainDataSettings, prepare_dataset
+from .train_data import PreparedDataset, TrainDataSettings, prepare_dataset
 from .train_run import (
     NO_RESUME,
     TrainAdapterSettings,
@@ -75,31 +77,36 @@ def resume_choices() -> list[str]:
     return [NO_RESUME, *(name for name in listed if name.lower().endswith(ADAPTER_SUFFIX))]
 
 
+def dataset_roots() -> list[AllowedRoot]:
+    """The folders a dataset may live in: ComfyUI's input folder, then every ``customvideox_datasets``
+    folder (``models/customvideox_datasets`` and any ``extra_model_paths.yaml`` adds)."""
+    roots = [AllowedRoot("ComfyUI's input folder", Path(folder_paths.get_input_directory()))]
+    try:
+        registered = folder_paths.get_folder_paths(DATASET_FOLDER)
+    except KeyError:
+        registered = []
+    roots.extend(AllowedRoot(f"a {DATASET_FOLDER} folder", Path(path)) for path in registered)
+    return roots
+
+
 def resolve_dataset_path(dataset_path: str) -> Path:
-    """An absolute folder, or a folder relative to ComfyUI's input directory."""
-    text = dataset_path.strip()
-    if not text:
-        raise ValueError("dataset_path is empty; give the folder that holds the training clips")
-    path = Path(os.path.expanduser(text))
-    if not path.is_absolute():
-        path = Path(folder_paths.get_input_directory()) / path
-    if not path.is_dir():
-        raise NotADirectoryError(
-            f"dataset folder {path} does not exist; give an absolute path or one relative to ComfyUI's "
-            "input folder (see docs/TRAINING.md for the layout)"
-        )
-    return path
+    """The dataset folder ``dataset_path`` names inside :func:`dataset_roots` (rules:
+    ``customvideox_core.safe_paths.confined_folder``); refuses anything else without touching it."""
+    return confined_folder(dataset_path, dataset_roots(), what="dataset_path")
 
 
 def dataset_signature(dataset_path: str) -> str:
-    """Hash of the dataset folder's listing (names, sizes, modification times), cache folder excluded."""
+    """Hash of the dataset folder's listing (names, sizes, modification times), hidden files excluded.
+
+    A path the rules refuse is never listed: its signature is the text itself (``execute`` then refuses
+    it with the reason)."""
     try:
         folder = resolve_dataset_path(dataset_path)
     except (ValueError, OSError):
-        return f"missing:{dataset_path}"
+        return f"refused:{dataset_path}"
     digest = hashlib.sha256()
     for root, folders, files in os.walk(folder):
-        folders[:] = sorted(name for name in folders if name != CACHE_FOLDER and not name.startswith("."))
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
         for name in sorted(files):
             stat = os.stat(os.path.join(root, name))
             digest.update(
@@ -178,6 +185,7 @@ def _loss_report(outcome: TrainingOutcome, settings: TrainAdapterSettings, datas
 # ---------------------------------------------------------------------------------------------------
 
 
+@finite_float_inputs
 class CustomVideoXTrainAdapter(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -204,12 +212,15 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
                     "dataset_path",
                     default="customvideox_dataset",
                     tooltip="Folder of <name>.mp4 (or <name>/ frame folder) + <name>.png subject + optional "
-                    "<name>_mask.png; absolute, or relative to ComfyUI's input folder.",
+                    "<name>_mask.png, inside ComfyUI's input folder or a customvideox_datasets folder: its "
+                    "name relative to that folder (an absolute path only inside them; '..' and '~' are "
+                    "refused).",
                 ),
                 io.String.Input(
                     "adapter_name",
                     default="my_subject",
-                    tooltip="Saved as models/customvideox/<adapter_name>.safetensors.",
+                    tooltip="Saved as models/customvideox/<adapter_name>.safetensors; a plain file name of "
+                    "letters, digits, spaces, '-', '_' and '.'.",
                 ),
                 *size_inputs(max_size=4096, noun="Training"),
                 io.Int.Input(
@@ -288,12 +299,14 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
             resume_from=resume_from,
             reference_layout=reference_layout,
         )
+        folder = resolve_dataset_path(dataset_path)
         host = host_signature(model)
         output_path = adapter_output_path(settings.adapter_name)
         if output_path.exists() and not settings.overwrite:
             raise FileExistsError(
-                f"{output_path} already exists and overwrite is off; choose another adapter_name, or turn "
-                "overwrite on to replace it (to continue training it, also pick it in resume_from)"
+                f"models/{MODEL_FOLDER}/{output_path.name} already exists and overwrite is off; choose another "
+                "adapter_name, or turn overwrite on to replace it (to continue training it, also pick it in "
+                "resume_from)"
             )
         lora = settings.lora_config(host)
         resume = load_resume(settings, host, lora)
@@ -304,7 +317,6 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
                 len(model.patches),
             )
         context = conditioning_context(positive)
-        folder = resolve_dataset_path(dataset_path)
 
         prepare_bar = comfy.utils.ProgressBar(1)
         dataset = prepare_dataset(
@@ -312,7 +324,9 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
         )
         if not dataset.entries:
             reasons = dataset.summary().partition("; skipped ")[2] or "the folder holds no items"
-            raise ValueError(f"no usable training items in {folder} ({reasons}); see docs/TRAINING.md")
+            raise ValueError(
+                f"no usable training items in dataset_path {dataset_path.strip()!r} ({reasons}); see docs/TRAINING.md"
+            )
         logger.info(
             "CustomVideoX training data: %s (%d encoded, %d from cache)",
             dataset.summary(),

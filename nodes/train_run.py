@@ -56,9 +56,11 @@ from ..customvideox_core.adapter_file import (
     save_adapter,
 )
 from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER, SEED_MAX
+from ..customvideox_core.finite import check_finite_number
 from ..customvideox_core.host_specs import check_branch_dit
 from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.reference_layouts import DEFAULT_LAYOUT, reference_layout
+from ..customvideox_core.safe_paths import plain_file_name
 from ..customvideox_core.standin.branch import reference_grid
 from ..customvideox_core.standin.lora_file import parse_standin_state_dict
 from ..customvideox_core.tab import TABSchedule
@@ -96,16 +98,12 @@ SCHEDULE_TOLERANCE = 1e-4
 
 
 def normalise_adapter_name(name: str) -> str:
-    """``"my subject.safetensors"`` → ``"my subject"``; refuses empty names, folders and hidden names."""
-    stripped = name.strip()
-    if stripped.lower().endswith(ADAPTER_SUFFIX):
-        stripped = stripped[: -len(ADAPTER_SUFFIX)].strip()
-    if not stripped or stripped.startswith(".") or any(sep in stripped for sep in ("/", "\\", "\0")):
-        raise ValueError(
-            f"adapter_name {name!r} is not a plain file name; use letters, digits, spaces, '-' or '_' "
-            "(the file goes to models/customvideox/<adapter_name>.safetensors)"
-        )
-    return stripped
+    """``"my subject.safetensors"`` → ``"my subject"``; a plain file name by the pack's allow-list
+    (``customvideox_core.safe_paths.plain_file_name``), on every OS."""
+    stripped = name.strip() if isinstance(name, str) else name
+    if isinstance(stripped, str) and stripped.lower().endswith(ADAPTER_SUFFIX):
+        stripped = stripped[: -len(ADAPTER_SUFFIX)]
+    return plain_file_name(stripped, what="adapter_name", where=f"models/{MODEL_FOLDER}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,6 +131,8 @@ class TrainSettings:
                 raise ValueError(f"{name} must be an integer of at least {low}, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
             raise ValueError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
+        for name in ("alpha", "dropout", "learning_rate"):  # NaN would only show as a NaN loss, steps later
+            check_finite_number(getattr(self, name), name, owner="CustomVideoX training settings")
 
     def values(self) -> dict[str, object]:
         """``{field: value}`` of these settings only (to build a :class:`TrainAdapterSettings`)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..customvideox_core.constants import SEED_MAX
+from .finite_inputs import finite_float_inputs
 from .train_run import TrainSettings
 from .types import TrainSettingsType
 
@@ -73,6 +74,7 @@ def training_inputs(note: str = "") -> list[io.Input]:
     ]
 
 
+@finite_float_inputs
 class CustomVideoXTrainSettings(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

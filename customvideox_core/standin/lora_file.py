@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..constants import TORCH_FILE_SUFFIXES
 from ..convert.checkpoint_io import CheckpointError, read_tensor_file
+from ..finite import check_finite_weights
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ def parse_standin_state_dict(
             "a Stand-In file must hold plain tensors only."
         )
     keys = [str(key) for key in state]
+    check_finite_weights({str(key): value for key, value in state.items()}, source=source)
     prefix = _strip_prefix(keys)
     unexpected = [key for key in keys if not STANDIN_KEY.match(key[len(prefix) :])]
     if unexpected:

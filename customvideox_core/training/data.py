@@ -8,7 +8,8 @@ Folder layout (flat; names are matched by stem):
   is the video's first frame inside this mask);
 - ``<name>.txt``: the caption (optional).
 
-Anything that does not fit is reported in :attr:`DatasetScan.skipped` with a reason, never used.
+Anything that does not fit is reported in :attr:`DatasetScan.skipped` with a reason, never used; so is a
+link that leads out of the dataset folder (the folder itself is confined by ``safe_paths``).
 Decoding is done by callables the caller passes in (the node passes ComfyUI's decoders), so the core
 needs no video library.
 """
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..adapter_file import read_safetensors, write_safetensors_atomic
+from ..safe_paths import is_inside
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +66,14 @@ def _natural_key(path: Path) -> list[object]:
 
 
 def _frame_files(folder: Path) -> list[Path]:
+    """The frame images of a frame folder; links that lead out of it are left out."""
     return sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key
+        (
+            p
+            for p in folder.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and is_inside(p, folder)
+        ),
+        key=_natural_key,
     )
 
 
@@ -92,6 +100,9 @@ def scan_dataset(root: str | os.PathLike[str]) -> DatasetScan:
     skipped: list[tuple[Path, str]] = []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
+            continue
+        if not is_inside(entry, folder):
+            skipped.append((entry, "a link that leads outside the dataset folder; copy the file in instead"))
             continue
         suffix = entry.suffix.lower()
         if entry.is_dir():

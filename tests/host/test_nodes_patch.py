@@ -58,8 +58,11 @@ def patched(pack: Pack, model, reference, *, peak: float, erae=None, uncond_sees
 
 @pytest.mark.parametrize("host", HOSTS)
 def test_blocked_reference_reproduces_the_unpatched_model(comfy_host, pack, vae, models, baselines, host):
-    """Every reference key blocked (zero mask + block_outside_mask) → the plain model's video."""
-    reference = encode_reference(comfy_host, vae, 1, mask=torch.zeros(1, VIDEO_HEIGHT, VIDEO_WIDTH))
+    """Every reference key blocked (zero mask + block_outside_mask) → the plain model's video. The zero
+    mask is put on the encoded reference: ReferenceEncode sets an all-zero mask aside (it is LoadImage's
+    placeholder for an image without transparency; see test_bad_inputs)."""
+    encoded = encode_reference(comfy_host, vae, 1)
+    reference = dataclasses.replace(encoded, masks=torch.zeros_like(encoded.masks))
     erae = pack.erae.ERAEConfig(entity_positions=(0,), gamma=0.0, block_outside_mask=True)
     out = sample(patched(pack, models[host], reference, peak=4.0, erae=erae))
     assert out.shape == baselines[host].shape

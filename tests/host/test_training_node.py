@@ -114,8 +114,10 @@ def _frame_folder(folder: Path, image: torch.Tensor) -> None:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cvx_train_dataset")
+def dataset(comfy_host) -> Path:
+    """In ComfyUI's input folder (datasets may live nowhere else); given to the node as an absolute path."""
+    root = comfy_host.input_dir / "cvx_train_dataset"
+    root.mkdir()
     for index, name in enumerate(PATTERN_ITEMS):
         pattern = _pattern(100 + index)
         _frame_folder(root / name, pattern)
@@ -325,8 +327,14 @@ def test_corrupt_item_is_reported_and_skipped(pack, trained, models, dataset) ->
         )
     assert [path.name for path, _ in prepared.skipped] == [CORRUPT_ITEM]
     assert (prepared.encoded, prepared.from_cache) == (0, len(ALL_ITEMS)), "the second pass reads the cache"
-    cached = sorted((dataset / pack.train_data.CACHE_FOLDER).glob("*.safetensors"))
+    cached = sorted(pack.train_data.cache_folder(dataset).glob("*.safetensors"))
     assert len(cached) == len(ALL_ITEMS)
+    import folder_paths
+
+    assert all(path.is_relative_to(folder_paths.get_temp_directory()) for path in cached)
+    assert not any(path.name.startswith(".") or "cache" in path.name for path in dataset.iterdir()), (
+        "nothing is written into the dataset folder"
+    )
 
 
 def test_reference_is_subject_on_white_outside_the_mask(pack, models, dataset) -> None:
@@ -363,15 +371,12 @@ def test_input_model_is_left_unchanged(trained) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_existing_file_is_refused_before_anything_runs(pack, trained, models, tmp_path) -> None:
+def test_existing_file_is_refused_before_anything_runs(pack, trained, models, dataset) -> None:
     digest, mtime = _digest(trained.path), trained.path.stat().st_mtime_ns
-    missing_dataset = tmp_path / "no_such_dataset"  # would raise NotADirectoryError if looked at
     with pytest.raises(FileExistsError, match="overwrite"):
-        _run_node(pack, _node_inputs(models, missing_dataset, steps=1))
+        _run_node(pack, _node_inputs(models, dataset, steps=1))
     with pytest.raises(FileExistsError, match="overwrite"):  # the name normalises to the same file
-        _run_node(
-            pack, _node_inputs(models, missing_dataset, adapter_name=f" {ADAPTER}.safetensors", steps=1)
-        )
+        _run_node(pack, _node_inputs(models, dataset, adapter_name=f" {ADAPTER}.safetensors", steps=1))
     assert _digest(trained.path) == digest and trained.path.stat().st_mtime_ns == mtime
 
 
@@ -781,7 +786,7 @@ def test_schema_has_tooltips_and_is_an_output_node(pack) -> None:
 
 def test_settings_refuse_bad_names_and_sizes(pack) -> None:
     run, data = pack.train_run, pack.train_data
-    for name in ("", "  ", "../escape", "sub/name", ".hidden"):
+    for name in ("", "  ", "../escape", "sub/name", ".hidden", "C:evil", "two\nlines", "NUL"):
         with pytest.raises(ValueError, match="adapter_name"):
             run.TrainAdapterSettings(adapter_name=name, data=data.TrainDataSettings(WIDTH, HEIGHT, LENGTH))
     with pytest.raises(ValueError, match="multiples of 16"):
@@ -797,17 +802,22 @@ def test_loss_curve_is_a_trailing_moving_average(pack) -> None:
     assert pack.train_node.moving_average(values, 1) == values
 
 
-def test_dataset_fingerprint_follows_the_files_not_the_cache(pack, tmp_path) -> None:
-    """ComfyUI re-runs the node when the dataset changes (fingerprint_inputs), not when the cache does."""
-    folder = tmp_path / "fingerprinted"
+def test_dataset_fingerprint_follows_the_files_not_the_cache(pack, comfy_host) -> None:
+    """ComfyUI re-runs the node when the dataset changes (fingerprint_inputs), not when hidden files or
+    the cache (in ComfyUI's temp folder) do."""
+    folder = comfy_host.input_dir / "fingerprinted"
     folder.mkdir()
     (folder / "a.txt").write_text("one")
-    signature = pack.train_node.CustomVideoXTrainAdapter.fingerprint_inputs(dataset_path=str(folder), steps=1)
-    (folder / pack.train_data.CACHE_FOLDER).mkdir()
-    (folder / pack.train_data.CACHE_FOLDER / "x.safetensors").write_bytes(b"cache")
-    assert pack.train_node.dataset_signature(str(folder)) == signature
+    signature = pack.train_node.CustomVideoXTrainAdapter.fingerprint_inputs(
+        dataset_path="fingerprinted", steps=1
+    )
+    (folder / ".hidden").mkdir()
+    (folder / ".hidden" / "x.safetensors").write_bytes(b"cache")
+    (pack.train_data.cache_folder(folder) / "x.safetensors").write_bytes(b"cache")
+    assert pack.train_node.dataset_signature("fingerprinted") == signature
     (folder / "a.txt").write_text("two, longer")
-    assert pack.train_node.dataset_signature(str(folder)) != signature
+    assert pack.train_node.dataset_signature("fingerprinted") != signature
+    assert pack.train_node.dataset_signature("../fingerprinted") == "refused:../fingerprinted"
 
 
 def _shipped_train_prompt(tiny_models, vae_name: str, dataset: Path) -> tuple[dict, str]:

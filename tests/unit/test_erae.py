@@ -215,6 +215,8 @@ def test_parse_subject_words_lines_and_semicolons() -> None:
         ("dog", "must read 'N: words'"),
         ("x: dog", "must read 'N: words'"),
         ("0: dog", "must read 'N: words'"),
+        ("\u00b2: dog", "must read 'N: words'"),  # '²'.isdigit() is True, int('²') raises
+        ("\u0663: dog", "must read 'N: words'"),  # Arabic-Indic 3: ASCII digits only
         ("3:  ", "names reference image 3 but no words"),
         ("1: a\n1: b", "reference image 1 twice"),
     ]:

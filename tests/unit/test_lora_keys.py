@@ -193,3 +193,16 @@ def test_wan_adapter_on_cogvideox_matches_nothing():
     converted = to_comfy_lora(state, "cogvideox")
     assert converted.state_dict == {}
     assert set(converted.unmatched) == set(state)
+
+
+def test_mismatch_details_name_the_layer_and_both_shapes():
+    """A 96-wide pair on a 128-wide layer (issue 21, case 4): the details say which and how."""
+    down, up = torch.randn(4, 96), torch.randn(96, 4)
+    state = {"blocks.0.q.lora_A.weight": down, "blocks.0.q.lora_B.weight": up}
+    converted = to_comfy_lora(state, "cogvideox", known_shapes={"diffusion_model.blocks.0.q": (128, 128)})
+    assert converted.state_dict == {}
+    assert converted.mismatch_details == (
+        "blocks.0.q: lora_A (4, 96) and lora_B (96, 4), the layer is (128, 128)",
+    )
+    fitting = to_comfy_lora(state, "cogvideox", known_shapes={"blocks.0.q": (96, 96)})
+    assert fitting.mismatch_details == () and len(fitting.state_dict) == 2

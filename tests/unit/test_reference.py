@@ -141,3 +141,49 @@ def test_check_finite_counts_nan_and_inf_and_names_the_input():
         ValueError, match=r"^the latents contains 2 NaN and 2 infinite value\(s\) out of 5; fix it"
     ):
         check_finite(values, "the latents", "fix it")
+
+
+def test_an_all_zero_mask_is_no_mask_and_says_so() -> None:
+    """LoadImage's placeholder (64×64 zeros for an image without transparency; issue 21, cases 8 and 17):
+    set aside with a note, whatever its size and the invert setting; never a white reference."""
+    from customvideox_core.reference import subject_masks
+
+    placeholder = torch.zeros(1, 64, 64)
+    for invert in (False, True):
+        masks, note = subject_masks(placeholder, invert=invert)
+        assert masks is None and "64x64" in note and "all zero" in note and "LoadImage" in note
+        assert "Resize" not in note
+    assert subject_masks(None, invert=False) == (None, None)
+
+
+def test_subject_masks_invert_and_refuse_masks_that_select_nothing() -> None:
+    from customvideox_core.reference import subject_masks
+
+    drawn = torch.zeros(2, 4, 4)
+    drawn[:, 1:3, 1:3] = 1.0
+    masks, note = subject_masks(drawn, invert=False)
+    assert note is None and torch.equal(masks, drawn)
+    masks, note = subject_masks(drawn, invert=True)
+    assert note is None and torch.equal(masks, 1.0 - drawn)
+    mixed = torch.stack([drawn[0], torch.zeros(4, 4)])
+    masks, note = subject_masks(mixed, invert=False)
+    assert torch.equal(masks[0], drawn[0]) and torch.equal(masks[1], torch.ones(4, 4))
+    assert note.startswith("mask(s) [2] are all zero")
+    with pytest.raises(ValueError, match=r"mask\(s\) \[1\] select no subject once inverted"):
+        subject_masks(torch.stack([torch.ones(4, 4), drawn[0]]), invert=True)
+
+
+@pytest.mark.parametrize(("width", "height"), [(72, 64), (20, 64), (96, 40)])
+def test_pixel_sizes_must_be_multiples_of_16_with_sizes_that_work(width, height) -> None:
+    """Issue 21, case 14: the suggestion must be a size ReferenceEncode accepts."""
+    from customvideox_core.reference import check_pixel_size
+
+    with pytest.raises(ValueError, match=f"multiples of 16 pixels .* got {width}x{height}") as caught:
+        check_pixel_size(width, height)
+    suggested = [
+        int(word)
+        for word in str(caught.value).split("use e.g. ")[1].replace(",", " ").split()
+        if word.isdigit()
+    ]
+    assert suggested and all(value % 16 == 0 and value >= 16 for value in suggested)
+    check_pixel_size(96, 64)

@@ -1,5 +1,6 @@
 """Dataset scanning, decoding through given decoders, and the latent cache."""
 
+import os
 import pickle
 from pathlib import Path
 
@@ -182,3 +183,28 @@ def test_latent_cache_refuses_foreign_files_and_reserved_keys(tmp_path):
     (tmp_path / "cache.pt").write_bytes(pickle.dumps({"video_latents": 1}))
     with pytest.raises(ValueError, match="pickle"):
         load_latent_cache(tmp_path / "cache.pt")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symlinks need privileges on Windows")
+def test_scan_skips_links_that_lead_outside_the_dataset(tmp_path):
+    """A dataset inside an allowed folder cannot pull in files from elsewhere through links."""
+    outside = tmp_path / "outside"
+    secret_frame = touch(outside, "secret.png")
+    root = tmp_path / "dataset"
+    touch(root, "dog.mp4")
+    touch(root, "dog.png")
+    (root / "cat.mp4").symlink_to(touch(outside, "cat.mp4"))
+    touch(root, "cat.png")
+    touch(root, "bird/1.png")
+    touch(root, "bird/2.png")
+    (root / "bird" / "3.png").symlink_to(secret_frame)
+    touch(root, "bird.png")
+    scan = scan_dataset(root)
+    assert [item.name for item in scan.items] == ["bird", "dog"]
+    assert (
+        root / "cat.mp4",
+        "a link that leads outside the dataset folder; copy the file in instead",
+    ) in scan.skipped
+    from customvideox_core.training.data import _frame_files
+
+    assert [path.name for path in _frame_files(root / "bird")] == ["1.png", "2.png"]
