@@ -152,7 +152,7 @@ class StandInWrapper:
         dit = executor.class_obj
         grid = video_grid(dit, x)
         reference = patch.reference_for(dit, grid, x)
-        tab_value = patch.tab.value_at(progress_of(options)) if patch.tab is not None else 0.0
+        tab_value = patch.tab.mean_over(progress_of(options)) if patch.tab is not None else 0.0
         roles = row_roles(options, x.shape[0])
         step = plan_video_step(
             row_is_cond=[role.positive for role in roles],
