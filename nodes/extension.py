@@ -15,6 +15,7 @@ from .concat_id_wan import CustomVideoXLoadConcatIDWan
 from .conditioning_node import CustomVideoXReferenceConditioning
 from .erae_node import CustomVideoXERAEMask
 from .load_node import LoadCustomVideoX
+from .reference_guider import CustomVideoXReferenceGuider
 from .reference_node import CustomVideoXReferenceEncode
 from .sample_node import CustomVideoXSample
 from .score_node import CustomVideoXScore
@@ -52,6 +53,7 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXScore,
     CustomVideoXLoadStandIn,
     CustomVideoXApplyStandIn,
+    CustomVideoXReferenceGuider,
 ]
 
 
