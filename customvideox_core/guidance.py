@@ -20,6 +20,11 @@ from dataclasses import dataclass
 
 from .clock import ClockSpan
 
+EDGE_TOLERANCE = 1e-6
+"""Percent of the model's time below which a step's overlap with the image window counts as none (and its
+remainder outside as none): schedules are float32 sigmas, so a step edge meant to fall on 0.4 lands within
+~1e-7 of it, and a hair of overlap would run a whole pass at an image scale of 1.0000004."""
+
 GUIDANCE_SCALE_MAX = 100.0
 """The one range of a guidance scale (``cfg``, ``image_cfg`` and every per-step value): ``[0, 100]``."""
 
@@ -156,10 +161,15 @@ class ReferenceGuidance:
         if span.length == 0.0:
             inside = 1.0 if self.image_start <= span.start <= self.image_end else 0.0
         else:
-            inside = max(0.0, high - low) / span.length
+            overlap = max(0.0, high - low)
+            inside = overlap / span.length
+            if overlap < EDGE_TOLERANCE:
+                inside = 0.0
+            elif span.length - overlap < EDGE_TOLERANCE:
+                inside = 1.0
         if inside == 1.0:
             return GuidanceScales(cfg, image_cfg)
         return GuidanceScales(cfg, 1.0 + (image_cfg - 1.0) * inside)
 
 
-__all__ = ["GUIDANCE_SCALE_MAX", "GuidanceCurve", "GuidanceScales", "ReferenceGuidance"]
+__all__ = ["EDGE_TOLERANCE", "GUIDANCE_SCALE_MAX", "GuidanceCurve", "GuidanceScales", "ReferenceGuidance"]

@@ -47,6 +47,13 @@ def test_the_image_term_is_the_mean_over_the_span_of_the_windowed_scale(start: f
     assert scales.cfg == 2.0
 
 
+def test_a_step_edge_a_hair_off_the_window_edge_does_not_switch_the_image_pass() -> None:
+    """float32 sigmas put a step meant to start at 0.4 at 0.39999998: no pass for a 2e-8 overlap."""
+    guidance = ReferenceGuidance(GuidanceCurve.constant(3.0), GuidanceCurve.constant(5.0), 0.0, 0.4)
+    assert guidance.scales_over(ClockSpan(0.39999998, 0.5)) == GuidanceScales(3.0, 1.0)
+    assert guidance.scales_over(ClockSpan(0.3, 0.40000002)) == GuidanceScales(3.0, 5.0)
+
+
 def test_a_step_a_hair_off_the_list_gets_the_listed_value() -> None:
     """ComfyUI's simple scheduler puts step 2 of 6 at 0.333 (its 1000-entry table), not 1/3: still cfg 1,
     exactly, so the pass is skipped."""
