@@ -254,3 +254,14 @@ def test_a_tab_that_misses_every_step_warns(mods, models, references, caplog):
     with caplog.at_level(logging.WARNING):
         run(early)
     assert "is 0 at every step" not in caplog.text
+
+
+def test_tab_node_gives_custom_values_the_range_of_peak(comfy_host):
+    """Issue 21, case 11: custom_values 1e30 is refused like peak 1e30 (both within ±20)."""
+    node = comfy_host.node_class("CustomVideoXTimeAwareBias")
+    with pytest.raises(ValueError, match=r"custom value at index 1 must lie in \[-20, 20\]"):
+        node.execute("custom", 1.0, 0.0, 0.0, 1.0, "0, 1e30")
+    schedule = node.execute("custom", 1.0, 0.0, 0.0, 1.0, "0, -20, 20").args[0]
+    assert schedule.values == (0.0, -20.0, 20.0)
+    peak = next(spec for spec in node.GET_NODE_INFO_V1()["input"]["required"].items() if spec[0] == "peak")
+    assert (peak[1][1]["min"], peak[1][1]["max"]) == (-20.0, 20.0)
