@@ -212,3 +212,16 @@ def test_bad_per_step_lists_are_refused_naming_the_input(comfy_host, wan, phanto
         ours(comfy_host, wan, phantom, cfg_steps="3, x")
     with pytest.raises(ValueError, match="image_end"):
         ours(comfy_host, wan, phantom, end=1.5)
+
+
+def test_sample_phantom_guidance_is_the_reference_guider(pack_module, wan):
+    """Sample's guidance = phantom builds the Reference Guider (one guider code), with constant scales."""
+    import importlib
+
+    sample_node = importlib.import_module(f"{pack_module.__name__}.nodes.sample_node")
+    guider_module = importlib.import_module(f"{pack_module.__name__}.nodes.reference_guider")
+    settings = sample_node.SamplerSettings(0, STEPS, TEXT_CFG, "euler", "simple", 1.0, IMAGE_CFG)
+    guider = sample_node.GUIDERS["phantom"](wan, conditioning(1), conditioning(2), settings)
+    assert type(guider) is guider_module.ReferenceGuider
+    assert (guider.guidance.cfg.values, guider.guidance.image_cfg.values) == ((TEXT_CFG,), (IMAGE_CFG,))
+    assert (guider.guidance.image_start, guider.guidance.image_end) == (0.0, 1.0)
