@@ -36,6 +36,7 @@ from torch import Tensor
 
 from .attention import AttentionFn
 from .biased_paths import BiasedPaths, RowGroup, RowPlan, factor_dtype, join_heads, plan_rows, split_heads
+from .clock import ClockSpan
 from .erae import ERAEConfig, entity_activations
 from .layout import TokenLayout
 from .lse_attention import LseKernel
@@ -169,7 +170,7 @@ def plan_step(
     layout: TokenLayout,
     *,
     tab: TABSchedule,
-    progress: float,
+    progress: float | ClockSpan,
     row_sees_reference: Sequence[bool],
     row_has_entities: Sequence[bool],
     reference_weights: Tensor,
@@ -177,6 +178,9 @@ def plan_step(
     row_biased: Sequence[bool] | None = None,
 ) -> ReferenceStep:
     """Build the :class:`ReferenceStep` of one model call.
+
+    ``progress``: the :class:`ClockSpan` of the model's time the call's step covers (the TAB's mean over it
+    is applied), or one point of the clock.
 
     ``row_sees_reference``: one flag per batch row; a row that does not see the reference runs exactly
     the plain model's attention on its text and video tokens. ``row_has_entities``: rows whose prompt
@@ -203,7 +207,8 @@ def plan_step(
     if not bool(torch.isfinite(weights).all()):
         raise ValueError("reference weights contain NaN or infinite values; expected numbers in [0, 1]")
     kept = weights[0] > 0.0 if erae is not None and erae.block_outside_mask else None
-    tab_value = float(tab.value_at(progress))
+    span = progress if isinstance(progress, ClockSpan) else ClockSpan.point(float(progress))
+    tab_value = float(tab.mean_over(span))
     biased = [True] * len(sees) if row_biased is None else [bool(flag) for flag in row_biased]
     if len(biased) != len(sees):
         raise ValueError(f"row_biased has {len(biased)} flags for {len(sees)} rows; expected one per row")

@@ -1,8 +1,10 @@
-"""Time-aware attention bias (TAB): the schedule ``b(s)`` over sampling progress ``s``.
+"""Time-aware attention bias (TAB): the schedule ``b(s)`` over the model's time ``s``.
 
-``s`` runs from 0 (first sampling step) to 1 (last sampling step) and is read from the sampler's own
-sigma schedule by :func:`sampling_progress`, so the same schedule works for DDPM-sigma models
-(CogVideoX) and flow models (Wan) and for any number of steps.
+``s`` is percent of the model's own timestep range, ComfyUI's ``start_percent`` / ``end_percent`` scale
+(:mod:`.clock`): 0 = pure noise, 1 = clean. The same schedule works for DDPM-sigma models (CogVideoX) and
+flow models (Wan), for any number of steps, and across samplers that each run part of one schedule. A model
+call applies :meth:`TABSchedule.mean_over` the stretch of time its step covers, so few steps get the amount
+the curve intends.
 
 Shapes (``s`` is global progress; the window ``[start, end]`` only switches the bias on and off):
 
@@ -13,7 +15,8 @@ Shapes (``s`` is global progress; the window ``[start, end]`` only switches the 
 - ``custom``: ``values`` spread evenly over ``[start, end]`` (``values[0]`` at ``start``, ``values[-1]`` at
   ``end``), linearly interpolated; one value is a constant; 0 outside.
 
-Negative values are allowed: they weaken the reference instead of strengthening it.
+Negative values are allowed: they weaken the reference instead of strengthening it. Every value (``peak``,
+``floor``, each custom value) lies within ``±TAB_VALUE_LIMIT``.
 """
 
 from __future__ import annotations
@@ -21,11 +24,26 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
+
+from .clock import ClockSpan
+from .ranges import TAB_LEVEL
 
 TABShape = Literal["parabolic", "constant", "linear", "custom"]
 TAB_SHAPES: tuple[str, ...] = get_args(TABShape)
 """The one list of TAB shapes: the TimeAwareBias node's choices and the batch client's ``tab_shape``."""
+TAB_VALUE_LIMIT = TAB_LEVEL.high
+"""The one range of every TAB value (``peak``, ``floor``, ``custom`` values): ``[-20, 20]`` added to an
+attention logit already saturates the softmax."""
+
+
+def _check_limit(label: str, value: float) -> float:
+    if abs(value) > TAB_VALUE_LIMIT:
+        raise ValueError(
+            f"TAB {label} must lie in [{-TAB_VALUE_LIMIT:g}, {TAB_VALUE_LIMIT:g}], got {value!r}. "
+            f"A bias of ±{TAB_VALUE_LIMIT:g} on the attention logit already saturates the softmax."
+        )
+    return value
 
 
 def check_tab_shape(shape: object, name: str = "TAB shape") -> None:
@@ -45,6 +63,11 @@ def check_tab_number(name: str, value: object) -> float:
     return float(value)
 
 
+def check_tab_value(name: str, value: object) -> float:
+    """A bias value (``peak``, ``floor``) as a float: finite and within ``±TAB_VALUE_LIMIT``."""
+    return _check_limit(name, check_tab_number(name, value))
+
+
 def check_tab_window(
     start: float | None, end: float | None, names: tuple[str, str] = ("start", "end")
 ) -> None:
@@ -55,8 +78,8 @@ def check_tab_window(
     for name, value in zip(names, (start, end), strict=True):
         if value is not None and not 0.0 <= value <= 1.0:
             raise ValueError(
-                f"TAB window {name} must lie in [0, 1] (sampling progress: 0 = first step, "
-                f"1 = last step), got {value!r}."
+                f"TAB window {name} must lie in [0, 1] (percent of the model's time, as ComfyUI's "
+                f"start_percent/end_percent: 0 = pure noise, 1 = clean), got {value!r}."
             )
     if start is not None and end is not None and start > end:
         raise ValueError(
@@ -77,6 +100,7 @@ def check_tab_values(values: Sequence[object]) -> tuple[float, ...]:
                 f"TAB custom value at index {index} must be finite, got {value!r}. "
                 "Replace it with a finite number."
             )
+        _check_limit(f"custom value at index {index}", float(value))
     return tuple(float(value) for value in values)
 
 
@@ -99,7 +123,8 @@ def parse_custom_values(text: str, label: str = "custom_values") -> tuple[float,
 
 @dataclass(frozen=True)
 class TABSchedule:
-    """A time-aware attention bias schedule ``b(s)``, ``s`` in ``[0, 1]`` (0 = first step, 1 = last step).
+    """A time-aware attention bias schedule ``b(s)``, ``s`` in ``[0, 1]`` (percent of the model's time:
+    0 = pure noise, 1 = clean; see :mod:`.clock`).
 
     - parabolic: ``b(s) = floor + (peak - floor) * 4 s (1 - s)`` for ``s`` in ``[start, end]``, 0 outside
       (``s`` is global progress, not normalised to the window).
@@ -122,7 +147,9 @@ class TABSchedule:
 
     def __post_init__(self) -> None:
         check_tab_shape(self.shape)
-        for name in ("peak", "floor", "start", "end"):
+        for name in ("peak", "floor"):
+            object.__setattr__(self, name, check_tab_value(name, getattr(self, name)))
+        for name in ("start", "end"):
             object.__setattr__(self, name, check_tab_number(name, getattr(self, name)))
         check_tab_window(self.start, self.end)
         values = check_tab_values(self.values)
@@ -139,12 +166,12 @@ class TABSchedule:
             )
 
     def value_at(self, progress: float) -> float:
-        """``b(s)`` at sampling progress ``s = progress`` in ``[0, 1]``."""
+        """``b(s)`` at ``s = progress`` in ``[0, 1]`` (percent of the model's time)."""
         progress = float(progress)
         if not math.isfinite(progress) or not 0.0 <= progress <= 1.0:
             raise ValueError(
-                f"Sampling progress must be a finite number in [0, 1], got {progress!r}. "
-                "Compute it with sampling_progress(sigma, sample_sigmas)."
+                f"Progress must be a finite number in [0, 1] (percent of the model's time), got {progress!r}. "
+                "Compute it with clock.percent_of_sigma(sigma, model_sampling.percent_to_sigma)."
             )
         if not self.start <= progress <= self.end:
             return 0.0
@@ -157,6 +184,46 @@ class TABSchedule:
         if self.shape == "linear":
             return self.peak + (self.floor - self.peak) * fraction
         return _interpolate_evenly(self.values, fraction)
+
+    @property
+    def is_zero(self) -> bool:
+        """Whether ``b(s) = 0`` everywhere (every value of the shape is 0)."""
+        if self.shape == "custom":
+            return not any(self.values)
+        if self.shape == "constant":
+            return self.peak == 0.0
+        return self.peak == 0.0 and self.floor == 0.0
+
+    def mean_over(self, span: ClockSpan) -> float:
+        """The mean of ``b(s)`` over ``span`` (``b`` at the point for a zero-length span): what one model
+        call applies for the stretch of time its step covers.
+
+        Exact: ``b`` is a polynomial of degree at most 2 between its breakpoints (the window's edges, the
+        custom values' knots), and Simpson's rule is exact for those pieces. Outside the window ``b`` is 0, so
+        a step that straddles an edge gets the window's share; a zero-width window has no time, so it acts
+        only on a zero-length span.
+        """
+        if span.length == 0.0:
+            return self.value_at(span.start)
+        low, high = max(span.start, self.start), min(span.end, self.end)
+        if high <= low:
+            return 0.0
+        knots = self._breakpoints()
+        edges = [low, *(knot for knot in knots if low < knot < high), high]
+        total = 0.0
+        for left, right in zip(edges, edges[1:], strict=False):
+            middle = 0.5 * (left + right)
+            values = self.value_at(left) + 4.0 * self.value_at(middle) + self.value_at(right)
+            total += (right - left) * values / 6.0
+        return total / span.length
+
+    def _breakpoints(self) -> tuple[float, ...]:
+        """Where ``b`` may change its formula inside the window: the custom values' knots."""
+        if self.shape != "custom" or len(self.values) < 3:
+            return ()
+        width = self.end - self.start
+        count = len(self.values) - 1
+        return tuple(self.start + width * index / count for index in range(1, count))
 
     def curve(self, progresses: Sequence[float]) -> list[float]:
         """``[b(s) for s in progresses]`` (for plots and previews)."""
@@ -174,78 +241,9 @@ def _interpolate_evenly(values: tuple[float, ...], fraction: float) -> float:
 
 
 def step_progresses(num_steps: int) -> list[float]:
-    """Progress ``s`` of each of ``num_steps`` sampling steps: ``i / (num_steps - 1)``; ``[0.0]`` for one step."""
+    """``num_steps`` evenly spaced points of the clock, ``i / (num_steps - 1)`` (for plots); ``[0.0]`` for one."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
     if num_steps == 1:
         return [0.0]
     return [index / (num_steps - 1) for index in range(num_steps)]
-
-
-def _schedule_as_floats(sample_sigmas: Sequence[float] | Any) -> list[float]:
-    """A sequence of numbers or a 1-D torch tensor → floats (duck-typed: this module never imports torch,
-    so the batch client can share its checks and start instantly)."""
-    if hasattr(sample_sigmas, "detach"):
-        if sample_sigmas.ndim > 1:
-            raise ValueError(
-                f"sample_sigmas must be one-dimensional (the sampler's sigma schedule), got shape "
-                f"{tuple(sample_sigmas.shape)}."
-            )
-        return [float(value) for value in sample_sigmas.detach().cpu().double().reshape(-1).tolist()]
-    return [float(value) for value in sample_sigmas]
-
-
-def sampling_progress(sigma: float, sample_sigmas: Sequence[float] | Any) -> float:
-    """Sampling progress ``s`` in ``[0, 1]`` of the current ``sigma`` within the sampler's schedule.
-
-    ``sample_sigmas`` is the sampler's descending sigma schedule (ComfyUI's ``sample_sigmas``), usually
-    ending in 0; a trailing 0 is the end marker, not a step. With ``n`` steps left after removing it:
-
-    - ``sigma == sample_sigmas[i]`` (step ``i``) gives ``s = i / (n - 1)``;
-    - a sigma between two entries (samplers that evaluate mid-step, e.g. Heun, DPM2) interpolates linearly
-      in sigma between the neighbouring indices;
-    - a sigma at or above the first entry gives 0, at or below the last step's sigma gives 1;
-    - a one-step schedule gives 0.
-
-    Works for DDPM-sigma schedules (CogVideoX: sigmas from ~0.03 to 150 and more) and flow schedules
-    (Wan: 1 to 0). Leading ``+inf`` entries (a zero-terminal-SNR first step) are accepted: a finite sigma
-    between ``+inf`` and the next entry gets that next entry's progress (the limit of the interpolation).
-
-    Raises ``ValueError`` on an empty schedule, NaN, negative or ``-inf`` entries, an ascending pair, or a
-    NaN ``sigma``.
-    """
-    sigma = float(sigma)
-    if math.isnan(sigma):
-        raise ValueError("Current sigma is NaN; expected a number from the sampler's sigma schedule.")
-    schedule = _schedule_as_floats(sample_sigmas)
-    if not schedule:
-        raise ValueError(
-            "sample_sigmas is empty; expected the sampler's descending sigma schedule "
-            "(transformer_options['sample_sigmas'])."
-        )
-    for index, value in enumerate(schedule):
-        if math.isnan(value) or value < 0.0:
-            raise ValueError(
-                f"sample_sigmas[{index}] is {value!r}; sigmas must be non-negative numbers (NaN found or "
-                "negative). Check the scheduler that produced the schedule."
-            )
-    for index in range(len(schedule) - 1):
-        if schedule[index + 1] > schedule[index]:
-            raise ValueError(
-                f"sample_sigmas must be descending (non-increasing), but sample_sigmas[{index}]="
-                f"{schedule[index]!r} < sample_sigmas[{index + 1}]={schedule[index + 1]!r}."
-            )
-    steps = schedule[:-1] if len(schedule) > 1 and schedule[-1] == 0.0 else schedule
-    last = len(steps) - 1
-    if last == 0 or sigma >= steps[0]:
-        return 0.0
-    if sigma <= steps[-1]:
-        return 1.0
-    for index in range(last):
-        upper, lower = steps[index], steps[index + 1]
-        if sigma == upper:
-            return index / last
-        if lower < sigma < upper:
-            fraction = 1.0 if math.isinf(upper) else (upper - sigma) / (upper - lower)
-            return (index + fraction) / last
-    return 1.0  # unreachable for a validated schedule: sigma == steps[-1] is handled above

@@ -16,6 +16,7 @@ from .conditioning_node import CustomVideoXReferenceConditioning
 from .erae_node import CustomVideoXERAEMask
 from .face_model_node import CustomVideoXLoadFaceModel, register_face_folder
 from .load_node import LoadCustomVideoX
+from .reference_guider import CustomVideoXReferenceGuider
 from .reference_node import CustomVideoXReferenceEncode
 from .sample_node import CustomVideoXSample
 from .score_node import CustomVideoXScore
@@ -63,6 +64,7 @@ NODES: list[type[io.ComfyNode]] = [
     CustomVideoXLoadStandIn,
     CustomVideoXApplyStandIn,
     CustomVideoXLoadFaceModel,
+    CustomVideoXReferenceGuider,
 ]
 
 

@@ -48,8 +48,9 @@ from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.layout import TokenLayout
 from ..customvideox_core.reference import check_pixel_size
 from ..customvideox_core.reference_attention import plan_step
-from ..customvideox_core.tab import TABSchedule, sampling_progress
+from ..customvideox_core.tab import TABSchedule
 from .attention_override import RUNTIME_KEY, CallRuntime, reference_attention_override
+from .clock import CLOCK_KEY, call_span, clock_of, warn_if_bias_is_idle
 from .host_model import diffusion_model_of, host_signature
 from .types import ReferenceLatents
 from .wrapper_args import CONCAT_ID_CALL_KEY, OPTIONS_KEYWORD, OVERRIDE_KEY, options_of, with_options
@@ -129,16 +130,22 @@ class GuiderKeys:
         for key, entries in (getattr(guider, "conds", None) or {}).items():
             for entry in entries or ():
                 entry[GUIDER_KEY] = key
+        warn_if_bias_is_idle(guider, args[3] if len(args) > 3 else kwargs.get("sigmas"))
         return executor(*args, **kwargs)
 
 
 class ConditioningRoles:
-    """``CALC_COND_BATCH`` wrapper: record each evaluated conditioning's role for the model calls."""
+    """``CALC_COND_BATCH`` wrapper: record each evaluated conditioning's role for the model calls, and the
+    model's clock (:data:`.clock.CLOCK_KEY`)."""
 
     def __call__(self, executor, model, conds, x_in, timestep, model_options):
         roles = tuple(conditioning_role(entries) for entries in conds)
         options = dict(model_options)
-        options["transformer_options"] = {**model_options.get("transformer_options", {}), ROLES_KEY: roles}
+        options["transformer_options"] = {
+            **model_options.get("transformer_options", {}),
+            ROLES_KEY: roles,
+            CLOCK_KEY: clock_of(model),
+        }
         return executor(model, conds, x_in, timestep, options)
 
 
@@ -195,13 +202,8 @@ def apply_reference_patch(
     return patched
 
 
-def progress_of(transformer_options: dict) -> float:
-    """Sampling progress ``s`` of this model call from the sampler's own sigmas (0.5 outside sampling)."""
-    sigmas = transformer_options.get("sigmas")
-    sample_sigmas = transformer_options.get("sample_sigmas")
-    if sigmas is None or sample_sigmas is None:
-        return 0.5
-    return sampling_progress(float(sigmas.reshape(-1)[0]), sample_sigmas)
+progress_of = call_span
+"""The stretch of the model's time this model call's step covers (:func:`.clock.call_span`)."""
 
 
 def row_roles(transformer_options: dict, batch: int) -> list[ConditioningRole]:

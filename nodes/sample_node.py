@@ -13,10 +13,11 @@ import torch
 from comfy_api.latest import io
 
 from ..customvideox_core.constants import SEED_MAX
+from ..customvideox_core.guidance import ReferenceGuidance
 from ..customvideox_core.ranges import GUIDANCE_SCALE
 from ..customvideox_core.reference import check_pixel_size
-from .conditioning_node import mark_sees_reference
 from .finite_inputs import finite_float_inputs
+from .reference_guider import reference_guider
 from .settings import patch_model
 from .types import ReferenceType
 from .widgets import Bounds, bias_inputs, float_input, model_input, size_inputs, uncond_input
@@ -60,23 +61,15 @@ def _cfg_guider(model, positive, negative, settings: SamplerSettings):
 
 
 def _phantom_guider(model, positive, negative, settings: SamplerSettings):
-    """Phantom's three-pass guidance through core's ``DualCFGGuider``:
+    """Phantom's three-pass guidance, the Reference Guider's with constant scales over the whole run:
 
         neg + image_cfg · (pos_img − neg) + cfg · (pos_img_text − pos_img)
 
     ``neg`` is the negative prompt without the reference, ``pos_img`` the negative prompt with it and
     ``pos_img_text`` the positive prompt with it; who sees the reference is set on each conditioning.
     """
-    from comfy_extras.nodes_custom_sampler import Guider_DualCFG
-
-    guider = Guider_DualCFG(model)
-    guider.set_conds(
-        mark_sees_reference(positive, True),
-        mark_sees_reference(negative, True),
-        mark_sees_reference(negative, False),
-    )
-    guider.set_cfg(settings.cfg, settings.image_cfg)
-    return guider
+    guidance = ReferenceGuidance.constant(settings.cfg, settings.image_cfg)
+    return reference_guider(model, positive, negative, guidance)
 
 
 GUIDERS = {"cfg": _cfg_guider, "phantom": _phantom_guider}

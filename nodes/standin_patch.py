@@ -153,7 +153,7 @@ class StandInWrapper:
         dit = executor.class_obj
         grid = video_grid(dit, x)
         reference = patch.reference_for(dit, grid, x)
-        tab_value = patch.tab.value_at(progress_of(options)) if patch.tab is not None else 0.0
+        tab_value = patch.tab.mean_over(progress_of(options)) if patch.tab is not None else 0.0
         roles = row_roles(options, x.shape[0])
         if patch.erae is not None and any(role.positive for role in roles):
             patch.erae.check_text_length(args[_CONTEXT_INDEX].shape[1])

@@ -14,8 +14,21 @@ PLOT_STEPS = 50
 _NUMBERS = (
     ("peak", 1.0, TAB_LEVEL, "Largest bias (added to the attention logit)."),
     ("floor", 0.0, TAB_LEVEL, "Bias at the start and end of the parabola / end of the linear ramp."),
-    ("start", 0.0, TAB_PROGRESS, "Sampling progress where the bias starts (0 = first step)."),
-    ("end", 1.0, TAB_PROGRESS, "Sampling progress where the bias ends (1 = last step)."),
+    (
+        "start",
+        0.0,
+        TAB_PROGRESS,
+        (
+            "Where the bias starts, in percent of the model's time like ControlNet's start_percent "
+            "(0 = pure noise)."
+        ),
+    ),
+    (
+        "end",
+        1.0,
+        TAB_PROGRESS,
+        ("Where the bias ends, in percent of the model's time like ControlNet's end_percent (1 = clean)."),
+    ),
 )
 """The schedule's number widgets: (name, default, range, tooltip)."""
 
@@ -56,7 +69,8 @@ class CustomVideoXTimeAwareBias(io.ComfyNode):
                     "custom_values",
                     default="",
                     multiline=False,
-                    tooltip="For shape=custom: comma-separated bias values, e.g. 0, 1, 2, 1, 0.",
+                    tooltip="For shape=custom: comma-separated bias values, e.g. 0, 1, 2, 1, 0, each within "
+                    f"±{TAB_LEVEL.high:g} like peak.",
                 ),
             ],
             outputs=[TABType.Output("tab", tooltip="The schedule, for Sample or Apply.")],
@@ -69,5 +83,7 @@ class CustomVideoXTimeAwareBias(io.ComfyNode):
         values = parse_custom_values(custom_values) if shape == "custom" else ()
         schedule = TABSchedule(shape=shape, peak=peak, floor=floor, start=start, end=end, values=values)
         curve = schedule.curve(step_progresses(PLOT_STEPS))
-        image = plot_curve(curve, title=f"TAB ({shape}) over {PLOT_STEPS} steps", x_label="sampling progress")
+        image = plot_curve(
+            curve, title=f"TAB ({shape}) over the model's time", x_label="model time (percent)"
+        )
         return io.NodeOutput(schedule, ui=ui.PreviewImage(image, cls=cls))

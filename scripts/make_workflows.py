@@ -927,6 +927,167 @@ def standin_graph(name: str, host: HostFiles) -> WorkflowSpec:
     )
 
 
+DISTILL_LORA = "Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors"
+FAST_STEPS = 6
+FAST_SCALES = "3, 3, 1, 1, 1, 1"
+"""The fast recipe's per-step cfg and image_cfg: Phantom's passes at the first two of six steps, then the
+positive pass alone (cfg 1, as distill LoRAs run)."""
+FAST_NOTE = f"""\
+**The fast stack**: Phantom-Wan with a distill LoRA, {FAST_STEPS} steps, guidance only where it pays.
+
+| file | folder |
+|---|---|
+| `{PHANTOM_WAN_1_3B.unet}`: Phantom-Wan 1.3B as one file (or `Phantom-Wan-1.3B.pth` as published) | `diffusion_models/` |
+| `{DISTILL_LORA}`: a distill LoRA for Wan 2.1 1.3B (CausVid; lightx2v for 14B; any step-distill LoRA) | `loras/` |
+| `{PHANTOM_WAN_1_3B.text_encoder}` | `text_encoders/` |
+| `{PHANTOM_WAN_1_3B.vae}` | `vae/` |
+| a CustomVideoX adapter: none needed with Phantom-Wan | `customvideox/` |
+
+**Guidance** (*CustomVideoX Reference Guider*): `cfg_steps` and `image_cfg_steps` give each of the
+{FAST_STEPS} steps its scales ({FAST_SCALES}): Phantom's three passes (text and image guidance) while layout
+and identity form, then cfg 1, where only the positive pass runs (what people set by hand with distill
+LoRAs: 10 passes instead of 18). The lists split the model's time evenly, so they follow the steps of the
+*simple* scheduler; with another step count, give as many values as steps.
+
+**Identity where the passes stop**: the *TimeAwareBias* (linear, from 1 at a third of the time down to 0.25
+at the end) strengthens the subject frames in attention exactly where the image pass is gone. Set its peak
+to 0 for the plain recipe. Subject: one image in *Load Image* (up to four through Batch Images).
+"""
+
+
+def fast_phantom_graph(name: str, host: HostFiles) -> WorkflowSpec:
+    """Phantom-Wan + distill LoRA + Reference Guider + TAB with core SamplerCustomAdvanced.
+
+    1 UNETLoader, 24 LoraLoaderModelOnly, 17 ModelSamplingSD3, 2 CustomVideoX Apply (no reference: it biases
+    the frames of 25), 3 CLIPLoader, 4 VAELoader, 5 Prompt, 6/7 CLIPTextEncode, 8 LoadImage, 25
+    WanPhantomSubjectToVideo, 10 TimeAwareBias, 26 Reference Guider, 27 RandomNoise, 28 KSamplerSelect,
+    29 BasicScheduler, 12 SamplerCustomAdvanced, 13 VAEDecode, 14 CreateVideo, 15 SaveVideo, 16 the note.
+    """
+    loaders, prompts, bias, sampler, output = COLUMN_X
+    pack = {"color": PACK_COLOR, "bgcolor": PACK_BGCOLOR}
+    return WorkflowSpec(
+        name,
+        (
+            Node(
+                1, "UNETLoader", (loaders, 0), (340, 82), {"unet_name": host.unet, "weight_dtype": "default"}
+            ),
+            Node(
+                24,
+                "LoraLoaderModelOnly",
+                (loaders, 120),
+                (340, 82),
+                {"lora_name": DISTILL_LORA, "strength_model": 1.0},
+                {"model": (1, 0)},
+                title="Distill LoRA",
+            ),
+            Node(
+                17, "ModelSamplingSD3", (loaders, 240), (340, 58), {"shift": host.shift}, {"model": (24, 0)}
+            ),
+            Node(
+                3,
+                "CLIPLoader",
+                (loaders, 340),
+                (340, 106),
+                {"clip_name": host.text_encoder, "type": host.clip_type, "device": "default"},
+            ),
+            Node(4, "VAELoader", (loaders, 490), (340, 58), {"vae_name": host.vae}),
+            Node(8, "LoadImage", (loaders, 590), (340, 380), {"image": SUBJECT_IMAGE}, title="Subject"),
+            *_prompt_nodes(PROMPT, prompts),
+            Node(
+                25,
+                "WanPhantomSubjectToVideo",
+                (prompts, 500),
+                (400, 200),
+                {"width": host.width, "height": host.height, "length": host.length, "batch_size": 1},
+                {"positive": (6, 0), "negative": (7, 0), "vae": (4, 0), "images": (8, 0)},
+            ),
+            Node(
+                10,
+                "CustomVideoXTimeAwareBias",
+                (bias, 0),
+                (330, 200),
+                {
+                    "shape": "linear",
+                    "peak": 1.0,
+                    "floor": 0.25,
+                    "start": 0.33,
+                    "end": 1.0,
+                    "custom_values": "",
+                },
+                **pack,
+            ),
+            Node(
+                2,
+                "CustomVideoXApply",
+                (bias, 250),
+                (330, 130),
+                {"uncond_sees_reference": False},
+                {"model": (17, 0), "tab": (10, 0)},
+                **pack,
+            ),
+            Node(
+                26,
+                "CustomVideoXReferenceGuider",
+                (bias, 420),
+                (330, 280),
+                {
+                    "cfg": 3.0,
+                    "image_cfg": 3.0,
+                    "image_start": 0.0,
+                    "image_end": 1.0,
+                    "cfg_steps": FAST_SCALES,
+                    "image_cfg_steps": FAST_SCALES,
+                },
+                {
+                    "model": (2, 0),
+                    "positive": (25, 0),
+                    "negative": (25, 1),
+                    "negative_without_reference": (25, 2),
+                },
+                **pack,
+            ),
+            Node(
+                27,
+                "RandomNoise",
+                (sampler, 0),
+                (310, 82),
+                {"noise_seed": SEED, "noise_seed.control_after_generate": "randomize"},
+            ),
+            Node(28, "KSamplerSelect", (sampler, 120), (310, 58), {"sampler_name": "euler"}),
+            Node(
+                29,
+                "BasicScheduler",
+                (sampler, 220),
+                (310, 106),
+                {"scheduler": "simple", "steps": FAST_STEPS, "denoise": 1.0},
+                {"model": (2, 0)},
+            ),
+            Node(
+                12,
+                "SamplerCustomAdvanced",
+                (sampler, 370),
+                (310, 330),
+                {},
+                {
+                    "noise": (27, 0),
+                    "guider": (26, 0),
+                    "sampler": (28, 0),
+                    "sigmas": (29, 0),
+                    "latent_image": (25, 3),
+                },
+            ),
+            *_output_nodes(host, "video/CustomVideoX_fast", output),
+            _note(
+                16,
+                (prompts, 740),
+                (output + 300 - prompts, 420),
+                "CustomVideoX · Phantom-Wan fast recipe · distill LoRA, 6 steps",
+                FAST_NOTE,
+            ),
+        ),
+    )
+
+
 def example_specs() -> tuple[WorkflowSpec, ...]:
     """Every shipped example, UI name without ``_api``."""
     return (
@@ -980,6 +1141,7 @@ def example_specs() -> tuple[WorkflowSpec, ...]:
             score=True,
         ),
         standin_graph("standin_wan21_14b", WAN21_14B_STANDIN),
+        fast_phantom_graph("customvideox_phantom_wan_fast", PHANTOM_WAN_1_3B),
     )
 
 

@@ -34,6 +34,7 @@ PACK_NODE_IDS = GRAPH_NODE_IDS | {
     "CustomVideoXLoadStandIn",
     "CustomVideoXApplyStandIn",
     "CustomVideoXLoadFaceModel",
+    "CustomVideoXReferenceGuider",
 }
 """Every node id the pack registers (frozen once released: saved workflows refer to them)."""
 VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FRAMES = 96, 64, 5

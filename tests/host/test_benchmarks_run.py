@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "sampling_step": ("sampling_step.py", "--preset", "cpu-tiny", "--repeats", "1", "--threads", "1"),
     "gpu_step": ("gpu_step.py", "--tiny", "--device", "cpu", "--repeats", "1", "--markdown"),
     "training_memory": ("training_memory.py", "--tiny", "--steps", "1", "--markdown"),
+    "guidance": ("guidance.py", "--preset", "cpu-tiny", "--repeats", "1", "--threads", "1", "--markdown"),
     "attention": (
         "attention.py",
         "--preset",
@@ -240,3 +241,18 @@ def test_training_memory(runs):
     assert re.search(r"^measured on 1 CPU steps \(with checkpointing\): .* s/step", stdout, re.MULTILINE), (
         stdout
     )
+
+
+def test_guidance(runs):
+    """The table lists every guidance with its counted calls and passes: 10 steps of three passes, the
+    image pass in the first 4 steps only, the distill recipe's one pass after step 4, and plain cfg's two."""
+    header, rows = markdown_table(result(runs, "guidance"), "guidance")
+    assert header == ["guidance", "model calls", "passes", "s / sampling", "× three-pass"]
+    assert [(row[0], row[2]) for row in rows] == [
+        ("three-pass (Phantom)", "30"),
+        ("three-pass, image pass in the first 40 %", "24"),
+        ("distill recipe: cfg 3 then 1, image pass in the first 40 %", "18"),
+        ("plain cfg (no image pass)", "20"),
+    ]
+    assert all(is_number(row[1]) and is_number(row[3]) and is_number(row[4]) for row in rows), rows
+    assert rows[0][4] == "1.00", rows[0]

@@ -49,6 +49,7 @@ MODEL_FOLDERS = {
     "VAELoader": "vae",
     "CLIPVisionLoader": "clip_vision",
     "CustomVideoXLoadStandIn": "loras",
+    "LoraLoaderModelOnly": "loras",
 }
 FRONTEND_WIDGET_EXTRAS = {"control_after_generate", "upload", "$$canvas-image-preview"}
 """Widgets the frontend adds on its own (seed control mode, upload button, image preview)."""

@@ -38,7 +38,10 @@ UI_NAMES = (
     "customvideox_phantom_wan",
     "customvideox_score",
     "standin_wan21_14b",
+    "customvideox_phantom_wan_fast",
 )
+FAST_RECIPE = "customvideox_phantom_wan_fast"
+"""Phantom-Wan + distill LoRA + Reference Guider on SamplerCustomAdvanced (no Sample node for the batch client)."""
 STANDIN_NAMES = ("standin_wan21_14b",)
 """Stand-In graphs: Apply Stand-In + core KSampler, the Stand-In file in ``loras/``, no CustomVideoX adapter."""
 FRONTEND_NOTE_TYPES = {"MarkdownNote", "Note"}
@@ -48,6 +51,7 @@ MODEL_FILE_WIDGETS = {
     "VAELoader": ("vae_name", "vae"),
     "CLIPVisionLoader": ("clip_name", "clip_vision"),
     "CustomVideoXLoadStandIn": ("standin_name", "loras"),
+    "LoraLoaderModelOnly": ("lora_name", "loras"),
 }
 MODEL_FILE_EXTENSIONS = {"CustomVideoXLoadStandIn": (".safetensors", ".ckpt")}
 """Loaders whose shipped file is not a safetensors (Stand-In is published as a plain-tensor .ckpt)."""
@@ -56,6 +60,7 @@ CONTROL_AFTER_GENERATE_VALUES = {"fixed", "increment", "decrement", "randomize"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"}
 PLACEHOLDER_TEXT_ENCODER = "cvx_placeholder_text_encoder.safetensors"
 PLACEHOLDER_STANDIN = "cvx_placeholder_standin.ckpt"
+PLACEHOLDER_LORA = "cvx_placeholder_lora.safetensors"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -405,6 +410,7 @@ def test_api_twin_with_local_model_files_passes_comfyui_validation(
     loras = comfy_host.models_dir / "loras"
     loras.mkdir(parents=True, exist_ok=True)
     (loras / PLACEHOLDER_STANDIN).write_bytes(b"")  # only listed, never loaded
+    (loras / PLACEHOLDER_LORA).write_bytes(b"")  # only listed, never loaded
     write_subject_images(comfy_host.input_dir, subject_images(ui_workflow(name)))
     local_files = {
         "UNETLoader": tiny_models.cogvideox["5b"],
@@ -412,6 +418,7 @@ def test_api_twin_with_local_model_files_passes_comfyui_validation(
         "VAELoader": tiny_models.vae,
         "CLIPVisionLoader": tiny_encoders.clip_vision,
         "CustomVideoXLoadStandIn": PLACEHOLDER_STANDIN,
+        "LoraLoaderModelOnly": PLACEHOLDER_LORA,
     }
     api = api_workflow(name)
     for node in api.values():
@@ -425,7 +432,11 @@ def test_api_twin_with_local_model_files_passes_comfyui_validation(
 
 @pytest.mark.parametrize(
     "name",
-    [name for name in UI_NAMES if name != "customvideox_multi_reference" and name not in STANDIN_NAMES],
+    [
+        name
+        for name in UI_NAMES
+        if name not in ("customvideox_multi_reference", FAST_RECIPE) and name not in STANDIN_NAMES
+    ],
 )
 def test_batch_client_fills_the_api_twin(name):
     from customvideox_core.batch.jobs import Job
@@ -473,6 +484,46 @@ def test_batch_client_fills_the_standin_twin(name):
     assert filled["8"]["inputs"]["image"] == "me.png"
     assert filled["6"]["inputs"]["text"] == "a man waves at the camera"
     assert filled["12"]["inputs"]["seed"] == 9
+
+
+def test_fast_recipe_twin_runs_with_tiny_models(comfy_host, tiny_models):
+    """The fast recipe's API twin runs end to end: tiny Wan as Phantom-Wan, a tiny LoRA in the distill slot,
+    the fixture pack's random conditioning for the text encoder, the video at the tiny models' size. The
+    Reference Guider runs Phantom's passes at the first two of six steps and the positive pass after."""
+    import torch
+    from nodes_support import VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH, random_conditioning_node
+    from safetensors.torch import save_file
+    from tiny_models import TINY_WAN
+
+    loras = comfy_host.models_dir / "loras"
+    loras.mkdir(parents=True, exist_ok=True)
+    dim, rank = TINY_WAN.dim, 4
+    generator = torch.Generator().manual_seed(5)
+    save_file(
+        {
+            "diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.randn(rank, dim, generator=generator)
+            * 0.1,
+            "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.randn(dim, rank, generator=generator)
+            * 0.1,
+        },
+        str(loras / "cvx_tiny_distill_lora.safetensors"),
+    )
+    write_subject_images(comfy_host.input_dir, subject_images(ui_workflow(FAST_RECIPE)))
+    api = api_workflow(FAST_RECIPE)
+    api["1"]["inputs"]["unet_name"] = tiny_models.wan
+    api["24"]["inputs"]["lora_name"] = "cvx_tiny_distill_lora.safetensors"
+    api["4"]["inputs"]["vae_name"] = tiny_models.vae
+    api["6"], api["7"] = random_conditioning_node(1, 6), random_conditioning_node(2, 6)
+    for node_id in ("3", "5"):  # the text encoder and the prompt text feed nothing now
+        del api[node_id]
+    api["25"]["inputs"].update({"width": VIDEO_WIDTH, "height": VIDEO_HEIGHT, "length": VIDEO_FRAMES})
+    result = comfy_host.run_graph(api, capture=["12", "26"])
+    latent = result.node_outputs["12"][0]["samples"]
+    assert latent.shape[-2:] == (VIDEO_HEIGHT // 8, VIDEO_WIDTH // 8)
+    assert bool(torch.isfinite(latent).all())
+    guidance = result.node_outputs["26"][0].guidance
+    assert [guidance.cfg.values, guidance.image_cfg.values] == [(3.0, 3.0, 1.0, 1.0, 1.0, 1.0)] * 2
+    assert "15" in result.ui_outputs  # the video was saved
 
 
 def test_batch_client_refuses_the_several_references_twin_with_a_clear_reason():

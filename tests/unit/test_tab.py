@@ -1,13 +1,12 @@
-"""TAB schedules and sampling progress against hand-computed values."""
+"""TAB schedules against hand-computed values, and their means over stretches of the clock against a float64
+numeric integral."""
 
 import math
 
 import pytest
-import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from customvideox_core.tab import TABSchedule, sampling_progress, step_progresses
+from customvideox_core.clock import ClockSpan
+from customvideox_core.tab import TAB_VALUE_LIMIT, TABSchedule, step_progresses
 
 PROGRESS_POINTS = (0.0, 0.25, 0.5, 1.0)
 
@@ -96,6 +95,9 @@ def test_custom_values_accept_a_list_and_are_stored_as_tuple() -> None:
         ({"start": 0.7, "end": 0.2}, "inverted"),
         ({"shape": "custom"}, "needs at least one value"),
         ({"shape": "parabolic", "values": (1.0,)}, "only used by shape 'custom'"),
+        ({"peak": 20.5}, r"peak must lie in \[-20, 20\]"),
+        ({"floor": -1e30}, r"floor must lie in \[-20, 20\]"),
+        ({"shape": "custom", "values": (0.0, 1e30)}, r"custom value at index 1 must lie in \[-20, 20\]"),
     ],
 )
 def test_validation_errors(kwargs: dict, message: str) -> None:
@@ -106,7 +108,7 @@ def test_validation_errors(kwargs: dict, message: str) -> None:
 def test_value_at_rejects_progress_outside_unit_interval() -> None:
     with pytest.raises(ValueError, match=r"finite number in \[0, 1\]"):
         TABSchedule().value_at(1.5)
-    with pytest.raises(ValueError, match="sampling_progress"):
+    with pytest.raises(ValueError, match="percent_of_sigma"):
         TABSchedule().value_at(math.nan)
 
 
@@ -119,104 +121,70 @@ def test_step_progresses() -> None:
         step_progresses(0)
 
 
-FLOW_SCHEDULE = [1.0, 0.9, 0.75, 0.5, 0.25, 0.0]  # Wan-like: 5 steps and the end marker
+def test_every_value_shares_the_one_limit() -> None:
+    """peak, floor and custom values accept exactly the same range (issue 21, case 11)."""
+    edge = TAB_VALUE_LIMIT
+    TABSchedule(peak=edge, floor=-edge)
+    TABSchedule("custom", values=(-edge, edge))
+    for kwargs in ({"peak": edge + 1e-9}, {"shape": "custom", "values": (edge + 1e-9,)}):
+        with pytest.raises(ValueError, match="must lie in"):
+            TABSchedule(**kwargs)
 
 
-def test_progress_on_flow_schedule() -> None:
-    for index, sigma in enumerate(FLOW_SCHEDULE[:-1]):
-        assert sampling_progress(sigma, FLOW_SCHEDULE) == pytest.approx(index / 4)
-    assert sampling_progress(0.625, FLOW_SCHEDULE) == pytest.approx(2.5 / 4)  # halfway from .75 to .5
-    assert sampling_progress(0.8, FLOW_SCHEDULE) == pytest.approx((1 + 0.1 / 0.15) / 4)
-    assert sampling_progress(1.5, FLOW_SCHEDULE) == 0.0
-    assert sampling_progress(0.1, FLOW_SCHEDULE) == 1.0  # below the last step's sigma
-    assert sampling_progress(0.0, FLOW_SCHEDULE) == 1.0
+def numeric_mean(schedule: TABSchedule, start: float, end: float, points: int = 200_001) -> float:
+    """The oracle: float64 composite trapezoid rule of b(s) sampled on a fine grid over [start, end]. Its
+    error is below 1e-5 here (a jump of b at a window edge costs at most jump · grid step / 2)."""
+    width = (end - start) / (points - 1)
+    values = [schedule.value_at(min(end, start + index * width)) for index in range(points)]
+    return (
+        math.fsum([0.5 * (a + b) for a, b in zip(values, values[1:], strict=False)]) * width / (end - start)
+    )
 
 
-def _karras(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> list[float]:
-    ramp = [index / (steps - 1) for index in range(steps)]
-    min_inv, max_inv = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    return [(max_inv + r * (min_inv - max_inv)) ** rho for r in ramp] + [0.0]
+NUMERIC_TOLERANCE = 3e-5
+SHAPES = [
+    TABSchedule(),
+    TABSchedule(peak=3.0, floor=-1.0, start=0.2, end=0.9),
+    TABSchedule("constant", peak=2.0, start=0.1, end=0.55),
+    TABSchedule("linear", peak=4.0, floor=0.5, start=0.25, end=0.8),
+    TABSchedule("custom", values=(0.0, 2.0, -1.0, 3.0), start=0.05, end=0.95),
+    TABSchedule("custom", values=(1.5,), start=0.3, end=0.6),
+]
 
 
-def test_progress_on_ddpm_karras_schedule_as_float32_tensor() -> None:
-    schedule = torch.tensor(_karras(10, 0.03, 156.0), dtype=torch.float32)
-    for index in range(10):
-        sigma = schedule[index].item()
-        assert sampling_progress(sigma, schedule) == pytest.approx(index / 9)
-    # DPM2 evaluates at the geometric mean of two neighbouring sigmas: strictly between the two steps.
-    upper, lower = schedule[3].item(), schedule[4].item()
-    middle = math.sqrt(upper * lower)
-    expected = (3 + (upper - middle) / (upper - lower)) / 9
-    assert sampling_progress(middle, schedule) == pytest.approx(expected)
-    assert 3 / 9 < expected < 4 / 9
+@pytest.mark.parametrize("schedule", SHAPES, ids=lambda s: s.shape)
+@pytest.mark.parametrize(("start", "end"), [(0.0, 1.0), (0.0, 0.5), (0.13, 0.37), (0.5, 1.0), (0.52, 0.97)])
+def test_mean_over_a_span_is_the_integral_of_the_curve(schedule, start: float, end: float) -> None:
+    """mean_over is checked against a float64 numeric integral, window edges and knots inside the span."""
+    expected = numeric_mean(schedule, start, end)
+    assert schedule.mean_over(ClockSpan(start, end)) == pytest.approx(expected, abs=NUMERIC_TOLERANCE)
 
 
-def test_progress_hand_computed_mid_steps() -> None:
-    schedule = [100.0, 50.0, 10.0, 0.0]  # 3 steps: s = 0, .5, 1
-    assert sampling_progress(75.0, schedule) == pytest.approx(0.25)
-    assert sampling_progress(30.0, schedule) == pytest.approx(0.75)
-    assert sampling_progress(10.0, schedule) == 1.0
-    assert sampling_progress(5.0, schedule) == 1.0
+def test_mean_over_a_point_is_the_value_there() -> None:
+    schedule = TABSchedule(peak=2.0)
+    assert schedule.mean_over(ClockSpan.point(0.25)) == schedule.value_at(0.25) == pytest.approx(1.5)
 
 
-def test_progress_without_trailing_zero_and_one_step() -> None:
-    assert sampling_progress(2.0, [3.0, 2.0, 1.0]) == pytest.approx(0.5)
-    assert sampling_progress(1.0, [3.0, 2.0, 1.0]) == 1.0
-    assert sampling_progress(14.6, [14.6, 0.0]) == 0.0
-    assert sampling_progress(3.0, [14.6, 0.0]) == 0.0
-    assert sampling_progress(0.5, [0.5]) == 0.0
+def test_two_step_parabolic_run_acts() -> None:
+    """Two steps cover [0, 0.5] and [0.5, 1]: the parabola's mean over each half is 2/3 of the peak (the old
+    point clock read b(0) = b(1) = 0 and did nothing)."""
+    schedule = TABSchedule(peak=3.0)
+    assert schedule.mean_over(ClockSpan(0.0, 0.5)) == pytest.approx(2.0)
+    assert schedule.mean_over(ClockSpan(0.5, 1.0)) == pytest.approx(2.0)
 
 
-def test_progress_with_infinite_first_sigma() -> None:
-    schedule = [math.inf, 100.0, 10.0, 0.0]
-    assert sampling_progress(math.inf, schedule) == 0.0
-    assert sampling_progress(100.0, schedule) == pytest.approx(0.5)
-    assert sampling_progress(1.0e6, schedule) == pytest.approx(0.5)  # limit of interpolation toward +inf
-    assert sampling_progress(55.0, schedule) == pytest.approx(0.75)
+@pytest.mark.parametrize("schedule", SHAPES, ids=lambda s: s.shape)
+def test_bias_summed_over_a_run_does_not_depend_on_the_step_count(schedule) -> None:
+    """Steps of a run tile its time: sum(mean · length) is the curve's integral for 4, 8 and 50 steps."""
+    totals = []
+    for steps in (4, 8, 50):
+        edges = [index / steps for index in range(steps + 1)]
+        spans = [ClockSpan(a, b) for a, b in zip(edges, edges[1:], strict=False)]
+        totals.append(math.fsum(schedule.mean_over(span) * span.length for span in spans))
+    assert totals == pytest.approx([numeric_mean(schedule, 0.0, 1.0)] * 3, abs=NUMERIC_TOLERANCE)
 
 
-@pytest.mark.parametrize(
-    ("schedule", "message"),
-    [
-        ([], "empty"),
-        ([1.0, 2.0, 0.0], r"descending.*sample_sigmas\[0\]"),
-        ([1.0, math.nan, 0.0], r"sample_sigmas\[1\]"),
-        ([1.0, -0.5], r"sample_sigmas\[1\]"),
-        (torch.ones(2, 2), "one-dimensional"),
-    ],
-)
-def test_progress_rejects_bad_schedules(schedule, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        sampling_progress(0.5, schedule)
-
-
-def test_progress_rejects_nan_sigma() -> None:
-    with pytest.raises(ValueError, match="NaN"):
-        sampling_progress(math.nan, FLOW_SCHEDULE)
-
-
-@st.composite
-def descending_schedules(draw) -> list[float]:
-    values = draw(st.lists(st.floats(0.001, 200.0, allow_nan=False), min_size=1, max_size=12, unique=True))
-    schedule = sorted(values, reverse=True)
-    if draw(st.booleans()):
-        schedule.append(0.0)
-    return schedule
-
-
-@settings(max_examples=60, deadline=None)
-@given(descending_schedules(), st.floats(0.0, 250.0), st.floats(0.0, 250.0))
-def test_progress_is_monotonic_and_bounded(schedule: list[float], sigma_a: float, sigma_b: float) -> None:
-    high, low = max(sigma_a, sigma_b), min(sigma_a, sigma_b)
-    progress_high = sampling_progress(high, schedule)
-    progress_low = sampling_progress(low, schedule)
-    assert 0.0 <= progress_high <= progress_low <= 1.0
-
-
-@settings(max_examples=40, deadline=None)
-@given(descending_schedules())
-def test_progress_is_exact_on_schedule_entries(schedule: list[float]) -> None:
-    steps = schedule[:-1] if len(schedule) > 1 and schedule[-1] == 0.0 else schedule
-    for index, sigma in enumerate(steps):
-        expected = 0.0 if len(steps) == 1 else index / (len(steps) - 1)
-        assert sampling_progress(sigma, schedule) == pytest.approx(expected, abs=1e-12)
+def test_zero_width_window_has_no_time() -> None:
+    schedule = TABSchedule("constant", peak=2.0, start=0.5, end=0.5)
+    assert schedule.mean_over(ClockSpan(0.25, 0.75)) == 0.0
+    assert schedule.mean_over(ClockSpan.point(0.5)) == 2.0
