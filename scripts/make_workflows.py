@@ -1088,6 +1088,82 @@ def fast_phantom_graph(name: str, host: HostFiles) -> WorkflowSpec:
     )
 
 
+STANDIN_FACE_PACK = "buffalo_l"
+"""The insightface pack the face workflow's Load Face Model names (PuLID / InstantID users have it)."""
+STANDIN_FACE_NOTE = (
+    STANDIN_NOTE
+    + f"""
+**Scoring the face** (right column): *CustomVideoX Score* of the decoded video against the face image.
+
+| file | folder |
+|---|---|
+| `clip_vision_h.safetensors`: OpenCLIP ViT-H/14 → CLIP-I, T.Cons | `clip_vision/` |
+| `{STANDIN_FACE_PACK}` (`det_10g.onnx` + `w600k_r50.onnx`; or `antelopev2`) | `insightface/models/` |
+
+*Load Face Model* needs `pip install onnxruntime`. FaceSim (ArcFace cosine of the reference's face and each
+frame's face: mean, minimum, share of frames with a face) and the motion score land on the node and in the
+API's history (`cvx_scores`), so the batch client tables and plots them. *TimeAwareBias* is wired at peak 0
+(= the published Stand-In) so that `--sweep tab_peak=…` / `tab_window=…` have a node to set;
+`--sweep standin_strength=…` sets Apply Stand-In. See `docs/METRICS.md`.
+"""
+)
+
+
+def standin_face_graph(name: str, host: HostFiles) -> WorkflowSpec:
+    """Stand-In (``standin_graph``) plus TAB at peak 0 and FaceSim / motion scoring of the decoded video.
+
+    Adds 10 TimeAwareBias (→ Apply Stand-In's ``tab``), 24 CLIPVisionLoader, 25 Load Face Model and
+    23 CustomVideoX Score (frames 13 against the face 8); the note (16) moves down to make room.
+    """
+    _, _, bias, sampler, output = COLUMN_X
+    base = standin_graph(name, host)
+    nodes = [node for node in base.nodes if node.id != 16]
+    nodes = [
+        dataclasses.replace(node, links={**node.links, "tab": (10, 0)}) if node.id == 2 else node
+        for node in nodes
+    ]
+    column = SCORE_COLUMN_X
+    nodes += [
+        Node(
+            10,
+            "CustomVideoXTimeAwareBias",
+            (sampler, 300),
+            (310, 200),
+            {"shape": "parabolic", "peak": 0.0, "floor": 0.0, "start": 0.0, "end": 1.0, "custom_values": ""},
+            color=PACK_COLOR,
+            bgcolor=PACK_BGCOLOR,
+        ),
+        Node(24, "CLIPVisionLoader", (column, 0), (340, 58), {"clip_name": "clip_vision_h.safetensors"}),
+        Node(
+            25,
+            "CustomVideoXLoadFaceModel",
+            (column, 110),
+            (340, 130),
+            {"pack": STANDIN_FACE_PACK, "device": "cpu", "det_size": 640},
+            color=PACK_COLOR,
+            bgcolor=PACK_BGCOLOR,
+        ),
+        Node(
+            23,
+            "CustomVideoXScore",
+            (column, 300),
+            (340, 420),
+            {"region": "full", "frame_stride": 1, "center_crop": True, "prompt": ""},
+            {"frames": (13, 0), "reference": (8, 0), "clip_vision": (24, 0), "face_model": (25, 0)},
+            color=PACK_COLOR,
+            bgcolor=PACK_BGCOLOR,
+        ),
+        _note(
+            16,
+            (bias, 580),
+            (output + 300 - bias, 420),
+            "Stand-In · Wan 2.1 T2V 14B · one face, scored (FaceSim + motion)",
+            STANDIN_FACE_NOTE,
+        ),
+    ]
+    return WorkflowSpec(name, tuple(nodes))
+
+
 def example_specs() -> tuple[WorkflowSpec, ...]:
     """Every shipped example, UI name without ``_api``."""
     return (
@@ -1142,6 +1218,7 @@ def example_specs() -> tuple[WorkflowSpec, ...]:
         ),
         standin_graph("standin_wan21_14b", WAN21_14B_STANDIN),
         fast_phantom_graph("customvideox_phantom_wan_fast", PHANTOM_WAN_1_3B),
+        standin_face_graph("standin_wan21_14b_face", WAN21_14B_STANDIN),
     )
 
 

@@ -8,6 +8,8 @@
   The box is the cell corner ``− 0.5`` to ``+ 2.5`` strides and the points are ArcFace's template fitted
   into that box, all from biases: a face at a cell corner ``(x, y)`` has its box at
   ``(x − 8, y − 8, x + 40, y + 40)``.
+  With ``always_face`` that score is ``sigmoid(10)`` on every cell whatever its colour: every frame has a
+  face (for graphs whose frames come from random tiny models and cannot draw the marker).
 - ``w600k_r50.onnx`` (ArcFace): input ``[N, 3, 112, 112]`` → ``[N, 512]``; a strided 8×8 convolution,
   flatten and a fully connected layer with seeded random weights: different crops give different
   embeddings, the same crop the same one.
@@ -34,7 +36,7 @@ def _tensor(name: str, array: np.ndarray):
     return numpy_helper.from_array(np.asarray(array, dtype=np.float32), name)
 
 
-def write_tiny_scrfd(path: Path) -> Path:
+def write_tiny_scrfd(path: Path, *, always_face: bool = False) -> Path:
     from onnx import TensorProto, helper
 
     nodes, inits, outputs = [], [], {"score": [], "bbox": [], "kps": []}
@@ -49,7 +51,9 @@ def write_tiny_scrfd(path: Path) -> Path:
         )
         score_weight = np.zeros((2, 3, 1, 1))
         score_bias = np.full(2, -20.0)
-        if stride == FACE_STRIDE:
+        if stride == FACE_STRIDE and always_face:
+            score_bias[0] = 10.0
+        elif stride == FACE_STRIDE:
             score_weight[0, :, 0, 0] = [8.0, -8.0, 0.0]
             score_bias[0] = -10.0
         heads = {
@@ -120,10 +124,10 @@ def _save(graph, path: Path) -> Path:
     return path
 
 
-def write_tiny_face_pack(folder: Path) -> Path:
+def write_tiny_face_pack(folder: Path, *, always_face: bool = False) -> Path:
     """``folder`` as a ``buffalo_l``-shaped pack: ``det_10g.onnx``, ``w600k_r50.onnx`` and a landmark file
-    name that must not be loaded (it holds no model)."""
-    write_tiny_scrfd(folder / "det_10g.onnx")
+    name that must not be loaded (it holds no model). ``always_face``: see the module's docstring."""
+    write_tiny_scrfd(folder / "det_10g.onnx", always_face=always_face)
     write_tiny_arcface(folder / "w600k_r50.onnx")
     (folder / "2d106det.onnx").write_bytes(b"not a model: FaceSim never loads the landmark files")
     return folder

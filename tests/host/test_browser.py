@@ -220,6 +220,10 @@ def editor_server(chromium_path, comfyui_path, tmp_path_factory):
                 folder = base_dir / "models" / MODEL_FOLDERS[node["type"]]
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / node["widgets_values"][0]).write_bytes(b"")  # listed by the loaders, never loaded
+            elif node["type"] == "CustomVideoXLoadFaceModel":  # a pack is a folder of .onnx files
+                pack = base_dir / "models" / "insightface" / "models" / node["widgets_values"][0]
+                pack.mkdir(parents=True, exist_ok=True)
+                (pack / "det_10g.onnx").write_bytes(b"")  # listed, never loaded
             elif node["type"] == "LoadImage":
                 (base_dir / "input").mkdir(parents=True, exist_ok=True)
                 draw_subject(base_dir / "input" / node["widgets_values"][0], tint=10 * (node["id"] % 5))

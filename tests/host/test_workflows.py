@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from face_models import write_tiny_face_pack
 from graphs_support import load_generator, owned_parts, pack_node_types
 from harness import PACK_FOLDER_NAME, REPO_ROOT, GraphValidationError
 
@@ -39,10 +40,11 @@ UI_NAMES = (
     "customvideox_score",
     "standin_wan21_14b",
     "customvideox_phantom_wan_fast",
+    "standin_wan21_14b_face",
 )
 FAST_RECIPE = "customvideox_phantom_wan_fast"
 """Phantom-Wan + distill LoRA + Reference Guider on SamplerCustomAdvanced (no Sample node for the batch client)."""
-STANDIN_NAMES = ("standin_wan21_14b",)
+STANDIN_NAMES = ("standin_wan21_14b", "standin_wan21_14b_face")
 """Stand-In graphs: Apply Stand-In + core KSampler, the Stand-In file in ``loras/``, no CustomVideoX adapter."""
 FRONTEND_NOTE_TYPES = {"MarkdownNote", "Note"}
 MODEL_FILE_WIDGETS = {
@@ -52,7 +54,14 @@ MODEL_FILE_WIDGETS = {
     "CLIPVisionLoader": ("clip_name", "clip_vision"),
     "CustomVideoXLoadStandIn": ("standin_name", "loras"),
     "LoraLoaderModelOnly": ("lora_name", "loras"),
+    "CustomVideoXLoadFaceModel": ("pack", "insightface/models"),
 }
+FACE_PACKS = ("buffalo_l", "antelopev2")
+"""The insightface packs a face loader may name (folders, not files): the ones PuLID / InstantID use."""
+SCORED_NAMES = {"customvideox_score": "23", "standin_wan21_14b_face": "23"}
+"""Examples with a CustomVideoX Score node (an output node besides SaveVideo 15) → its id."""
+TINY_FACE_PACK = "cvx_tiny_buffalo_l"
+"""The tiny ONNX pack (``face_models.py``) the face loader is pointed at in the host tier."""
 MODEL_FILE_EXTENSIONS = {"CustomVideoXLoadStandIn": (".safetensors", ".ckpt")}
 """Loaders whose shipped file is not a safetensors (Stand-In is published as a plain-tensor .ckpt)."""
 """Loader → (file-name widget, models folder): the widgets whose values name files users download."""
@@ -130,6 +139,8 @@ def expected_widgets(info: dict) -> list[tuple[str, Any, dict]]:
 
 def value_problem(class_type: str, name: str, declared_type: Any, options: dict, value: Any) -> str | None:
     """Why ``value`` does not fit the widget, or ``None``. Model-file combos are checked elsewhere."""
+    if class_type == "CustomVideoXLoadFaceModel" and name == MODEL_FILE_WIDGETS[class_type][0]:
+        return None if value in FACE_PACKS else f"{value!r} is not one of the insightface packs {FACE_PACKS}"
     if class_type in MODEL_FILE_WIDGETS and name == MODEL_FILE_WIDGETS[class_type][0]:
         extensions = MODEL_FILE_EXTENSIONS.get(class_type, (".safetensors",))
         return None if isinstance(value, str) and value.endswith(extensions) else f"not a {extensions} name"
@@ -411,6 +422,7 @@ def test_api_twin_with_local_model_files_passes_comfyui_validation(
     loras.mkdir(parents=True, exist_ok=True)
     (loras / PLACEHOLDER_STANDIN).write_bytes(b"")  # only listed, never loaded
     (loras / PLACEHOLDER_LORA).write_bytes(b"")  # only listed, never loaded
+    write_tiny_face_pack(comfy_host.models_dir / "insightface" / "models" / TINY_FACE_PACK)
     write_subject_images(comfy_host.input_dir, subject_images(ui_workflow(name)))
     local_files = {
         "UNETLoader": tiny_models.cogvideox["5b"],
@@ -419,6 +431,7 @@ def test_api_twin_with_local_model_files_passes_comfyui_validation(
         "CLIPVisionLoader": tiny_encoders.clip_vision,
         "CustomVideoXLoadStandIn": PLACEHOLDER_STANDIN,
         "LoraLoaderModelOnly": PLACEHOLDER_LORA,
+        "CustomVideoXLoadFaceModel": TINY_FACE_PACK,
     }
     api = api_workflow(name)
     for node in api.values():
@@ -426,8 +439,8 @@ def test_api_twin_with_local_model_files_passes_comfyui_validation(
             node["inputs"][MODEL_FILE_WIDGETS[node["class_type"]][0]] = local_files[node["class_type"]]
     valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt(str(uuid.uuid4()), api, None))
     assert (valid, node_errors) == (True, {}), error
-    # SaveVideo is the output; the scoring example also runs CustomVideoX Score (an output node).
-    assert sorted(outputs) == (["15", "23"] if name == "customvideox_score" else ["15"])
+    # SaveVideo is the output; the scoring examples also run CustomVideoX Score (an output node).
+    assert sorted(outputs) == sorted(["15", *([SCORED_NAMES[name]] if name in SCORED_NAMES else [])])
 
 
 @pytest.mark.parametrize(
@@ -470,18 +483,33 @@ def test_batch_client_fills_the_api_twin(name):
 
 @pytest.mark.parametrize("name", STANDIN_NAMES)
 def test_batch_client_fills_the_standin_twin(name):
-    """KSampler graph without TAB/ERAE: the face, the prompt, the seed and the output are still found."""
-    from customvideox_core.batch.jobs import Job
+    """KSampler graph without ERAE: the face, the prompt, the seed, Stand-In's strength, the output (and the
+    face graph's TAB at peak 0) are found."""
+    from customvideox_core.batch.jobs import Job, TabOverrides
     from customvideox_core.batch.workflow import UploadedImages, fill_workflow, locate_targets
 
     api = api_workflow(name)
     targets = locate_targets(api)
     assert (targets.reference_loader, targets.prompt_encoders) == ("8", ("6",))
-    assert (targets.erae_nodes, targets.tab_nodes, targets.mask_loaders) == ((), (), ())
+    assert (targets.erae_nodes, targets.mask_loaders) == ((), ())
+    assert targets.tab_nodes == (("10",) if name in SCORED_NAMES else ())
     assert (targets.seed_inputs, targets.save_nodes) == ((("12", "seed"),), ("15",))
-    job = Job(line=1, name="me", reference=Path("me.png"), prompt="a man waves at the camera", seed=9)
+    assert targets.standin_nodes == ("2",)
+    job = Job(
+        line=1,
+        name="me",
+        reference=Path("me.png"),
+        prompt="a man waves at the camera",
+        seed=9,
+        standin_strength=0.8,
+        **({"tab": TabOverrides(peak=2.0)} if name in SCORED_NAMES else {}),
+    )
     filled = fill_workflow(api, targets, job, UploadedImages(reference="me.png"))
     assert filled["8"]["inputs"]["image"] == "me.png"
+    assert filled["2"]["inputs"]["strength"] == 0.8
+    if name in SCORED_NAMES:
+        assert filled["10"]["inputs"]["peak"] == 2.0
+        assert filled["23"]["inputs"]["reference"] == ["8", 0]  # scored against the job's face
     assert filled["6"]["inputs"]["text"] == "a man waves at the camera"
     assert filled["12"]["inputs"]["seed"] == 9
 

@@ -144,8 +144,10 @@ def test_a_sweep_over_standin_strength_and_tab_peak_tabulates_and_draws_face_sim
             assert colours is not None and len(colours) > 3  # the motion line was drawn in its panel
 
 
-def test_the_face_job_sweeps_standin_strength_through_the_shipped_standin_twin(tmp_path) -> None:
-    """The example face job, expanded over Stand-In's strength, fills the shipped Stand-In API graph."""
+def test_the_face_job_sweeps_strength_and_tab_through_the_shipped_face_twin(tmp_path) -> None:
+    """The example face job, expanded over Stand-In's strength and TAB's peak, fills the shipped face graph
+    (Stand-In scored with FaceSim): each point sets Apply Stand-In and TimeAwareBias, and the Score node
+    scores the job's face with the face model."""
     from customvideox_core.batch.sweep import expand
     from customvideox_core.batch.workflow import load_workflow
 
@@ -156,17 +158,25 @@ def test_the_face_job_sweeps_standin_strength_through_the_shipped_standin_twin(t
     (tmp_path / "refs").mkdir()
     (tmp_path / "refs" / "face.png").write_bytes(b"a face")
     (job,) = read_jobs(copy)[0]
-    workflow = load_workflow(root / "workflows" / "api" / "standin_wan21_14b_api.json")
+    workflow = load_workflow(root / "workflows" / "api" / "standin_wan21_14b_face_api.json")
     targets = locate_targets(workflow)
-    _, rows = expand(job, [parse_axis("standin_strength=0.6,1,1.4")])
-    strengths = []
+    _, rows = expand(job, [parse_axis("standin_strength=0.6,1,1.4"), parse_axis("tab_peak=0,2")])
+    settings = []
     for row in rows:
         (point,), errors = read_jobs_from_row(tmp_path, row)
         assert errors == []
         filled = fill_workflow(workflow, targets, point, UploadedImages(reference="face.png"))
-        (node,) = [n for n in filled.values() if n["class_type"] == "CustomVideoXApplyStandIn"]
-        strengths.append(node["inputs"]["strength"])
-    assert strengths == [0.6, 1.0, 1.4]
+        by_class = {node["class_type"]: node for node in filled.values()}
+        settings.append(
+            (
+                by_class["CustomVideoXApplyStandIn"]["inputs"]["strength"],
+                by_class["CustomVideoXTimeAwareBias"]["inputs"]["peak"],
+            )
+        )
+        score = by_class["CustomVideoXScore"]["inputs"]
+        assert filled[score["reference"][0]]["inputs"]["image"] == "face.png"
+        assert filled[score["face_model"][0]]["class_type"] == "CustomVideoXLoadFaceModel"
+    assert sorted(settings) == [(s, p) for s in (0.6, 1.0, 1.4) for p in (0.0, 2.0)]
 
 
 def read_jobs_from_row(folder: Path, row: dict):
