@@ -13,6 +13,8 @@ no-host-sync test (``tests/host/test_no_host_sync.py``).
 - :func:`weights_stay_put`: while it is active ComfyUI's ``load_models_gpu`` does nothing. Fake weights
   cannot be moved (``Module.to`` swaps fake parameters in place, which torch refuses for them), and on
   the CPU there is nowhere to move them to.
+- :func:`fake_modules_convert_in_place`: ``Module.to`` on fake parameters (peft moves each LoRA layer it
+  makes), by setting their data instead of swapping them.
 - :func:`flop_counter`: ``FlopCounterMode`` that also counts PyTorch's CPU flash attention
   (``_scaled_dot_product_flash_attention_for_cpu``, forward and backward), the op SDPA dispatches to on
   the CPU under fake tensors; :func:`attention_flops` sums the attention ops of a count.
@@ -72,6 +74,37 @@ def weights_stay_put() -> Iterator[None]:
         yield
     finally:
         comfy.model_management.load_models_gpu = original
+
+
+@contextlib.contextmanager
+def fake_modules_convert_in_place() -> Iterator[None]:
+    """``Module.to`` (any ``Module._apply``) sets each fake parameter's ``data`` for the duration, as torch
+    did before parameter swapping: torch swaps fake parameters, which it then refuses (peft moves every new
+    LoRA layer with ``.to``). Real parameters convert as always."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    original = torch.nn.Module._apply
+
+    def apply(module, fn, recurse=True):
+        fake = [p for p in module.parameters(recurse=False) if isinstance(p, FakeTensor)]
+        if not fake:
+            return original(module, fn, recurse)
+        if recurse:
+            for child in module.children():
+                child._apply(fn)
+        for parameter in fake:
+            with torch.no_grad():
+                parameter.data = fn(parameter)
+        for name, buffer in module._buffers.items():
+            if buffer is not None:
+                module._buffers[name] = fn(buffer)
+        return module
+
+    torch.nn.Module._apply = apply
+    try:
+        yield
+    finally:
+        torch.nn.Module._apply = original
 
 
 def _cpu_flash_flops(query, key, value, *args, **kwargs) -> int:

@@ -159,11 +159,14 @@ VARIANTS = (
 @dataclass(frozen=True)
 class Measured:
     """FLOPs of a step (``Flops``: linear = everything but the fused attention), of its conditional pass
-    (``None`` where the guidance has no cfg-1 form), and the step's peak of live tensor bytes."""
+    (``None`` where the guidance has no cfg-1 form), the step's peak of live tensor bytes, and how many
+    calls of the DiT ComfyUI made for the step's passes (one batch, or one call per pass when it judges
+    the memory short: its choice on this machine, as on a GPU)."""
 
     step: Flops
     conditional: Flops | None
     peak: int
+    calls: int
 
 
 def floors(model: RealModel, label: str) -> tuple[Flops, Flops, Flops]:
@@ -313,42 +316,48 @@ class Bench:
 
         return run
 
-    def count(self, run: Callable[[], object], with_memory: bool = False) -> tuple[Flops, int]:
+    def count(self, run: Callable[[], object], with_memory: bool = False) -> tuple[Flops, int, int]:
+        """``(FLOPs, peak bytes, DiT calls)`` of ``run``."""
         counter = flop_counter()
         memory = PeakMemory().track(model_tensors(self.base))
-        with weights_stay_put():
-            if with_memory:
-                with counter, memory:
-                    run()
-            else:
-                with counter:
-                    run()
+        calls = []
+        hook = self.base.model.diffusion_model.register_forward_pre_hook(lambda *_: calls.append(1))
+        try:
+            with weights_stay_put():
+                if with_memory:
+                    with counter, memory:
+                        run()
+                else:
+                    with counter:
+                        run()
+        finally:
+            hook.remove()
         attention = attention_flops(counter)
-        return Flops(counter.get_total_flops() - attention, attention), memory.peak
+        return Flops(counter.get_total_flops() - attention, attention), memory.peak, len(calls)
 
     def measure(self, variant: Variant) -> Measured:
         patched = self.patched(variant.label)
 
-        def flops(steps: int, cfg: float, memory: bool = False) -> tuple[Flops, int]:
+        def flops(steps: int, cfg: float, memory: bool = False) -> tuple[Flops, int, int]:
             return self.count(
                 self.sampling(patched, steps=steps, cfg=cfg, three_pass=variant.three_pass), memory
             )
 
-        one, peak = flops(1, CFG, memory=not variant.cached)
+        one, peak, calls = flops(1, CFG, memory=not variant.cached)
         conditional = None
         if not variant.three_pass:
-            conditional, _ = flops(1, 1.0)
+            conditional, _, _ = flops(1, 1.0)
         if variant.cached:
-            two, peak = flops(2, CFG, memory=True)
+            two, peak, _ = flops(2, CFG, memory=True)
             step = Flops(two.linear - one.linear, two.attention - one.attention)
             if conditional is not None:
-                two_conditional, _ = flops(2, 1.0)
+                two_conditional, _, _ = flops(2, 1.0)
                 conditional = Flops(
                     two_conditional.linear - conditional.linear,
                     two_conditional.attention - conditional.attention,
                 )
-            return Measured(step, conditional, peak)
-        return Measured(one, conditional, peak)
+            return Measured(step, conditional, peak, calls)
+        return Measured(one, conditional, peak, calls)
 
     def cache_size(self, height: int, width: int) -> tuple[int, int]:
         """``(bytes of the reference K/V the branch computes for a ``height × width`` reference, the
@@ -409,6 +418,7 @@ def rows_of(model: RealModel, results: dict[str, Measured]) -> list[list[str]]:
                 negative,
                 f"{measured.peak / GIB:.2f}",
                 ratio(measured.peak, base.peak),
+                str(measured.calls),
             ]
         )
     return rows
@@ -425,6 +435,7 @@ HEADER = (
     "neg. pass × (floor)",
     "peak GiB",
     "× no ref",
+    "DiT calls",
 )
 
 

@@ -34,6 +34,15 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "sampling_step": ("sampling_step.py", "--preset", "cpu-tiny", "--repeats", "1", "--threads", "1"),
     "gpu_step": ("gpu_step.py", "--tiny", "--device", "cpu", "--repeats", "1", "--markdown"),
     "training_memory": ("training_memory.py", "--tiny", "--steps", "1", "--markdown"),
+    "training_memory_fake": (
+        "training_memory.py",
+        "--fake",
+        "tiny-cogvideox,tiny-wan",
+        "--tiny",
+        "--rank",
+        "4",
+        "--markdown",
+    ),
     "attention": (
         "attention.py",
         "--preset",
@@ -257,6 +266,7 @@ def test_real_size(runs):
         "neg. pass × (floor)",
         "peak GiB",
         "× no ref",
+        "DiT calls",
     ]
     assert all(len(row) == len(header) for row in rows), rows
     wan_only = [
@@ -279,3 +289,22 @@ def test_real_size(runs):
     assert stdout.count("(equal)") == 2, (
         stdout
     )  # Stand-In's cache and the cached adapter's, against the formula
+
+
+def test_training_memory_under_fake_tensors(runs):
+    stdout = result(runs, "training_memory_fake")
+    assert "Measured training memory under fake tensors" in stdout, stdout
+    header, rows = markdown_table(stdout, "model")
+    assert header == [
+        "model",
+        "video",
+        "tokens per layer",
+        "LoRA rank 4",
+        "weights GiB",
+        "the rest GiB",
+        "peak GiB",
+        "≤ 24 GiB",
+    ]
+    assert [row[0] for row in rows] == ["tiny CogVideoX", "tiny Wan"]
+    for row in rows:
+        assert all(is_number(cell) for cell in row[4:7]) and row[7] == "met", row
