@@ -21,6 +21,12 @@ no-host-sync test (``tests/host/test_no_host_sync.py``).
 - :class:`PeakMemory`: live tensor bytes (each storage once, views free) and their peak, as
   ``torch.cuda.max_memory_allocated`` would see a step: weights, activations, outputs, saved tensors of
   autograd. Kernel workspaces inside one op and allocator rounding are not seen.
+
+Checked in torch 2.11 (ComfyUI's environment) and 2.13 (CI's unit tier) alike: ``Module.to`` on fake
+parameters raises ("Couldn't swap"); ``torch.distributed._tools.mem_tracker.MemTracker`` fails on an
+inference step of frozen weights (it hooks the gradient of every parameter: "cannot register a hook on a
+tensor that doesn't require gradient"), hence :class:`PeakMemory`; the stock ``FlopCounterMode`` counts
+0 FLOPs for ``_scaled_dot_product_flash_attention_for_cpu``, hence :func:`flop_counter`.
 """
 
 from __future__ import annotations

@@ -468,7 +468,8 @@ def run_model(
         results[variant.label] = bench.measure(variant)
         logger.info("%s, %s: %.0f s", model.size.name, variant.label, time.monotonic() - started)
     notes = []
-    if model.is_wan and selected is None:
+    cached_rows = {number for number, variant in enumerate(VARIANTS) if variant.cached}
+    if model.is_wan and (selected is None or selected & cached_rows):
         size = model.size
         for what, (height, width) in (
             ("Stand-In's face", (model.face, model.face)),
