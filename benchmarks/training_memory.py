@@ -1,7 +1,9 @@
-"""Benchmark: GPU memory of CustomVideoX LoRA training — a documented estimate, and a measured peak on CUDA.
+"""Benchmark: GPU memory of CustomVideoX LoRA training — a documented estimate, a measurement at real size
+under fake tensors (no GPU), and a measured peak on CUDA.
 
     python benchmarks/training_memory.py [--markdown]            # estimate, CogVideoX-5B, rank 128, 480x720x49
     python benchmarks/training_memory.py --rank 64 --frames 25   # estimate for other settings
+    COMFYUI_PATH=/path/to/ComfyUI python benchmarks/training_memory.py --fake cogvideox-5b --markdown  # measured
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/training_memory.py --device cuda [--layers 42] [--steps 3]
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/training_memory.py --tiny --steps 1  # check it runs (CPU)
 
@@ -30,6 +32,17 @@ rank-``r`` peft LoRA, and runs ``--steps`` real training steps of ``customvideox
 (v-prediction loss on the video frames with one clean reference frame appended, bf16 autocast, gradient
 checkpointing unless ``--no-checkpointing``), then prints ``torch.cuda.max_memory_allocated`` next to the
 estimate for the same shape. The target is what CogVideo's own LoRA recipe needs: one 24 GB card (24 GiB).
+
+**Measurement under fake tensors** (``--fake cogvideox-5b,wan-1.3b,wan-14b``, ComfyUI needed, no GPU):
+``real_size.py``'s models at their real video sizes, built by ComfyUI's loader with bf16 weights that are
+fake tensors (shapes, no data; ``benchmarks/_fake_models.py``), the rank-``--rank`` peft LoRA on the
+family's self-attention projections (``inject_lora``), and training steps as the core loop runs them
+(``denoising_loss`` with the family's objective under bf16 autocast, ``checkpoint_modules`` on every block
+unless ``--no-checkpointing``, backward, AdamW), the model function appending one clean reference frame.
+It prints the peak of live tensor bytes over a step after the first (when AdamW's moments exist): what
+``max_memory_allocated`` would see on a GPU, less kernel workspaces, the CUDA context and allocator
+slack, with the CPU's autocast op lists (matrix products in bf16, as on CUDA). ``--fake tiny-cogvideox,
+tiny-wan --tiny --rank 4`` is CI's smoke run of it.
 
 **Tiny** (``--tiny``, ComfyUI needed): the same estimate and measurement for a tiny CogVideoX (2 blocks
 of 2 heads × 64, time and text width 64, 16 text tokens, 96×64×9 frames, LoRA rank 4) on ``--device``,
