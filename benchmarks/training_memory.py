@@ -1,7 +1,9 @@
-"""Benchmark: GPU memory of CustomVideoX LoRA training — a documented estimate, and a measured peak on CUDA.
+"""Benchmark: GPU memory of CustomVideoX LoRA training — a documented estimate, a measurement at real size
+under fake tensors (no GPU), and a measured peak on CUDA.
 
     python benchmarks/training_memory.py [--markdown]            # estimate, CogVideoX-5B, rank 128, 480x720x49
     python benchmarks/training_memory.py --rank 64 --frames 25   # estimate for other settings
+    COMFYUI_PATH=/path/to/ComfyUI python benchmarks/training_memory.py --fake cogvideox-5b --markdown  # measured
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/training_memory.py --device cuda [--layers 42] [--steps 3]
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/training_memory.py --tiny --steps 1  # check it runs (CPU)
 
@@ -30,6 +32,17 @@ rank-``r`` peft LoRA, and runs ``--steps`` real training steps of ``customvideox
 (v-prediction loss on the video frames with one clean reference frame appended, bf16 autocast, gradient
 checkpointing unless ``--no-checkpointing``), then prints ``torch.cuda.max_memory_allocated`` next to the
 estimate for the same shape. The target is what CogVideo's own LoRA recipe needs: one 24 GB card (24 GiB).
+
+**Measurement under fake tensors** (``--fake cogvideox-5b,wan-1.3b,wan-14b``, ComfyUI needed, no GPU):
+``real_size.py``'s models at their real video sizes, built by ComfyUI's loader with bf16 weights that are
+fake tensors (shapes, no data; ``benchmarks/_fake_models.py``), the rank-``--rank`` peft LoRA on the
+family's self-attention projections (``inject_lora``), and training steps as the core loop runs them
+(``denoising_loss`` with the family's objective under bf16 autocast, ``checkpoint_modules`` on every block
+unless ``--no-checkpointing``, backward, AdamW), the model function appending one clean reference frame.
+It prints the peak of live tensor bytes over a step after the first (when AdamW's moments exist): what
+``max_memory_allocated`` would see on a GPU, less kernel workspaces, the CUDA context and allocator
+slack, with the CPU's autocast op lists (matrix products in bf16, as on CUDA). ``--fake tiny-cogvideox,
+tiny-wan --tiny --rank 4`` is CI's smoke run of it.
 
 **Tiny** (``--tiny``, ComfyUI needed): the same estimate and measurement for a tiny CogVideoX (2 blocks
 of 2 heads × 64, time and text width 64, 16 text tokens, 96×64×9 frames, LoRA rank 4) on ``--device``,
@@ -237,6 +250,16 @@ def _import_comfy_cogvideox():
     return module_class("cogvideox"), comfy.ops.disable_weight_init
 
 
+def _import_comfy_for_fake() -> str:
+    """Import ComfyUI (CPU mode, SDPA attention, as ``real_size.py`` does) for the fake measurement."""
+    from _host_models import comfyui_path, import_comfy
+
+    parser = argparse.ArgumentParser()
+    path = comfyui_path(parser)
+    import_comfy(path, "cpu")
+    return path.name
+
+
 def run_training_steps(
     shape: DiTShape, train: TrainShape, *, device: str, steps: int, checkpointing: bool
 ) -> float:
@@ -330,6 +353,144 @@ def measure_cpu(
     return peak, seconds[0]
 
 
+# -------------------------------------------------------------------------------------------------
+# Measurement at real size under fake tensors (no GPU)
+# -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FakeMeasurement:
+    """One training step at real size under fake tensors (bytes): the peak of live tensors over forward,
+    backward and the AdamW step, what of it the weights are, and the LoRA's parameter count."""
+
+    peak: int
+    weights: int
+    lora_parameters: int
+    seconds: float
+
+
+def measure_fake(key: str, rank: int, *, checkpointing: bool, tiny: bool = False) -> FakeMeasurement:
+    """Two training steps of ``real_size.py``'s model ``key`` (its video size, one reference frame, its
+    text length) under fake tensors: ComfyUI's class loaded by ComfyUI's loader with bf16 weights, the
+    rank-``rank`` peft LoRA on the family's attention targets (``inject_lora``), the core's denoising loss
+    (``denoising_loss``, the family's objective) under bf16 autocast, the core's block checkpointing
+    (``checkpoint_modules``), backward and AdamW. The peak of live tensor bytes
+    (``_fake_models.PeakMemory``) is taken over the second step, when AdamW's moments exist, as every step
+    after the first sees them. ComfyUI's ``in_training`` is set where the host spec says training sets it
+    (Wan: its RoPE's autograd path). The model function is training's for the joint layout: the reference frame
+    after the video, the video's prediction back."""
+    import torch
+    from _fake_models import (
+        PeakMemory,
+        fake_mode,
+        fake_model,
+        fake_modules_convert_in_place,
+        model_tensors,
+        weights_stay_put,
+    )
+    from real_size import MODELS, TINY_MODELS
+
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+    from customvideox_core.host_specs import spec_for
+    from customvideox_core.training import LoraTrainConfig, inject_lora
+    from customvideox_core.training.loop import checkpoint_modules
+    from customvideox_core.training.objective import denoising_loss
+
+    model = (TINY_MODELS if tiny else MODELS)[key]
+    size = model.size
+    mode = fake_mode()
+    dtype = torch.float32 if tiny else torch.bfloat16
+    patcher = fake_model(mode, size.family, size.arguments(), dtype)
+    dit = patcher.model.diffusion_model
+    with mode, fake_modules_convert_in_place():
+        inject_lora(dit, LoraTrainConfig.for_family(size.family, rank=rank, alpha=float(rank)))
+        context = torch.empty(1, size.text_tokens, size.text_dim, dtype=dtype)
+        video = torch.empty(size.latent_shape)
+        reference = torch.empty(*size.latent_shape[:2], 1, *size.latent_shape[3:])
+    parameters = [parameter for parameter in dit.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4, foreach=False)
+    generator = torch.Generator().manual_seed(0)
+    objective = spec_for(size.family).objective
+
+    def model_fn(noisy, clean_reference, timestep):
+        joined = torch.cat([noisy, clean_reference], dim=2).to(dtype)
+        return dit(joined, timestep, context).float()[:, :, : noisy.shape[2]]
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=not tiny):
+            loss = denoising_loss(model_fn, video, reference, objective=objective, generator=generator)
+        loss.backward()
+        optimizer.step()
+
+    import comfy.model_management
+
+    restore = checkpoint_modules(list(dit.blocks)) if checkpointing else None
+    in_training = comfy.model_management.in_training
+    comfy.model_management.in_training = spec_for(size.family).sets_in_training  # as training sets it
+    started = time.perf_counter()
+    try:
+        dit.train()
+        with weights_stay_put():
+            step()  # the first step creates AdamW's moments
+            memory = PeakMemory().track([*model_tensors(patcher), *optimizer_state(optimizer)])
+            with memory:
+                step()
+    finally:
+        comfy.model_management.in_training = in_training
+        if restore is not None:
+            restore()
+    weights = sum(t.untyped_storage().nbytes() for t in model_tensors(patcher) if not t.requires_grad)
+    return FakeMeasurement(
+        peak=memory.peak,
+        weights=weights,
+        lora_parameters=sum(p.numel() for p in parameters),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def optimizer_state(optimizer) -> list:
+    """The tensors AdamW keeps between steps (its moments and step counts)."""
+    import torch
+
+    return [value for state in optimizer.state.values() for value in state.values() if torch.is_tensor(value)]
+
+
+def fake_table(keys: list[str], rank: int, *, checkpointing: bool, markdown: bool, tiny: bool) -> str:
+    """One row per model: the measured peak, its weights and the rest, against a 24 GB card."""
+    from _table import format_table
+    from real_size import MODELS, TINY_MODELS
+
+    rows = []
+    for key in keys:
+        measured = measure_fake(key, rank, checkpointing=checkpointing, tiny=tiny)
+        size = (TINY_MODELS if tiny else MODELS)[key].size
+        video, frame, _ = (TINY_MODELS if tiny else MODELS)[key].tokens()
+        rows.append(
+            [
+                size.name,
+                f"{size.width}×{size.height}×{size.frames}",
+                f"{video + frame + (size.text_tokens if size.family == 'cogvideox' else 0):,}",
+                f"{measured.lora_parameters / 1e6:.1f} M",
+                f"{measured.weights / GIB:.2f}",
+                f"{(measured.peak - measured.weights) / GIB:.2f}",
+                f"{measured.peak / GIB:.2f}",
+                "met" if measured.peak <= TARGET_GIB * GIB else "NOT met",
+            ]
+        )
+    header = (
+        "model",
+        "video",
+        "tokens per layer",
+        f"LoRA rank {rank}",
+        "weights GiB",
+        "the rest GiB",
+        "peak GiB",
+        f"≤ {TARGET_GIB:.0f} GiB",
+    )
+    return format_table(header, rows, markdown=markdown)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: also measure")
@@ -342,12 +503,35 @@ def main() -> None:
     parser.add_argument("--no-checkpointing", action="store_true", help="measure without checkpointing")
     parser.add_argument("--markdown", action="store_true", help="print the estimate as a markdown table")
     parser.add_argument(
+        "--fake",
+        default=None,
+        help="measure at real size under fake tensors (no GPU): comma-separated subset of "
+        "cogvideox-5b,wan-1.3b,wan-14b (with --tiny: tiny-cogvideox,tiny-wan); needs COMFYUI_PATH",
+    )
+    parser.add_argument(
         "--tiny",
         action="store_true",
         help="a tiny CogVideoX, estimated and measured on --device (the CPU too): checks the script end to end",
     )
     args = parser.parse_args()
 
+    if args.fake:
+        import logging
+
+        logging.basicConfig(level=logging.WARNING)
+        comfyui = _import_comfy_for_fake()
+        keys = args.fake.split(",")
+        checkpointing = not args.no_checkpointing
+        print(
+            f"Measured training memory under fake tensors (ComfyUI {comfyui}): LoRA rank {args.rank} on the "
+            f"self-attention projections, one reference frame, batch 1, bf16 weights and autocast, AdamW, "
+            f"{'with' if checkpointing else 'without'} gradient checkpointing; peak of live tensors over a "
+            "training step after the first (forward, backward, optimizer step)"
+        )
+        print(
+            fake_table(keys, args.rank, checkpointing=checkpointing, markdown=args.markdown, tiny=args.tiny)
+        )
+        return
     if args.tiny:
         shape, train, label = TINY_DIT, TINY_TRAIN, TINY_DIT.name
     else:

@@ -59,6 +59,18 @@ class StepPlan(RowPlan):
     uses_erae: bool
 
 
+@dataclass(frozen=True)
+class HostRows:
+    """What the host already knows of each batch row when it plans a step, so that planning reads nothing
+    back from the device: whether the row sees the reference, whether its prompt holds the entity words,
+    and its TAB value ``b(s)`` (for a row whose bias is switched on the device, the value it has when
+    switched on)."""
+
+    sees: tuple[bool, ...]
+    entities: tuple[bool, ...]
+    tab_values: tuple[float, ...]
+
+
 @dataclass(frozen=True, eq=False)
 class ReferenceStep:
     """What the attention override needs for one model call (one denoising evaluation).
@@ -71,9 +83,11 @@ class ReferenceStep:
       query), or ``None`` when all are kept.
     - ``erae``: ERAE settings, or ``None`` for no entity enhancement.
     - ``erae_rows``: ``[B]`` bool, rows whose prompt holds the entity words.
+    - ``host_rows``: the same per-row facts as the host knows them (:func:`plan_step` gives them), or
+      ``None``: planning then reads them back from the tensors above.
 
-    ``plan`` (derived on construction, the only host read-back of the call) holds the row groups, the
-    kept indices and the key side of the bias.
+    ``plan`` (derived on construction) holds the row groups, the kept indices and the key side of the
+    bias; the reference weights are the only tensor it reads back (the subject masks, once per call).
     """
 
     layout: TokenLayout
@@ -83,6 +97,7 @@ class ReferenceStep:
     kept_reference: Tensor | None
     erae: ERAEConfig | None
     erae_rows: Tensor
+    host_rows: HostRows | None = None
     plan: StepPlan = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +120,9 @@ class ReferenceStep:
                 f"kept_reference must be a [{self.layout.reference}] bool tensor or None, "
                 f"got {kept.dtype} {tuple(kept.shape)}"
             )
+        host = self.host_rows
+        if host is not None and not len(host.sees) == len(host.entities) == len(host.tab_values) == batch:
+            raise ValueError(f"host_rows must give one entry per batch row ({batch}) in each field")
         object.__setattr__(self, "plan", _make_plan(self))
 
     @property
@@ -118,9 +136,14 @@ class ReferenceStep:
 
 def _make_plan(step: ReferenceStep) -> StepPlan:
     layout, device = step.layout, step.tab_per_row.device
-    sees = step.row_sees_reference.tolist()
-    entity_rows = step.erae_rows.tolist()
-    tab_values = step.tab_per_row.tolist()
+    host = step.host_rows
+    if host is None:
+        host = HostRows(
+            sees=tuple(step.row_sees_reference.tolist()),
+            entities=tuple(step.erae_rows.tolist()),
+            tab_values=tuple(step.tab_per_row.tolist()),
+        )
+    sees, entity_rows, tab_values = host.sees, host.entities, host.tab_values
     weights = step.reference_weights[0].to(torch.float32)
     if step.kept_reference is None or bool(step.kept_reference.all()):
         kept_index, kept_weights = None, weights
@@ -175,7 +198,7 @@ def plan_step(
     row_has_entities: Sequence[bool],
     reference_weights: Tensor,
     erae: ERAEConfig | None,
-    row_biased: Sequence[bool] | None = None,
+    row_biased: Sequence[bool] | Tensor | None = None,
 ) -> ReferenceStep:
     """Build the :class:`ReferenceStep` of one model call.
 
@@ -189,6 +212,9 @@ def plan_step(
     ``reference_weights``: ``[reference]`` or ``[1, reference]``. ``row_biased``: rows that get the TAB
     (and so the ERAE) term; ``None`` = every row. A row that sees the reference but is not biased
     attends to it exactly as the base model would (e.g. Phantom's all-zero "no image" reference).
+    ``row_biased`` as a ``[B]`` bool tensor keeps that switch on the device (it is decided from the
+    frames there): the rows are planned as biased and their ``b(s)`` is multiplied by the flag on the
+    device, so a row switched off gets a bias of 0 (its plain logits) and nothing is read back.
     """
     sees = [bool(flag) for flag in row_sees_reference]
     entities = [bool(flag) for flag in row_has_entities]
@@ -209,19 +235,28 @@ def plan_step(
     kept = weights[0] > 0.0 if erae is not None and erae.block_outside_mask else None
     span = progress if isinstance(progress, ClockSpan) else ClockSpan.point(float(progress))
     tab_value = float(tab.mean_over(span))
-    biased = [True] * len(sees) if row_biased is None else [bool(flag) for flag in row_biased]
-    if len(biased) != len(sees):
-        raise ValueError(f"row_biased has {len(biased)} flags for {len(sees)} rows; expected one per row")
+    if isinstance(row_biased, Tensor):
+        if row_biased.shape != (len(sees),) or row_biased.dtype != torch.bool:
+            raise ValueError(
+                f"row_biased must be a [{len(sees)}] bool tensor, got {row_biased.dtype} {tuple(row_biased.shape)}"
+            )
+        tab_values = (tab_value,) * len(sees)
+        tab_per_row = row_biased.to(device=device, dtype=torch.float32) * tab_value
+    else:
+        biased = [True] * len(sees) if row_biased is None else [bool(flag) for flag in row_biased]
+        if len(biased) != len(sees):
+            raise ValueError(f"row_biased has {len(biased)} flags for {len(sees)} rows; expected one per row")
+        tab_values = tuple(tab_value if flag else 0.0 for flag in biased)
+        tab_per_row = torch.tensor(tab_values, dtype=torch.float32, device=device)
     return ReferenceStep(
         layout=layout,
-        tab_per_row=torch.tensor(
-            [tab_value if flag else 0.0 for flag in biased], dtype=torch.float32, device=device
-        ),
+        tab_per_row=tab_per_row,
         reference_weights=weights,
         row_sees_reference=torch.tensor(sees, dtype=torch.bool, device=device),
         kept_reference=kept,
         erae=erae,
         erae_rows=torch.tensor(entities, dtype=torch.bool, device=device),
+        host_rows=HostRows(sees=tuple(sees), entities=tuple(entities), tab_values=tab_values),
     )
 
 

@@ -348,6 +348,12 @@ class ReferenceWrapper:
         masks = patch.masks
         if own_reference:
             sees = [role.sees(uncond_sees_reference=patch.uncond_sees_reference) for role in roles]
+            if not any(sees) and CONCAT_ID_CALL_KEY not in transformer_options:
+                # A call none of whose rows sees the reference (ComfyUI runs cond and uncond apart when
+                # memory is short): the plain model, at its cost, as RowSplit's blind half.
+                plain = {name: value for name, value in transformer_options.items() if name != SETTINGS_KEY}
+                plain_args, plain_kwargs = with_options(args, kwargs, options_index, plain)
+                return executor(*plain_args, **plain_kwargs)
             split = RowSplit.of(sees, args, kwargs, transformer_options, options_index)
             if split is not None:
                 return split.run(executor, self)
@@ -365,9 +371,10 @@ class ReferenceWrapper:
                 return executor(*args, **kwargs)
             layout = self._host_layout(spec, x, args[spec.context_index], host_frames)
             # The host's own method: every row that carries the frames attends to them; rows whose frames
-            # are all zero (Phantom's "no image" negative) are no reference to strengthen.
+            # are all zero (Phantom's "no image" negative) are no reference to strengthen. Decided on the
+            # frames' device: nothing is read back.
             sees = [True] * x.shape[0]
-            biased = (host_frames.flatten(1).abs().amax(dim=1) > 0).tolist()
+            biased = host_frames.flatten(1).abs().amax(dim=1) > 0
         step = plan_step(
             layout,
             tab=patch.tab,

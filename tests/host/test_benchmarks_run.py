@@ -30,10 +30,20 @@ TIMEOUT_S = 300
 # The smallest mode of every script, the longest first (they are started in this order).
 COMMANDS: dict[str, tuple[str, ...]] = {
     "standin_step": ("standin_step.py", "--preset", "cpu-tiny", "--repeats", "1", "--threads", "1"),
+    "real_size": ("real_size.py", "--tiny", "--markdown"),
     "sampling_step": ("sampling_step.py", "--preset", "cpu-tiny", "--repeats", "1", "--threads", "1"),
     "gpu_step": ("gpu_step.py", "--tiny", "--device", "cpu", "--repeats", "1", "--markdown"),
     "training_memory": ("training_memory.py", "--tiny", "--steps", "1", "--markdown"),
     "guidance": ("guidance.py", "--preset", "cpu-tiny", "--repeats", "1", "--threads", "1", "--markdown"),
+    "training_memory_fake": (
+        "training_memory.py",
+        "--fake",
+        "tiny-cogvideox,tiny-wan",
+        "--tiny",
+        "--rank",
+        "4",
+        "--markdown",
+    ),
     "attention": (
         "attention.py",
         "--preset",
@@ -256,3 +266,61 @@ def test_guidance(runs):
     ]
     assert all(is_number(row[1]) and is_number(row[3]) and is_number(row[4]) for row in rows), rows
     assert rows[0][4] == "1.00", rows[0]
+
+
+def test_real_size(runs):
+    stdout = result(runs, "real_size")
+    header, rows = markdown_table(stdout, "model")
+    assert header == [
+        "model",
+        "variant",
+        "step TFLOP",
+        "× no ref (floor)",
+        "attention TFLOP",
+        "× no ref",
+        "cond. pass × (floor)",
+        "neg. pass × (floor)",
+        "peak GiB",
+        "× no ref",
+        "DiT calls",
+    ]
+    assert all(len(row) == len(header) for row in rows), rows
+    wan_only = [
+        "Phantom three-pass (full)",
+        "Stand-In, cached K/V",
+        "Stand-In, recomputed",
+        "own adapter, cached layout",
+    ]
+    shared = ["no reference", "reference, TAB 0", "reference + TAB 2 + ERAE", "own adapter, joint layout"]
+    assert [row[1] for row in rows if row[0] == "tiny CogVideoX"] == shared
+    assert sorted(row[1] for row in rows if row[0] == "tiny Wan") == sorted(shared + wan_only)
+    for row in rows:
+        assert re.fullmatch(r"\d\.\d{3} \(\d\.\d{3}\)", row[3]), row  # measured (floor)
+        assert is_number(row[8]) and float(row[8]) > 0, row
+    for row in rows:
+        if row[1] == "no reference":
+            assert row[3] == "1.000 (1.000)" and row[9] == "1.000", row
+        if row[1] == "reference, TAB 0":
+            assert row[7] == "1.000 (1.000)", row  # the negative pass does not see it: the base pass
+    assert stdout.count("(equal)") == 2, (
+        stdout
+    )  # Stand-In's cache and the cached adapter's, against the formula
+
+
+def test_training_memory_under_fake_tensors(runs):
+    stdout = result(runs, "training_memory_fake")
+    assert "Measured training memory under fake tensors" in stdout, stdout
+    header, rows = markdown_table(stdout, "model")
+    assert header == [
+        "model",
+        "video",
+        "tokens per layer",
+        "LoRA rank 4",
+        "weights GiB",
+        "the rest GiB",
+        "peak GiB",
+        "≤ 24 GiB",
+    ]
+    assert [row[0] for row in rows] == ["tiny CogVideoX", "tiny Wan"]
+    for row in rows:
+        assert all(is_number(cell) for cell in row[4:7]) and row[7] == "met", row

@@ -216,3 +216,31 @@ def test_a_row_that_sees_but_is_not_biased_attends_as_without_a_bias():
     assert not torch.allclose(got[1, LAYOUT.video_slice], plain[1, LAYOUT.video_slice], atol=1e-3)
     with pytest.raises(ValueError, match="row_biased has 1 flags for 2 rows"):
         plan_step(LAYOUT, row_biased=[True], **kwargs)
+
+
+def test_row_biased_as_a_tensor_switches_the_bias_on_the_device():
+    """row_biased as a bool tensor (Phantom's zero-frame switch, decided on the frames' device): the same
+    attention as the host flags give, with nothing read back while planning — a fake tensor (no data)
+    is accepted as the switch."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    query, key, value = _qkv(batch=2, seed=11)
+    kwargs = dict(
+        tab=TABSchedule(shape="constant", peak=3.0),
+        progress=0.5,
+        row_sees_reference=[True, True],
+        row_has_entities=[True, True],
+        reference_weights=torch.ones(4),
+        erae=ERAEConfig(entity_positions=(0,), gamma=1.0),
+    )
+    host = plan_step(LAYOUT, row_biased=[False, True], **kwargs)
+    device = plan_step(LAYOUT, row_biased=torch.tensor([False, True]), **kwargs)
+    assert device.tab_per_row.tolist() == [0.0, 3.0]
+    got = reference_self_attention(query, key, value, HEADS, device, attention_fn=sdpa_attention)
+    expected = reference_self_attention(query, key, value, HEADS, host, attention_fn=sdpa_attention)
+    assert torch.allclose(got, expected, atol=1e-5)
+    switch = FakeTensorMode(allow_non_fake_inputs=True).from_tensor(torch.tensor([False, True]))
+    fake_step = plan_step(LAYOUT, row_biased=switch, **kwargs)
+    assert fake_step.plan.biased and fake_step.plan.seeing.rows == (0, 1)
+    with pytest.raises(ValueError, match=r"row_biased must be a \[2\] bool tensor"):
+        plan_step(LAYOUT, row_biased=torch.tensor([1.0, 0.0]), **kwargs)
