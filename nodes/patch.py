@@ -121,9 +121,26 @@ def conditioning_role(entries: Sequence[dict] | None) -> ConditioningRole | None
     return ConditioningRole(sees_reference=bool(marks.pop()) if marks else None, positive=positive)
 
 
+INNERMOST_KEYS = (WRAPPER_KEY, "customvideox_standin")
+"""Keys of the pack's ``DIFFUSION_MODEL`` wrappers that run innermost, next to the DiT (the reference
+wrapper's and Stand-In's, ``nodes/standin_patch.WRAPPER_KEY``): what they do inside a model call (frames
+appended, rows split into two DiT calls) is then invisible to every other wrapper, wherever the user put
+it in the graph. Concat-ID-Wan's wrapper is not one of them: it runs outside the reference wrapper."""
+
+
+def move_innermost(wrappers: dict, keys: Sequence[str] = INNERMOST_KEYS) -> None:
+    """Reorder ``wrappers`` (one sampling's ``{key: [wrapper, ...]}`` of one wrapper type, outermost
+    first) so that ``keys`` come last, in their order; the other keys keep theirs."""
+    for key in keys:
+        if key in wrappers:
+            wrappers[key] = wrappers.pop(key)
+
+
 class GuiderKeys:
     """``OUTER_SAMPLE`` wrapper: tag the guider's per-sampling copies of its conditioning entries with
-    the guider's name for them (the user's conditionings are not touched)."""
+    the guider's name for them (the user's conditionings are not touched), and put the pack's
+    ``DIFFUSION_MODEL`` wrappers innermost in the sampling's copy of the wrappers (:data:`INNERMOST_KEYS`),
+    so that a cache such as EasyCache placed after Apply sees one plain model call per step."""
 
     def __call__(self, executor, *args, **kwargs):
         guider = executor.class_obj
@@ -131,6 +148,11 @@ class GuiderKeys:
             for entry in entries or ():
                 entry[GUIDER_KEY] = key
         warn_if_bias_is_idle(guider, args[3] if len(args) > 3 else kwargs.get("sigmas"))
+        options = getattr(guider, "model_options", None) or {}
+        wrappers = options.get("transformer_options", {}).get("wrappers", {})
+        diffusion = wrappers.get(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL)
+        if diffusion:
+            move_innermost(diffusion)
         return executor(*args, **kwargs)
 
 

@@ -5,7 +5,8 @@ reference, the negative does not), the reference wrapper runs the seeing rows wi
 appended and the others as the unpatched DiT, so they carry no reference token through any layer. The
 oracle is the same wrapper with the split turned off (one call, the blind rows dropping the reference keys
 in attention — itself checked against the unpatched model in ``test_nodes_patch``), and the frames each
-call hands the DiT are recorded by an inner wrapper.
+call hands the DiT are recorded at the DiT's own ``_forward`` (the reference wrapper runs innermost, below
+every other ``DIFFUSION_MODEL`` wrapper; ``test_composition`` checks what those see).
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ SPLIT_ATOL = 5e-4  # two calls instead of one change the kernels' summation orde
 
 
 class FrameSpy:
-    """An inner ``DIFFUSION_MODEL`` wrapper: records (rows, frames) of every DiT call it sees."""
+    """Stands in for the DiT's ``_forward``: records (rows, frames) of every DiT call, then runs it."""
 
-    def __init__(self):
+    def __init__(self, forward):
         self.calls = []
+        self.forward = forward
 
-    def __call__(self, executor, *args, **kwargs):
-        self.calls.append(tuple(args[0].shape[i] for i in (0, 2)))
-        return executor(*args, **kwargs)
+    def __call__(self, x, *args, **kwargs):
+        self.calls.append((x.shape[0], x.shape[2]))
+        return self.forward(x, *args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +38,7 @@ def patch_module(pack_module):
     return importlib.import_module(f"{pack_module.__name__}.nodes.patch")
 
 
-def patched_with_spy(comfy_host, pack, vae, tiny_models, host: str):
-    import comfy.patcher_extension
-
+def patched_with_spy(comfy_host, pack, vae, tiny_models, host: str, monkeypatch):
     name = tiny_models.wan if host == "wan" else tiny_models.cogvideox[host.split("-")[1]]
     model = load_model(tiny_models.diffusion_models_dir, name)
     node = comfy_host.node_class("CustomVideoXReferenceEncode")
@@ -50,8 +50,9 @@ def patched_with_spy(comfy_host, pack, vae, tiny_models, host: str):
         erae=None,
         uncond_sees_reference=False,
     )
-    spy = FrameSpy()
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "cvx_test_spy", spy)
+    dit = patched.model.diffusion_model
+    spy = FrameSpy(dit._forward)
+    monkeypatch.setattr(dit, "_forward", spy)
     return patched, spy
 
 
@@ -59,7 +60,7 @@ def patched_with_spy(comfy_host, pack, vae, tiny_models, host: str):
 def test_blind_rows_run_without_reference_frames_and_give_the_same_video(
     comfy_host, pack, vae, tiny_models, patch_module, host, monkeypatch
 ):
-    patched, spy = patched_with_spy(comfy_host, pack, vae, tiny_models, host)
+    patched, spy = patched_with_spy(comfy_host, pack, vae, tiny_models, host, monkeypatch)
     split = sample(patched)
     frames = LATENT_SHAPE[2]
     # two sampling steps; each is a seeing call (1 row, video + reference frames) and a blind call
