@@ -206,6 +206,7 @@ def apply_reference_patch(
     """
     host = host_signature(model)
     spec = host.spec
+    spec.check_route(diffusion_model_of(model))
     if reference is None and spec.reference_input is None:
         raise ValueError(
             f"connect a reference (CustomVideoX ReferenceEncode): {host.variant} has no reference input of "

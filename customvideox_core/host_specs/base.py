@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..layout import TokenLayout
@@ -81,6 +81,9 @@ class HostSpec:
       that the reference branch (Stand-In, and the ``cached`` layout) runs on; empty where the family
       has no branch. Subclasses that run extra blocks or streams (Wan's VACE, camera, S2V, HuMo,
       Animate) would interleave other attention calls with the self-attention the branch counts on.
+    - ``refused_routes``: qualified DiT class names (exactly these) of the family's other routes that
+      CustomVideoX Apply refuses, each with the sentence that says why and what to do instead (the
+      README's compatibility table lists the same routes); see :meth:`check_route`.
     """
 
     family: str
@@ -101,6 +104,14 @@ class HostSpec:
     check_reference_fits: Callable[[Any, int], None] | None = None
     reference_layouts: tuple[str, ...] = ("joint",)
     branch_dit_classes: tuple[str, ...] = ()
+    refused_routes: Mapping[str, str] = field(default_factory=dict)
+
+    def check_route(self, dit: object) -> None:
+        """Raise (``ValueError``) when ``dit``'s own class is one of ``refused_routes``: CustomVideoX
+        Apply refuses it at the node, before any sampling, with that route's reason and remedy."""
+        reason = self.refused_routes.get(qualified_class_name(dit))
+        if reason is not None:
+            raise ValueError(f"CustomVideoX cannot run on this model ({type(dit).__name__}): {reason}")
 
     def check_layout(self, layout: str, variant: str) -> None:
         """Raise when this family cannot run ``layout`` (a name from the layouts table)."""

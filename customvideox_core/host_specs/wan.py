@@ -62,6 +62,48 @@ def make_layout(text: int, frames: int, reference_frames: int, frame_tokens: int
     return TokenLayout.wan(frames=frames, reference_frames=reference_frames, frame_tokens=frame_tokens)
 
 
+_INSTEAD = (
+    " Instead: Phantom-Wan (WanPhantomSubjectToVideo, then CustomVideoX Apply with no reference) or Apply "
+    "Stand-In on a Wan 2.1 T2V model; or sample this model without CustomVideoX."
+)
+_MODEL = "comfy.ldm.wan.model."
+REFUSED_ROUTES = {
+    _MODEL + "VaceWanModel": (
+        "VACE's blocks add the control video's hints to exactly the video's own tokens, and its reference "
+        "image (WanVaceToVideo's reference_image) already sits in front of the video, read by those blocks. "
+        "Give the reference image to WanVaceToVideo and sample without CustomVideoX Apply." + _INSTEAD
+    ),
+    _MODEL + "WanModel_S2V": (
+        "Wan S2V (speech to video) runs its reference image and audio as streams of its own, which "
+        "CustomVideoX's reference frames would misalign; use WanSoundImageToVideo's ref_image." + _INSTEAD
+    ),
+    _MODEL + "HumoWanModel": (
+        "HuMo reads its reference images through its own conditioning (WanHuMoImageToVideo) and audio "
+        "layers; use that node's reference_image." + _INSTEAD
+    ),
+    "comfy.ldm.wan.model_animate.AnimateWanModel": (
+        "Wan Animate drives a character from a pose/face video with streams of its own; use "
+        "WanAnimateToVideo's reference_image." + _INSTEAD
+    ),
+    "comfy.ldm.wan.model_animate2.WanAnimate2Model": (
+        "Wan Animate 2 drives a character from a pose/face video with streams of its own; use its own "
+        "reference input." + _INSTEAD
+    ),
+    _MODEL + "CameraWanModel": (
+        "Wan camera control adds a camera embedding sized to the video's own tokens." + _INSTEAD
+    ),
+    _MODEL + "SCAILWanModel": "SCAIL runs streams of its own next to the video." + _INSTEAD,
+    _MODEL + "SCAIL2WanModel": "SCAIL 2 runs streams of its own next to the video." + _INSTEAD,
+    "comfy.ldm.wan.model_wandancer.WanDancerModel": (
+        "WanDancer runs streams of its own next to the video." + _INSTEAD
+    ),
+    "comfy.ldm.wan.ar_model.CausalWanModel": (
+        "the causal (autoregressive) Wan attends frame by frame through its own cache." + _INSTEAD
+    ),
+}
+"""Wan routes of ComfyUI that CustomVideoX Apply refuses (``HostSpec.refused_routes``)."""
+
+
 SPEC = HostSpec(
     family="wan",
     supported="Wan 2.1 / 2.2 (incl. Phantom-Wan)",
@@ -86,4 +128,5 @@ SPEC = HostSpec(
     sets_in_training=True,
     reference_layouts=("joint", "cached"),
     branch_dit_classes=("comfy.ldm.wan.model.WanModel",),
+    refused_routes=REFUSED_ROUTES,
 )
