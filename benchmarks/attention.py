@@ -49,7 +49,7 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from customvideox_core.attention import sdpa_attention
 from customvideox_core.biased_paths import join_heads, split_heads
-from customvideox_core.layout import TokenLayout, bias_factors
+from customvideox_core.layout import TokenLayout
 from customvideox_core.lse_attention import LSE_KERNELS, LseKernel, merge_partial_attention, whole_block_keys
 from customvideox_core.reference_attention import ReferenceStep, reference_self_attention
 
@@ -183,7 +183,9 @@ def benchmark_size(
     seeing, blind = steps(size, device)
     # One activation column, as ERAE gives it per layer: b(s)(1 + a_i) on video queries.
     activation = torch.rand(size.batch, layout.video, 1, generator=generator).to(device)
-    seeing = ReferenceStep(**{**_fields(seeing), "erae": _erae()})
+    # ERAE acts on every row (their prompts hold the entity words), as the dense row assumes.
+    entity_rows = torch.ones(size.batch, dtype=torch.bool, device=device)
+    seeing = ReferenceStep(**{**_fields(seeing), "erae": _erae(), "erae_rows": entity_rows})
     context = layout.text + layout.video
 
     def split(tokens: torch.Tensor) -> torch.Tensor:  # as ComfyUI's attention_pytorch: view + transpose
@@ -205,13 +207,7 @@ def benchmark_size(
             lse_kernel=kernel,
         )
 
-    factors = bias_factors(
-        layout,
-        tab=seeing.tab_per_row,
-        reference_weights=seeing.reference_weights,
-        entity_activation=activation,
-        gamma=1.0,
-    )
+    factors = dense_factors(layout, seeing.tab_per_row, seeing.reference_weights, activation)
 
     def dense() -> torch.Tensor:
         mask = (factors[0] @ factors[1].transpose(-1, -2)).to(preset.dtype).unsqueeze(1)
@@ -257,6 +253,16 @@ def benchmark_size(
     return rows, {f"{label}|{name}": value for name, value in differences.items()}
 
 
+def dense_factors(layout: TokenLayout, tab: torch.Tensor, weights: torch.Tensor, activation: torch.Tensor):
+    """The dense row's bias factors over the whole sequence: query "B L 1" = ``b(s) (1 + a_i)`` on video
+    queries, key "1 L 1" = ``m_j`` on reference keys (γ = 1, one term), zeros elsewhere."""
+    query = torch.zeros(tab.shape[0], layout.total, 1, device=tab.device)
+    query[:, layout.video_slice] = tab[:, None, None] * (1.0 + activation.to(query.dtype))
+    key = torch.zeros(1, layout.total, 1, device=tab.device)
+    key[:, layout.reference_slice, 0] = weights.to(key.dtype)
+    return query, key
+
+
 def kernels_alone(
     size: Size, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, factors, kernel: LseKernel
 ) -> Callable[[], torch.Tensor]:
@@ -264,7 +270,7 @@ def kernels_alone(
     whole blocks, the rest (the short last block and the reference keys) with the bias as a mask.
     Returns "B L (H D)" as the other rows do (a view of the merged output).
 
-    query/key/value "B L (H D)"; ``factors`` (query "B L K", key "1 L K") from ``bias_factors``.
+    query/key/value "B L (H D)"; ``factors`` (query "B L K", key "1 L K") from :func:`dense_factors`.
     """
     context = size.layout.text + size.layout.video
     main = whole_block_keys(context, kernel.block_on(query))

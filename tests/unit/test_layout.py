@@ -4,11 +4,12 @@ import math
 
 import pytest
 import torch
+from bias_oracles import bias_factors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import customvideox_core.layout as layout_module
-from customvideox_core.layout import TokenLayout, bias_factors
+from customvideox_core.layout import TokenLayout
 
 
 def naive_bias(
@@ -226,7 +227,7 @@ def test_factor_product_equals_naive_bias(case) -> None:
 
 
 def test_factors_drive_biased_attention_like_the_dense_bias() -> None:
-    from customvideox_core.attention import biased_attention
+    from bias_oracles import biased_attention
 
     generator = torch.Generator().manual_seed(0)
     query, key, value = (
