@@ -115,7 +115,7 @@ def variants(pack, model, preset: Preset) -> tuple[dict, object]:
     the same reference, one frame at the video's size (what the joint layout needs): the joint layout's
     reference tokens pass through every layer at every step, the cached layout's only add keys."""
     nodes_module = pack_module(pack, "nodes.standin_nodes")
-    settings = pack_module(pack, "nodes.settings")
+    settings = pack_module(pack, "nodes.patch_model")
     cached_layout = pack_module(pack, "nodes.cached_layout")
     load_node = pack_module(pack, "nodes.load_node")
     host_model = pack_module(pack, "nodes.host_model")

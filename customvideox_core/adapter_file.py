@@ -22,7 +22,7 @@ from torch import Tensor
 from . import LAYOUT_VERSION
 from .constants import ADAPTER_SUFFIX, PICKLE_SUFFIXES
 from .finite import check_finite_weights
-from .hosts import HostSignature
+from .host_signature import HostSignature
 from .reference_layouts import DEFAULT_LAYOUT, reference_layout
 
 logger = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .host_signature import HostFamily, attention_module_regex, check_family
 from .host_specs import spec_for
-from .hosts import HostFamily, attention_module_regex, check_family
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .finite_inputs import finite_float_inputs
-from .settings import patch_model
+from .patch_model import patch_model
 from .types import ReferenceType
 from .widgets import bias_inputs, model_input, patched_model_output, uncond_input
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..customvideox_core.host_signature import HostSignature
 from ..customvideox_core.host_specs import check_branch_dit
-from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.standin.lora_file import StandInLoRA, parse_standin_state_dict
 from ..customvideox_core.tab import TABSchedule
 from .host_model import diffusion_model_of

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ..customvideox_core.host_signature import HostSignature, signature_of_dit
 from ..customvideox_core.host_specs import SUPPORTED_HOSTS, UnsupportedHostError
-from ..customvideox_core.hosts import HostSignature, signature_of_dit
 
 
 def diffusion_model_of(model) -> object:

@@ -15,7 +15,7 @@ from comfy_api.latest import io, ui
 
 from ..customvideox_core.adapter_file import check_adapter_host, load_adapter
 from ..customvideox_core.constants import ADAPTER_EXTENSIONS, MODEL_FOLDER
-from ..customvideox_core.hosts import HostSignature
+from ..customvideox_core.host_signature import HostSignature
 from ..customvideox_core.lora_keys import to_comfy_lora
 from ..customvideox_core.reference_layouts import DEFAULT_LAYOUT, reference_layout
 from .cached_layout import attach_cached_adapter

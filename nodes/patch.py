@@ -43,8 +43,8 @@ import torch
 from torch import Tensor
 
 from ..customvideox_core.erae import ERAEConfig, reference_token_weights
+from ..customvideox_core.host_signature import HostSignature
 from ..customvideox_core.host_specs import HostSpec
-from ..customvideox_core.hosts import HostSignature
 from ..customvideox_core.layout import TokenLayout
 from ..customvideox_core.reference import check_pixel_size
 from ..customvideox_core.reference_attention import plan_step

@@ -17,8 +17,8 @@ from ..customvideox_core.guidance import ReferenceGuidance
 from ..customvideox_core.ranges import GUIDANCE_SCALE
 from ..customvideox_core.reference import check_pixel_size
 from .finite_inputs import finite_float_inputs
+from .patch_model import patch_model
 from .reference_guider import reference_guider
-from .settings import patch_model
 from .types import ReferenceType
 from .widgets import Bounds, bias_inputs, float_input, model_input, size_inputs, uncond_input
 

@@ -55,7 +55,7 @@ class HostSpec:
     - ``supported``: how the README and error messages name the supported models.
     - ``dit_classes``: qualified names (``module.Class``) of ComfyUI's DiT classes of the family; a DiT
       whose class or any base class has one of these names is of the family.
-    - ``describe``: DiT module → the :class:`~customvideox_core.hosts.HostSignature` fields other than
+    - ``describe``: DiT module → the :class:`~customvideox_core.host_signature.HostSignature` fields other than
       ``family`` (sizes, patch sizes, position kind).
     - ``variants``: ``(hidden_size, patch_size_t) → human name`` of the published models.
     - ``attention_targets``: self-attention projections (suffixes after ``blocks.{i}.``) a reference

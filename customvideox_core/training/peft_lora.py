@@ -1,6 +1,6 @@
 """Inject, read, load and remove a peft LoRA on any torch module (ComfyUI's diffusion model included).
 
-The LoRA goes on the attention projections named by :func:`~customvideox_core.hosts.attention_targets`
+The LoRA goes on the attention projections named by :func:`~customvideox_core.host_signature.attention_targets`
 (``blocks.{i}.q``...), which in ComfyUI are subclasses of ``nn.Linear`` with their own ``forward``; peft
 wraps them and calls that ``forward`` for the frozen path. :func:`remove_lora` puts the very same module
 objects back and restores every parameter's ``requires_grad``, so the host model is left as it was.
@@ -20,7 +20,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from ..hosts import HostFamily, attention_targets, block_modules_regex
+from ..host_signature import HostFamily, attention_targets, block_modules_regex
 
 logger = logging.getLogger(__name__)
 
