@@ -28,18 +28,7 @@ def tiny_dit(qualified: str, extra: dict):
 
     module, name = qualified.rsplit(".", 1)
     cls = getattr(importlib.import_module(module), name)
-    return cls(
-        model_type="t2v",
-        dim=TINY_WAN.dim,
-        ffn_dim=TINY_WAN.ffn_dim,
-        num_heads=TINY_WAN.num_heads,
-        num_layers=TINY_WAN.num_layers,
-        text_dim=TINY_WAN.text_dim,
-        in_dim=TINY_WAN.in_channels,
-        out_dim=TINY_WAN.out_channels,
-        operations=disable_weight_init,
-        **extra,
-    )
+    return cls(model_type="t2v", **TINY_WAN.model_kwargs(), operations=disable_weight_init, **extra)
 
 
 @pytest.fixture(scope="module")

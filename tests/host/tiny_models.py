@@ -121,6 +121,18 @@ class TinyWanConfig:
         if self.dim % self.num_heads != 0:
             raise ValueError(f"Wan dim {self.dim} is not divisible by num_heads {self.num_heads}.")
 
+    def model_kwargs(self) -> dict[str, int]:
+        """The sizes as keyword arguments of ComfyUI's ``WanModel`` (and of its subclasses)."""
+        return {
+            "dim": self.dim,
+            "ffn_dim": self.ffn_dim,
+            "num_heads": self.num_heads,
+            "num_layers": self.num_layers,
+            "text_dim": self.text_dim,
+            "in_dim": self.in_channels,
+            "out_dim": self.out_channels,
+        }
+
 
 TINY_WAN = TinyWanConfig()
 
@@ -233,17 +245,7 @@ def write_tiny_wan(
     from comfy.ldm.wan.model import WanModel
     from comfy.ops import disable_weight_init
 
-    model = WanModel(
-        model_type="t2v",
-        dim=config.dim,
-        ffn_dim=config.ffn_dim,
-        num_heads=config.num_heads,
-        num_layers=config.num_layers,
-        text_dim=config.text_dim,
-        in_dim=config.in_channels,
-        out_dim=config.out_channels,
-        operations=disable_weight_init,
-    )
+    model = WanModel(model_type="t2v", **config.model_kwargs(), operations=disable_weight_init)
     tensors = _fill_random(
         model.state_dict(), seed=seed, attention=_WAN_ATTENTION, attention_std=attention_std
     )
