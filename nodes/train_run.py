@@ -57,8 +57,8 @@ from ..customvideox_core.adapter_file import (
 )
 from ..customvideox_core.constants import ADAPTER_SUFFIX, MODEL_FOLDER, SEED_MAX
 from ..customvideox_core.finite import check_finite_number
-from ..customvideox_core.host_specs import check_branch_dit
 from ..customvideox_core.host_signature import HostSignature
+from ..customvideox_core.host_specs import check_branch_dit
 from ..customvideox_core.reference_layouts import DEFAULT_LAYOUT, reference_layout
 from ..customvideox_core.safe_paths import plain_file_name
 from ..customvideox_core.standin.branch import reference_grid

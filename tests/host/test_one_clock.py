@@ -108,26 +108,29 @@ def apply(mods, model, reference, schedule):
 
 
 class TABSpy:
-    """A DIFFUSION_MODEL wrapper inside the pack's: records the TAB value of every model call's biased rows."""
+    """Records the TAB value of every model call's biased rows, as the DiT's ``forward_orig`` receives the
+    call (inside every ``DIFFUSION_MODEL`` wrapper, the pack's included: they run innermost)."""
 
     def __init__(self, runtime_key: str) -> None:
         self.runtime_key = runtime_key
         self.values: list[float] = []
 
-    def __call__(self, executor, *args, **kwargs):
-        options = kwargs.get("transformer_options")
-        if options is None:
-            options = next(arg for arg in args if isinstance(arg, dict) and self.runtime_key in arg)
+    def record(self, options: dict) -> None:
         self.values.append(max(float(value) for value in options[self.runtime_key].step.tab_per_row))
-        return executor(*args, **kwargs)
 
 
 def spied(model, runtime_key: str) -> tuple[object, TABSpy]:
-    import comfy.patcher_extension
-
+    """A clone of a Wan ``model`` whose DiT's ``forward_orig`` (an object patch) reports each call to a spy."""
     spy = TABSpy(runtime_key)
     clone = model.clone()
-    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "cvx_test_spy", spy)
+    dit = clone.get_model_object("diffusion_model")
+    original = type(dit).forward_orig  # the class's: another clone's object patch may still be on the module
+
+    def forward_orig(*args, **kwargs):
+        spy.record(kwargs["transformer_options"])
+        return original(dit, *args, **kwargs)
+
+    clone.add_object_patch("diffusion_model.forward_orig", forward_orig)
     return clone, spy
 
 
