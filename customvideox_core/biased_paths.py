@@ -1,8 +1,7 @@
 """The two exact paths of attention over many plain keys plus a few reference keys with a low-rank bias.
 
-Both reference attentions of the pack run through :class:`BiasedPaths`: the pack's own
-(:mod:`.reference_attention`: ``[text | video]`` keys plus the kept reference keys) and Stand-In's
-(:mod:`.standin.video_attention`: the video keys plus the cached reference keys). Each query ``i``
+Every reference source of the pack runs through :class:`BiasedPaths` (:mod:`.reference_sources`:
+``[text | video]`` keys plus the kept keys of the sources a row sees, in the sequence or cached). Each query ``i``
 attends to the many keys without a bias and to the reference keys ``j`` with::
 
     logit(i, j) = scale · q_i · k_j + Σ_k c_i^k m_j^k
@@ -21,11 +20,10 @@ The paths (:data:`PATHS`), both exact:
 - ``"augmented"`` (any plain backend): one call over all keys with the bias factors appended as extra
   head dims (:func:`customvideox_core.attention.augmented_call`).
 
-Both attentions also share what they plan once per model call (:class:`RowPlan`: the batch rows that do
-and do not see the reference as :class:`RowGroup` s, the kept reference keys, the key side of the bias),
-the row split of an attention call (:meth:`RowPlan.run_rows`: seeing and blind rows run apart, each group
-as one batch), the kept-key selection (:meth:`RowPlan.kept`) and the seeing rows' attention, biased or
-not (:meth:`BiasedPaths.attend_with_reference`).
+The one reference attention of the pack (:mod:`.reference_sources`, behind the pack's own reference
+attention and Stand-In's) runs its biased rows here; what it plans once per model call is a
+:class:`RowPlan` (the batch rows that do and do not see a reference as :class:`RowGroup` s, the kept
+reference keys, the key side of the bias).
 
 Whether the LSE kernel runs on the tensors is decided once per attention call, by the caller
 (``BiasedPaths.lse_kernel`` is a kernel known to run, or None); nothing here reads back to the host.
@@ -35,7 +33,7 @@ Token tensors arrive in the host's layout ``"b L (H D)"``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -79,36 +77,6 @@ class BiasedPaths:
         """The user's backend at the model's scale, no bias; "b L (H D)" in, "b H Lq D" out."""
         return scaled_attention(
             self.split(query), self.split(key), self.split(value), self.scale, self.attention_fn
-        )
-
-    def attend_with_reference(
-        self,
-        plan: RowPlan,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        reference_key: Tensor,
-        reference_value: Tensor,
-        query_factors: Callable[[], Tensor],
-        *,
-        joined: tuple[Tensor, Tensor] | None = None,
-    ) -> Tensor:
-        """The seeing rows' attention of ``query`` over ``[key | reference_key]``, biased on the reference
-        keys when ``plan.biased``; "b Lq (H D)" in and out (heads joined).
-
-        key/value "b n (H D)" (the many keys), reference key/value "b kept (H D)" (already selected,
-        :meth:`RowPlan.kept`); ``query_factors()`` gives "b Lq K" (asked for only when biased).
-        Nothing biased: one plain call over the joined keys, ``joined`` (key/value ``[many | reference]``
-        already in one tensor, used as it is) or else their concatenation. Biased: :meth:`biased` with
-        ``plan.key_factors`` as "1 kept K".
-        """
-        if not plan.biased:
-            if joined is None:
-                joined = (torch.cat([key, reference_key], dim=1), torch.cat([value, reference_value], dim=1))
-            return join_heads(self.attend(query, *joined))
-        key_factors = plan.key_factors.to(key.device, factor_dtype(key))[None]  # "1 kept K"
-        return join_heads(
-            self.biased(query, key, value, reference_key, reference_value, query_factors(), key_factors)
         )
 
     def biased(
@@ -242,18 +210,10 @@ class RowGroup:
             output.index_copy_(0, self.index.to(output.device), rows)
 
 
-SeeingRows = Callable[[Tensor, Tensor, Tensor, Tensor | None, RowGroup | None], Tensor]
-"""Runs the rows that see the reference: (query, key, value, activation or None, their row group or None
-when they are the whole batch) -> "b Lq (H D)"."""
-
-BlindRows = Callable[[Tensor, Tensor, Tensor], Tensor]
-"""Runs the rows that do not see the reference: (query, key, value) -> "b Lq (H D)"."""
-
-
 @dataclass(frozen=True, eq=False)
 class RowPlan:
-    """What both reference attentions plan once per model call (each step's plan is one: ``StepPlan`` and
-    ``VideoPlan`` extend it; the only host read-back is in building it).
+    """What the reference attention plans once per model call (``reference_sources.SourcePlan`` extends
+    it; the only host read-back is in building it).
 
     - ``seeing`` / ``blind``: row groups that do / do not see the reference (None when empty).
     - ``kept_index``: ``[kept]`` long indices into the reference tokens, None when all are kept.
@@ -271,55 +231,6 @@ class RowPlan:
     def kept_count(self) -> int:
         """How many reference keys are kept."""
         return self.key_factors.shape[0]
-
-    def kept(self, reference_key: Tensor, reference_value: Tensor) -> tuple[Tensor, Tensor]:
-        """The kept reference keys and values, "b r (H D)" -> "b kept (H D)", selected on their own
-        device; as they are when all are kept."""
-        if self.kept_index is None:
-            return reference_key, reference_value
-        index = self.kept_index.to(reference_key.device)
-        return reference_key.index_select(1, index), reference_value.index_select(1, index)
-
-    def run_rows(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        activation: Tensor | None,
-        seeing: SeeingRows,
-        blind: BlindRows,
-    ) -> Tensor:
-        """One attention call split by rows: ``seeing`` runs the rows that see the reference, ``blind`` the
-        others, each group as one batch; "B Lq (H D)" out, in batch order.
-
-        query/key/value "B L (H D)", ``activation`` "B ..." (rows first) or None. When one group is the
-        whole batch it runs on the tensors as they are (its row group passed as None); otherwise each
-        group's rows are taken (:meth:`RowGroup.take`) and written back into one output like ``query``.
-        """
-        if self.seeing is None:
-            return blind(query, key, value)
-        if self.blind is None:
-            return seeing(query, key, value, activation, None)
-        output = query.new_empty(query.shape)
-        rows = self.blind
-        rows.put(output, blind(rows.take(query), rows.take(key), rows.take(value)))
-        rows = self.seeing
-        taken = None if activation is None else rows.take(activation)
-        rows.put(output, seeing(rows.take(query), rows.take(key), rows.take(value), taken, rows))
-        return output
-
-
-def plan_rows(
-    sees: Sequence[bool], tab_values: Sequence[float], kept_weights: Tensor, device: torch.device
-) -> tuple[RowGroup | None, RowGroup | None, bool]:
-    """``(seeing, blind, biased)`` of a step (one host read-back, made once per model call): the row
-    groups that do / do not see the reference, and whether some seeing row has ``b(s) != 0`` while some
-    kept key has a non-zero weight. ``sees``/``tab_values`` one per batch row, ``kept_weights`` ``[kept]``."""
-    seeing = [row for row, flag in enumerate(sees) if flag]
-    has_weight = kept_weights.shape[0] > 0 and bool((kept_weights != 0).any())
-    biased = has_weight and any(tab_values[row] != 0.0 for row in seeing)
-    blind = [row for row, flag in enumerate(sees) if not flag]
-    return RowGroup.of(seeing, device), RowGroup.of(blind, device), biased
 
 
 def split_heads(tokens: Tensor, heads: int) -> Tensor:

@@ -4,9 +4,9 @@ The node glue hands every self-attention call of the host DiT to :func:`referenc
 together with a :class:`ReferenceStep` (what is true for the whole model call: where the tokens sit,
 the TAB value of each batch row, the reference token weights, which rows see the reference). Everything
 that does not depend on the layer (row groups, kept reference keys, the key side of the bias) is built
-once per model call when the step is made (its :class:`StepPlan` extends
-:class:`~customvideox_core.biased_paths.RowPlan`, whose ``run_rows`` splits each call into the rows that
-see the reference and those that do not); an attention call reads nothing back to the host.
+once per model call when the step is made: the step is one in-sequence source of the table of reference
+sources (:func:`as_source`), planned and run by :mod:`customvideox_core.reference_sources`, the one
+reference attention of the pack; an attention call reads nothing back to the host.
 
 Who attends to what, per batch row (``n = text + video``, ``kept`` = reference keys not dropped):
 
@@ -35,28 +35,17 @@ import torch
 from torch import Tensor
 
 from .attention import AttentionFn
-from .biased_paths import BiasedPaths, RowGroup, RowPlan, factor_dtype, join_heads, plan_rows, split_heads
+from .biased_paths import BiasedPaths, split_heads
 from .clock import ClockSpan
-from .erae import ERAEConfig, entity_activations
+from .erae import ERAEConfig
 from .layout import TokenLayout
 from .lse_attention import LseKernel
+from .reference_sources import Source, SourcePlan, plan_sources, sources_activation, sources_self_attention
 from .tab import TABSchedule
 
-
-@dataclass(frozen=True, eq=False)
-class StepPlan(RowPlan):
-    """The layer-independent part of one model call, derived once from a :class:`ReferenceStep`: the
-    :class:`~customvideox_core.biased_paths.RowPlan` (row groups, ``kept_index``, ``key_factors``
-    ``[kept, K]``, ``biased``) and
-
-    - ``entity``: the seeing rows whose prompt holds the entity words (ERAE is measured on these only).
-    - ``term_positions``: entity positions of each term (``()`` = plain TAB term).
-    - ``uses_erae``: ERAE changes something this call (entity activations must be measured).
-    """
-
-    entity: RowGroup | None
-    term_positions: tuple[tuple[int, ...], ...]
-    uses_erae: bool
+StepPlan = SourcePlan
+"""The plan of a :class:`ReferenceStep`: a :class:`~customvideox_core.reference_sources.SourcePlan` of its
+one in-sequence source."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +74,8 @@ class ReferenceStep:
     - ``erae_rows``: ``[B]`` bool, rows whose prompt holds the entity words.
     - ``host_rows``: the same per-row facts as the host knows them (:func:`plan_step` gives them), or
       ``None``: planning then reads them back from the tensors above.
+    - ``row_scale``: ``[B]`` float32 multiplier of ``b(s)`` kept on the device (a row switched off there
+      gets 0; ``tab_per_row`` already holds the product), or ``None``. Used with ``host_rows`` only.
 
     ``plan`` (derived on construction) holds the row groups, the kept indices and the key side of the
     bias; the reference weights are the only tensor it reads back (the subject masks, once per call).
@@ -98,6 +89,7 @@ class ReferenceStep:
     erae: ERAEConfig | None
     erae_rows: Tensor
     host_rows: HostRows | None = None
+    row_scale: Tensor | None = None
     plan: StepPlan = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -123,6 +115,9 @@ class ReferenceStep:
         host = self.host_rows
         if host is not None and not len(host.sees) == len(host.entities) == len(host.tab_values) == batch:
             raise ValueError(f"host_rows must give one entry per batch row ({batch}) in each field")
+        scale = self.row_scale
+        if scale is not None and scale.shape != (batch,):
+            raise ValueError(f"row_scale must be [{batch}] or None, got {tuple(scale.shape)}")
         object.__setattr__(self, "plan", _make_plan(self))
 
     @property
@@ -134,59 +129,44 @@ class ReferenceStep:
         return self.plan.uses_erae
 
 
-def _make_plan(step: ReferenceStep) -> StepPlan:
-    layout, device = step.layout, step.tab_per_row.device
+def as_source(step: ReferenceStep, name: str = "reference") -> Source:
+    """The step's reference as one in-sequence :class:`~customvideox_core.reference_sources.Source`: its
+    per-row facts from ``step.host_rows`` (nothing read back) when given, else from the step's tensors."""
+    layout, erae = step.layout, step.erae
     host = step.host_rows
     if host is None:
         host = HostRows(
             sees=tuple(step.row_sees_reference.tolist()),
             entities=tuple(step.erae_rows.tolist()),
-            tab_values=tuple(step.tab_per_row.tolist()),
+            tab_values=tuple(float(value) for value in step.tab_per_row.tolist()),
         )
-    sees, entity_rows, tab_values = host.sees, host.entities, host.tab_values
-    weights = step.reference_weights[0].to(torch.float32)
-    if step.kept_reference is None or bool(step.kept_reference.all()):
-        kept_index, kept_weights = None, weights
+        row_scale = None
     else:
-        kept_index = step.kept_reference.nonzero().flatten().to(device)
-        kept_weights = weights.index_select(0, kept_index.to(weights.device))
+        row_scale = step.row_scale
     frames = layout.reference_frames
-    if step.erae is not None:
-        terms = step.erae.bias_terms(frames)
+    if erae is not None:
+        terms = erae.bias_terms(frames)
     else:
         terms = (((), tuple(range(frames))),) if frames else ()
-    frame_of_token = torch.arange(layout.reference, device=weights.device) // layout.frame_tokens
-    if kept_index is not None:
-        frame_of_token = frame_of_token.index_select(0, kept_index.to(weights.device))
-    key_factors = torch.stack(
-        [
-            kept_weights * torch.isin(frame_of_token, torch.tensor(term_frames, device=weights.device))
-            for _, term_frames in terms
-        ]
-        or [kept_weights.new_zeros(kept_weights.shape[0])],
-        dim=-1,
-    ).to(device)
-    seeing, blind, biased = plan_rows(sees, tab_values, kept_weights, device)
-    seeing_rows = seeing.rows if seeing is not None else ()
-    erae = step.erae
-    uses_erae = (
-        biased
-        and erae is not None
-        and erae.enabled
-        and layout.video > 0
-        and any(entity_rows[row] for row in seeing_rows)
-        and any(positions for positions, _ in terms)
+    return Source(
+        name=name,
+        tokens=layout.reference,
+        frame_tokens=layout.frame_tokens,
+        cached=False,
+        sees=tuple(bool(flag) for flag in host.sees),
+        tab=tuple(float(value) for value in host.tab_values),
+        weights=step.reference_weights[0].to(torch.float32),
+        kept=step.kept_reference,
+        terms=tuple(terms),
+        gamma=erae.gamma if erae is not None and erae.enabled and layout.video > 0 else 0.0,
+        threshold=erae.threshold if erae is not None else 0.0,
+        erae_rows=tuple(bool(flag) for flag in host.entities),
+        row_scale=row_scale,
     )
-    return StepPlan(
-        seeing=seeing,
-        blind=blind,
-        entity=RowGroup.of([row for row in seeing_rows if entity_rows[row]], device),
-        kept_index=kept_index,
-        key_factors=key_factors,
-        term_positions=tuple(positions for positions, _ in terms),
-        biased=biased,
-        uses_erae=uses_erae,
-    )
+
+
+def _make_plan(step: ReferenceStep) -> StepPlan:
+    return plan_sources([as_source(step)], step.batch, step.tab_per_row.device)
 
 
 def plan_step(
@@ -235,13 +215,15 @@ def plan_step(
     kept = weights[0] > 0.0 if erae is not None and erae.block_outside_mask else None
     span = progress if isinstance(progress, ClockSpan) else ClockSpan.point(float(progress))
     tab_value = float(tab.mean_over(span))
+    row_scale = None
     if isinstance(row_biased, Tensor):
         if row_biased.shape != (len(sees),) or row_biased.dtype != torch.bool:
             raise ValueError(
                 f"row_biased must be a [{len(sees)}] bool tensor, got {row_biased.dtype} {tuple(row_biased.shape)}"
             )
         tab_values = (tab_value,) * len(sees)
-        tab_per_row = row_biased.to(device=device, dtype=torch.float32) * tab_value
+        row_scale = row_biased.to(device=device, dtype=torch.float32)
+        tab_per_row = row_scale * tab_value
     else:
         biased = [True] * len(sees) if row_biased is None else [bool(flag) for flag in row_biased]
         if len(biased) != len(sees):
@@ -257,6 +239,7 @@ def plan_step(
         erae=erae,
         erae_rows=torch.tensor(entities, dtype=torch.bool, device=device),
         host_rows=HostRows(sees=tuple(sees), entities=tuple(entities), tab_values=tab_values),
+        row_scale=row_scale,
     )
 
 
@@ -277,22 +260,7 @@ def joint_entity_activation(query: Tensor, key: Tensor, heads: int, step: Refere
 
 def cross_entity_activation(video_queries: Tensor, text_keys: Tensor, step: ReferenceStep) -> Tensor | None:
     """Entity activations ``[B, video, K]`` from video queries ``[B, H, video, D]``, text keys ``[B, H, T, D]``."""
-    if not step.uses_erae:
-        return None
-    assert step.erae is not None and step.plan.entity is not None
-    rows = step.plan.entity
-    activation = entity_activations(
-        rows.take(video_queries),
-        rows.take(text_keys) if text_keys.shape[0] == video_queries.shape[0] else text_keys,
-        step.plan.term_positions,
-        frame_tokens=step.layout.frame_tokens,
-        threshold=step.erae.threshold,
-    )
-    if len(rows.rows) == step.batch:
-        return activation
-    full = activation.new_zeros(step.batch, *activation.shape[1:])
-    rows.put(full, activation)
-    return full
+    return sources_activation(step.plan, video_queries, text_keys, step.layout.frame_tokens)
 
 
 def check_sequence(query: Tensor, key: Tensor, layout: TokenLayout) -> None:
@@ -329,53 +297,5 @@ def reference_self_attention(
     scale (default ``1 / sqrt(D)``). Returns ``[B, L, (H D)]``.
     """
     check_sequence(query, key, step.layout)
-    if query.shape[0] != step.batch:
-        raise ValueError(f"attention batch is {query.shape[0]} rows, the step was planned for {step.batch}")
-    call = _Call(step, BiasedPaths.of(query, heads, attention_fn, lse_kernel, scale))
-    return step.plan.run_rows(query, key, value, activation, call.seeing, call.blind)
-
-
-@dataclass(frozen=True)
-class _Call:
-    step: ReferenceStep
-    paths: BiasedPaths
-
-    def blind(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-        """Rows that do not see the reference: the base model's attention on ``[text | video]``."""
-        context = self.step.layout.text + self.step.layout.video
-        main = self.paths.attend(query[:, :context], key[:, :context], value[:, :context])
-        return torch.cat([join_heads(main), value[:, context:]], dim=1)
-
-    def seeing(
-        self, query: Tensor, key: Tensor, value: Tensor, activation: Tensor | None, rows: RowGroup | None
-    ) -> Tensor:
-        """Rows that see the reference: ``[text | video | kept reference]`` keys, bias on video queries;
-        unbiased with nothing dropped, one call over the keys as they are."""
-        plan, layout = self.step.plan, self.step.layout
-        context = layout.text + layout.video
-        reference_key, reference_value = plan.kept(key[:, context:], value[:, context:])
-        return self.paths.attend_with_reference(
-            plan,
-            query,
-            key[:, :context],
-            value[:, :context],
-            reference_key,
-            reference_value,
-            lambda: self.query_factors(query, activation, rows),
-            joined=(key, value) if plan.kept_index is None else None,
-        )
-
-    def query_factors(self, query: Tensor, activation: Tensor | None, rows: RowGroup | None) -> Tensor:
-        """``[b, L, K]`` float32: ``b(s) (1 + γ a_i^k)`` on video queries, 0 on text and reference queries."""
-        layout, plan = self.step.layout, self.step.plan
-        dtype = factor_dtype(query)
-        tab = self.step.tab_per_row.to(query.device, dtype)
-        if rows is not None:
-            tab = rows.take(tab)
-        factors = query.new_zeros(query.shape[0], layout.total, plan.key_factors.shape[-1], dtype=dtype)
-        video = factors[:, layout.video_slice]
-        if activation is not None and self.step.erae is not None:
-            video.copy_(activation).mul_(self.step.erae.gamma).add_(1.0).mul_(tab[:, None, None])
-        else:
-            video.copy_(tab[:, None, None].expand_as(video))
-        return factors
+    paths = BiasedPaths.of(query, heads, attention_fn, lse_kernel, scale)
+    return sources_self_attention(query, key, value, step.layout, step.plan, paths, activation=activation)

@@ -15,11 +15,10 @@ the result is the published method. Rows (cond/uncond) that must not see the ref
 outside the subject mask when blocking is on are *dropped* from the keys, never blocked by a large logit.
 
 Everything that does not depend on the layer (row groups, kept reference indices, the key side of the
-bias, the TAB value of each row) is built once per model call in the step's :class:`VideoPlan` (a
-:class:`~customvideox_core.biased_paths.RowPlan`, whose ``run_rows`` splits each call into the rows that
-see the reference and those that do not, as for the pack's own reference attention); an attention call
-reads nothing back to the host. The kept reference keys are selected from the cache before they are cast
-to the video's dtype.
+bias, the TAB value of each row) is built once per model call: the step is one cached source of the table
+of reference sources (:func:`as_source`), planned and run by :mod:`customvideox_core.reference_sources`,
+the same attention as the pack's own reference; an attention call reads nothing back to the host. The
+kept reference keys are selected from the cache before they are cast to the video's dtype.
 
 Tensors arrive in the host's layout ``[B, L, (H D)]`` and leave in it.
 """
@@ -33,23 +32,18 @@ import torch
 from torch import Tensor
 
 from ..attention import AttentionFn
-from ..biased_paths import BiasedPaths, RowGroup, RowPlan, factor_dtype, join_heads, plan_rows
+from ..biased_paths import BiasedPaths
 from ..erae import ERAEConfig
+from ..layout import TokenLayout
 from ..lse_attention import LseKernel
+from ..reference_sources import Source, SourcePlan, plan_sources, sources_self_attention
 
+VideoPlan = SourcePlan
+"""The plan of a :class:`VideoStep`: a :class:`~customvideox_core.reference_sources.SourcePlan` of its one
+cached source."""
 
-@dataclass(frozen=True, eq=False)
-class VideoPlan(RowPlan):
-    """The layer-independent part of one model call, derived once from a :class:`VideoStep`: the
-    :class:`~customvideox_core.biased_paths.RowPlan` (row groups, ``kept_index``, ``key_factors``
-    ``[kept, 1]``: the key side ``m_j`` of the one bias term, ``biased``) and
-
-    - ``tab_per_row``: ``[B]`` float64, ``b(s)`` of each row (cast to the factors' dtype per call).
-    - ``erae_rows``: ``[B]`` bool, rows whose entity activation counts (the positive prompt).
-    """
-
-    tab_per_row: Tensor
-    erae_rows: Tensor
+SOURCE_NAME = "standin"
+"""The name of Stand-In's cached source in a step's table of sources."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,22 +86,32 @@ class VideoStep:
         return len(self.sees_reference)
 
 
-def _make_plan(step: VideoStep) -> VideoPlan:
-    device = step.reference_weights.device
+def as_source(step: VideoStep, name: str = SOURCE_NAME, threshold: float = 0.0) -> Source:
+    """The step's cached reference as one :class:`~customvideox_core.reference_sources.Source` (one frame,
+    one bias term: the step's entity words)."""
     weights = step.reference_weights.to(torch.float32)
-    kept_index = None if step.kept is None else step.kept.to(device)
-    if kept_index is not None:
-        weights = weights.index_select(0, kept_index)
-    seeing, blind, biased = plan_rows(step.sees_reference, step.tab_per_row, weights, device)
-    return VideoPlan(
-        seeing=seeing,
-        blind=blind,
-        kept_index=kept_index,
-        key_factors=weights[:, None],
-        tab_per_row=torch.tensor(step.tab_per_row, dtype=torch.float64, device=device),
-        erae_rows=torch.tensor(step.erae_rows, dtype=torch.bool, device=device),
-        biased=biased,
+    kept = None
+    if step.kept is not None:
+        kept = torch.zeros(weights.shape[0], dtype=torch.bool, device=weights.device)
+        kept[step.kept.to(weights.device)] = True
+    return Source(
+        name=name,
+        tokens=weights.shape[0],
+        frame_tokens=max(weights.shape[0], 1),
+        cached=True,
+        sees=step.sees_reference,
+        tab=step.tab_per_row,
+        weights=weights,
+        kept=kept,
+        terms=((step.entity_positions, (0,)),),
+        gamma=step.gamma,
+        threshold=threshold,
+        erae_rows=step.erae_rows,
     )
+
+
+def _make_plan(step: VideoStep) -> VideoPlan:
+    return plan_sources([as_source(step)], step.batch, step.reference_weights.device)
 
 
 def plan_video_step(
@@ -178,56 +182,15 @@ def video_self_attention(
             f"reference keys are {reference_key.shape[-1]} wide, the video's {key.shape[-1]}: the cached "
             "reference was computed for another model."
         )
-    call = _VideoCall(
-        step, BiasedPaths.of(query, heads, attention_fn, lse_kernel, scale), reference_key, reference_value
+    layout = TokenLayout(text=0, video=query.shape[1], reference=0, frame_tokens=max(query.shape[1], 1))
+    paths = BiasedPaths.of(query, heads, attention_fn, lse_kernel, scale)
+    return sources_self_attention(
+        query,
+        key,
+        value,
+        layout,
+        step.plan,
+        paths,
+        cached={SOURCE_NAME: (reference_key, reference_value)},
+        activation=None if activation is None else activation[..., None],
     )
-    return step.plan.run_rows(query, key, value, activation, call.seeing, call.blind)
-
-
-@dataclass(frozen=True)
-class _VideoCall:
-    """One attention call: its step, its backends and the cached reference keys and values
-    ("1 Lr (H D)", on the cache's device and in its dtype)."""
-
-    step: VideoStep
-    paths: BiasedPaths
-    reference_key: Tensor
-    reference_value: Tensor
-
-    def blind(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-        """Rows that do not see the reference: plain attention over the video keys."""
-        return join_heads(self.paths.attend(query, key, value))
-
-    def seeing(
-        self, query: Tensor, key: Tensor, value: Tensor, activation: Tensor | None, rows: RowGroup | None
-    ) -> Tensor:
-        """Rows that see the reference (query/key/value "b Lv (H D)"): ``[video | kept reference]`` keys,
-        the bias on the reference keys. "b Lv (H D)" out. The kept reference keys are selected where the
-        cache holds them, then cast to the video's device and dtype."""
-        plan, count = self.step.plan, query.shape[0]
-        reference_key, reference_value = plan.kept(self.reference_key, self.reference_value)
-        reference_key = reference_key.to(device=key.device, dtype=key.dtype).expand(count, -1, -1)
-        reference_value = reference_value.to(device=value.device, dtype=value.dtype).expand(count, -1, -1)
-        return self.paths.attend_with_reference(
-            plan,
-            query,
-            key,
-            value,
-            reference_key,
-            reference_value,
-            lambda: self.query_factors(query, activation, rows),
-        )
-
-    def query_factors(self, query: Tensor, activation: Tensor | None, rows: RowGroup | None) -> Tensor:
-        """``[b, Lv, 1]`` (float32, float64 for float64 tokens): ``b(s) (1 + γ a_i)``, ``a_i`` counted on
-        ERAE rows only."""
-        plan, gamma = self.step.plan, self.step.gamma
-        dtype = factor_dtype(query)
-        tab = plan.tab_per_row.to(query.device, dtype)
-        erae_rows = plan.erae_rows.to(query.device)
-        if rows is not None:
-            tab, erae_rows = rows.take(tab), rows.take(erae_rows)
-        factors = tab[:, None].expand(query.shape[0], query.shape[1])
-        if activation is not None and gamma != 0.0:
-            factors = factors * (1.0 + gamma * (activation.to(dtype) * erae_rows[:, None]))
-        return factors[..., None]
