@@ -42,7 +42,8 @@ def warn_if_bias_is_idle(guider, sigmas) -> None:
     """Log a warning when a non-zero TAB on ``guider``'s model gives no bias at any step of ``sigmas``
     (its window misses every step: a denoise that starts after it, a split sampler outside it)."""
     options = getattr(guider, "model_options", {}).get("transformer_options", {})
-    tabs = [getattr(value, "tab", None) for value in options.values()]
+    parts = [part for value in options.values() for part in getattr(value, "sources", (value,))]
+    tabs = [getattr(part, "tab", None) for part in parts]
     tabs = [tab for tab in tabs if isinstance(tab, TABSchedule) and not tab.is_zero]
     if not tabs or sigmas is None or len(sigmas) < 2:
         return

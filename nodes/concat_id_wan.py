@@ -92,8 +92,8 @@ class ConcatIdWanWrapper:
 def _reference_frames(patch, spec, args: tuple, kwargs: dict) -> int:
     """Latent frames appended after the video in this call: the pack's reference, or the host input's."""
     frames = 0
-    if patch is not None and patch.model_latents is not None:
-        frames += int(patch.model_latents.shape[2])
+    if patch is not None:
+        frames += patch.reference_frames  # every Apply's own frames
     host_frames = spec.reference_input.value_of(args, kwargs)
     if host_frames is not None:
         frames += int(host_frames.shape[2])

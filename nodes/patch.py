@@ -2,27 +2,30 @@
 
 ``apply_reference_patch`` clones the ModelPatcher and installs, on the clone:
 
-- a ``WrappersMP.OUTER_SAMPLE`` wrapper (:class:`GuiderKeys`) that writes, on the guider's per-sampling
-  copies of its conditionings, which of the guider's conditionings each is (``positive``,
-  ``negative``, DualCFG's ``middle``), and a ``WrappersMP.CALC_COND_BATCH`` wrapper
-  (:class:`ConditioningRoles`) that turns that, for every conditioning the guider evaluates, into
-  whether it sees the reference and whether its prompt holds the entity words
-  (:func:`conditioning_role`), so every guider works: CFG, ``DualCFGGuider``, Phantom's three-pass
-  guidance;
-- a ``WrappersMP.DIFFUSION_MODEL`` wrapper (:class:`ReferenceWrapper`) that, for every model call,
-  either appends the patch's own reference latent frames *after* the video frames on the time axis and
-  strips their prediction again, or — when the call already carries the host's own reference frames
-  (Wan's ``time_dim_concat`` from core's ``WanPhantomSubjectToVideo``) and the patch has no reference —
-  leaves the frames where the host puts them and only biases them. Appending keeps every video token at
+- the conditioning-role wrappers of :mod:`.conditioning_roles` (an ``OUTER_SAMPLE`` and a
+  ``CALC_COND_BATCH`` wrapper), which tell every model call whether each of its rows sees the reference
+  and holds the entity words, so every guider works (CFG, ``DualCFGGuider``, Phantom's three-pass
+  guidance);
+- a ``WrappersMP.DIFFUSION_MODEL`` wrapper (:class:`ReferenceWrapper`, the pack's only one: Apply
+  Stand-In installs it too) that, for every model call, gathers the call's table of reference sources
+  (``customvideox_core.reference_sources``): the own reference frames of every Apply node
+  (:func:`chain_patches`), appended *after* the video frames on the time axis and stripped from the
+  prediction again; or — when the call already carries the host's own reference frames (Wan's
+  ``time_dim_concat`` from core's ``WanPhantomSubjectToVideo``) and the patch has no reference — those
+  frames, left where the host puts them and only biased; and Stand-In's cached branch
+  (``nodes/standin_patch.StandInPatch.source_for``). Appending keeps every video token at
   its own position: under CogVideoX-5B/1.5's and Wan's RoPE the reference frames get the temporal
   indices ``T .. T+R-1``; under CogVideoX-2B's 3D sin-cos table the rows of frames ``T ..``.
   CogVideoX-1.5 (temporal patch 2) first pads the video exactly as the model would and repeats each
   reference frame so that it fills one temporal patch;
 - for the duration of that call, ``transformer_options["optimized_attention_override"]`` set to the
-  override of :mod:`.attention_override`, which adds the TAB/ERAE bias inside every self-attention.
+  one override of :mod:`.attention_override`, which runs every self-attention over the sources.
+
+The pack's ``DIFFUSION_MODEL`` wrappers run innermost (:func:`move_innermost`, at every sampling's start),
+so what they do inside a model call is invisible to every other wrapper, wherever it sits in the graph.
 
 When the rows of a call disagree on seeing the pack's own reference (cfg with the negative blind), the
-wrapper runs them as two calls (:class:`RowSplit`): the seeing rows as above, the others as the plain
+wrapper runs them as two calls (:class:`~.row_split.RowSplit`): the seeing rows as above, the others as the plain
 model, so they carry no reference token; where that cannot be done safely the call stays one call and
 the blind rows drop the reference keys in attention.
 
@@ -34,35 +37,51 @@ the per-call state lives only in the copy of ``transformer_options`` handed to t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import comfy.ldm.common_dit
 import comfy.patcher_extension
 import torch
 from torch import Tensor
 
+from ..customvideox_core.clock import ClockSpan
 from ..customvideox_core.erae import ERAEConfig, reference_token_weights
-from ..customvideox_core.host_signature import HostSignature
+from ..customvideox_core.host_signature import HostSignature, signature_of_dit
 from ..customvideox_core.host_specs import HostSpec
 from ..customvideox_core.layout import TokenLayout
 from ..customvideox_core.reference import check_pixel_size
-from ..customvideox_core.reference_attention import plan_step
+from ..customvideox_core.reference_attention import as_source, plan_step
+from ..customvideox_core.reference_sources import Source, plan_sources
 from ..customvideox_core.tab import TABSchedule
 from .attention_override import RUNTIME_KEY, CallRuntime, reference_attention_override
-from .clock import CLOCK_KEY, call_span, clock_of, warn_if_bias_is_idle
+from .clock import call_span
+from .conditioning_roles import (
+    GUIDER_KEY,
+    INNERMOST_KEYS,
+    ROLES_KEY,
+    SEES_REFERENCE_KEY,
+    ConditioningRole,
+    ConditioningRoles,
+    GuiderKeys,
+    conditioning_role,
+    install_conditioning_roles,
+    move_innermost,
+    row_roles,
+)
 from .host_model import diffusion_model_of, host_signature
+from .row_split import RowSplit
 from .types import ReferenceLatents
-from .wrapper_args import CONCAT_ID_CALL_KEY, OPTIONS_KEYWORD, OVERRIDE_KEY, options_of, with_options
+from .wrapper_args import (
+    CONCAT_ID_CALL_KEY,
+    OVERRIDE_KEY,
+    REFERENCE_WRAPPER_KEY,
+    SETTINGS_KEY,
+    STANDIN_SETTINGS_KEY,
+    options_of,
+    with_options,
+)
 
-WRAPPER_KEY = "customvideox"
-SETTINGS_KEY = "cvx_settings"
-ROLES_KEY = "cvx_conditioning_roles"
-GUIDER_KEY = "cvx_guider_key"
-"""Set on the guider's per-sampling copies of its conditioning entries: the guider's name for them."""
-SEES_REFERENCE_KEY = "cvx_sees_reference"
-"""Conditioning key (bool) that says whether a conditioning sees the reference (see
-:func:`conditioning_role`); set by ``CustomVideoXReferenceConditioning`` and by Sample's guidance."""
+WRAPPER_KEY = REFERENCE_WRAPPER_KEY
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,104 +100,59 @@ class ReferencePatch:
     erae: ERAEConfig | None
     uncond_sees_reference: bool
     masks: Tensor | None = None
+    earlier: tuple[ReferencePatch, ...] = ()
+    """The references of Apply nodes earlier in the graph (their frames come first, each its own source
+    with its own TAB, ERAE, masks and negative pass); see :func:`chain_patches`."""
 
+    @property
+    def sources(self) -> tuple[ReferencePatch, ...]:
+        """One patch per Apply node, in the order of their frames (each without ``earlier``)."""
+        return (*self.earlier, replace(self, earlier=()))
 
-@dataclass(frozen=True)
-class ConditioningRole:
-    """What one conditioning of the guider is, for the reference.
-
-    ``sees_reference``: ``True``/``False`` when the conditioning says so (``SEES_REFERENCE_KEY``),
-    ``None`` to follow the patch's default. ``positive``: the guider holds it as ``positive`` (its prompt
-    holds the entity words).
-    """
-
-    sees_reference: bool | None
-    positive: bool
-
-    def sees(self, *, uncond_sees_reference: bool) -> bool:
-        """Whether this pass sees the patch's own reference: the conditioning's mark, else positive passes
-        do and negative ones follow ``uncond_sees_reference``."""
-        if self.sees_reference is not None:
-            return self.sees_reference
-        return self.positive or uncond_sees_reference
-
-
-def conditioning_role(entries: Sequence[dict] | None) -> ConditioningRole | None:
-    """The :class:`ConditioningRole` of one conditioning (the list of its entries, as the guider holds
-    it after ComfyUI's ``encode_model_conds``), or ``None`` for an absent one.
-
-    Raises when the entries of one conditioning disagree on ``SEES_REFERENCE_KEY``.
-    """
-    if not entries:
-        return None
-    marks = {entry[SEES_REFERENCE_KEY] for entry in entries if entry.get(SEES_REFERENCE_KEY) is not None}
-    if len(marks) > 1:
-        raise ValueError(
-            "one conditioning combines entries that see the reference with entries that do not; mark the "
-            "whole conditioning with one CustomVideoX Reference Conditioning node"
+    @property
+    def reference_frames(self) -> int:
+        """Latent frames of the pack's own references (every Apply's), appended after the video."""
+        return sum(
+            int(patch.model_latents.shape[2]) for patch in self.sources if patch.model_latents is not None
         )
-    positive = entries[0].get(GUIDER_KEY, "positive") == "positive"
-    return ConditioningRole(sees_reference=bool(marks.pop()) if marks else None, positive=positive)
+
+    def all_latents(self) -> Tensor:
+        """``[1, C, R, h, w]``: the own reference frames of every Apply, in order."""
+        return torch.cat([patch.model_latents for patch in self.sources], dim=2)
 
 
-INNERMOST_KEYS = (WRAPPER_KEY, "customvideox_standin")
-"""Keys of the pack's ``DIFFUSION_MODEL`` wrappers that run innermost, next to the DiT (the reference
-wrapper's and Stand-In's, ``nodes/standin_patch.WRAPPER_KEY``): what they do inside a model call (frames
-appended, rows split into two DiT calls) is then invisible to every other wrapper, wherever the user put
-it in the graph. Concat-ID-Wan's wrapper is not one of them: it runs outside the reference wrapper."""
+def chain_patches(first: ReferencePatch | None, second: ReferencePatch) -> ReferencePatch:
+    """``second`` (a later Apply node's patch) with the references of ``first`` kept before it.
 
-
-def move_innermost(wrappers: dict, keys: Sequence[str] = INNERMOST_KEYS) -> None:
-    """Reorder ``wrappers`` (one sampling's ``{key: [wrapper, ...]}`` of one wrapper type, outermost
-    first) so that ``keys`` come last, in their order; the other keys keep theirs."""
-    for key in keys:
-        if key in wrappers:
-            wrappers[key] = wrappers.pop(key)
-
-
-class GuiderKeys:
-    """``OUTER_SAMPLE`` wrapper: tag the guider's per-sampling copies of its conditioning entries with
-    the guider's name for them (the user's conditionings are not touched), and put the pack's
-    ``DIFFUSION_MODEL`` wrappers innermost in the sampling's copy of the wrappers (:data:`INNERMOST_KEYS`),
-    so that a cache such as EasyCache placed after Apply sees one plain model call per step."""
-
-    def __call__(self, executor, *args, **kwargs):
-        guider = executor.class_obj
-        for key, entries in (getattr(guider, "conds", None) or {}).items():
-            for entry in entries or ():
-                entry[GUIDER_KEY] = key
-        warn_if_bias_is_idle(guider, args[3] if len(args) > 3 else kwargs.get("sigmas"))
-        options = getattr(guider, "model_options", None) or {}
-        wrappers = options.get("transformer_options", {}).get("wrappers", {})
-        diffusion = wrappers.get(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL)
-        if diffusion:
-            move_innermost(diffusion)
-        return executor(*args, **kwargs)
-
-
-class ConditioningRoles:
-    """``CALC_COND_BATCH`` wrapper: record each evaluated conditioning's role for the model calls, and the
-    model's clock (:data:`.clock.CLOCK_KEY`)."""
-
-    def __call__(self, executor, model, conds, x_in, timestep, model_options):
-        roles = tuple(conditioning_role(entries) for entries in conds)
-        options = dict(model_options)
-        options["transformer_options"] = {
-            **model_options.get("transformer_options", {}),
-            ROLES_KEY: roles,
-            CLOCK_KEY: clock_of(model),
-        }
-        return executor(model, conds, x_in, timestep, options)
-
-
-def install_conditioning_roles(model, key: str) -> None:
-    """Put the two wrappers that give every model call its rows' :class:`ConditioningRole` on ``model``."""
-    for wrapper_type, wrapper in (
-        (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, GuiderKeys()),
-        (comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, ConditioningRoles()),
-    ):
-        model.remove_wrappers_with_key(wrapper_type, key)
-        model.add_wrapper_with_key(wrapper_type, key, wrapper)
+    Two Apply nodes with a reference each add up: the frames of both, each with its own bias. An Apply
+    without a reference (it biases the frames the conditioning carries) cannot share a model with
+    another Apply: the second one refuses, naming both.
+    """
+    if first is None:
+        return second
+    if first.model_latents is None or second.model_latents is None:
+        kinds = [
+            "one biasing the reference frames of the conditioning (no reference connected)"
+            if patch.model_latents is None
+            else "one with its own reference"
+            for patch in (first, second)
+        ]
+        raise ValueError(
+            f"this model already went through a CustomVideoX Apply ({kinds[0]}); a second Apply "
+            f"({kinds[1]}) cannot add to it: the conditioning's frames and the pack's own appended frames "
+            "are two layouts of one reference. Use one Apply: connect every reference image to one "
+            "ReferenceEncode, or none to bias the conditioning's frames."
+        )
+    reference = first.model_latents
+    latents = second.model_latents
+    if reference.shape[1] != latents.shape[1] or reference.shape[-2:] != latents.shape[-2:]:
+        raise ValueError(
+            f"the reference of this Apply is {tuple(latents.shape[1:2]) + tuple(latents.shape[-2:])} "
+            f"(channels, height, width) but an earlier Apply's is "
+            f"{tuple(reference.shape[1:2]) + tuple(reference.shape[-2:])}: encode both references at the "
+            "video's size with the same VAE"
+        )
+    return replace(second, earlier=first.sources)
 
 
 def install_machinery(model, host: HostSignature) -> None:
@@ -213,15 +187,17 @@ def apply_reference_patch(
             "its own for CustomVideoX to bias"
         )
     model_latents = None if reference is None else model.model.process_latent_in(reference.latents.clone())
-    patched = model.clone()
-    install_machinery(patched, host)
-    patched.model_options["transformer_options"][SETTINGS_KEY] = ReferencePatch(
+    patch = ReferencePatch(
         model_latents=model_latents,
         tab=tab,
         erae=erae,
         uncond_sees_reference=uncond_sees_reference,
         masks=masks if reference is None else reference.masks,
     )
+    patch = chain_patches(model.model_options.get("transformer_options", {}).get(SETTINGS_KEY), patch)
+    patched = model.clone()
+    install_machinery(patched, host)
+    patched.model_options["transformer_options"][SETTINGS_KEY] = patch
     return patched
 
 
@@ -229,111 +205,16 @@ progress_of = call_span
 """The stretch of the model's time this model call's step covers (:func:`.clock.call_span`)."""
 
 
-def row_roles(transformer_options: dict, batch: int) -> list[ConditioningRole]:
-    """One role per batch row. Rows come in equal chunks, one per entry of ``cond_or_uncond`` (the index
-    of the conditioning in the guider's list). Without recorded roles (a model call outside a guider)
-    chunk 0 counts as positive and the others as negative, as in ComfyUI's CFG."""
-    chunks = transformer_options.get("cond_or_uncond") or [0]
-    if batch % len(chunks):
-        raise ValueError(
-            f"the model call has {batch} rows for {len(chunks)} conditionings; expected a multiple"
-        )
-    roles = transformer_options.get(ROLES_KEY)
-    per_chunk = batch // len(chunks)
-    found = []
-    for index in chunks:
-        role = roles[index] if roles is not None and index < len(roles) else None
-        if role is None:
-            role = ConditioningRole(sees_reference=None, positive=index == 0)
-        found.extend([role] * per_chunk)
-    return found
+class ReferenceWrapper:
+    """``DIFFUSION_MODEL`` wrapper: the call's table of reference sources (appended frames, the host's
+    frames, Stand-In's cached branch), one plan, the one attention override; strips appended frames.
 
-
-_PER_CHUNK_OPTIONS = ("cond_or_uncond", "uuids")
-"""``transformer_options`` lists with one entry per conditioning chunk of the batch (ComfyUI's
-``calc_cond_batch``)."""
-_PER_ROW_OPTIONS = ("sigmas",)
-"""``transformer_options`` tensors with one entry per batch row (``calc_cond_batch`` sets ``sigmas`` to the
-call's timestep). Nothing else in the options is cut: ``sample_sigmas``, for one, is the whole schedule."""
-
-
-def _rows_of(value, rows: Tensor, batch: int):
-    """``value`` restricted to ``rows`` when it is a tensor with one entry per batch row, else as it is."""
-    if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == batch:
-        return value.index_select(0, rows.to(value.device))
-    return value
-
-
-@dataclass(frozen=True, eq=False)
-class RowSplit:
-    """A model call whose rows disagree on seeing the pack's own reference, run as two calls: the rows
-    that see it with the reference frames appended, the others as the plain model — so they pay for no
-    reference token in any layer (the base model's cost), not only in attention.
-
-    Made only when every argument is a tensor or a plain value (a container such as a ControlNet's
-    ``control`` dict could hold per-row tensors this cannot see), and not under Concat-ID-Wan's wrapper
-    (it runs outside this one and has already sized its state for the whole batch): otherwise the call
-    stays one call, in which the blind rows drop the reference keys in attention (the same result, at a
-    higher cost).
+    Installed under the pack's key by Apply/Sample/Load and under Stand-In's by Apply Stand-In; whichever
+    runs first plans every source of the call, an inner one passes the call on. ``host`` None: read from
+    the DiT at the first call.
     """
 
-    seeing: Tensor
-    blind: Tensor
-    args: tuple
-    kwargs: dict
-    options: dict
-    options_index: int
-
-    @classmethod
-    def of(
-        cls, sees: Sequence[bool], args: tuple, kwargs: dict, options: dict, options_index: int
-    ) -> RowSplit | None:
-        if all(sees) or not any(sees) or CONCAT_ID_CALL_KEY in options:
-            return None
-        plain = (Tensor, int, float, str, bool, type(None))
-        others = [a for i, a in enumerate(args) if i != options_index]
-        others += [v for k, v in kwargs.items() if k != OPTIONS_KEYWORD]
-        if not all(isinstance(value, plain) for value in others):
-            return None
-        seeing = torch.tensor([row for row, flag in enumerate(sees) if flag])
-        blind = torch.tensor([row for row, flag in enumerate(sees) if not flag])
-        return cls(seeing, blind, tuple(args), dict(kwargs), options, options_index)
-
-    def _call_args(self, rows: Tensor, *, patched: bool) -> tuple[tuple, dict]:
-        """The call's arguments for ``rows`` (whole conditioning chunks, as roles are per chunk); without
-        the reference patch unless ``patched``."""
-        batch = self.args[0].shape[0]
-        chunks = self.options.get("cond_or_uncond") or [0]
-        per_chunk = batch // len(chunks)
-        kept_chunks = sorted({int(row) // per_chunk for row in rows})
-        options = {name: value for name, value in self.options.items() if patched or name != SETTINGS_KEY}
-        for name in _PER_ROW_OPTIONS:
-            if name in options:
-                options[name] = _rows_of(options[name], rows, batch)
-        for name in _PER_CHUNK_OPTIONS:
-            listed = self.options.get(name)
-            if isinstance(listed, list) and len(listed) == len(chunks):
-                options[name] = [listed[chunk] for chunk in kept_chunks]
-        args = tuple(_rows_of(value, rows, batch) for value in self.args)
-        kwargs = {name: _rows_of(value, rows, batch) for name, value in self.kwargs.items()}
-        return with_options(args, kwargs, self.options_index, options)
-
-    def run(self, executor, wrapper: ReferenceWrapper) -> Tensor:
-        """Both calls, their rows put back in the batch's order. ``[B, C, T, H, W]``."""
-        args, kwargs = self._call_args(self.seeing, patched=True)
-        seen = wrapper(executor, *args, **kwargs)
-        args, kwargs = self._call_args(self.blind, patched=False)
-        unseen = executor(*args, **kwargs)
-        out = seen.new_empty((self.args[0].shape[0], *seen.shape[1:]))
-        out[self.seeing.to(out.device)] = seen
-        out[self.blind.to(out.device)] = unseen
-        return out
-
-
-class ReferenceWrapper:
-    """``DIFFUSION_MODEL`` wrapper: join the reference frames, plan the bias, run, strip the frames."""
-
-    def __init__(self, host: HostSignature) -> None:
+    def __init__(self, host: HostSignature | None = None) -> None:
         self.host = host
 
     @property
@@ -346,17 +227,21 @@ class ReferenceWrapper:
         return self.host.patch_size_t or 1, self.host.patch_size
 
     def __call__(self, executor, *args, **kwargs):
+        if self.host is None:
+            self.host = signature_of_dit(executor.class_obj)
         spec = self.spec
         options_index = spec.transformer_options_index
         transformer_options = options_of(args, kwargs, options_index)
-        patch = transformer_options.get(SETTINGS_KEY)
-        if patch is None:
+        patch: ReferencePatch | None = transformer_options.get(SETTINGS_KEY)
+        cached = transformer_options.get(STANDIN_SETTINGS_KEY)
+        if RUNTIME_KEY in transformer_options or (patch is None and cached is None):
             return executor(*args, **kwargs)
 
         x = args[0]
         roles = row_roles(transformer_options, x.shape[0])
+        progress = progress_of(transformer_options)
         host_frames = spec.reference_input.value_of(args, kwargs) if spec.reference_input else None
-        own_reference = patch.model_latents is not None
+        own_reference = patch is not None and patch.model_latents is not None
         if host_frames is not None and own_reference:
             raise ValueError(
                 f"this conditioning already carries {host_frames.shape[2]} reference frame(s) in "
@@ -364,61 +249,118 @@ class ReferenceWrapper:
                 "CustomVideoX has its own reference connected: use one of them. Disconnect the reference from "
                 "CustomVideoX Apply to bias the conditioning's frames, or give the core node no images."
             )
-        if patch.erae is not None and any(role.positive for role in roles):
-            patch.erae.check_text_length(args[spec.context_index].shape[1])
+        if any(role.positive for role in roles):
+            context_length = args[spec.context_index].shape[1]
+            for part in (*(patch.sources if patch is not None else ()), cached):
+                if part is not None and part.erae is not None:
+                    part.erae.check_text_length(context_length)
         dit = executor.class_obj
         new_args = list(args)
-        masks = patch.masks
+        sources: list[Source] = []
+        layout = None
         if own_reference:
-            sees = [role.sees(uncond_sees_reference=patch.uncond_sees_reference) for role in roles]
-            if not any(sees) and CONCAT_ID_CALL_KEY not in transformer_options:
-                # A call none of whose rows sees the reference (ComfyUI runs cond and uncond apart when
+            sees = [
+                [role.sees(uncond_sees_reference=part.uncond_sees_reference) for role in roles]
+                for part in patch.sources
+            ]
+            sees_any = [any(flags) for flags in zip(*sees, strict=True)]
+            cached_seen = cached is not None and any(
+                role.sees(uncond_sees_reference=cached.uncond_sees_reference) for role in roles
+            )
+            if not any(sees_any) and not cached_seen and CONCAT_ID_CALL_KEY not in transformer_options:
+                # A call none of whose rows sees a reference (ComfyUI runs cond and uncond apart when
                 # memory is short): the plain model, at its cost, as RowSplit's blind half.
-                plain = {name: value for name, value in transformer_options.items() if name != SETTINGS_KEY}
+                plain = {
+                    name: value
+                    for name, value in transformer_options.items()
+                    if name not in (SETTINGS_KEY, STANDIN_SETTINGS_KEY)
+                }
                 plain_args, plain_kwargs = with_options(args, kwargs, options_index, plain)
                 return executor(*plain_args, **plain_kwargs)
-            split = RowSplit.of(sees, args, kwargs, transformer_options, options_index)
+            split = RowSplit.of(sees_any, args, kwargs, transformer_options, options_index)
             if split is not None:
                 return split.run(executor, self)
-            video, reference, layout = self._join(spec, dit, x, args[spec.context_index], patch)
-            biased = None
+            video, reference, layout = self._join(spec, dit, x, args[spec.context_index], patch.all_latents())
             new_args[0] = torch.cat([video, reference], dim=2)
-        else:
-            if host_frames is None:
-                if any(role.positive for role in roles):
-                    raise ValueError(
-                        "CustomVideoX Apply has no reference connected and the positive conditioning carries "
-                        f"no reference frames ({spec.reference_input.name}): connect a CustomVideoX "
-                        "ReferenceEncode to Apply, or sample with the positive of WanPhantomSubjectToVideo"
-                    )
-                return executor(*args, **kwargs)
+            sources = self._own_sources(x, layout, patch, sees, roles, progress)
+        elif patch is not None and host_frames is not None:
             layout = self._host_layout(spec, x, args[spec.context_index], host_frames)
             # The host's own method: every row that carries the frames attends to them; rows whose frames
             # are all zero (Phantom's "no image" negative) are no reference to strengthen. Decided on the
             # frames' device: nothing is read back.
-            sees = [True] * x.shape[0]
-            biased = host_frames.flatten(1).abs().amax(dim=1) > 0
-        step = plan_step(
-            layout,
-            tab=patch.tab,
-            progress=progress_of(transformer_options),
-            row_sees_reference=sees,
-            row_has_entities=[role.positive for role in roles],
-            reference_weights=self._weights(x, layout, masks),
-            erae=patch.erae,
-            row_biased=biased,
-        )
+            step = plan_step(
+                layout,
+                tab=patch.tab,
+                progress=progress,
+                row_sees_reference=[True] * x.shape[0],
+                row_has_entities=[role.positive for role in roles],
+                reference_weights=self._weights(x, layout, patch.masks),
+                erae=patch.erae,
+                row_biased=host_frames.flatten(1).abs().amax(dim=1) > 0,
+            )
+            sources = [as_source(step, "conditioning's reference frames")]
+        elif patch is not None and any(role.positive for role in roles):
+            raise ValueError(
+                "CustomVideoX Apply has no reference connected and the positive conditioning carries "
+                f"no reference frames ({spec.reference_input.name}): connect a CustomVideoX "
+                "ReferenceEncode to Apply, or sample with the positive of WanPhantomSubjectToVideo"
+            )
+        references = {}
+        frame_tokens = layout.frame_tokens if layout is not None else None
+        if cached is not None:
+            source, kv, grid_tokens = cached.source_for(dit, x, roles, progress)
+            sources.append(source)
+            references[source.name] = kv
+            frame_tokens = frame_tokens or grid_tokens
+        if not sources:
+            return executor(*args, **kwargs)
         call_options = dict(transformer_options)
         call_options[RUNTIME_KEY] = CallRuntime(
             entity_source=spec.entity_source,
-            step=step,
+            plan=plan_sources(sources, x.shape[0], x.device),
+            layout=layout,
+            frame_tokens=frame_tokens,
             previous_override=transformer_options.get(OVERRIDE_KEY),
+            cached=references,
         )
         call_options[OVERRIDE_KEY] = reference_attention_override
         new_args, kwargs = with_options(tuple(new_args), kwargs, options_index, call_options)
         out = executor(*new_args, **kwargs)
+        if layout is None:
+            return out
         t, h, w = x.shape[-3:]
         return out[:, :, :t, :h, :w]
+
+    def _own_sources(
+        self,
+        x: Tensor,
+        layout: TokenLayout,
+        patch: ReferencePatch,
+        sees: list[list[bool]],
+        roles: list[ConditioningRole],
+        progress: ClockSpan,
+    ) -> list[Source]:
+        """One in-sequence source per Apply node, each over its own span of the appended frames."""
+        sources = []
+        for index, (part, flags) in enumerate(zip(patch.sources, sees, strict=True)):
+            frames = int(part.model_latents.shape[2])
+            sub_layout = TokenLayout(
+                text=layout.text,
+                video=layout.video,
+                reference=frames * layout.frame_tokens,
+                frame_tokens=layout.frame_tokens,
+            )
+            step = plan_step(
+                sub_layout,
+                tab=part.tab,
+                progress=progress,
+                row_sees_reference=flags,
+                row_has_entities=[role.positive for role in roles],
+                reference_weights=self._weights(x, sub_layout, part.masks),
+                erae=part.erae,
+            )
+            sources.append(as_source(step, f"reference {index + 1}"))
+        return sources
 
     def _weights(self, x: Tensor, layout: TokenLayout, masks: Tensor | None) -> Tensor:
         """Region weights ``[1, reference]`` of the reference tokens (all ones without a mask)."""
@@ -442,10 +384,11 @@ class ReferenceWrapper:
         return weights
 
     def _join(
-        self, spec: HostSpec, dit, x: Tensor, context: Tensor, patch: ReferencePatch
+        self, spec: HostSpec, dit, x: Tensor, context: Tensor, latents: Tensor
     ) -> tuple[Tensor, Tensor, TokenLayout]:
-        """Pad the video as the DiT would and build the reference frames. x ``[B, C, T, H, W]``."""
-        reference = patch.model_latents.to(device=x.device, dtype=x.dtype)
+        """Pad the video as the DiT would and build the reference frames. x ``[B, C, T, H, W]``, latents
+        ``[1, C, R, h, w]`` (every Apply's own reference frames)."""
+        reference = latents.to(device=x.device, dtype=x.dtype)
         if reference.shape[1] != x.shape[1] or reference.shape[-2:] != x.shape[-2:]:
             check_pixel_size(x.shape[-1] * 8, x.shape[-2] * 8, what="the video latent's width and height")
             raise ValueError(
@@ -488,14 +431,18 @@ __all__ = [
     "ConditioningRoles",
     "GUIDER_KEY",
     "GuiderKeys",
+    "INNERMOST_KEYS",
     "ReferencePatch",
     "ReferenceWrapper",
+    "RowSplit",
     "apply_reference_patch",
+    "chain_patches",
     "conditioning_role",
     "diffusion_model_of",
     "host_signature",
     "install_conditioning_roles",
     "install_machinery",
+    "move_innermost",
     "progress_of",
     "row_roles",
     "reference_attention_override",

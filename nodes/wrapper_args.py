@@ -16,6 +16,15 @@ OPTIONS_KEYWORD = "transformer_options"
 OVERRIDE_KEY = "optimized_attention_override"
 _SPLIT_CALL_DROPS = ("heads", "skip_reshape", "skip_output_reshape", "scale")
 """Keywords a head-split backend call sets itself, or leaves to the core (which applies the model's scale)."""
+REFERENCE_WRAPPER_KEY = "customvideox"
+"""Key of the pack's reference wrapper installed by Apply, Sample and Load (``nodes/patch.WRAPPER_KEY``)."""
+STANDIN_WRAPPER_KEY = "customvideox_standin"
+"""Key of the same wrapper installed by Apply Stand-In (``nodes/standin_patch.WRAPPER_KEY``)."""
+SETTINGS_KEY = "cvx_settings"
+"""Where Apply/Sample keep the ``ReferencePatch`` on the model (``nodes/patch.py``)."""
+STANDIN_SETTINGS_KEY = "cvx_standin"
+"""Where Apply Stand-In (and a cached-layout adapter) keeps its ``StandInPatch`` on the model: a cached
+source of the reference wrapper's table (``nodes/standin_patch.py``)."""
 CONCAT_ID_CALL_KEY = "cvx_concat_id_wan"
 """What Concat-ID-Wan's wrapper (``nodes/concat_id_wan.py``) leaves in a call's options: state sized for
 the whole batch, set by a wrapper that runs outside the reference wrapper (so a call that carries it is

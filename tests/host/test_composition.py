@@ -11,6 +11,7 @@ the cache's, outside the pack's).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import pytest
 import torch
@@ -117,3 +118,116 @@ def test_the_pack_still_splits_its_rows_inside(comfy_host, vae, tiny_models, mon
     assert torch.isfinite(out).all()
     assert spy.calls == [(2, LATENT_SHAPE[2])] * 2
     assert frames == [(1, LATENT_SHAPE[2] + 1), (1, LATENT_SHAPE[2])] * 2, frames
+
+
+# --- stacking: chained Apply nodes, Apply with Apply Stand-In -------------------------------------------
+
+
+def encoded(comfy_host, vae, count: int, seed: int):
+    encode = comfy_host.node_class("CustomVideoXReferenceEncode")
+    images = reference_images(count, seed=seed)
+    return encode.execute(vae, images, VIDEO_WIDTH, VIDEO_HEIGHT, "pad", False, None).args[0]
+
+
+def constant_tab(pack, peak: float):
+    return pack.tab.TABSchedule(shape="constant", peak=peak)
+
+
+def apply_node(comfy_host, pack, model, reference, peak: float, uncond_sees_reference: bool = False):
+    apply = comfy_host.node_class("CustomVideoXApply")
+    return apply.execute(model, reference, uncond_sees_reference, constant_tab(pack, peak)).args[0]
+
+
+@pytest.fixture(scope="module")
+def subjects(comfy_host, vae):
+    """Two one-image references (A, B) and one two-image reference [A, B] of the same images."""
+    both = encoded(comfy_host, vae, 2, seed=5)
+    first = dataclasses.replace(both, latents=both.latents[:, :, :1], masks=both.masks[:1])
+    second = dataclasses.replace(both, latents=both.latents[:, :, 1:], masks=both.masks[1:])
+    return first, second, both
+
+
+@pytest.fixture(scope="module")
+def wan(tiny_models):
+    return load_model(tiny_models.diffusion_models_dir, tiny_models.wan)
+
+
+def test_two_apply_nodes_add_their_references(comfy_host, pack, wan, subjects):
+    first, second, both = subjects
+    for peak in (0.0, 2.0):
+        chained = apply_node(comfy_host, pack, apply_node(comfy_host, pack, wan, first, peak), second, peak)
+        together = apply_node(comfy_host, pack, wan, both, peak)
+        expected = sample(together)
+        out = sample(chained)
+        assert (out - expected).abs().max().item() < 1e-4, peak
+        # nothing dropped: the result is neither reference alone
+        for alone in (first, second):
+            assert (out - sample(apply_node(comfy_host, pack, wan, alone, peak))).abs().max().item() > 1e-3
+
+
+def test_each_chained_apply_keeps_its_own_bias(comfy_host, pack, wan, subjects):
+    first, second, _ = subjects
+
+    def chained(peak_first, peak_second):
+        model = apply_node(
+            comfy_host, pack, apply_node(comfy_host, pack, wan, first, peak_first), second, peak_second
+        )
+        return sample(model)
+
+    base = chained(0.0, 0.0)
+    first_only, second_only = chained(3.0, 0.0), chained(0.0, 3.0)
+    assert (first_only - base).abs().max().item() > 1e-3
+    assert (second_only - base).abs().max().item() > 1e-3
+    assert (first_only - second_only).abs().max().item() > 1e-3
+
+
+def test_apply_without_reference_then_with_one_is_refused_naming_both(comfy_host, pack, wan, subjects):
+    first, _, _ = subjects
+    apply = comfy_host.node_class("CustomVideoXApply")
+    biased_host = apply.execute(wan, None).args[0]
+    with pytest.raises(ValueError, match="conditioning.*own reference"):
+        apply.execute(biased_host, first)
+    with pytest.raises(ValueError, match="own reference.*conditioning"):
+        apply.execute(apply.execute(wan, first).args[0], None)
+
+
+def standin(pack_module, pack, model, reference, peak: float):
+    nodes = importlib.import_module(f"{pack_module.__name__}.nodes.standin_nodes")
+    return nodes.apply_standin(
+        model,
+        None,
+        reference,
+        strength=1.0,
+        tab=constant_tab(pack, peak),
+        erae=None,
+        uncond_sees_reference=False,
+    )
+
+
+def test_apply_and_apply_standin_compose_in_either_order(comfy_host, pack_module, pack, wan, subjects):
+    first, second, _ = subjects
+
+    def both(peak_apply, peak_standin, *, apply_first=True):
+        if apply_first:
+            model = standin(
+                pack_module, pack, apply_node(comfy_host, pack, wan, first, peak_apply), second, peak_standin
+            )
+        else:
+            model = apply_node(
+                comfy_host, pack, standin(pack_module, pack, wan, second, peak_standin), first, peak_apply
+            )
+        return sample(model)
+
+    base = both(0.0, 0.0)
+    assert torch.equal(both(0.0, 0.0, apply_first=False), base)  # the order of the nodes does not matter
+    for out in (
+        both(2.0, 0.0),
+        both(0.0, 2.0),
+        both(2.0, 0.0, apply_first=False),
+        both(0.0, 2.0, apply_first=False),
+    ):
+        assert (out - base).abs().max().item() > 1e-3  # the TAB of each one acts
+    assert torch.equal(both(2.0, 0.0, apply_first=False), both(2.0, 0.0))
+    # both references act: neither alone gives the result
+    assert (base - sample(apply_node(comfy_host, pack, wan, first, 0.0))).abs().max().item() > 1e-3
+    assert (base - sample(standin(pack_module, pack, wan, second, 0.0))).abs().max().item() > 1e-3

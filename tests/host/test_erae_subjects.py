@@ -40,9 +40,9 @@ class FirstBiasedLogits:
         runtime = (kwargs.get("transformer_options") or {}).get("cvx_runtime")
         if kwargs.get("skip_reshape") and runtime is not None and self.logits is None:
             query, key = args[0].double(), args[1].double()
-            if query.shape[-1] != key.shape[-1] or key.shape[2] != runtime.step.layout.total:
+            if query.shape[-1] != key.shape[-1] or key.shape[2] != runtime.layout.total:
                 return func(*args, **kwargs)
-            self.layout = runtime.step.layout
+            self.layout = runtime.layout
             self.logits = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])
         return func(*args, **kwargs)
 

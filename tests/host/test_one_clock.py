@@ -116,7 +116,8 @@ class TABSpy:
         self.values: list[float] = []
 
     def record(self, options: dict) -> None:
-        self.values.append(max(float(value) for value in options[self.runtime_key].step.tab_per_row))
+        # The one runtime of the call: b(s) of each row for each term of every reference source.
+        self.values.append(float(options[self.runtime_key].plan.term_tab.max()))
 
 
 def spied(model, runtime_key: str) -> tuple[object, TABSpy]:
@@ -187,13 +188,14 @@ def test_experts_with_different_weights_apply_the_one_run_curve(mods, tiny_model
     other = load_model(tiny_models.diffusion_models_dir, name)
     schedule = schedules(mods["tab"])["parabolic"]
     lora = mods["lora"].parse_standin_state_dict(lora_state(), source="test")
-    patches = {
-        "cvx_runtime": lambda m: apply(mods, m, references[(VIDEO_WIDTH, VIDEO_HEIGHT)], schedule),
-        mods["standin_patch"].RUNTIME_KEY: lambda m: mods["standin_nodes"].apply_standin(
+    patches = (
+        lambda m: apply(mods, m, references[(VIDEO_WIDTH, VIDEO_HEIGHT)], schedule),
+        lambda m: mods["standin_nodes"].apply_standin(
             m, lora, references[(64, 64)], strength=1.0, tab=schedule, erae=None, uncond_sees_reference=True
         ),
-    }
-    for runtime_key, patch in patches.items():
+    )
+    runtime_key = mods["patch"].RUNTIME_KEY  # one runtime for every reference source
+    for patch in patches:
         whole, whole_spy = spied(patch(models["wan"]), runtime_key)
         run(whole)
         high, high_spy = spied(patch(models["wan"]), runtime_key)
