@@ -26,15 +26,13 @@ from .finite_inputs import finite_float_inputs
 from .host_model import host_signature
 from .plots import plot_curve
 from .train_data import PreparedDataset, TrainDataSettings, prepare_dataset
-from .train_run import (
+from .train_run import TrainingOutcome, model_with_adapter, train_adapter
+from .train_settings import (
     NO_RESUME,
     TrainAdapterSettings,
-    TrainingOutcome,
     TrainSettings,
     load_resume,
-    model_with_adapter,
     normalise_adapter_name,
-    train_adapter,
 )
 from .train_settings_node import DEPRECATED_NOTE, training_inputs
 from .types import TrainSettingsType

@@ -12,7 +12,7 @@ from comfy_api.latest import io
 
 from ..customvideox_core.constants import SEED_MAX
 from .finite_inputs import finite_float_inputs
-from .train_run import TrainSettings
+from .train_settings import TrainSettings
 from .types import TrainSettingsType
 
 DEPRECATED_NOTE = "Deprecated here (kept for saved graphs); used only when `settings` is not connected. "
