@@ -43,11 +43,12 @@ attention) would count as plain matrix products. ``--tiny`` runs the same rows o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
 import unittest.mock
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,14 +236,17 @@ class Bench:
                     state[f"{prefix}.up.weight"] = torch.empty(dim, self.model.rank)
         return state
 
-    def patched(self, label: str):
-        """The model of a variant, patched through the nodes' entry points.
-
-        Loading a Stand-In file or a cached-layout adapter reads its values once to refuse NaN weights;
-        fake weights have no values, so that load-time check is left out here (it is not part of a step).
-        """
+    @contextlib.contextmanager
+    def weight_values_unread(self) -> Iterator[None]:
+        """Loading a Stand-In file or a cached-layout adapter reads its values once to refuse NaN weights;
+        fake weights have no values, so that load-time check (not part of a step) is left out meanwhile."""
         lora_file = self.module("customvideox_core.standin.lora_file")
         with unittest.mock.patch.object(lora_file, "check_finite_weights", lambda tensors, source: None):
+            yield
+
+    def patched(self, label: str):
+        """The model of a variant, patched through the nodes' entry points."""
+        with self.weight_values_unread():
             return self._patched(label)
 
     def _patched(self, label: str):
@@ -250,7 +254,7 @@ class Bench:
         if label in ("no reference", "reference, TAB 0", "reference + TAB 2 + ERAE"):
             return reference_variants(self.pack, self.base, size.height, size.width, (label,))[label]
         tab = self.module("customvideox_core.tab").TABSchedule(shape="constant", peak=0.0)
-        settings = self.module("nodes.settings")
+        settings = self.module("nodes.patch_model")
         if label == "Phantom three-pass (full)":
             return settings.patch_model(self.base, None, tab, None, False, allow_host_reference=True)
         frame = self.reference(size.height, size.width)
@@ -374,10 +378,10 @@ class Bench:
         formula 2 × layers × Lr × dim × bytes)``."""
         branch = self.module("customvideox_core.standin.branch")
         reference = self.reference(height, width)
-        lora_file = self.module("customvideox_core.standin.lora_file")
-        # Fake weights have no values: the load-time NaN check is left out here too (see patched).
-        with unittest.mock.patch.object(lora_file, "check_finite_weights", lambda tensors, source: None):
-            lora = lora_file.parse_standin_state_dict(self.fake_lora_state(), source="benchmark")
+        with self.weight_values_unread():
+            lora = self.module("customvideox_core.standin.lora_file").parse_standin_state_dict(
+                self.fake_lora_state(), source="benchmark"
+            )
         dit = self.base.model.diffusion_model
         grid = (self.shape[2], self.shape[3] // 2, self.shape[4] // 2)
         with torch.inference_mode():
