@@ -26,15 +26,12 @@ EDGE_TOLERANCE = 1e-6
 remainder outside as none): schedules are float32 sigmas, so a step edge meant to fall on 0.4 lands within
 ~1e-7 of it, and a hair of overlap would run a whole pass at an image scale of 1.0000004."""
 
-GUIDANCE_SCALE_MAX = GUIDANCE_SCALE.high
-"""The one range of a guidance scale (``cfg``, ``image_cfg`` and every per-step value): ``[0, 100]``."""
-
 
 def _check_scale(label: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{label} must be a finite number, got {value!r}")
-    if not 0.0 <= value <= GUIDANCE_SCALE_MAX:
-        raise ValueError(f"{label} must lie in [0, {GUIDANCE_SCALE_MAX:g}], got {value!r}")
+    if value not in GUIDANCE_SCALE:
+        raise ValueError(f"{label} must lie in {GUIDANCE_SCALE}, got {value!r}")
     return float(value)
 
 
@@ -77,10 +74,10 @@ class GuidanceCurve:
         if not values:
             return cls((_check_scale(constant_label, constant),))
         for index, value in enumerate(values):
-            if not math.isfinite(value) or not 0.0 <= value <= GUIDANCE_SCALE_MAX:
+            if value not in GUIDANCE_SCALE:
                 raise ValueError(
-                    f"{label} item {index + 1} is {value!r}; every scale must lie in [0, "
-                    f"{GUIDANCE_SCALE_MAX:g}] like the cfg widgets"
+                    f"{label} item {index + 1} is {value!r}; every scale must lie in {GUIDANCE_SCALE} like "
+                    "the cfg widgets"
                 )
         return cls(tuple(values))
 
@@ -173,4 +170,4 @@ class ReferenceGuidance:
         return GuidanceScales(cfg, 1.0 + (image_cfg - 1.0) * inside)
 
 
-__all__ = ["EDGE_TOLERANCE", "GUIDANCE_SCALE_MAX", "GuidanceCurve", "GuidanceScales", "ReferenceGuidance"]
+__all__ = ["EDGE_TOLERANCE", "GuidanceCurve", "GuidanceScales", "ReferenceGuidance"]

@@ -3,16 +3,14 @@
 The nodes declare their widgets with them (ComfyUI then refuses a value outside, also over the API); the
 batch client checks job values against the same ranges before it queues anything. No torch, no ComfyUI.
 
-===================  ==============  ===========================================================
-name                range           inputs
-===================  ==============  ===========================================================
-``TAB_LEVEL``       ``[-20, 20]``   TimeAwareBias ``peak`` and ``floor``
-``TAB_PROGRESS``    ``[0, 1]``      TimeAwareBias ``start`` and ``end`` (sampling progress)
-``ERAE_STRENGTH``   ``[0, 10]``     ERAEMask ``strength`` (γ)
-``ERAE_THRESHOLD``  ``[0, 1]``      ERAEMask ``threshold``
-``GUIDANCE_SCALE``  ``[0, 100]``    Sample ``cfg`` and ``image_cfg`` (ComfyUI's own samplers use the same)
-``STANDIN_STRENGTH`` ``[0, 2]``     Apply Stand-In ``strength``
-===================  ==============  ===========================================================
+- ``TAB_LEVEL`` ``[-20, 20]``: TimeAwareBias ``peak``, ``floor`` and every custom value.
+- ``TAB_PROGRESS`` ``[0, 1]``: the model's time (ComfyUI's start/end percent) — TimeAwareBias ``start`` /
+  ``end``, Reference Guider ``image_start`` / ``image_end``.
+- ``ERAE_STRENGTH`` ``[0, 10]``: ERAEMask ``strength`` (γ).
+- ``ERAE_THRESHOLD`` ``[0, 1]``: ERAEMask ``threshold``.
+- ``GUIDANCE_SCALE`` ``[0, 100]``: Sample's and the Reference Guider's ``cfg`` and ``image_cfg``, and every
+  per-step scale (ComfyUI's own samplers use the same).
+- ``STANDIN_STRENGTH`` ``[0, 2]``: Apply Stand-In ``strength``.
 """
 
 from __future__ import annotations

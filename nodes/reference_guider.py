@@ -16,15 +16,11 @@ from comfy_api.latest import io
 
 from ..customvideox_core.clock import step_span
 from ..customvideox_core.guidance import GuidanceCurve, ReferenceGuidance
-from ..customvideox_core.ranges import GUIDANCE_SCALE
+from ..customvideox_core.ranges import GUIDANCE_SCALE, TAB_PROGRESS
 from .clock import clock_of
 from .conditioning_node import mark_sees_reference
 from .finite_inputs import finite_float_inputs
-from .widgets import Bounds, float_input
-
-SCALE = GUIDANCE_SCALE
-"""The range of the guider's scales (Sample's ``cfg`` and ``image_cfg`` share it)."""
-WINDOW = Bounds(0.0, 1.0, 0.01)
+from .widgets import float_input
 
 
 class ReferenceGuider(comfy.samplers.CFGGuider):
@@ -107,21 +103,24 @@ class CustomVideoXReferenceGuider(io.ComfyNode):
                     tooltip="The negative prompt. Its pass with the reference is the image term's base; its pass "
                     "without the reference is the image term's negative (WanPhantomSubjectToVideo: negative_text).",
                 ),
-                float_input("cfg", 7.5, SCALE, "Text guidance: cfg·(pos − neg_ref) (Phantom: 7.5)."),
+                float_input("cfg", 7.5, GUIDANCE_SCALE, "Text guidance: cfg·(pos − neg_ref) (Phantom: 7.5)."),
                 float_input(
-                    "image_cfg", 5.0, SCALE, "Reference guidance inside the image window (Phantom: 5.0)."
+                    "image_cfg",
+                    5.0,
+                    GUIDANCE_SCALE,
+                    "Reference guidance inside the image window (Phantom: 5.0).",
                 ),
                 float_input(
                     "image_start",
                     0.0,
-                    WINDOW,
+                    TAB_PROGRESS,
                     "Where the image term starts, in percent of the model's time (0 = pure noise), like "
                     "ControlNet's start_percent.",
                 ),
                 float_input(
                     "image_end",
                     1.0,
-                    WINDOW,
+                    TAB_PROGRESS,
                     "Where the image term ends (1 = clean). Outside the window the pass without the "
                     "reference is not run (image_cfg 1).",
                 ),
