@@ -62,7 +62,7 @@ PACK_MODULES = {
     "types": "nodes.types",
     "tab": "customvideox_core.tab",
     "erae": "customvideox_core.erae",
-    "hosts": "customvideox_core.hosts",
+    "hosts": "customvideox_core.host_signature",
     "adapter_file": "customvideox_core.adapter_file",
 }
 

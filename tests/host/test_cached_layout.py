@@ -44,7 +44,7 @@ def mods(pack_module):
             "train_node": "nodes.train_node",
             "train_run": "nodes.train_run",
             "train_data": "nodes.train_data",
-            "settings": "nodes.settings",
+            "settings": "nodes.patch_model",
             "types": "nodes.types",
             "adapter_file": "customvideox_core.adapter_file",
             "core": "customvideox_core",

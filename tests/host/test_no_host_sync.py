@@ -142,7 +142,7 @@ def test_conditioning_frames_step_reads_nothing_back(fake, pack, pack_module):
 
     fake_models, _ = fake
     mode = fake_models.fake_mode()
-    settings = pack_module_of(pack_module, "nodes.settings")
+    settings = pack_module_of(pack_module, "nodes.patch_model")
     model = settings.patch_model(
         fake_wan(fake, mode),
         None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from customvideox_core.hosts import HostSignature
+from customvideox_core.host_signature import HostSignature
 
 COGVIDEOX_2B = HostSignature("cogvideox", 1920, 30, 30, 64, 2, positions="sincos")
 COGVIDEOX_5B = HostSignature("cogvideox", 3072, 42, 48, 64, 2)

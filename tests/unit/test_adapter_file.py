@@ -18,7 +18,7 @@ from customvideox_core.adapter_file import (
     load_adapter,
     save_adapter,
 )
-from customvideox_core.hosts import HostSignature
+from customvideox_core.host_signature import HostSignature
 
 
 def metadata(host=COGVIDEOX_5B, **kwargs):

@@ -6,6 +6,7 @@ import types
 
 import pytest
 
+from customvideox_core.host_signature import signature_of_dit
 from customvideox_core.host_specs import (
     HOST_SPECS,
     SUPPORTED_HOSTS,
@@ -14,7 +15,6 @@ from customvideox_core.host_specs import (
     spec_for,
     spec_of_dit,
 )
-from customvideox_core.hosts import signature_of_dit
 
 
 def fake_class(qualified: str, base: type = object) -> type:

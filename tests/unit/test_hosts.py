@@ -7,7 +7,7 @@ from host_signatures import COGVIDEOX_2B, COGVIDEOX_5B, COGVIDEOX_15, WAN_1_3B, 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from customvideox_core.hosts import (
+from customvideox_core.host_signature import (
     SUPPORTED_HOSTS,
     HostSignature,
     UnsupportedHostError,

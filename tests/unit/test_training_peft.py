@@ -8,7 +8,7 @@ from tiny_host import CastingLinear, TinyVideoDiT
 from torch import nn
 
 from customvideox_core.adapter_file import AdapterMetadata, load_adapter, save_adapter
-from customvideox_core.hosts import HostSignature
+from customvideox_core.host_signature import HostSignature
 from customvideox_core.lora_keys import to_comfy_lora
 from customvideox_core.training import (
     LoraTrainConfig,

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from customvideox_core.hosts import HostFamily, check_family
+from customvideox_core.host_signature import HostFamily, check_family
 
 
 class CastingLinear(nn.Linear):
