@@ -1,6 +1,7 @@
 """Token layout of one host attention sequence: where the CustomVideoX bias acts.
 
-The sequence of one attention call is ``[text | video | reference]``. The bias added to its logits is
+The sequence of one attention call is ``[text | video | reference]`` (or ``[reference | video]``, a
+host's reference prefix such as VACE's). The bias added to its logits is
 (docs/ARCHITECTURE.md, "The bias")::
 
     video query i, reference key j:        b(s) * sum_k (1 + gamma * a_i^k) * m_j^k
@@ -20,18 +21,22 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TokenLayout:
-    """Where tokens sit in one host attention sequence, in this order: ``[text | video | reference]``.
+    """Where tokens sit in one host attention sequence, in this order: ``[text | video | reference]``, or
+    ``[reference | video]`` when ``reference_first``.
 
     - ``text``: text tokens inside this attention (CogVideoX joint attention: 226; Wan self-attention: 0).
     - ``video``: video tokens (latent frames x ``frame_tokens``).
     - ``reference``: reference tokens (reference frames x ``frame_tokens``).
     - ``frame_tokens``: tokens per latent frame (patch grid ``h x w``).
+    - ``reference_first``: the reference frames stand in front of the video (VACE's reference prefix,
+      which ``WanVaceToVideo`` puts there); only where no text is in the sequence.
     """
 
     text: int
     video: int
     reference: int
     frame_tokens: int
+    reference_first: bool = False
 
     def __post_init__(self) -> None:
         for name in ("text", "video", "reference", "frame_tokens"):
@@ -47,6 +52,11 @@ class TokenLayout:
                     f"TokenLayout.{name}={count} is not a whole number of frames of "
                     f"frame_tokens={self.frame_tokens} tokens; expected a multiple of {self.frame_tokens}."
                 )
+        if self.reference_first and self.text:
+            raise ValueError(
+                f"TokenLayout with the reference first holds no text tokens (got text={self.text}): a "
+                "reference prefix is a self-attention layout of hosts that read the text in cross-attention"
+            )
 
     @property
     def total(self) -> int:
@@ -59,11 +69,21 @@ class TokenLayout:
 
     @property
     def video_slice(self) -> slice:
-        return slice(self.text, self.text + self.video)
+        start = self.text + (self.reference if self.reference_first else 0)
+        return slice(start, start + self.video)
 
     @property
     def reference_slice(self) -> slice:
+        if self.reference_first:
+            return slice(0, self.reference)
         return slice(self.text + self.video, self.total)
+
+    @property
+    def context_slice(self) -> slice:
+        """The unbiased keys ``[text | video]`` (one span: a reference prefix comes with no text)."""
+        if self.reference_first:
+            return self.video_slice
+        return slice(0, self.text + self.video)
 
     @property
     def video_frames(self) -> int:

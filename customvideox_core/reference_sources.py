@@ -344,18 +344,20 @@ class _SourcesCall:
     def blind(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         """Rows that see no source: the base model's attention on ``[text | video]``; each in-sequence
         reference query returns its own value (finite, discarded by the wrapper)."""
-        context = self.layout.text + self.layout.video
-        if context == key.shape[1]:
+        context = self.layout.context_slice
+        if self.layout.reference == 0:
             return join_heads(self.paths.attend(query, key, value))
-        main = self.paths.attend(query[:, :context], key[:, :context], value[:, :context])
-        return torch.cat([join_heads(main), value[:, context:]], dim=1)
+        main = self.paths.attend(query[:, context], key[:, context], value[:, context])
+        output = value.clone()
+        output[:, context] = join_heads(main)
+        return output
 
     def seeing(
         self, query: Tensor, key: Tensor, value: Tensor, activation: Tensor | None, group: SeeingGroup
     ) -> Tensor:
         """Rows of one group: ``[text | video | kept keys of the sources they see]``, biased on those."""
-        context = self.layout.text + self.layout.video
-        reference_key, reference_value = key[:, context:], value[:, context:]
+        context, reference = self.layout.context_slice, self.layout.reference_slice
+        reference_key, reference_value = key[:, reference], value[:, reference]
         if group.in_sequence is not None:
             index = group.in_sequence.to(key.device)
             reference_key, reference_value = (
@@ -378,8 +380,8 @@ class _SourcesCall:
         reference_value = torch.cat(values, dim=1) if len(values) > 1 else values[0]
         if not group.biased:
             joined = (key, value) if group.every_key else (
-                torch.cat([key[:, :context], reference_key], dim=1),
-                torch.cat([value[:, :context], reference_value], dim=1),
+                torch.cat([key[:, context], reference_key], dim=1),
+                torch.cat([value[:, context], reference_value], dim=1),
             )  # fmt: skip
             return join_heads(self.paths.attend(query, *joined))
         key_factors = self.plan.key_factors.index_select(0, group.pool.to(self.plan.key_factors.device))
@@ -387,8 +389,8 @@ class _SourcesCall:
         return join_heads(
             self.paths.biased(
                 query,
-                key[:, :context],
-                value[:, :context],
+                key[:, context],
+                value[:, context],
                 reference_key,
                 reference_value,
                 self.query_factors(query, activation, group),

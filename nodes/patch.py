@@ -47,7 +47,7 @@ from torch import Tensor
 from ..customvideox_core.clock import ClockSpan
 from ..customvideox_core.erae import ERAEConfig, reference_token_weights
 from ..customvideox_core.host_signature import HostSignature, signature_of_dit
-from ..customvideox_core.host_specs import HostSpec
+from ..customvideox_core.host_specs import PREFIX_FRAMES_INPUT, HostSpec
 from ..customvideox_core.layout import TokenLayout
 from ..customvideox_core.reference import check_pixel_size
 from ..customvideox_core.reference_attention import as_source, plan_step
@@ -100,6 +100,9 @@ class ReferencePatch:
     erae: ERAEConfig | None
     uncond_sees_reference: bool
     masks: Tensor | None = None
+    prefix_frames: int = 0
+    """Reference frames the conditioning puts in front of the video (a prefix route: VACE's
+    ``trim_latent``), biased when ``model_latents`` is None; 0 elsewhere."""
     earlier: tuple[ReferencePatch, ...] = ()
     """The references of Apply nodes earlier in the graph (their frames come first, each its own source
     with its own TAB, ERAE, masks and negative pass); see :func:`chain_patches`."""
@@ -172,15 +175,19 @@ def apply_reference_patch(
     erae: ERAEConfig | None,
     uncond_sees_reference: bool,
     masks: Tensor | None = None,
+    prefix_frames: int = 0,
 ):
     """Clone ``model`` and make it generate with ``reference`` (the input model is left untouched).
 
-    ``reference=None`` biases the reference frames the conditioning carries in the host's own input
-    (hosts whose spec has a ``reference_input``); other hosts refuse it.
+    ``reference=None`` biases the reference frames the conditioning carries: in the host's own input
+    (hosts whose spec has a ``reference_input``), or the ``prefix_frames`` frames in front of the video
+    on a prefix route (VACE); other hosts refuse it.
     """
     host = host_signature(model)
     spec = host.spec
-    spec.check_route(diffusion_model_of(model))
+    spec.check_route(
+        diffusion_model_of(model), own_reference=reference is not None, prefix_frames=prefix_frames
+    )
     if reference is None and spec.reference_input is None:
         raise ValueError(
             f"connect a reference (CustomVideoX ReferenceEncode): {host.variant} has no reference input of "
@@ -193,6 +200,7 @@ def apply_reference_patch(
         erae=erae,
         uncond_sees_reference=uncond_sees_reference,
         masks=masks if reference is None else reference.masks,
+        prefix_frames=prefix_frames,
     )
     patch = chain_patches(model.model_options.get("transformer_options", {}).get(SETTINGS_KEY), patch)
     patched = model.clone()
@@ -283,6 +291,26 @@ class ReferenceWrapper:
             video, reference, layout = self._join(spec, dit, x, args[spec.context_index], patch.all_latents())
             new_args[0] = torch.cat([video, reference], dim=2)
             sources = self._own_sources(x, layout, patch, sees, roles, progress)
+        elif patch is not None and patch.prefix_frames:
+            if host_frames is not None:
+                raise ValueError(
+                    f"this conditioning carries reference frames both in front of the video "
+                    f"({patch.prefix_frames}, VACE) and in {spec.reference_input.name} (Phantom's): "
+                    "CustomVideoX biases one of them; give the reference images to one core node"
+                )
+            layout = self._prefix_layout(x, patch.prefix_frames)
+            # Every row carries the prefix (WanVaceToVideo puts it on the positive and the negative), so
+            # every row is biased, as every Phantom row that carries its frames is.
+            step = plan_step(
+                layout,
+                tab=patch.tab,
+                progress=progress,
+                row_sees_reference=[True] * x.shape[0],
+                row_has_entities=[role.positive for role in roles],
+                reference_weights=self._weights(x, layout, patch.masks),
+                erae=patch.erae,
+            )
+            sources = [as_source(step, "reference frames in front of the video")]
         elif patch is not None and host_frames is not None:
             layout = self._host_layout(spec, x, args[spec.context_index], host_frames)
             # The host's own method: every row that carries the frames attends to them; rows whose frames
@@ -412,6 +440,27 @@ class ReferenceWrapper:
         padded = comfy.ldm.common_dit.pad_to_patch_size(x, (temporal, spatial, spatial))
         padded_reference = comfy.ldm.common_dit.pad_to_patch_size(host_frames, (temporal, spatial, spatial))
         return self._layout(spec, context, padded, padded_reference)
+
+    def _prefix_layout(self, x: Tensor, prefix_frames: int) -> TokenLayout:
+        """``[reference | video]``: the first ``prefix_frames`` latent frames of ``x`` ``[B, C, T, H, W]`` are
+        the reference a prefix route put in front of the video (the DiT pads ``x`` to its patches)."""
+        temporal, spatial = self.patch_sizes
+        padded = comfy.ldm.common_dit.pad_to_patch_size(x, (temporal, spatial, spatial))
+        frames = padded.shape[2] // temporal
+        if prefix_frames % temporal or prefix_frames >= frames * temporal:
+            raise ValueError(
+                f"{PREFIX_FRAMES_INPUT} is {prefix_frames}, but the latent being sampled has {x.shape[2]} "
+                f"frames: it must count the reference frames in front of the video (WanVaceToVideo's "
+                "trim_latent for this latent), fewer than the latent's frames"
+            )
+        frame_tokens = (padded.shape[-2] // spatial) * (padded.shape[-1] // spatial)
+        return TokenLayout(
+            text=0,
+            video=(frames - prefix_frames // temporal) * frame_tokens,
+            reference=prefix_frames // temporal * frame_tokens,
+            frame_tokens=frame_tokens,
+            reference_first=True,
+        )
 
     def _layout(self, spec: HostSpec, context: Tensor, video: Tensor, reference: Tensor) -> TokenLayout:
         """Layout of ``[video | reference]`` frames, both ``[B, C, T, H, W]`` already padded to patches."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..customvideox_core.host_specs import PREFIX_FRAMES_INPUT
 from ..customvideox_core.reference import check_finite
 from ..customvideox_core.tab import TABSchedule
 from .cached_layout import apply_cached_layout, cached_adapter_of
@@ -17,6 +18,7 @@ def patch_model(
     uncond_sees_reference: bool,
     *,
     allow_host_reference: bool = False,
+    prefix_frames: int = 0,
 ):
     """A clone of ``model`` that generates with ``reference``; defaults: parabolic TAB, no ERAE.
 
@@ -24,7 +26,8 @@ def patch_model(
     (``nodes/cached_layout.py``); any other gets the joint layout's reference frames.
 
     ``reference=None`` (only with ``allow_host_reference``, i.e. Apply) biases the reference frames the
-    conditioning carries instead; ERAEMask's ``reference_mask`` then masks those frames.
+    conditioning carries instead (``prefix_frames`` of them in front of the video on VACE); ERAEMask's
+    ``reference_mask`` then masks those frames.
     """
     masks = None
     if reference is None:
@@ -44,6 +47,12 @@ def patch_model(
     tab = tab if tab is not None else TABSchedule()
     cached = cached_adapter_of(model)
     if cached is not None:
+        if prefix_frames:
+            raise ValueError(
+                f"{PREFIX_FRAMES_INPUT} is {prefix_frames}, but this model carries a cached-layout adapter "
+                "(Load CustomVideoX), whose reference branch runs on the plain Wan T2V model only; set it "
+                "to 0, or load the adapter on another model"
+            )
         return apply_cached_layout(
             model, cached, reference, tab=tab, erae=erae, uncond_sees_reference=uncond_sees_reference
         )
@@ -56,4 +65,5 @@ def patch_model(
         erae=erae.config if erae is not None else None,
         uncond_sees_reference=uncond_sees_reference,
         masks=masks,
+        prefix_frames=prefix_frames,
     )

@@ -1021,7 +1021,7 @@ def fast_phantom_graph(name: str, host: HostFiles) -> WorkflowSpec:
                 "CustomVideoXApply",
                 (bias, 250),
                 (330, 130),
-                {"uncond_sees_reference": False},
+                {"uncond_sees_reference": False, "reference_prefix_frames": 0},
                 {"model": (17, 0), "tab": (10, 0)},
                 **pack,
             ),

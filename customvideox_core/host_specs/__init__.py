@@ -11,7 +11,15 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from . import cogvideox, wan
-from .base import EntitySource, HostSpec, Objective, ReferenceInput, qualified_class_name
+from .base import (
+    PREFIX_FRAMES_INPUT,
+    EntitySource,
+    HostSpec,
+    Objective,
+    PrefixRoute,
+    ReferenceInput,
+    qualified_class_name,
+)
 
 HOST_SPECS: Mapping[str, HostSpec] = MappingProxyType(
     {spec.family: spec for spec in (cogvideox.SPEC, wan.SPEC)}
@@ -68,6 +76,8 @@ __all__ = [
     "EntitySource",
     "HostSpec",
     "Objective",
+    "PREFIX_FRAMES_INPUT",
+    "PrefixRoute",
     "ReferenceInput",
     "UnsupportedHostError",
     "check_branch_dit",

@@ -47,6 +47,25 @@ class ReferenceInput:
         return args[self.index] if len(args) > self.index else kwargs.get(self.name)
 
 
+PREFIX_FRAMES_INPUT = "reference_prefix_frames"
+"""CustomVideoX Apply's input that counts the reference frames a prefix route puts in front of the video."""
+
+
+@dataclass(frozen=True)
+class PrefixRoute:
+    """A route whose conditioning puts clean reference frames in front of the video latent (VACE:
+    ``WanVaceToVideo``'s ``reference_image``), all of whose blocks attend to them in self-attention.
+    CustomVideoX Apply with no reference of its own biases those frames; it needs their number, which
+    the user wires from the core node (``frames_from``).
+
+    - ``frames_from``: where the number of prefix frames comes from, for messages.
+    - ``own_reference``: why Apply with a reference of its own is refused on the route, and what to do.
+    """
+
+    frames_from: str
+    own_reference: str
+
+
 @dataclass(frozen=True)
 class HostSpec:
     """One host family (see the module docstring).
@@ -84,6 +103,8 @@ class HostSpec:
     - ``refused_routes``: qualified DiT class names (exactly these) of the family's other routes that
       CustomVideoX Apply refuses, each with the sentence that says why and what to do instead (the
       README's compatibility table lists the same routes); see :meth:`check_route`.
+    - ``prefix_routes``: qualified DiT class names (exactly these) whose conditioning puts reference
+      frames in front of the video (:class:`PrefixRoute`); Apply with no reference biases them.
     """
 
     family: str
@@ -105,13 +126,40 @@ class HostSpec:
     reference_layouts: tuple[str, ...] = ("joint",)
     branch_dit_classes: tuple[str, ...] = ()
     refused_routes: Mapping[str, str] = field(default_factory=dict)
+    prefix_routes: Mapping[str, PrefixRoute] = field(default_factory=dict)
 
-    def check_route(self, dit: object) -> None:
-        """Raise (``ValueError``) when ``dit``'s own class is one of ``refused_routes``: CustomVideoX
-        Apply refuses it at the node, before any sampling, with that route's reason and remedy."""
-        reason = self.refused_routes.get(qualified_class_name(dit))
+    def check_route(self, dit: object, *, own_reference: bool = True, prefix_frames: int = 0) -> None:
+        """Raise (``ValueError``) when CustomVideoX Apply cannot run on ``dit`` as asked, at the node,
+        before any sampling, with the reason and the remedy: its own class is one of ``refused_routes``;
+        or a prefix route with a reference of the node's own (``own_reference``), or without the number of
+        prefix frames; or ``prefix_frames`` given for a model that puts no frames in front of the video."""
+        name, model = qualified_class_name(dit), type(dit).__name__
+        reason = self.refused_routes.get(name)
         if reason is not None:
-            raise ValueError(f"CustomVideoX cannot run on this model ({type(dit).__name__}): {reason}")
+            raise ValueError(f"CustomVideoX cannot run on this model ({model}): {reason}")
+        if prefix_frames < 0:
+            raise ValueError(f"{PREFIX_FRAMES_INPUT} is {prefix_frames}; expected 0 or more frames")
+        prefix = self.prefix_routes.get(name)
+        if prefix is None:
+            if prefix_frames:
+                raise ValueError(
+                    f"{PREFIX_FRAMES_INPUT} is {prefix_frames}, but this model ({model}) puts no reference "
+                    f"frames in front of the video. Set {PREFIX_FRAMES_INPUT} to 0: it counts the frames a "
+                    "VACE conditioning (WanVaceToVideo's trim_latent) puts there, for a VACE model."
+                )
+            return
+        if own_reference:
+            raise ValueError(
+                f"CustomVideoX cannot run on this model ({model}) with a reference of its own: "
+                f"{prefix.own_reference}"
+            )
+        if prefix_frames == 0:
+            raise ValueError(
+                f"on this model ({model}) CustomVideoX Apply with no reference biases the reference frames "
+                f"in front of the video: connect {prefix.frames_from} to Apply's {PREFIX_FRAMES_INPUT}. It "
+                "is 0 here; with no reference image in front of the video there is nothing to bias, so "
+                "sample without CustomVideoX Apply."
+            )
 
     def check_layout(self, layout: str, variant: str) -> None:
         """Raise when this family cannot run ``layout`` (a name from the layouts table)."""

@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from ..layout import TokenLayout
-from .base import HostSpec, ReferenceInput
+from .base import HostSpec, PrefixRoute, ReferenceInput
 
 _DIFFUSERS = re.compile(
     r"blocks\.(?P<index>\d+)\.(?P<attn>attn1|attn2)\.(?:processor\.)?"
@@ -67,12 +67,23 @@ _INSTEAD = (
     "Stand-In on a Wan 2.1 T2V model; or sample this model without CustomVideoX."
 )
 _MODEL = "comfy.ldm.wan.model."
-REFUSED_ROUTES = {
-    _MODEL + "VaceWanModel": (
-        "VACE's blocks add the control video's hints to exactly the video's own tokens, and its reference "
-        "image (WanVaceToVideo's reference_image) already sits in front of the video, read by those blocks. "
-        "Give the reference image to WanVaceToVideo and sample without CustomVideoX Apply." + _INSTEAD
+PREFIX_ROUTES = {
+    _MODEL + "VaceWanModel": PrefixRoute(
+        frames_from="WanVaceToVideo's trim_latent",
+        own_reference=(
+            "VACE's blocks add the control video's hints to exactly the video's own tokens, so frames "
+            "appended by CustomVideoX would not line up with them. Give the reference image to "
+            "WanVaceToVideo's reference_image instead, and use CustomVideoX Apply with no reference "
+            "connected and WanVaceToVideo's trim_latent wired to its reference_prefix_frames: it biases "
+            "that reference. Or: Phantom-Wan, or Apply Stand-In on a Wan 2.1 T2V model."
+        ),
     ),
+}
+"""Wan routes whose conditioning puts reference frames in front of the video (``HostSpec.prefix_routes``):
+VACE, whose ``WanVaceToVideo`` puts ``trim_latent`` encoded reference frames before the video, in the
+latent and in the control context its blocks read."""
+
+REFUSED_ROUTES = {
     _MODEL + "WanModel_S2V": (
         "Wan S2V (speech to video) runs its reference image and audio as streams of its own, which "
         "CustomVideoX's reference frames would misalign; use WanSoundImageToVideo's ref_image." + _INSTEAD
@@ -129,4 +140,5 @@ SPEC = HostSpec(
     reference_layouts=("joint", "cached"),
     branch_dit_classes=("comfy.ldm.wan.model.WanModel",),
     refused_routes=REFUSED_ROUTES,
+    prefix_routes=PREFIX_ROUTES,
 )

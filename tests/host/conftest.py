@@ -54,6 +54,7 @@ from tiny_models import (
     write_tiny_sd15_unet,
     write_tiny_vae,
     write_tiny_wan,
+    write_tiny_wan_vace,
 )
 
 HOST_TESTS_DIR = Path(__file__).resolve().parent
@@ -187,6 +188,8 @@ class TinyModels:
     cogvideox: dict[str, str]
     """Variant ("5b", "2b", "1.5") → ``diffusion_models`` file name."""
     wan: str
+    wan_vace: str
+    """A Wan 2.1 VACE file (``WAN21_Vace``) of the tiny Wan's sizes."""
     sd15: str
     vae: str
     """A ``vae`` file name (TAEHV, 16 latent channels)."""
@@ -204,11 +207,13 @@ def tiny_models(comfy_host: ComfyHost) -> TinyModels:
         write_tiny_cogvideox(diffusion_models_dir / name, variant=variant, seed=1)
         cogvideox[variant] = name
     write_tiny_wan(diffusion_models_dir / "cvx_tiny_wan21_t2v.safetensors", seed=2)
+    write_tiny_wan_vace(diffusion_models_dir / "cvx_tiny_wan21_vace.safetensors", seed=5)
     write_tiny_sd15_unet(diffusion_models_dir / "cvx_tiny_sd15_unet.safetensors", seed=3)
     write_tiny_vae(vae_dir / "cvx_tiny_taehv.safetensors", seed=4)
     return TinyModels(
         cogvideox=cogvideox,
         wan="cvx_tiny_wan21_t2v.safetensors",
+        wan_vace="cvx_tiny_wan21_vace.safetensors",
         sd15="cvx_tiny_sd15_unet.safetensors",
         vae="cvx_tiny_taehv.safetensors",
         diffusion_models_dir=diffusion_models_dir,

@@ -1,10 +1,11 @@
 """Core's other Wan routes (issue #20): CustomVideoX Apply refuses each at the node, with its reason.
 
-VACE, S2V, HuMo, Animate and the other Wan variants that run blocks or streams of their own sized to the
-video's tokens cannot take the pack's appended reference frames (on VACE sampling failed deep inside
-``comfy/ldm/wan/model.py`` with a raw size mismatch). Each is refused by Apply (and by Sample, which patches through the same
-``apply_reference_patch``), before any sampling, with a message naming the route and what to use instead; the plain Wan the same file loads is
-still patched. The DiT of each route is ComfyUI's own class, built tiny and put in a loaded tiny Wan.
+S2V, HuMo, Animate and the other Wan variants that run blocks or streams of their own sized to the
+video's tokens cannot take the pack's appended reference frames. Each is refused by Apply (and by Sample,
+which patches through the same ``apply_reference_patch``), before any sampling, with a message naming the
+route and what to do instead; the plain Wan the same file loads is still patched. The DiT of each route
+is ComfyUI's own class, built tiny and put in a loaded tiny Wan. VACE, whose reference Apply biases, has
+its own file (``test_vace.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from nodes_support import VIDEO_HEIGHT, VIDEO_WIDTH, load_model, reference_image
 from tiny_models import TINY_WAN
 
 ROUTES = {
-    "comfy.ldm.wan.model.VaceWanModel": ("VACE", {"vace_layers": 1, "vace_in_dim": 32}),
     "comfy.ldm.wan.model.WanModel_S2V": ("S2V", {}),
     "comfy.ldm.wan.model.HumoWanModel": ("HuMo", {}),
     "comfy.ldm.wan.model_animate.AnimateWanModel": ("Animate", {}),
@@ -55,7 +55,7 @@ def test_every_refused_route_names_a_class_of_this_comfyui(pack_module, comfyui_
 
     wan = importlib.import_module(f"{pack_module.__name__}.customvideox_core.host_specs.wan")
     missing = []
-    for qualified in wan.REFUSED_ROUTES:
+    for qualified in (*wan.REFUSED_ROUTES, *wan.PREFIX_ROUTES):
         module, name = qualified.rsplit(".", 1)
         try:
             found = getattr(importlib.import_module(module), name, None)

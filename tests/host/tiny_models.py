@@ -258,6 +258,36 @@ def write_tiny_wan(
     return _save(path, tensors, metadata)
 
 
+TINY_VACE_LAYERS = 2
+"""VACE blocks of the tiny VACE model: one after each of its two main blocks."""
+TINY_VACE_IN_DIM = 2 * TINY_LATENT_CHANNELS + 64
+"""``WanVaceToVideo``'s control latent (inactive and reactive halves) and its 8 x 8 pixel mask channels."""
+
+
+def write_tiny_wan_vace(path: Path | str, *, seed: int = 0, config: TinyWanConfig = TINY_WAN) -> Path:
+    """Write a tiny Wan 2.1 VACE transformer that ``UNETLoader`` detects as ``WAN21_Vace``: the tiny Wan's
+    sizes (:func:`write_tiny_wan`) plus ComfyUI's ``VaceWanModel`` blocks and control patch embedding."""
+    from comfy.ldm.wan.model import VaceWanModel
+    from comfy.ops import disable_weight_init
+
+    model = VaceWanModel(
+        **config.model_kwargs(),
+        vace_layers=TINY_VACE_LAYERS,
+        vace_in_dim=TINY_VACE_IN_DIM,
+        operations=disable_weight_init,
+    )
+    tensors = _fill_random(
+        model.state_dict(), seed=seed, attention=_WAN_ATTENTION, attention_std=ATTENTION_INIT_STD
+    )
+    transformer_overrides = {"num_heads": config.num_heads, "text_dim": config.text_dim}
+    metadata = {
+        "config": json.dumps({"transformer": transformer_overrides}),
+        "cvx_tiny_model": "wan2.1-vace",
+        "cvx_seed": str(seed),
+    }
+    return _save(path, tensors, metadata)
+
+
 def write_tiny_vae(path: Path | str, *, seed: int = 0) -> Path:
     """Write a TAEHV-style 16-channel video VAE with random weights (``comfy.sd.VAE`` → ``TAEHV``).
 

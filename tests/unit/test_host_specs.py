@@ -60,6 +60,35 @@ def test_the_reference_branch_runs_on_the_plain_wan_class_only():
         assert qualified in str(error.value) and "VACE" in str(error.value)
 
 
+def test_vace_takes_apply_without_a_reference_and_the_number_of_its_prefix_frames():
+    wan = HOST_SPECS["wan"]
+    wan_model = fake_class("comfy.ldm.wan.model.WanModel")
+    vace = fake_class("comfy.ldm.wan.model.VaceWanModel", wan_model)()
+    wan.check_route(vace, own_reference=False, prefix_frames=1)
+    with pytest.raises(
+        ValueError, match=r"VaceWanModel\) with a reference of its own: .*reference_prefix_frames"
+    ):
+        wan.check_route(vace, own_reference=True, prefix_frames=1)
+    with pytest.raises(
+        ValueError, match=r"connect WanVaceToVideo's trim_latent to Apply's reference_prefix_frames"
+    ):
+        wan.check_route(vace, own_reference=False, prefix_frames=0)
+    with pytest.raises(
+        ValueError, match=r"reference_prefix_frames is 2, but this model \(WanModel\) puts no"
+    ):
+        wan.check_route(wan_model(), own_reference=False, prefix_frames=2)
+    with pytest.raises(ValueError, match=r"reference_prefix_frames is -1; expected 0 or more"):
+        wan.check_route(vace, own_reference=False, prefix_frames=-1)
+    wan.check_route(wan_model(), own_reference=True)
+    cogvideox = HOST_SPECS["cogvideox"]
+    with pytest.raises(
+        ValueError, match=r"puts no reference frames in front of the video\. Set reference_prefix_frames to 0"
+    ):
+        cogvideox.check_route(
+            fake_class("comfy.ldm.cogvideo.model.CogVideoXTransformer3DModel")(), prefix_frames=1
+        )
+
+
 def test_families_with_the_cached_layout_name_the_classes_its_branch_runs_on():
     for spec in HOST_SPECS.values():
         assert bool(spec.branch_dit_classes) == ("cached" in spec.reference_layouts), spec.family

@@ -38,32 +38,33 @@ HEADS, HEAD_DIM = 2, 16
 LAYOUT = TokenLayout.cogvideox(text=5, frames=2, reference_frames=2, frame_tokens=4)
 
 
-def oracle(query, key, value, *, tab, weights, sees, kept, term_frames, activation, gamma):
+def oracle(query, key, value, *, tab, weights, sees, kept, term_frames, activation, gamma, layout=LAYOUT):
     """Dense float64 softmax, one logit at a time, docs/ARCHITECTURE.md's bias ("The bias"); dropped keys removed outright.
 
     activation: [B][video][K] floats or None; term_frames: K lists of reference frames.
     A row that does not see the reference: text/video queries attend to text/video keys only, each
-    reference query to itself only.
+    reference query to itself only. The video and the reference start where ``layout`` puts them (the
+    reference after the video, or in front of it).
     """
     batch, length, _ = query.shape
     q, k, v = (t.double().reshape(batch, length, HEADS, HEAD_DIM) for t in (query, key, value))
     out = torch.zeros(batch, length, HEADS, HEAD_DIM, dtype=torch.float64)
-    start = LAYOUT.text + LAYOUT.video
+    video, start = layout.video_slice.start, layout.reference_slice.start
     for b in range(batch):
         for h in range(HEADS):
             logits = q[b, :, h] @ k[b, :, h].T / math.sqrt(HEAD_DIM)
-            for i in range(LAYOUT.video):
-                for j in range(LAYOUT.reference):
-                    frame = j // LAYOUT.frame_tokens
+            for i in range(layout.video):
+                for j in range(layout.reference):
+                    frame = j // layout.frame_tokens
                     for term, frames in enumerate(term_frames):
                         if frame in frames:
                             a = 0.0 if activation is None else activation[b][i][term]
-                            logits[LAYOUT.text + i, start + j] += tab * (1 + gamma * a) * weights[j]
-            for j in range(LAYOUT.reference):
+                            logits[video + i, start + j] += tab * (1 + gamma * a) * weights[j]
+            for j in range(layout.reference):
                 if not sees[b] or not kept[j]:
                     logits[:, start + j] = -math.inf
             if not sees[b]:
-                for j in range(LAYOUT.reference):
+                for j in range(layout.reference):
                     logits[start + j] = -math.inf
                     logits[start + j, start + j] = 0.0
             out[b, :, h] = torch.softmax(logits, dim=-1) @ v[b, :, h]
@@ -435,3 +436,71 @@ def test_step_validation_is_clear():
             row_sees_reference=torch.ones(1, dtype=torch.bool), kept_reference=torch.ones(3, dtype=torch.bool),
             erae=None, erae_rows=torch.ones(1, dtype=torch.bool),
         )  # fmt: skip
+
+
+PREFIX = TokenLayout(text=0, video=3 * 4, reference=2 * 4, frame_tokens=4, reference_first=True)
+"""VACE's layout: two reference frames in front of three video frames, no text in the self-attention."""
+
+
+@pytest.mark.parametrize("path", list(KERNELS))
+@pytest.mark.parametrize("sees", [[True, True], [True, False]])
+def test_a_reference_in_front_of_the_video_gets_the_same_bias(path, sees):
+    generator = torch.Generator().manual_seed(5)
+    query, key, value = (
+        torch.randn(2, PREFIX.total, HEADS * HEAD_DIM, generator=generator) for _ in range(3)
+    )
+    erae = ERAEConfig(entity_positions=(2,), gamma=1.5, block_outside_mask=True)
+    step = plan_step(
+        PREFIX,
+        tab=TABSchedule(shape="constant", peak=2.0),
+        progress=0.3,
+        row_sees_reference=sees,
+        row_has_entities=sees,
+        reference_weights=WEIGHTS,
+        erae=erae,
+    )
+    activation = (
+        torch.rand(2, PREFIX.video, 1, generator=generator)
+        * torch.tensor(sees, dtype=torch.float32)[:, None, None]
+    )
+    got = reference_self_attention(
+        query, key, value, HEADS, step, attention_fn=sdpa_attention, activation=activation,
+        lse_kernel=KERNELS[path],
+    )  # fmt: skip
+    expected = oracle(
+        query, key, value, tab=2.0, weights=WEIGHTS.tolist(), sees=sees,
+        kept=[w > 0 for w in WEIGHTS.tolist()], term_frames=[[0, 1]], activation=activation.tolist(),
+        gamma=1.5, layout=PREFIX,
+    )  # fmt: skip
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=0)
+
+
+def test_a_reference_prefix_at_tab_zero_is_one_plain_call_over_the_sequence_as_it_stands():
+    """Bit for bit the host's own attention: no reordering of the keys."""
+    generator = torch.Generator().manual_seed(6)
+    query, key, value = (
+        torch.randn(2, PREFIX.total, HEADS * HEAD_DIM, generator=generator) for _ in range(3)
+    )
+    step = plan_step(
+        PREFIX,
+        tab=TABSchedule(shape="constant", peak=0.0),
+        progress=0.5,
+        row_sees_reference=[True, True],
+        row_has_entities=[True, False],
+        reference_weights=torch.ones(PREFIX.reference),
+        erae=None,
+    )
+    got = reference_self_attention(query, key, value, HEADS, step, attention_fn=sdpa_attention)
+    split = [t.reshape(2, PREFIX.total, HEADS, HEAD_DIM).transpose(1, 2) for t in (query, key, value)]
+    plain = sdpa_attention(*split).transpose(1, 2).reshape(2, PREFIX.total, HEADS * HEAD_DIM)
+    assert torch.equal(got, plain)
+
+
+def test_a_reference_prefix_holds_no_text():
+    with pytest.raises(ValueError, match="reference first holds no text"):
+        TokenLayout(text=3, video=4, reference=4, frame_tokens=4, reference_first=True)
+    assert (PREFIX.reference_slice, PREFIX.video_slice, PREFIX.context_slice) == (
+        slice(0, 8),
+        slice(8, 20),
+        slice(8, 20),
+    )
