@@ -29,7 +29,8 @@ Tensors arrive in the host's attention layout ``[B, L, (H D)]`` and leave in it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -77,8 +78,8 @@ class ReferenceStep:
     - ``row_scale``: ``[B]`` float32 multiplier of ``b(s)`` kept on the device (a row switched off there
       gets 0; ``tab_per_row`` already holds the product), or ``None``. Used with ``host_rows`` only.
 
-    ``plan`` (derived on construction) holds the row groups, the kept indices and the key side of the
-    bias; the reference weights are the only tensor it reads back (the subject masks, once per call).
+    ``plan`` (made on first use) holds the row groups, the kept indices and the key side of the bias;
+    the reference weights are the only tensor it reads back (the subject masks, once per call).
     """
 
     layout: TokenLayout
@@ -90,7 +91,6 @@ class ReferenceStep:
     erae_rows: Tensor
     host_rows: HostRows | None = None
     row_scale: Tensor | None = None
-    plan: StepPlan = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         batch = self.tab_per_row.shape[0]
@@ -118,7 +118,12 @@ class ReferenceStep:
         scale = self.row_scale
         if scale is not None and scale.shape != (batch,):
             raise ValueError(f"row_scale must be [{batch}] or None, got {tuple(scale.shape)}")
-        object.__setattr__(self, "plan", _make_plan(self))
+
+    @cached_property
+    def plan(self) -> StepPlan:
+        """The step's one-source :class:`SourcePlan`, made on first use: a caller that plans the step with
+        other sources (the wrapper, through :func:`as_source`) never makes it."""
+        return plan_sources([as_source(self)], self.batch, self.tab_per_row.device)
 
     @property
     def batch(self) -> int:
@@ -163,10 +168,6 @@ def as_source(step: ReferenceStep, name: str = "reference") -> Source:
         erae_rows=tuple(bool(flag) for flag in host.entities),
         row_scale=row_scale,
     )
-
-
-def _make_plan(step: ReferenceStep) -> StepPlan:
-    return plan_sources([as_source(step)], step.batch, step.tab_per_row.device)
 
 
 def plan_step(

@@ -26,7 +26,8 @@ Tensors arrive in the host's layout ``[B, L, (H D)]`` and leave in it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -59,8 +60,8 @@ class VideoStep:
     - ``entity_positions``: the text positions of the words ERAE reads for this one reference image (the
       words bound to image 1 when ERAEMask binds subjects, else the unbound entity words).
 
-    ``plan`` (derived on construction, the only host read-back of the call) holds the row groups, the
-    kept indices and the factors of the bias.
+    ``plan`` (made on first use, the only host read-back of the call) holds the row groups, the kept
+    indices and the factors of the bias.
     """
 
     sees_reference: tuple[bool, ...]
@@ -70,7 +71,6 @@ class VideoStep:
     gamma: float
     erae_rows: tuple[bool, ...]
     entity_positions: tuple[int, ...] = ()
-    plan: VideoPlan = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.tab_per_row) != self.batch or len(self.erae_rows) != self.batch:
@@ -79,7 +79,12 @@ class VideoStep:
                 f"TAB values and {len(self.erae_rows)} ERAE flags (erae_rows, the cond rows); expected the "
                 "same number of each: one per batch row"
             )
-        object.__setattr__(self, "plan", _make_plan(self))
+
+    @cached_property
+    def plan(self) -> VideoPlan:
+        """The step's one-source :class:`SourcePlan`, made on first use (the wrapper plans the step with
+        the call's other sources through :func:`as_source` and never makes it)."""
+        return plan_sources([as_source(self)], self.batch, self.reference_weights.device)
 
     @property
     def batch(self) -> int:
@@ -108,10 +113,6 @@ def as_source(step: VideoStep, name: str = SOURCE_NAME, threshold: float = 0.0) 
         threshold=threshold,
         erae_rows=step.erae_rows,
     )
-
-
-def _make_plan(step: VideoStep) -> VideoPlan:
-    return plan_sources([as_source(step)], step.batch, step.reference_weights.device)
 
 
 def plan_video_step(

@@ -191,7 +191,7 @@ def test_apply_without_reference_then_with_one_is_refused_naming_both(comfy_host
         apply.execute(apply.execute(wan, first).args[0], None)
 
 
-def standin(pack_module, pack, model, reference, peak: float):
+def standin(pack_module, pack, model, reference, peak: float, uncond_sees_reference: bool = False):
     nodes = importlib.import_module(f"{pack_module.__name__}.nodes.standin_nodes")
     return nodes.apply_standin(
         model,
@@ -200,7 +200,7 @@ def standin(pack_module, pack, model, reference, peak: float):
         strength=1.0,
         tab=constant_tab(pack, peak),
         erae=None,
-        uncond_sees_reference=False,
+        uncond_sees_reference=uncond_sees_reference,
     )
 
 
@@ -231,3 +231,36 @@ def test_apply_and_apply_standin_compose_in_either_order(comfy_host, pack_module
     # both references act: neither alone gives the result
     assert (base - sample(apply_node(comfy_host, pack, wan, first, 0.0))).abs().max().item() > 1e-3
     assert (base - sample(standin(pack_module, pack, wan, second, 0.0))).abs().max().item() > 1e-3
+
+
+def test_every_model_call_plans_its_sources_once(comfy_host, pack_module, pack, wan, subjects, monkeypatch):
+    """Two Apply nodes and Apply Stand-In: one table of three sources, planned once per DiT call (the
+    one-source steps the wrapper builds them from never plan themselves)."""
+    first, second, _ = subjects
+    model = apply_node(comfy_host, pack, wan, first, 2.0, uncond_sees_reference=True)
+    model = apply_node(comfy_host, pack, model, second, 1.0, uncond_sees_reference=True)
+    model = standin(pack_module, pack, model, first, 1.5, uncond_sees_reference=True)
+    core = importlib.import_module(f"{pack_module.__name__}.customvideox_core.reference_sources")
+    plans, forwards = [], []
+    plan_sources = core.plan_sources
+
+    def counting_plan(sources, batch, device):
+        plans.append(tuple(source.name for source in sources))
+        return plan_sources(sources, batch, device)
+
+    for module in ("customvideox_core.reference_sources", "customvideox_core.reference_attention",
+                   "customvideox_core.standin.video_attention", "nodes.patch"):  # fmt: skip
+        monkeypatch.setattr(
+            importlib.import_module(f"{pack_module.__name__}.{module}"), "plan_sources", counting_plan
+        )
+    dit = model.model.diffusion_model
+    forward = dit._forward
+
+    def counting_forward(x, *args, **kwargs):
+        forwards.append(x.shape[0])
+        return forward(x, *args, **kwargs)
+
+    monkeypatch.setattr(dit, "_forward", counting_forward)
+    assert torch.isfinite(sample(model, steps=2)).all()
+    assert forwards == [2, 2]
+    assert plans == [("reference 1", "reference 2", "standin")] * 2

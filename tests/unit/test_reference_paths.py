@@ -337,6 +337,7 @@ def test_no_host_read_back_per_attention_call(monkeypatch):
     query, key, value = qkv(3)
     erae = ERAEConfig(entity_positions=(1,), gamma=1.0, block_outside_mask=True)
     step = make_step([True, False, True], weights=WEIGHTS, erae=erae)
+    assert step.plan is step.plan  # planned once per model call, before its attention calls
     activation = torch.rand(3, LAYOUT.video, 1)
 
     def refuse(*args, **kwargs):

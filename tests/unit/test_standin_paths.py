@@ -224,6 +224,7 @@ def test_no_host_read_back_per_attention_call(monkeypatch):
     query, key, value, reference_key, reference_value = tokens(3, seed=9)
     erae = ERAEConfig(entity_positions=(1,), gamma=1.0, block_outside_mask=True)
     step = planned([True, False, True], [True, False, False], tab=1.5, erae=erae)
+    assert step.plan is step.plan  # planned once per model call, before its attention calls
     activation = torch.rand(3, VIDEO)
 
     def refuse(*args, **kwargs):
