@@ -34,6 +34,14 @@ from .biased_paths import BiasedPaths, RowGroup, RowPlan, factor_dtype, join_hea
 from .erae import entity_activations
 from .layout import TokenLayout
 
+NO_FLOAT64_DEVICES = frozenset({"mps"})
+"""Device types without float64 tensors (Apple's MPS): the plan's per-row TAB values are float32 there."""
+
+
+def plan_dtype(device: torch.device | str) -> torch.dtype:
+    """The dtype of a plan's per-row values on ``device``: float64 where the device has it."""
+    return torch.float32 if torch.device(device).type in NO_FLOAT64_DEVICES else torch.float64
+
 
 @dataclass(frozen=True, eq=False)
 class Source:
@@ -120,8 +128,9 @@ class SourcePlan(RowPlan):
     first — or None, ``key_factors`` ``[kept, K]``, ``biased``) and
 
     - ``groups``: the :class:`SeeingGroup` s (one per set of sources seen).
-    - ``term_tab``: ``[B, K]`` float64, ``b(s)`` of each row for each term (times the source's
-      ``row_scale`` on the device).
+    - ``term_tab``: ``[B, K]`` on the call's device, ``b(s)`` of each row for each term (times the
+      source's ``row_scale`` there); float64, or float32 on a device without float64
+      (:data:`NO_FLOAT64_DEVICES`).
     - ``term_gamma``/``term_threshold``: per term; ``term_erae_rows``: ``[B, K]`` bool.
     - ``term_positions``: entity positions of each term (``()`` = plain TAB term).
     - ``entity``: rows whose entity activation is measured (they see a source with ERAE and hold its words).
@@ -241,7 +250,7 @@ def plan_sources(sources: Sequence[Source], batch: int, device: torch.device) ->
     ]
     biased_any = any(group.biased for group in groups)
     kept_all = torch.cat(kept_parts) if kept_parts else torch.zeros(0, dtype=torch.long, device=device)
-    term_tab_device = term_tab.to(device)
+    term_tab_device = term_tab.to(device=device, dtype=plan_dtype(device))
     for source, columns in zip(sources, term_columns, strict=True):
         if source.row_scale is not None and len(columns):
             scale = source.row_scale.to(device=device, dtype=term_tab_device.dtype)

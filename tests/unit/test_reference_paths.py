@@ -505,3 +505,12 @@ def test_a_reference_prefix_holds_no_text():
         slice(8, 20),
         slice(8, 20),
     )
+
+
+def test_the_plan_keeps_no_float64_on_a_device_without_it():
+    """Apple's MPS has no float64: the per-row TAB values of a plan go there as float32."""
+    from customvideox_core.reference_sources import plan_dtype
+
+    assert plan_dtype("mps") == torch.float32
+    assert plan_dtype(torch.device("cpu")) == plan_dtype("cuda:0") == torch.float64
+    assert make_step([True], weights=WEIGHTS).plan.term_tab.dtype == torch.float64
