@@ -28,11 +28,19 @@ from nodes_support import (
 STEPS = 3
 
 
-def vace_graph(tiny_models, *, tab_peak: float | None, reference: bool = True, prefix: object = None) -> dict:
+def vace_graph(
+    tiny_models,
+    *,
+    tab_peak: float | None,
+    reference: bool = True,
+    prefix: object = None,
+    erae: float | None = None,
+) -> dict:
     """UNETLoader (VACE) → [CustomVideoX Apply, no reference] → KSampler ← WanVaceToVideo; TrimVideoLatent.
 
     ``tab_peak`` None: core's graph alone (no Apply). ``prefix``: what Apply's ``reference_prefix_frames``
-    gets; by default WanVaceToVideo's ``trim_latent`` wire.
+    gets; by default WanVaceToVideo's ``trim_latent`` wire. ``erae``: the strength of an ERAEMask on
+    "dog" (a 32-token conditioning whose prompt holds the word early), or None for no ERAE.
     """
     graph = {
         "unet": {
@@ -103,6 +111,22 @@ def vace_graph(tiny_models, *, tab_peak: float | None, reference: bool = True, p
             },
         }
         graph["sampler"]["inputs"]["model"] = ["apply", 0]
+    if erae is not None:
+        graph["clip"] = {"class_type": "CVXTestTokenizerCLIP", "inputs": {"family": "wan"}}
+        graph["erae"] = {
+            "class_type": "CustomVideoXERAEMask",
+            "inputs": {
+                "clip": ["clip", 0],
+                "prompt": "a dog running on the grass",
+                "entity_words": "dog",
+                "strength": erae,
+                "threshold": 0.0,
+                "block_outside_mask": False,
+            },
+        }
+        graph["apply"]["inputs"]["erae"] = ["erae", 0]
+        for node in ("positive", "negative"):
+            graph[node]["inputs"]["length"] = 32
     return graph
 
 
@@ -175,6 +199,15 @@ def test_the_bias_acts_on_the_video_queries_toward_the_prefix_only(
         ("sources", [("reference frames in front of the video", frame_tokens, False, (2.0, 2.0))]),
     ]
     assert seen == one_call * STEPS
+
+
+def test_erae_reads_the_words_from_the_cross_attention_and_strengthens_the_prefix(comfy_host, tiny_models):
+    """ERAE on VACE: the entity activation of each block's cross-attention scales the prefix's bias; at
+    strength 0 it is TAB alone, and a strength moves the video further."""
+    tab_alone = run(comfy_host, vace_graph(tiny_models, tab_peak=2.0, erae=0.0))[1]
+    with_erae = run(comfy_host, vace_graph(tiny_models, tab_peak=2.0, erae=10.0))[1]
+    assert torch.isfinite(with_erae).all()
+    assert (with_erae - tab_alone).abs().max().item() > 1e-3
 
 
 def test_apply_with_its_own_reference_on_vace_is_refused_at_the_node(comfy_host, tiny_models, vae):
