@@ -12,12 +12,13 @@
   (:func:`chain_patches`), appended *after* the video frames on the time axis and stripped from the
   prediction again; or — when the call already carries the host's own reference frames (Wan's
   ``time_dim_concat`` from core's ``WanPhantomSubjectToVideo``) and the patch has no reference — those
-  frames, left where the host puts them and only biased; and Stand-In's cached branch
+  frames, left where the host puts them and only biased; or the frames a core node put in front of the
+  video (VACE's reference, ``ReferencePatch.prefix_frames`` of them); and Stand-In's cached branch
   (``nodes/standin_patch.StandInPatch.source_for``). Appending keeps every video token at
   its own position: under CogVideoX-5B/1.5's and Wan's RoPE the reference frames get the temporal
   indices ``T .. T+R-1``; under CogVideoX-2B's 3D sin-cos table the rows of frames ``T ..``.
-  CogVideoX-1.5 (temporal patch 2) first pads the video exactly as the model would and repeats each
-  reference frame so that it fills one temporal patch;
+  Where each kind of frames sits in the sequence is :mod:`.sequence_geometry`'s; what one Apply stores,
+  and how Apply nodes stack, :mod:`.reference_patch`'s;
 - for the duration of that call, ``transformer_options["optimized_attention_override"]`` set to the
   one override of :mod:`.attention_override`, which runs every self-attention over the sources.
 
@@ -37,19 +38,16 @@ the per-call state lives only in the copy of ``transformer_options`` handed to t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 import comfy.ldm.common_dit
 import comfy.patcher_extension
 import torch
 from torch import Tensor
 
 from ..customvideox_core.clock import ClockSpan
-from ..customvideox_core.erae import ERAEConfig, reference_token_weights
+from ..customvideox_core.erae import ERAEConfig
 from ..customvideox_core.host_signature import HostSignature, signature_of_dit
-from ..customvideox_core.host_specs import PREFIX_FRAMES_INPUT, HostSpec
+from ..customvideox_core.host_specs import HostSpec
 from ..customvideox_core.layout import TokenLayout
-from ..customvideox_core.reference import check_pixel_size
 from ..customvideox_core.reference_attention import as_source, plan_step
 from ..customvideox_core.reference_sources import Source, plan_sources
 from ..customvideox_core.tab import TABSchedule
@@ -69,7 +67,9 @@ from .conditioning_roles import (
     row_roles,
 )
 from .host_model import diffusion_model_of, host_signature
+from .reference_patch import ReferencePatch, chain_patches
 from .row_split import RowSplit
+from .sequence_geometry import SequenceGeometry
 from .types import ReferenceLatents
 from .wrapper_args import (
     CONCAT_ID_CALL_KEY,
@@ -82,80 +82,6 @@ from .wrapper_args import (
 )
 
 WRAPPER_KEY = REFERENCE_WRAPPER_KEY
-
-
-@dataclass(frozen=True, eq=False)
-class ReferencePatch:
-    """Everything one patched MODEL needs.
-
-    - ``model_latents``: ``[1, C, R, h, w]`` the patch's own reference (ReferenceEncode) in the model's
-      latent space, or ``None`` to bias the reference frames the conditioning already carries (the
-      host's reference input, e.g. Phantom's).
-    - ``masks``: ``[1 or R, H, W]`` subject masks of the reference frames — the own reference's, or the
-      host's frames' (compose mode) — or ``None`` for the whole frame.
-    """
-
-    model_latents: Tensor | None
-    tab: TABSchedule
-    erae: ERAEConfig | None
-    uncond_sees_reference: bool
-    masks: Tensor | None = None
-    prefix_frames: int = 0
-    """Reference frames the conditioning puts in front of the video (a prefix route: VACE's
-    ``trim_latent``), biased when ``model_latents`` is None; 0 elsewhere."""
-    earlier: tuple[ReferencePatch, ...] = ()
-    """The references of Apply nodes earlier in the graph (their frames come first, each its own source
-    with its own TAB, ERAE, masks and negative pass); see :func:`chain_patches`."""
-
-    @property
-    def sources(self) -> tuple[ReferencePatch, ...]:
-        """One patch per Apply node, in the order of their frames (each without ``earlier``)."""
-        return (*self.earlier, replace(self, earlier=()))
-
-    @property
-    def reference_frames(self) -> int:
-        """Latent frames of the pack's own references (every Apply's), appended after the video."""
-        return sum(
-            int(patch.model_latents.shape[2]) for patch in self.sources if patch.model_latents is not None
-        )
-
-    def all_latents(self) -> Tensor:
-        """``[1, C, R, h, w]``: the own reference frames of every Apply, in order."""
-        return torch.cat([patch.model_latents for patch in self.sources], dim=2)
-
-
-def chain_patches(first: ReferencePatch | None, second: ReferencePatch) -> ReferencePatch:
-    """``second`` (a later Apply node's patch) with the references of ``first`` kept before it.
-
-    Two Apply nodes with a reference each add up: the frames of both, each with its own bias. An Apply
-    without a reference (it biases the frames the conditioning carries) cannot share a model with
-    another Apply: the second one refuses, naming both.
-    """
-    if first is None:
-        return second
-    if first.model_latents is None or second.model_latents is None:
-        kinds = [
-            "one biasing the reference frames of the conditioning (no reference connected)"
-            if patch.model_latents is None
-            else "one with its own reference"
-            for patch in (first, second)
-        ]
-        raise ValueError(
-            f"this model already went through a CustomVideoX Apply ({kinds[0]}); a second Apply "
-            f"({kinds[1]}) cannot add to it: the conditioning's frames and the pack's own appended frames "
-            "are two layouts of one reference. Use one Apply: connect every reference image to one "
-            "ReferenceEncode, or none to bias the conditioning's frames."
-        )
-    reference = first.model_latents
-    latents = second.model_latents
-    if reference.shape[1] != latents.shape[1] or reference.shape[-2:] != latents.shape[-2:]:
-        raise ValueError(
-            f"the reference of this Apply is {tuple(latents.shape[1:2]) + tuple(latents.shape[-2:])} "
-            f"(channels, height, width) but an earlier Apply's is "
-            f"{tuple(reference.shape[1:2]) + tuple(reference.shape[-2:])}: encode both references at the "
-            "video's size with the same VAE"
-        )
-    return replace(second, earlier=first.sources)
 
 
 def install_machinery(model, host: HostSignature) -> None:
@@ -230,14 +156,14 @@ class ReferenceWrapper:
         return self.host.spec
 
     @property
-    def patch_sizes(self) -> tuple[int, int]:
-        """``(temporal, spatial)`` patch sizes of the host (its signature's)."""
-        return self.host.patch_size_t or 1, self.host.patch_size
+    def geometry(self) -> SequenceGeometry:
+        """Where the call's reference frames sit in the host's sequence."""
+        return SequenceGeometry(self.host)
 
     def __call__(self, executor, *args, **kwargs):
         if self.host is None:
             self.host = signature_of_dit(executor.class_obj)
-        spec = self.spec
+        spec, geometry = self.spec, self.geometry
         options_index = spec.transformer_options_index
         transformer_options = options_of(args, kwargs, options_index)
         patch: ReferencePatch | None = transformer_options.get(SETTINGS_KEY)
@@ -288,7 +214,7 @@ class ReferenceWrapper:
             split = RowSplit.of(sees_any, args, kwargs, transformer_options, options_index)
             if split is not None:
                 return split.run(executor, self)
-            video, reference, layout = self._join(spec, dit, x, args[spec.context_index], patch.all_latents())
+            video, reference, layout = geometry.join(dit, x, args[spec.context_index], patch.all_latents())
             new_args[0] = torch.cat([video, reference], dim=2)
             sources = self._own_sources(x, layout, patch, sees, roles, progress)
         elif patch is not None and patch.prefix_frames:
@@ -298,7 +224,7 @@ class ReferenceWrapper:
                     f"({patch.prefix_frames}, VACE) and in {spec.reference_input.name} (Phantom's): "
                     "CustomVideoX biases one of them; give the reference images to one core node"
                 )
-            layout = self._prefix_layout(x, patch.prefix_frames)
+            layout = geometry.prefix_layout(x, patch.prefix_frames)
             # Every row carries the prefix (WanVaceToVideo puts it on the positive and the negative), so
             # every row is biased, as every Phantom row that carries its frames is.
             step = plan_step(
@@ -307,12 +233,12 @@ class ReferenceWrapper:
                 progress=progress,
                 row_sees_reference=[True] * x.shape[0],
                 row_has_entities=[role.positive for role in roles],
-                reference_weights=self._weights(x, layout, patch.masks),
+                reference_weights=geometry.weights(x, layout, patch.masks),
                 erae=patch.erae,
             )
             sources = [as_source(step, "reference frames in front of the video")]
         elif patch is not None and host_frames is not None:
-            layout = self._host_layout(spec, x, args[spec.context_index], host_frames)
+            layout = geometry.host_layout(x, args[spec.context_index], host_frames)
             # The host's own method: every row that carries the frames attends to them; rows whose frames
             # are all zero (Phantom's "no image" negative) are no reference to strengthen. Decided on the
             # frames' device: nothing is read back.
@@ -322,7 +248,7 @@ class ReferenceWrapper:
                 progress=progress,
                 row_sees_reference=[True] * x.shape[0],
                 row_has_entities=[role.positive for role in roles],
-                reference_weights=self._weights(x, layout, patch.masks),
+                reference_weights=geometry.weights(x, layout, patch.masks),
                 erae=patch.erae,
                 row_biased=host_frames.flatten(1).abs().amax(dim=1) > 0,
             )
@@ -384,91 +310,11 @@ class ReferenceWrapper:
                 progress=progress,
                 row_sees_reference=flags,
                 row_has_entities=[role.positive for role in roles],
-                reference_weights=self._weights(x, sub_layout, part.masks),
+                reference_weights=self.geometry.weights(x, sub_layout, part.masks),
                 erae=part.erae,
             )
             sources.append(as_source(step, f"reference {index + 1}"))
         return sources
-
-    def _weights(self, x: Tensor, layout: TokenLayout, masks: Tensor | None) -> Tensor:
-        """Region weights ``[1, reference]`` of the reference tokens (all ones without a mask)."""
-        if masks is None:
-            return torch.ones(1, layout.reference, device=x.device)
-        frames = layout.reference_frames
-        if masks.shape[0] not in (1, frames):
-            raise ValueError(
-                f"{masks.shape[0]} subject masks for {frames} reference frames: give one mask, or one per "
-                "reference image"
-            )
-        weights = reference_token_weights(
-            masks.to(x.device).expand(frames, -1, -1),
-            latent_size=(x.shape[-2], x.shape[-1]),
-            patch_size=self.host.patch_size,
-        ).reshape(1, -1)
-        if weights.shape[1] != layout.reference:
-            raise ValueError(
-                f"reference mask pooled to {weights.shape[1]} tokens, expected {layout.reference}"
-            )
-        return weights
-
-    def _join(
-        self, spec: HostSpec, dit, x: Tensor, context: Tensor, latents: Tensor
-    ) -> tuple[Tensor, Tensor, TokenLayout]:
-        """Pad the video as the DiT would and build the reference frames. x ``[B, C, T, H, W]``, latents
-        ``[1, C, R, h, w]`` (every Apply's own reference frames)."""
-        reference = latents.to(device=x.device, dtype=x.dtype)
-        if reference.shape[1] != x.shape[1] or reference.shape[-2:] != x.shape[-2:]:
-            check_pixel_size(x.shape[-1] * 8, x.shape[-2] * 8, what="the video latent's width and height")
-            raise ValueError(
-                f"the reference latent is {tuple(reference.shape[1:2]) + tuple(reference.shape[-2:])} "
-                f"(channels, height, width) but the video latent is "
-                f"{tuple(x.shape[1:2]) + tuple(x.shape[-2:])}: encode the reference with the same VAE at "
-                f"the video's size ({x.shape[-1] * 8}x{x.shape[-2] * 8} pixels)"
-            )
-        temporal, spatial = self.patch_sizes
-        video = comfy.ldm.common_dit.pad_to_patch_size(x, (temporal, spatial, spatial))
-        reference = comfy.ldm.common_dit.pad_to_patch_size(reference, (1, spatial, spatial))
-        reference = reference.repeat_interleave(temporal, dim=2).expand(x.shape[0], -1, -1, -1, -1)
-        layout = self._layout(spec, context, video, reference)
-        if spec.check_reference_fits is not None:
-            spec.check_reference_fits(dit, layout.video + layout.reference)
-        return video, reference, layout
-
-    def _host_layout(self, spec: HostSpec, x: Tensor, context: Tensor, host_frames: Tensor) -> TokenLayout:
-        """The layout the host builds itself when it appends ``host_frames`` after the (padded) video."""
-        temporal, spatial = self.patch_sizes
-        padded = comfy.ldm.common_dit.pad_to_patch_size(x, (temporal, spatial, spatial))
-        padded_reference = comfy.ldm.common_dit.pad_to_patch_size(host_frames, (temporal, spatial, spatial))
-        return self._layout(spec, context, padded, padded_reference)
-
-    def _prefix_layout(self, x: Tensor, prefix_frames: int) -> TokenLayout:
-        """``[reference | video]``: the first ``prefix_frames`` latent frames of ``x`` ``[B, C, T, H, W]`` are
-        the reference a prefix route put in front of the video (the DiT pads ``x`` to its patches)."""
-        temporal, spatial = self.patch_sizes
-        padded = comfy.ldm.common_dit.pad_to_patch_size(x, (temporal, spatial, spatial))
-        frames = padded.shape[2] // temporal
-        if prefix_frames % temporal or prefix_frames >= frames * temporal:
-            raise ValueError(
-                f"{PREFIX_FRAMES_INPUT} is {prefix_frames}, but the latent being sampled has {x.shape[2]} "
-                f"frames: it must count the reference frames in front of the video (WanVaceToVideo's "
-                "trim_latent for this latent), fewer than the latent's frames"
-            )
-        frame_tokens = (padded.shape[-2] // spatial) * (padded.shape[-1] // spatial)
-        return TokenLayout(
-            text=0,
-            video=(frames - prefix_frames // temporal) * frame_tokens,
-            reference=prefix_frames // temporal * frame_tokens,
-            frame_tokens=frame_tokens,
-            reference_first=True,
-        )
-
-    def _layout(self, spec: HostSpec, context: Tensor, video: Tensor, reference: Tensor) -> TokenLayout:
-        """Layout of ``[video | reference]`` frames, both ``[B, C, T, H, W]`` already padded to patches."""
-        temporal, spatial = self.patch_sizes
-        frame_tokens = (video.shape[-2] // spatial) * (video.shape[-1] // spatial)
-        return spec.make_layout(
-            context.shape[1], video.shape[2] // temporal, reference.shape[2] // temporal, frame_tokens
-        )
 
 
 __all__ = [

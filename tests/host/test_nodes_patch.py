@@ -113,26 +113,23 @@ class AttentionMassProbe:
 
 
 @pytest.mark.parametrize("host", ["cogvideox-5b", "wan"])
-def test_raising_tab_raises_attention_mass_on_the_reference(comfy_host, pack, vae, models, host):
+def test_raising_tab_raises_attention_mass_on_the_reference(comfy_host, pack, vae, models, host, monkeypatch):
     reference = encode_reference(comfy_host, vae, 1)
     means = []
+    geometry = pack.patch.SequenceGeometry
+    original_join = geometry.join
     for peak in (0.0, 2.0, 6.0):
         model = patched(pack, models[host], reference, peak=peak)
         probe = AttentionMassProbe()
         model.model_options["transformer_options"]["optimized_attention_override"] = probe
-        wrapper = model.wrappers["diffusion_model"]["customvideox"][0]
-        original_join = wrapper._join
 
-        def join(*args, _original=original_join, _probe=probe):
-            video, ref, layout = _original(*args)
+        def join(*args, _probe=probe):
+            video, ref, layout = original_join(*args)
             _probe.layout = layout
             return video, ref, layout
 
-        wrapper._join = join
-        try:
-            sample(model, steps=1)
-        finally:
-            wrapper._join = original_join
+        monkeypatch.setattr(geometry, "join", join)
+        sample(model, steps=1)
         assert probe.masses, "the backend was never called with biased attention"
         means.append(sum(probe.masses) / len(probe.masses))
     assert means[0] < means[1] < means[2], means
