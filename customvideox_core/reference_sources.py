@@ -356,10 +356,9 @@ class _SourcesCall:
         context = self.layout.context_slice
         if self.layout.reference == 0:
             return join_heads(self.paths.attend(query, key, value))
-        main = self.paths.attend(query[:, context], key[:, context], value[:, context])
-        output = value.clone()
-        output[:, context] = join_heads(main)
-        return output
+        main = join_heads(self.paths.attend(query[:, context], key[:, context], value[:, context]))
+        own = value[:, self.layout.reference_slice]
+        return torch.cat([own, main] if self.layout.reference_first else [main, own], dim=1)
 
     def seeing(
         self, query: Tensor, key: Tensor, value: Tensor, activation: Tensor | None, group: SeeingGroup
