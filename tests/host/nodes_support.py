@@ -67,6 +67,19 @@ PACK_MODULES = {
 }
 
 
+STANDIN_MODULES = {
+    "patch": "nodes.patch",
+    "types": "nodes.types",
+    "standin_nodes": "nodes.standin_nodes",
+    "standin_patch": "nodes.standin_patch",
+    "lora": "customvideox_core.standin.lora_file",
+    "branch": "customvideox_core.standin.branch",
+    "tab": "customvideox_core.tab",
+    "erae": "customvideox_core.erae",
+}
+"""The modules the Stand-In host tests reach (``pack_modules``)."""
+
+
 def pack_modules(pack_module: types.ModuleType, paths: dict[str, str]) -> types.SimpleNamespace:
     """``{name: dotted path under the pack}`` → the modules as ComfyUI loaded them (relative imports need
     the pack as their parent, so they are imported under its module name)."""
@@ -133,6 +146,72 @@ def sample(
         latent,
         disable_pbar=True,
         seed=seed,
+    )
+
+
+def euler_sigmas(model, steps: int) -> torch.Tensor:
+    """The ``steps + 1`` sigmas KSampler runs for ``model`` with euler, the simple scheduler, denoise 1."""
+    import comfy.samplers
+
+    return comfy.samplers.KSampler(
+        model,
+        steps=steps,
+        device=model.load_device,
+        sampler="euler",
+        scheduler="simple",
+        denoise=1.0,
+        model_options=model.model_options,
+    ).sigmas
+
+
+def guided_sample(guider, model, steps: int, *, seed: int = 3) -> torch.Tensor:
+    """``guider`` (a core ``CFGGuider`` or subclass) run as SamplerCustom would: euler over
+    :func:`euler_sigmas`, from a zero latent of ``LATENT_SHAPE`` and the seed's noise."""
+    import comfy.sample
+    import comfy.samplers
+
+    latent = torch.zeros(LATENT_SHAPE)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    return guider.sample(
+        noise,
+        latent,
+        comfy.samplers.sampler_object("euler"),
+        euler_sigmas(model, steps),
+        disable_pbar=True,
+        seed=seed,
+    )
+
+
+SCORE_SETTINGS = {"region": "full", "frame_stride": 1, "center_crop": True}
+"""CustomVideoX Score's widget defaults: whole frames, every frame, centre crop."""
+
+
+def score_graph(
+    reference_image: str, frames: int, clip_vision: str, encoder: dict, encoder_input: str
+) -> dict:
+    """An API graph scoring ``frames`` copies of the uploaded ``reference_image`` against it.
+
+    1 LoadImage, 2 RepeatImageBatch, 3 the fixture pack's tiny CLIP vision ``clip_vision``, 4 ``encoder``
+    (wired into Score's ``encoder_input``), 5 CustomVideoX Score (its summary: ``ui_outputs["5"]``).
+    """
+    links = {"frames": ["2", 0], "reference": ["1", 0], "clip_vision": ["3", 0], encoder_input: ["4", 0]}
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": reference_image}},
+        "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": frames}},
+        "3": {"class_type": "CVXTestTinyClipVisionLoader", "inputs": {"clip_name": clip_vision}},
+        "4": encoder,
+        "5": {"class_type": "CustomVideoXScore", "inputs": {**links, **SCORE_SETTINGS}},
+    }
+
+
+def constant_tab_patch(
+    pack, model, reference, peak: float, *, erae=None, uncond_sees_reference: bool = False
+):
+    """``model`` patched by the pack's ``apply_reference_patch`` with ``reference`` at a constant TAB ``peak``
+    (``pack``: anything with the pack's ``patch`` and ``tab`` modules)."""
+    tab = pack.tab.TABSchedule(shape="constant", peak=peak)
+    return pack.patch.apply_reference_patch(
+        model, reference, tab=tab, erae=erae, uncond_sees_reference=uncond_sees_reference
     )
 
 
