@@ -38,32 +38,33 @@ HEADS, HEAD_DIM = 2, 16
 LAYOUT = TokenLayout.cogvideox(text=5, frames=2, reference_frames=2, frame_tokens=4)
 
 
-def oracle(query, key, value, *, tab, weights, sees, kept, term_frames, activation, gamma):
+def oracle(query, key, value, *, tab, weights, sees, kept, term_frames, activation, gamma, layout=LAYOUT):
     """Dense float64 softmax, one logit at a time, docs/ARCHITECTURE.md's bias ("The bias"); dropped keys removed outright.
 
-    activation: [B][video][K] floats or None; term_frames: K lists of reference frames.
+    activation: [B][video][K] floats or None; term_frames: K lists of reference frames of ``layout``
+    (``HEADS`` heads of ``HEAD_DIM``).
     A row that does not see the reference: text/video queries attend to text/video keys only, each
     reference query to itself only.
     """
     batch, length, _ = query.shape
     q, k, v = (t.double().reshape(batch, length, HEADS, HEAD_DIM) for t in (query, key, value))
     out = torch.zeros(batch, length, HEADS, HEAD_DIM, dtype=torch.float64)
-    start = LAYOUT.text + LAYOUT.video
+    start = layout.text + layout.video
     for b in range(batch):
         for h in range(HEADS):
             logits = q[b, :, h] @ k[b, :, h].T / math.sqrt(HEAD_DIM)
-            for i in range(LAYOUT.video):
-                for j in range(LAYOUT.reference):
-                    frame = j // LAYOUT.frame_tokens
+            for i in range(layout.video):
+                for j in range(layout.reference):
+                    frame = j // layout.frame_tokens
                     for term, frames in enumerate(term_frames):
                         if frame in frames:
                             a = 0.0 if activation is None else activation[b][i][term]
-                            logits[LAYOUT.text + i, start + j] += tab * (1 + gamma * a) * weights[j]
-            for j in range(LAYOUT.reference):
+                            logits[layout.text + i, start + j] += tab * (1 + gamma * a) * weights[j]
+            for j in range(layout.reference):
                 if not sees[b] or not kept[j]:
                     logits[:, start + j] = -math.inf
             if not sees[b]:
-                for j in range(LAYOUT.reference):
+                for j in range(layout.reference):
                     logits[start + j] = -math.inf
                     logits[start + j, start + j] = 0.0
             out[b, :, h] = torch.softmax(logits, dim=-1) @ v[b, :, h]
