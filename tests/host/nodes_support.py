@@ -5,8 +5,10 @@ Imports ComfyUI only inside functions (this module is collected by the unit tier
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,3 +236,11 @@ def assert_same_fingerprint(before: dict, after: dict) -> None:
     assert before["wrappers"] == after["wrappers"]
     for name, tensor in before["weights"].items():
         assert torch.equal(tensor, after["weights"][name]), f"weight {name} changed"
+
+
+@contextlib.contextmanager
+def left_untouched(model) -> Iterator[None]:
+    """Asserts after the block that ``model`` kept its options, patches, wrappers and weights."""
+    before = model_fingerprint(model)
+    yield
+    assert_same_fingerprint(before, model_fingerprint(model))
