@@ -7,8 +7,9 @@ Nothing of ComfyUI is copied and nothing is downloaded: a model's tensor shapes 
 ``load_diffusion_model_state_dict`` turns them into a ``ModelPatcher`` (so detection, the model class
 and the patcher are exactly what Load Diffusion Model gives).
 
-Used by ``sampling_step.py``, ``gpu_step.py`` and ``standin_step.py``; the scripts take the checkout
-from ``COMFYUI_PATH`` (``comfyui_path``) and must run with the Python that runs that ComfyUI.
+Used by the benchmark scripts (and by host tests that count model calls: ``counted_clone``); the
+scripts take the checkout from ``COMFYUI_PATH`` (``comfyui_path``, or ``preset_parser`` + ``start_comfy``
+for the preset scripts) and must run with the Python that runs that ComfyUI.
 """
 
 from __future__ import annotations
