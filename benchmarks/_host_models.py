@@ -7,8 +7,9 @@ Nothing of ComfyUI is copied and nothing is downloaded: a model's tensor shapes 
 ``load_diffusion_model_state_dict`` turns them into a ``ModelPatcher`` (so detection, the model class
 and the patcher are exactly what Load Diffusion Model gives).
 
-Used by ``sampling_step.py``, ``gpu_step.py`` and ``standin_step.py``; the scripts take the checkout
-from ``COMFYUI_PATH`` (``comfyui_path``) and must run with the Python that runs that ComfyUI.
+Used by the benchmark scripts (and by host tests that count model calls: ``counted_clone``); the
+scripts take the checkout from ``COMFYUI_PATH`` (``comfyui_path``, or ``preset_parser`` + ``start_comfy``
+for the preset scripts) and must run with the Python that runs that ComfyUI.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -42,6 +45,35 @@ REFERENCE_VARIANTS: dict[str, tuple[float, bool, bool] | None] = {
     "reference + TAB 2 + ERAE": (2.0, True, False),
     "reference + TAB 2 + ERAE, uncond sees": (2.0, True, True),
 }
+
+
+def preset_parser(doc: str, presets: dict, default: str, *, device: bool = True) -> argparse.ArgumentParser:
+    """The options of a benchmark run by preset: ``--preset``, ``--device`` (``device``: it can run on
+    CUDA; the default is CUDA when there is one), ``--repeats``, ``--threads`` and ``--markdown``; the
+    description is the first paragraph of the script's ``doc``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(presets), default=default)
+    if device:
+        parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--markdown", action="store_true")
+    return parser
+
+
+def start_comfy(parser: argparse.ArgumentParser, options: argparse.Namespace, device: str, **comfy):
+    """After ``preset_parser``'s options are read: the ``--threads`` setting, warnings-only logging and
+    ComfyUI imported on ``device`` (``comfy``: ``import_comfy``'s options); returns the pack's module."""
+    comfyui = comfyui_path(parser)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    logging.basicConfig(level=logging.WARNING)
+    return import_comfy(comfyui, device, **comfy)
+
+
+def run_environment(dtype: torch.dtype, device: torch.device) -> str:
+    """The setting a timing was taken in, for the line above a table: dtype, device, torch, threads."""
+    return f"{dtype}, device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}"
 
 
 def comfyui_path(parser: argparse.ArgumentParser) -> Path:
@@ -177,6 +209,55 @@ def reference_variants(pack, model, height: int, width: int, selected: tuple[str
 def latent_shape(height: int, width: int, frames: int) -> tuple[int, int, int, int, int]:
     """The 16-channel video latent of ``frames`` frames of ``height × width`` (4× time, 8× space)."""
     return (1, 16, (frames - 1) // 4 + 1, height // 8, width // 8)
+
+
+@dataclass(frozen=True)
+class WanVideo:
+    """A random-weight Wan 2.1 T2V (heads of 128) and the video it samples: the sizes the Wan benchmarks'
+    presets share (their own settings follow in subclasses)."""
+
+    layers: int
+    dim: int
+    ffn_dim: int
+    width: int
+    height: int
+    frames: int
+    text_tokens: int
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int, int]:
+        return latent_shape(self.height, self.width, self.frames)
+
+    def build(self, dtype: torch.dtype):
+        """The model as a ComfyUI ModelPatcher (``build_model``)."""
+        arguments = wan_arguments(
+            heads=self.dim // 128, head_dim=128, layers=self.layers, ffn_dim=self.ffn_dim
+        )
+        return build_model("wan", arguments, dtype)
+
+
+class CallCounter:
+    """``DIFFUSION_MODEL`` wrapper: counts the DiT's calls and the batch rows (passes) they run."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.passes = 0
+
+    def __call__(self, executor, *args, **kwargs):
+        self.calls += 1
+        self.passes += args[0].shape[0]
+        return executor(*args, **kwargs)
+
+
+def counted_clone(model):
+    """A clone of ``model`` (a ModelPatcher) whose DiT calls a fresh :class:`CallCounter` counts, and
+    that counter."""
+    import comfy.patcher_extension
+
+    counter = CallCounter()
+    clone = model.clone()
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "cvx_count", counter)
+    return clone, counter
 
 
 def sampling_step(

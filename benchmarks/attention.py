@@ -310,19 +310,21 @@ def _erae():
     return ERAEConfig(entity_positions=(0,), gamma=1.0)
 
 
+HEADER = (
+    "size",
+    "threads",
+    "variant",
+    "time ms",
+    "× base",
+    "ratio IQR",
+    "× base, min",
+    "peak MiB",
+    "× base",
+    "max abs Δ vs dense",
+)
+
+
 def format_table(rows: list[Row], differences: dict[str, float], markdown: bool, threads: int) -> str:
-    header = [
-        "size",
-        "threads",
-        "variant",
-        "time ms",
-        "× base",
-        "ratio IQR",
-        "× base, min",
-        "peak MiB",
-        "× base",
-        "max abs Δ vs dense",
-    ]
     baselines = {row.size: row.measurement for row in rows if row.variant == "SDPA +ref, no bias"}
     body = []
     for row in rows:
@@ -346,7 +348,7 @@ def format_table(rows: list[Row], differences: dict[str, float], markdown: bool,
                 "" if difference is None else f"{difference:.1e}",
             ]
         )
-    return render_table(header, body, markdown=markdown, rule=True)
+    return render_table(HEADER, body, markdown=markdown, rule=True)
 
 
 def _spread(ratios: list[float]) -> str:

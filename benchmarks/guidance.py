@@ -19,8 +19,6 @@ the per-round ratios. ``--preset cpu-tiny --repeats 1`` checks the script end to
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,28 +28,19 @@ import torch
 sys.path.append(str(Path(__file__).resolve().parent))
 from _host_models import (
     WAN_TEXT_DIM,
-    build_model,
-    comfyui_path,
-    import_comfy,
-    latent_shape,
+    CallCounter,
+    WanVideo,
+    counted_clone,
     pack_module,
-    wan_arguments,
+    preset_parser,
+    start_comfy,
 )
 from _table import format_table
 from _timing import compare
 
-logger = logging.getLogger("benchmarks.guidance")
-
 
 @dataclass(frozen=True)
-class Preset:
-    layers: int
-    dim: int
-    ffn_dim: int
-    width: int
-    height: int
-    frames: int
-    text_tokens: int
+class Preset(WanVideo):
     steps: int
     repeats: int
 
@@ -74,24 +63,11 @@ VARIANTS = {
 HEADER = ("guidance", "model calls", "passes", "s / sampling", "× three-pass")
 
 
-class CallCounter:
-    """``DIFFUSION_MODEL`` wrapper: counts the DiT's calls and the batch rows (passes) they run."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.passes = 0
-
-    def __call__(self, executor, *args, **kwargs):
-        self.calls += 1
-        self.passes += args[0].shape[0]
-        return executor(*args, **kwargs)
-
-
 def phantom_conditionings(preset: Preset) -> tuple[list, list, list]:
     """(positive, negative with the reference, negative without it), as ``WanPhantomSubjectToVideo``
     makes them: the subject latent as ``time_dim_concat`` (zeros for the pass without the reference)."""
     generator = torch.Generator().manual_seed(1)
-    shape = latent_shape(preset.height, preset.width, preset.frames)
+    shape = preset.latent_shape
     subject = torch.randn(1, shape[1], 1, *shape[3:], generator=generator)
     positive, negative = (
         torch.randn(1, preset.text_tokens, WAN_TEXT_DIM, generator=generator) for _ in range(2)
@@ -122,7 +98,7 @@ def sampling(guider, model, preset: Preset):
     import comfy.samplers
 
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", preset.steps)
-    latent = torch.zeros(latent_shape(preset.height, preset.width, preset.frames))
+    latent = torch.zeros(preset.latent_shape)
     noise = comfy.sample.prepare_noise(latent, 0)
     sampler = comfy.samplers.sampler_object("euler")
 
@@ -135,38 +111,19 @@ def sampling(guider, model, preset: Preset):
 
 def counts(pack, model, conditionings, preset: Preset) -> dict[str, CallCounter]:
     """Calls and passes of one sampling of each variant, on a clone that carries the counter."""
-    import comfy.patcher_extension
-
     found = {}
     for name in VARIANTS:
-        counter = CallCounter()
-        counting = model.clone()
-        counting.add_wrapper_with_key(
-            comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "cvx_count", counter
-        )
+        counting, found[name] = counted_clone(model)
         sampling(guiders(pack, counting, conditionings)[name], counting, preset)()
-        found[name] = counter
     return found
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-small")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--markdown", action="store_true")
+    parser = preset_parser(__doc__, PRESETS, "cpu-small", device=False)
     options = parser.parse_args(argv)
-    comfyui = comfyui_path(parser)
     preset = PRESETS[options.preset]
-    logging.basicConfig(level=logging.WARNING)
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    pack = import_comfy(comfyui, "cpu")
-    model = build_model(
-        "wan",
-        wan_arguments(heads=preset.dim // 128, head_dim=128, layers=preset.layers, ffn_dim=preset.ffn_dim),
-        torch.float32,
-    )
+    pack = start_comfy(parser, options, "cpu")
+    model = preset.build(torch.float32)
     conditionings = phantom_conditionings(preset)
     counted = counts(pack, model, conditionings, preset)
     runs = {

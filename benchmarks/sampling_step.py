@@ -22,8 +22,6 @@ frames, 17,550 video tokens), 226 text tokens, one reference frame (1,350 tokens
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +33,12 @@ from _host_models import (
     attention_backend,
     build_model,
     cogvideox_arguments,
-    comfyui_path,
-    import_comfy,
     latent_shape,
+    preset_parser,
     reference_variants,
+    run_environment,
     sampling_step,
+    start_comfy,
 )
 from _table import format_table, memory, ratio
 from _timing import compare
@@ -104,12 +103,7 @@ def table_rows(results: dict) -> list[list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-issue")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--markdown", action="store_true")
+    parser = preset_parser(__doc__, PRESETS, "cpu-issue")
     parser.add_argument("--quick", action="store_true", help="only: no reference, TAB 0, TAB 2 + ERAE")
     parser.add_argument(
         "--comfy-attention",
@@ -118,14 +112,12 @@ def main(argv: list[str] | None = None) -> None:
         help="ComfyUI's attention backend: pytorch (SDPA, as on a GPU) or ComfyUI's default for the device",
     )
     options = parser.parse_args(argv)
-    comfyui = comfyui_path(parser)
     preset = PRESETS[options.preset]
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
     if options.preset == "cogvideox-5b" and options.device != "cuda":
         parser.error("the cogvideox-5b preset needs a CUDA device")
-    logging.basicConfig(level=logging.WARNING)
-    pack = import_comfy(comfyui, options.device, pytorch_attention=options.comfy_attention == "pytorch")
+    pack = start_comfy(
+        parser, options, options.device, pytorch_attention=options.comfy_attention == "pytorch"
+    )
     device = torch.device(options.device)
     model = build_cogvideox(preset)
     selected = QUICK_VARIANTS if options.quick else ALL_VARIANTS
@@ -140,8 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         f"CogVideoX random weights: {preset.layers} layers, {preset.heads} heads × 64, "
         f"{preset.width}×{preset.height}×{preset.frames} frames ({video_tokens} video tokens), "
         f"{preset.text_tokens} text tokens, 1 reference frame ({(preset.height // 16) * (preset.width // 16)} "
-        f"tokens), cfg batch of 2, {preset.dtype}, device {device}, torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}, ComfyUI attention {attention_backend()}"
+        f"tokens), cfg batch of 2, {run_environment(preset.dtype, device)}, ComfyUI attention {attention_backend()}"
     )
     print(format_table(HEADER, table_rows(results), markdown=options.markdown))
 

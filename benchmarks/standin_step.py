@@ -30,8 +30,6 @@ others, its ratio a ratio of medians.) The model is built by ``benchmarks/_host_
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,29 +39,19 @@ import torch
 sys.path.append(str(Path(__file__).resolve().parent))
 from _host_models import (
     WAN_TEXT_DIM,
-    build_model,
-    comfyui_path,
-    import_comfy,
-    latent_shape,
+    WanVideo,
     pack_module,
+    preset_parser,
     reference_latents,
-    wan_arguments,
+    run_environment,
+    start_comfy,
 )
 from _table import format_table, memory, ratio
 from _timing import compare
 
-logger = logging.getLogger("benchmarks.standin_step")
-
 
 @dataclass(frozen=True)
-class Preset:
-    layers: int
-    dim: int
-    ffn_dim: int
-    width: int
-    height: int
-    frames: int
-    text_tokens: int
+class Preset(WanVideo):
     reference_size: int
     rank: int
     dtype: torch.dtype
@@ -78,14 +66,6 @@ PRESETS = {
 }
 REFERENCE_BRANCH = "reference branch alone (once per sampling)"
 HEADER = ("variant", "s / step", "× no ref", "peak MiB", "× no ref")
-
-
-def build_wan(preset: Preset):
-    """A random-weight Wan 2.1 T2V (heads of 128) of ``preset``'s size as a ComfyUI ModelPatcher."""
-    arguments = wan_arguments(
-        heads=preset.dim // 128, head_dim=128, layers=preset.layers, ffn_dim=preset.ffn_dim
-    )
-    return build_model("wan", arguments, preset.dtype)
 
 
 def standin_lora_state(preset: Preset) -> dict:
@@ -150,7 +130,7 @@ def variants(pack, model, preset: Preset) -> tuple[dict, object]:
 
 
 def latent_of(preset: Preset) -> torch.Tensor:
-    return torch.zeros(latent_shape(preset.height, preset.width, preset.frames))
+    return torch.zeros(preset.latent_shape)
 
 
 def step_function(model_patcher, preset: Preset, device: torch.device, *, recompute: bool = False):
@@ -216,26 +196,17 @@ def table_rows(results: dict) -> list[list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-medium")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=None)
+    parser = preset_parser(__doc__, PRESETS, "cpu-medium")
     parser.add_argument("--reference-size", type=int, default=None, help="reference pixels (square)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--markdown", action="store_true")
     options = parser.parse_args(argv)
-    comfyui = comfyui_path(parser)
     preset = PRESETS[options.preset]
     if options.reference_size:
         preset = Preset(**{**preset.__dict__, "reference_size": options.reference_size})
     if options.preset == "wan-14b" and options.device != "cuda":
         parser.error("the wan-14b preset needs a CUDA device")
-    logging.basicConfig(level=logging.WARNING)
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    pack = import_comfy(comfyui, options.device)
+    pack = start_comfy(parser, options, options.device)
     device = torch.device(options.device)
-    model = build_wan(preset)
+    model = preset.build(preset.dtype)
     models, cached = variants(pack, model, preset)
     runs = {
         name: step_function(m, preset, device, recompute=name == "Stand-In, recomputed")
@@ -251,8 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{preset.width}×{preset.height}×{preset.frames} frames ({video_tokens} video tokens), "
         f"{preset.text_tokens} text tokens, reference {preset.reference_size}² ({reference_tokens} tokens, "
         f"{100 * reference_tokens / video_tokens:.1f} % of the video), LoRA rank {preset.rank}, "
-        f"one step = one DiT call on a cfg batch of 2, {preset.dtype}, device {device}, torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}"
+        f"one step = one DiT call on a cfg batch of 2, {run_environment(preset.dtype, device)}"
     )
     print(format_table(HEADER, table_rows(results), markdown=options.markdown))
 

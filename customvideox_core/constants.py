@@ -5,6 +5,8 @@ name              value                    why
 ================  =======================  ===============================================================
 ``SEED_MAX``      ``2**64 - 1``            ComfyUI seeds are unsigned 64-bit integers
 ``SIZE_STEP``     ``16``                   pixel sizes: 8× VAE compression × DiT patch size 2
+``TEMPORAL_       ``4``                    video lengths are 1 + 4k frames: the CogVideoX and Wan VAEs
+COMPRESSION``                              compress time 4× (1 + 4k frames → 1 + k latent frames)
 ``MODEL_FOLDER``  ``"customvideox"``       ``models/customvideox``: adapters the pack trains and loads
 ``DATASET_        ``"customvideox_         folders (besides ComfyUI's input folder) that may hold
 FOLDER``          datasets"``              training datasets; registered like the model folders
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 SEED_MAX = 2**64 - 1
 SIZE_STEP = 16
+TEMPORAL_COMPRESSION = 4
 MODEL_FOLDER = "customvideox"
 DATASET_FOLDER = "customvideox_datasets"
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")

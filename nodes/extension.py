@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-import folder_paths
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
@@ -16,6 +13,7 @@ from .conditioning_node import CustomVideoXReferenceConditioning
 from .erae_node import CustomVideoXERAEMask
 from .face_model_node import CustomVideoXLoadFaceModel, register_face_folder
 from .load_node import LoadCustomVideoX
+from .model_folders import register_folder
 from .reference_guider import CustomVideoXReferenceGuider
 from .reference_node import CustomVideoXReferenceEncode
 from .sample_node import CustomVideoXSample
@@ -33,19 +31,7 @@ def register_model_folders() -> None:
     ``customvideox_datasets: /data/datasets`` adds a dataset root)."""
     register_face_folder()
     for name, extensions in ((MODEL_FOLDER, ADAPTER_EXTENSIONS), (DATASET_FOLDER, ())):
-        _register_folder(name, extensions)
-
-
-def _register_folder(name: str, extensions) -> None:
-    default = os.path.join(folder_paths.models_dir, name)
-    if name in folder_paths.folder_names_and_paths:
-        paths, known = folder_paths.folder_names_and_paths[name]
-        if default not in paths:
-            paths.append(default)
-        if isinstance(known, set):
-            known.update(extensions)
-        return
-    folder_paths.folder_names_and_paths[name] = ([default], set(extensions))
+        register_folder(name, extensions)
 
 
 NODES: list[type[io.ComfyNode]] = [

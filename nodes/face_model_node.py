@@ -12,6 +12,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..customvideox_core.metrics.face_onnx import PROVIDERS, load_face_model
+from .model_folders import register_folder
 
 FACE_FOLDER = "insightface"
 """``models/insightface``, the folder the insightface-based packs share; packs sit in its ``models/``."""
@@ -20,15 +21,7 @@ FaceModelType = io.Custom("CVX_FACE_MODEL")
 
 def register_face_folder() -> None:
     """Register ``models/insightface`` (``.onnx``) unless another pack did; keeps user-added paths."""
-    default = os.path.join(folder_paths.models_dir, FACE_FOLDER)
-    if FACE_FOLDER in folder_paths.folder_names_and_paths:
-        paths, extensions = folder_paths.folder_names_and_paths[FACE_FOLDER]
-        if default not in paths:
-            paths.append(default)
-        if isinstance(extensions, set):
-            extensions.add(".onnx")
-        return
-    folder_paths.folder_names_and_paths[FACE_FOLDER] = ([default], {".onnx"})
+    register_folder(FACE_FOLDER, (".onnx",))
 
 
 def face_pack_folders() -> dict[str, str]:

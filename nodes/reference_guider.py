@@ -20,7 +20,7 @@ from ..customvideox_core.ranges import GUIDANCE_SCALE, TAB_PROGRESS
 from .clock import clock_of
 from .conditioning_node import mark_sees_reference
 from .finite_inputs import finite_float_inputs
-from .widgets import float_input
+from .widgets import float_input, model_input
 
 
 class ReferenceGuider(comfy.samplers.CFGGuider):
@@ -94,9 +94,7 @@ class CustomVideoXReferenceGuider(io.ComfyNode):
                 "outside the image window, and where a scale is 1, the passes it does not need are not run."
             ),
             inputs=[
-                io.Model.Input(
-                    "model", tooltip="The model (Phantom-Wan, or one patched by CustomVideoX Apply)."
-                ),
+                model_input("The model (Phantom-Wan, or one patched by CustomVideoX Apply)."),
                 io.Conditioning.Input("positive", tooltip="The prompt; its pass sees the reference."),
                 io.Conditioning.Input(
                     "negative",

@@ -20,7 +20,7 @@ from .finite_inputs import finite_float_inputs
 from .patch_model import patch_model
 from .reference_guider import reference_guider
 from .types import ReferenceType
-from .widgets import Bounds, bias_inputs, float_input, model_input, size_inputs, uncond_input
+from .widgets import Bounds, bias_inputs, float_input, length_input, model_input, size_inputs, uncond_input
 
 MAX_SIZE = 8192
 
@@ -137,9 +137,7 @@ class CustomVideoXSample(io.ComfyNode):
                     tooltip="Start latent (for denoise < 1); without it width/height/length are used.",
                 ),
                 *size_inputs(max_size=MAX_SIZE),
-                io.Int.Input(
-                    "length", default=49, min=1, max=MAX_SIZE, step=4, tooltip="Number of video frames."
-                ),
+                length_input(max_frames=MAX_SIZE, tooltip="Number of video frames."),
                 io.Int.Input(
                     "seed", default=0, min=0, max=SEED_MAX, control_after_generate=True, tooltip="Noise seed."
                 ),

@@ -27,6 +27,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from ..customvideox_core.constants import TEMPORAL_COMPRESSION
 from ..customvideox_core.reference import check_pixel_size, prepare_reference
 from ..customvideox_core.training.data import (
     DatasetItem,
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 CACHE_FOLDER = "customvideox_cache"
 CACHE_VERSION = "1"
 REFERENCE_FIT = "pad"
-TEMPORAL_COMPRESSION = 4  # CogVideoX and Wan VAEs: 1 + 4k frames → 1 + k latent frames
 _HASH_CHUNK = 1 << 20
 
 

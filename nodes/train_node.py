@@ -36,7 +36,7 @@ from .train_settings import (
 )
 from .train_settings_node import DEPRECATED_NOTE, training_inputs
 from .types import TrainSettingsType
-from .widgets import size_inputs
+from .widgets import length_input, model_input, size_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -198,9 +198,7 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
             ),
             is_output_node=True,
             inputs=[
-                io.Model.Input(
-                    "model", tooltip="The CogVideoX or Wan model to train for (it is not modified)."
-                ),
+                model_input("The CogVideoX or Wan model to train for (it is not modified)."),
                 io.Vae.Input("vae", tooltip="The model's video VAE; clips and subjects are encoded with it."),
                 io.Conditioning.Input(
                     "positive",
@@ -221,12 +219,8 @@ class CustomVideoXTrainAdapter(io.ComfyNode):
                     "letters, digits, spaces, '-', '_' and '.'.",
                 ),
                 *size_inputs(max_size=4096, noun="Training"),
-                io.Int.Input(
-                    "length",
-                    default=49,
-                    min=1,
-                    max=1025,
-                    step=4,
+                length_input(
+                    max_frames=1025,
                     tooltip="Frames per clip (1 + 4k); the first frames of each clip are used.",
                 ),
                 *training_inputs(DEPRECATED_NOTE),

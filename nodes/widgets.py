@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..customvideox_core.constants import SIZE_STEP
+from ..customvideox_core.constants import SIZE_STEP, TEMPORAL_COMPRESSION
 from ..customvideox_core.ranges import Bounds
 from .types import ERAEType, TABType
 
@@ -40,6 +40,13 @@ def size_inputs(*, max_size: int, noun: str = "Video", width_note: str = "") -> 
     ]
 
 
+def length_input(*, max_frames: int, tooltip: str) -> io.Int.Input:
+    """``length`` in frames, 49 by default: 1 + 4k, as the video VAEs compress time 4×."""
+    return io.Int.Input(
+        "length", default=49, min=1, max=max_frames, step=TEMPORAL_COMPRESSION, tooltip=tooltip
+    )
+
+
 def bias_inputs(
     *,
     tab: str = "From TimeAwareBias; default: parabolic, peak 1.",
@@ -63,6 +70,9 @@ def patched_model_output() -> io.Model.Output:
     return io.Model.Output(tooltip="A patched copy of the model (the input stays untouched).")
 
 
-def model_input() -> io.Model.Input:
-    """The MODEL input of the nodes that patch CustomVideoX's supported hosts."""
-    return io.Model.Input("model", tooltip="From Load CustomVideoX (or any supported CogVideoX/Wan model).")
+def model_input(
+    tooltip: str = "From Load CustomVideoX (or any supported CogVideoX/Wan model).",
+) -> io.Model.Input:
+    """The MODEL input of the nodes that take CustomVideoX's supported hosts (the default tooltip: of the
+    nodes that patch them)."""
+    return io.Model.Input("model", tooltip=tooltip)

@@ -5,8 +5,10 @@ Imports ComfyUI only inside functions (this module is collected by the unit tier
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +67,19 @@ PACK_MODULES = {
     "hosts": "customvideox_core.host_signature",
     "adapter_file": "customvideox_core.adapter_file",
 }
+
+
+STANDIN_MODULES = {
+    "patch": "nodes.patch",
+    "types": "nodes.types",
+    "standin_nodes": "nodes.standin_nodes",
+    "standin_patch": "nodes.standin_patch",
+    "lora": "customvideox_core.standin.lora_file",
+    "branch": "customvideox_core.standin.branch",
+    "tab": "customvideox_core.tab",
+    "erae": "customvideox_core.erae",
+}
+"""The modules the Stand-In host tests reach (``pack_modules``)."""
 
 
 def pack_modules(pack_module: types.ModuleType, paths: dict[str, str]) -> types.SimpleNamespace:
@@ -136,6 +151,72 @@ def sample(
     )
 
 
+def euler_sigmas(model, steps: int) -> torch.Tensor:
+    """The ``steps + 1`` sigmas KSampler runs for ``model`` with euler, the simple scheduler, denoise 1."""
+    import comfy.samplers
+
+    return comfy.samplers.KSampler(
+        model,
+        steps=steps,
+        device=model.load_device,
+        sampler="euler",
+        scheduler="simple",
+        denoise=1.0,
+        model_options=model.model_options,
+    ).sigmas
+
+
+def guided_sample(guider, model, steps: int, *, seed: int = 3) -> torch.Tensor:
+    """``guider`` (a core ``CFGGuider`` or subclass) run as SamplerCustom would: euler over
+    :func:`euler_sigmas`, from a zero latent of ``LATENT_SHAPE`` and the seed's noise."""
+    import comfy.sample
+    import comfy.samplers
+
+    latent = torch.zeros(LATENT_SHAPE)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    return guider.sample(
+        noise,
+        latent,
+        comfy.samplers.sampler_object("euler"),
+        euler_sigmas(model, steps),
+        disable_pbar=True,
+        seed=seed,
+    )
+
+
+SCORE_SETTINGS = {"region": "full", "frame_stride": 1, "center_crop": True}
+"""CustomVideoX Score's widget defaults: whole frames, every frame, centre crop."""
+
+
+def score_graph(
+    reference_image: str, frames: int, clip_vision: str, encoder: dict, encoder_input: str
+) -> dict:
+    """An API graph scoring ``frames`` copies of the uploaded ``reference_image`` against it.
+
+    1 LoadImage, 2 RepeatImageBatch, 3 the fixture pack's tiny CLIP vision ``clip_vision``, 4 ``encoder``
+    (wired into Score's ``encoder_input``), 5 CustomVideoX Score (its summary: ``ui_outputs["5"]``).
+    """
+    links = {"frames": ["2", 0], "reference": ["1", 0], "clip_vision": ["3", 0], encoder_input: ["4", 0]}
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": reference_image}},
+        "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": frames}},
+        "3": {"class_type": "CVXTestTinyClipVisionLoader", "inputs": {"clip_name": clip_vision}},
+        "4": encoder,
+        "5": {"class_type": "CustomVideoXScore", "inputs": {**links, **SCORE_SETTINGS}},
+    }
+
+
+def constant_tab_patch(
+    pack, model, reference, peak: float, *, erae=None, uncond_sees_reference: bool = False
+):
+    """``model`` patched by the pack's ``apply_reference_patch`` with ``reference`` at a constant TAB ``peak``
+    (``pack``: anything with the pack's ``patch`` and ``tab`` modules)."""
+    tab = pack.tab.TABSchedule(shape="constant", peak=peak)
+    return pack.patch.apply_reference_patch(
+        model, reference, tab=tab, erae=erae, uncond_sees_reference=uncond_sees_reference
+    )
+
+
 def model_fingerprint(model) -> dict:
     """What must not change on an input MODEL: its options, patches, wrappers and weights."""
     weights = model.model.diffusion_model.state_dict()
@@ -155,3 +236,11 @@ def assert_same_fingerprint(before: dict, after: dict) -> None:
     assert before["wrappers"] == after["wrappers"]
     for name, tensor in before["weights"].items():
         assert torch.equal(tensor, after["weights"][name]), f"weight {name} changed"
+
+
+@contextlib.contextmanager
+def left_untouched(model) -> Iterator[None]:
+    """Asserts after the block that ``model`` kept its options, patches, wrappers and weights."""
+    before = model_fingerprint(model)
+    yield
+    assert_same_fingerprint(before, model_fingerprint(model))

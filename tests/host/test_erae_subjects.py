@@ -14,7 +14,16 @@ import math
 
 import pytest
 import torch
-from nodes_support import VIDEO_HEIGHT, VIDEO_WIDTH, Pack, load_model, load_vae, reference_images, sample
+from nodes_support import (
+    VIDEO_HEIGHT,
+    VIDEO_WIDTH,
+    Pack,
+    constant_tab_patch,
+    load_model,
+    load_vae,
+    reference_images,
+    sample,
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +57,7 @@ class FirstBiasedLogits:
 
 
 def first_logits(pack: Pack, model, reference, erae) -> tuple[torch.Tensor, object]:
-    patched = pack.patch.apply_reference_patch(
-        model,
-        reference,
-        tab=pack.tab.TABSchedule(shape="constant", peak=1.0),
-        erae=erae,
-        uncond_sees_reference=False,
-    )
+    patched = constant_tab_patch(pack, model, reference, 1.0, erae=erae)
     probe = FirstBiasedLogits()
     patched.model_options["transformer_options"]["optimized_attention_override"] = probe
     sample(patched, steps=1, cfg=1.0)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from face_models import FACE_BOX, face_image, write_tiny_face_pack
+from nodes_support import score_graph
 
 PACK = "cvx_tiny_buffalo_l"
 SIDE = 128
@@ -177,30 +178,11 @@ def test_in_a_graph_face_sim_lands_in_the_history(comfy_host, face_pack, tiny_en
 
     picture = (face_image(SIDE, SIDE, [(48, 48)], identity=1).numpy() * 255).round().astype("uint8")
     Image.fromarray(picture).save(comfy_host.input_dir / "cvx_face_reference.png")
-    graph = {
-        "1": {"class_type": "LoadImage", "inputs": {"image": "cvx_face_reference.png"}},
-        "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 3}},
-        "3": {
-            "class_type": "CVXTestTinyClipVisionLoader",
-            "inputs": {"clip_name": tiny_encoders.clip_vision},
-        },
-        "4": {
-            "class_type": "CustomVideoXLoadFaceModel",
-            "inputs": {"pack": PACK, "device": "cpu", "det_size": SIDE},
-        },
-        "5": {
-            "class_type": "CustomVideoXScore",
-            "inputs": {
-                "frames": ["2", 0],
-                "reference": ["1", 0],
-                "clip_vision": ["3", 0],
-                "region": "full",
-                "frame_stride": 1,
-                "center_crop": True,
-                "face_model": ["4", 0],
-            },
-        },
+    face_model = {
+        "class_type": "CustomVideoXLoadFaceModel",
+        "inputs": {"pack": PACK, "device": "cpu", "det_size": SIDE},
     }
+    graph = score_graph("cvx_face_reference.png", 3, tiny_encoders.clip_vision, face_model, "face_model")
     result = comfy_host.run_graph(graph)
     (summary,) = result.ui_outputs["5"]["cvx_scores"]
     assert summary["face_sim"] == pytest.approx(1.0, abs=1e-6) and summary["face_detected"] == 1.0

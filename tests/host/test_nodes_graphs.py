@@ -19,9 +19,8 @@ from nodes_support import (
     VIDEO_HEIGHT,
     VIDEO_WIDTH,
     Pack,
-    assert_same_fingerprint,
+    left_untouched,
     load_model,
-    model_fingerprint,
     random_conditioning_node,
     sample,
 )
@@ -243,32 +242,31 @@ def test_six_node_graph_and_apply_ksampler_run_over_http(comfy_server, comfy_hos
 
 def test_adapter_is_applied_through_comfy_patches(comfy_host, pack, tiny_models):
     model = load_model(tiny_models.diffusion_models_dir, tiny_models.cogvideox["5b"])
-    before = model_fingerprint(model)
-    original_video = sample(model)
-    loader = comfy_host.node_class("LoadCustomVideoX")
-    comfy_name = write_adapter(
-        pack, comfy_host, "cvx_test_comfy.safetensors", lora_tensors(), tiny_host_signature(pack)
-    )
-    diffusers_name = write_adapter(
-        pack,
-        comfy_host,
-        "cvx_test_diffusers.safetensors",
-        lora_tensors(diffusers_names=True),
-        tiny_host_signature(pack),
-    )
-    plain = sample(loader.execute(model, "none", 1.0).args[0])
-    with_comfy = loader.execute(model, comfy_name, 1.0)
-    with_diffusers = loader.execute(model, diffusers_name, 1.0)
-    zero_strength = loader.execute(model, comfy_name, 0.0)
-    assert len(with_comfy.args[0].patches) == 8
-    assert torch.equal(sample(zero_strength.args[0]), plain)
-    adapted = sample(with_comfy.args[0])
-    assert (adapted - plain).abs().max() > 1e-3
-    assert torch.allclose(sample(with_diffusers.args[0]), adapted, atol=1e-6)
-    # ComfyUI merges a clone's LoRA into the shared module while that clone is loaded and restores the
-    # weights when another patcher loads; the input MODEL itself must still give its own video.
-    assert torch.equal(sample(model), original_video)
-    assert_same_fingerprint(before, model_fingerprint(model))
+    with left_untouched(model):
+        original_video = sample(model)
+        loader = comfy_host.node_class("LoadCustomVideoX")
+        comfy_name = write_adapter(
+            pack, comfy_host, "cvx_test_comfy.safetensors", lora_tensors(), tiny_host_signature(pack)
+        )
+        diffusers_name = write_adapter(
+            pack,
+            comfy_host,
+            "cvx_test_diffusers.safetensors",
+            lora_tensors(diffusers_names=True),
+            tiny_host_signature(pack),
+        )
+        plain = sample(loader.execute(model, "none", 1.0).args[0])
+        with_comfy = loader.execute(model, comfy_name, 1.0)
+        with_diffusers = loader.execute(model, diffusers_name, 1.0)
+        zero_strength = loader.execute(model, comfy_name, 0.0)
+        assert len(with_comfy.args[0].patches) == 8
+        assert torch.equal(sample(zero_strength.args[0]), plain)
+        adapted = sample(with_comfy.args[0])
+        assert (adapted - plain).abs().max() > 1e-3
+        assert torch.allclose(sample(with_diffusers.args[0]), adapted, atol=1e-6)
+        # ComfyUI merges a clone's LoRA into the shared module while that clone is loaded and restores the
+        # weights when another patcher loads; the input MODEL itself must still give its own video.
+        assert torch.equal(sample(model), original_video)
 
 
 def test_unmatched_adapter_keys_are_reported(comfy_host, pack, tiny_models):

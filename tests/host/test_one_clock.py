@@ -8,12 +8,20 @@ the stretch of the model's time that its step covers.
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import pytest
 import torch
-from nodes_support import LATENT_SHAPE, VIDEO_HEIGHT, VIDEO_WIDTH, conditioning, load_model, reference_images
+from nodes_support import (
+    LATENT_SHAPE,
+    STANDIN_MODULES,
+    VIDEO_HEIGHT,
+    VIDEO_WIDTH,
+    conditioning,
+    load_model,
+    pack_modules,
+    reference_images,
+)
 
 STEPS, SPLIT = 6, 3
 SPLIT_ATOL = 1e-5
@@ -21,17 +29,8 @@ SPLIT_ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def mods(pack_module):
-    def sub(name):
-        return importlib.import_module(f"{pack_module.__name__}.{name}")
-
-    return {
-        "patch": sub("nodes.patch"),
-        "standin_nodes": sub("nodes.standin_nodes"),
-        "standin_patch": sub("nodes.standin_patch"),
-        "lora": sub("customvideox_core.standin.lora_file"),
-        "tab": sub("customvideox_core.tab"),
-    }
+def mods(pack_module) -> dict:
+    return vars(pack_modules(pack_module, STANDIN_MODULES))
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from nodes_support import (
     VIDEO_WIDTH,
     Pack,
     conditioning,
+    guided_sample,
     load_model,
     reference_images,
 )
@@ -84,27 +85,12 @@ def ksample(model, positive, negative, *, seed: int = 3, cfg: float = 2.0) -> to
 
 def dual_sample(model, positive, middle, negative, *, seed: int = 3) -> torch.Tensor:
     """Core's DualCFGGuider (style regular): neg + IMAGE_CFG·(middle − neg) + TEXT_CFG·(pos − middle)."""
-    import comfy.sample
-    import comfy.samplers
     from comfy_extras.nodes_custom_sampler import Guider_DualCFG
 
     guider = Guider_DualCFG(model)
     guider.set_conds(positive, middle, negative)
     guider.set_cfg(TEXT_CFG, IMAGE_CFG)
-    sigmas = comfy.samplers.KSampler(
-        model,
-        steps=2,
-        device=model.load_device,
-        sampler="euler",
-        scheduler="simple",
-        denoise=1.0,
-        model_options=model.model_options,
-    ).sigmas
-    latent = torch.zeros(LATENT_SHAPE)
-    noise = comfy.sample.prepare_noise(latent, seed)
-    return guider.sample(
-        noise, latent, comfy.samplers.sampler_object("euler"), sigmas, disable_pbar=True, seed=seed
-    )
+    return guided_sample(guider, model, 2, seed=seed)
 
 
 def apply(comfy_host, model, reference, schedule, erae=None):

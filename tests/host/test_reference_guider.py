@@ -6,14 +6,19 @@ Tiny random-weight Wan 2.1 (Phantom-Wan is a Wan 2.1 T2V checkpoint with stock k
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
+from harness import REPO_ROOT
 from nodes_support import (
     LATENT_SHAPE,
     VIDEO_FRAMES,
     VIDEO_HEIGHT,
     VIDEO_WIDTH,
     conditioning,
+    euler_sigmas,
+    guided_sample,
     load_model,
     reference_images,
 )
@@ -36,48 +41,18 @@ def phantom(comfy_host, vae) -> dict:
     return {"positive": positive, "negative_text": negative_text, "negative_img_text": negative_img_text}
 
 
-class PassCounter:
-    """A DIFFUSION_MODEL wrapper: counts the model's calls and the rows (passes) they run."""
+@pytest.fixture(scope="module")
+def counted(comfy_host):
+    """``counted(model)``: a clone of ``model`` whose DiT calls are counted, and the counter (the
+    benchmarks' ``counted_clone``: ``calls``, and ``passes``, the batch rows they run)."""
+    sys.path.append(str(REPO_ROOT / "benchmarks"))
+    from _host_models import counted_clone
 
-    def __init__(self) -> None:
-        self.calls = 0
-        self.rows = 0
-
-    def __call__(self, executor, *args, **kwargs):
-        self.calls += 1
-        self.rows += args[0].shape[0]
-        return executor(*args, **kwargs)
-
-
-def counted(model):
-    import comfy.patcher_extension
-
-    counter = PassCounter()
-    clone = model.clone()
-    clone.add_wrapper_with_key(
-        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "cvx_test_counter", counter
-    )
-    return clone, counter
+    return counted_clone
 
 
 def sample_with(guider, model, *, steps: int = STEPS) -> torch.Tensor:
-    import comfy.sample
-    import comfy.samplers
-
-    sigmas = comfy.samplers.KSampler(
-        model,
-        steps=steps,
-        device=model.load_device,
-        sampler="euler",
-        scheduler="simple",
-        denoise=1.0,
-        model_options=model.model_options,
-    ).sigmas
-    latent = torch.zeros(LATENT_SHAPE)
-    noise = comfy.sample.prepare_noise(latent, 3)
-    return guider.sample(
-        noise, latent, comfy.samplers.sampler_object("euler"), sigmas, disable_pbar=True, seed=3
-    )
+    return guided_sample(guider, model, steps)
 
 
 def ours(
@@ -166,17 +141,17 @@ def test_patched_model_with_own_reference_equals_dual_cfg_over_marked_conditioni
         ({"cfg_steps": "3, 3, 3, 1, 1, 1", "end": 0.3}, 3 * 2 + 2 * 1 + 1 * 3),
     ],
 )
-def test_model_passes_are_only_those_the_scales_need(comfy_host, wan, phantom, settings, passes):
+def test_model_passes_are_only_those_the_scales_need(comfy_host, counted, wan, phantom, settings, passes):
     model, counter = counted(wan)
     sample_with(ours(comfy_host, model, phantom, **settings), model)
-    assert counter.rows == passes
+    assert counter.passes == passes
 
 
-def test_core_dual_cfg_runs_three_passes_per_step(wan, phantom):
+def test_core_dual_cfg_runs_three_passes_per_step(counted, wan, phantom):
     """The comparison point of the counts above (the counter sees every pass)."""
     model, counter = counted(wan)
     sample_with(core_dual_cfg(model, phantom), model)
-    assert counter.rows == 3 * STEPS
+    assert counter.passes == 3 * STEPS
 
 
 def test_a_windowed_run_equals_dual_cfg_inside_and_cfg_outside(comfy_host, wan, phantom):
@@ -185,15 +160,7 @@ def test_a_windowed_run_equals_dual_cfg_inside_and_cfg_outside(comfy_host, wan, 
     import comfy.sample
     import comfy.samplers
 
-    sigmas = comfy.samplers.KSampler(
-        wan,
-        steps=STEPS,
-        device=wan.load_device,
-        sampler="euler",
-        scheduler="simple",
-        denoise=1.0,
-        model_options=wan.model_options,
-    ).sigmas
+    sigmas = euler_sigmas(wan, STEPS)
     latent = torch.zeros(LATENT_SHAPE)
     noise = comfy.sample.prepare_noise(latent, 3)
     euler = comfy.samplers.sampler_object("euler")

@@ -15,7 +15,15 @@ import importlib
 
 import pytest
 import torch
-from nodes_support import LATENT_SHAPE, VIDEO_HEIGHT, VIDEO_WIDTH, load_model, reference_images, sample
+from nodes_support import (
+    LATENT_SHAPE,
+    VIDEO_HEIGHT,
+    VIDEO_WIDTH,
+    constant_tab_patch,
+    load_model,
+    reference_images,
+    sample,
+)
 
 HOSTS = ["cogvideox-5b", "cogvideox-1.5", "wan"]
 SPLIT_ATOL = 5e-4  # two calls instead of one change the kernels' summation order, not the math
@@ -43,13 +51,7 @@ def patched_with_spy(comfy_host, pack, vae, tiny_models, host: str, monkeypatch)
     model = load_model(tiny_models.diffusion_models_dir, name)
     node = comfy_host.node_class("CustomVideoXReferenceEncode")
     reference = node.execute(vae, reference_images(1), VIDEO_WIDTH, VIDEO_HEIGHT, "pad", False, None).args[0]
-    patched = pack.patch.apply_reference_patch(
-        model,
-        reference,
-        tab=pack.tab.TABSchedule(shape="constant", peak=2.0),
-        erae=None,
-        uncond_sees_reference=False,
-    )
+    patched = constant_tab_patch(pack, model, reference, 2.0)
     dit = patched.model.diffusion_model
     spy = FrameSpy(dit._forward)
     monkeypatch.setattr(dit, "_forward", spy)

@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+from nodes_support import score_graph
 from tiny_models import build_tiny_clip_text, load_tiny_clip_vision
 
 HEIGHT, WIDTH = 40, 56
@@ -214,27 +215,8 @@ def test_in_a_graph_the_summary_lands_in_the_history(comfy_host, pack_module, ti
 
     picture = (images(1, seed=17)[0].numpy() * 255).round().astype("uint8")
     Image.fromarray(picture).save(comfy_host.input_dir / "cvx_score_reference.png")
-    graph = {
-        "1": {"class_type": "LoadImage", "inputs": {"image": "cvx_score_reference.png"}},
-        "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 4}},
-        "3": {
-            "class_type": "CVXTestTinyClipVisionLoader",
-            "inputs": {"clip_name": tiny_encoders.clip_vision},
-        },
-        "4": {"class_type": "CVXTestTinyClipVisionLoader", "inputs": {"clip_name": tiny_encoders.dinov2}},
-        "5": {
-            "class_type": "CustomVideoXScore",
-            "inputs": {
-                "frames": ["2", 0],
-                "reference": ["1", 0],
-                "clip_vision": ["3", 0],
-                "region": "full",
-                "frame_stride": 1,
-                "center_crop": True,
-                "dino_vision": ["4", 0],
-            },
-        },
-    }
+    dino = {"class_type": "CVXTestTinyClipVisionLoader", "inputs": {"clip_name": tiny_encoders.dinov2}}
+    graph = score_graph("cvx_score_reference.png", 4, tiny_encoders.clip_vision, dino, "dino_vision")
     result = comfy_host.run_graph(graph)
     (summary,) = result.ui_outputs["5"]["cvx_scores"]
     assert summary["clip_i"] == pytest.approx(1.0, abs=1e-6)

@@ -9,17 +9,17 @@ the reference tokens from block to block and recomputing them at every call — 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 
 import pytest
 import torch
 from nodes_support import (
     LATENT_SHAPE,
-    assert_same_fingerprint,
+    STANDIN_MODULES,
+    left_untouched,
     load_model,
     load_vae,
-    model_fingerprint,
+    pack_modules,
     sample,
 )
 from standin_oracle import RANK, lora_state, oracle_model
@@ -29,17 +29,8 @@ ORACLE_ATOL = 2e-4  # float32 host vs float64 oracle after two sampling steps of
 
 
 @pytest.fixture(scope="module")
-def mods(pack_module):
-    def sub(name):
-        return importlib.import_module(f"{pack_module.__name__}.{name}")
-
-    return {
-        "nodes": sub("nodes.standin_nodes"),
-        "patch": sub("nodes.standin_patch"),
-        "lora": sub("customvideox_core.standin.lora_file"),
-        "tab": sub("customvideox_core.tab"),
-        "erae": sub("customvideox_core.erae"),
-    }
+def mods(pack_module) -> dict:
+    return vars(pack_modules(pack_module, STANDIN_MODULES))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +53,7 @@ def lora(mods):
 
 
 def apply(mods, model, lora, reference, *, strength=1.0, tab=None, erae=None, uncond_sees_reference=True):
-    return mods["nodes"].apply_standin(
+    return mods["standin_nodes"].apply_standin(
         model,
         lora,
         reference,
@@ -88,9 +79,7 @@ def test_patched_sampling_equals_the_float64_standin_oracle(mods, model, referen
 
 def test_oracle_check_can_fail_wrong_offset(mods, model, reference, lora, monkeypatch):
     """Sanity of the oracle test: shifting the reference rows/columns by one (kijai's freq_offset) is caught."""
-    rope = importlib.import_module(
-        mods["nodes"].__name__.rsplit(".", 2)[0] + ".customvideox_core.standin.branch"
-    )
+    rope = mods["branch"]
     shifted = rope.ReferencePlacement(extra_offset=1)
     monkeypatch.setattr(rope, "STANDIN_PLACEMENT", shifted)
     original = rope.compute_reference_kv
@@ -99,7 +88,7 @@ def test_oracle_check_can_fail_wrong_offset(mods, model, reference, lora, monkey
         kwargs["placement"] = shifted
         return original(*args, **kwargs)
 
-    patch_module = mods["patch"]
+    patch_module = mods["standin_patch"]
     monkeypatch.setattr(patch_module, "compute_reference_kv", with_offset)
     ours = sample(apply(mods, model, lora, reference))
     oracle = sample(oracle_model(model, reference, lora_state(), 1.0))
@@ -184,7 +173,7 @@ def test_a_patch_without_cache_samples_as_the_cached_one(mods, model, reference,
     patched = apply(mods, model, lora, reference)
     uncached = model.clone()
     patch = patched.model_options["transformer_options"]["cvx_standin"]
-    mods["patch"].install_standin(uncached, dataclasses.replace(patch, cache=None))
+    mods["standin_patch"].install_standin(uncached, dataclasses.replace(patch, cache=None))
     assert uncached.model_options["transformer_options"]["cvx_standin"].cache is None
     assert torch.equal(sample(uncached), sample(patched))
 
@@ -217,8 +206,7 @@ def test_tab_and_erae_act_on_video_to_reference_logits(mods, model, reference, l
         spy = KeySpy()
         erae_settings = None
         if erae is not None:
-            types = importlib.import_module(mods["nodes"].__name__.rsplit(".", 1)[0] + ".types")
-            erae_settings = types.ERAESettings(config=erae)
+            erae_settings = mods["types"].ERAESettings(config=erae)
         out = sample(spied(apply(mods, model, lora, reference, tab=schedule, erae=erae_settings), spy))
         results[name] = (out, reference_mass(spy.calls, video_tokens))
     assert torch.equal(results["none"][0], results["tab0"][0]), "TAB 0 must be the published Stand-In"
@@ -228,11 +216,10 @@ def test_tab_and_erae_act_on_video_to_reference_logits(mods, model, reference, l
 
 
 def test_uncond_without_reference_and_untouched_input(mods, model, reference, lora):
-    before = model_fingerprint(model)
-    seeing = sample(apply(mods, model, lora, reference, uncond_sees_reference=True))
-    blind = sample(apply(mods, model, lora, reference, uncond_sees_reference=False))
-    assert (seeing - blind).abs().max().item() > 1e-4
-    assert_same_fingerprint(before, model_fingerprint(model))
+    with left_untouched(model):
+        seeing = sample(apply(mods, model, lora, reference, uncond_sees_reference=True))
+        blind = sample(apply(mods, model, lora, reference, uncond_sees_reference=False))
+        assert (seeing - blind).abs().max().item() > 1e-4
 
 
 def test_mismatched_file_and_multi_reference_are_refused(mods, model, reference, comfy_host, tiny_models):

@@ -70,6 +70,22 @@ def server_runs(server) -> dict[str, dict]:
     return runs
 
 
+def one_job_config(folder: Path, name: str, job: dict, workflow: Path, server) -> BatchConfig:
+    """``job`` as the one line of ``folder/<name>.jsonl``, run on ``server`` with polls paced for a real
+    ComfyUI; results in ``folder/out``."""
+    jobs_file = folder / f"{name}.jsonl"
+    jobs_file.write_text(json.dumps(job) + "\n")
+    return BatchConfig(
+        jobs_file=jobs_file,
+        output_dir=folder / "out",
+        servers=(server.url,),
+        workflow=workflow,
+        poll_interval=0.2,
+        history_poll=1.0,
+        quiet=True,
+    )
+
+
 def test_a_sweep_runs_every_point_on_a_real_server_and_tables_its_scores(
     comfy_server, comfy_host, pack_module, tiny_models, tiny_encoders, tmp_path
 ) -> None:
@@ -78,21 +94,8 @@ def test_a_sweep_runs_every_point_on_a_real_server_and_tables_its_scores(
     workflow = tmp_path / "scoring_api.json"
     workflow.write_text(json.dumps(scoring_workflow(tiny_models, tiny_encoders)))
     write_png(tmp_path / "dog.png", seed=3)
-    (tmp_path / "dog.jsonl").write_text(
-        json.dumps(
-            {"reference": "dog.png", "prompt": "a plush dog on a beach", "entity_words": "dog", "seed": 1}
-        )
-        + "\n"
-    )
-    config = BatchConfig(
-        jobs_file=tmp_path / "dog.jsonl",
-        output_dir=tmp_path / "out",
-        servers=(comfy_server.url,),
-        workflow=workflow,
-        poll_interval=0.2,
-        history_poll=1.0,
-        quiet=True,
-    )
+    job = {"reference": "dog.png", "prompt": "a plush dog on a beach", "entity_words": "dog", "seed": 1}
+    config = one_job_config(tmp_path, "dog", job, workflow, comfy_server)
     axes = [parse_axis("tab_peak=0,4"), parse_axis("seed=1,2")]
     result = run_sweep(config, axes)
     assert result.batch.ok, (tmp_path / "out" / "manifest.json").read_text()
@@ -192,21 +195,8 @@ def test_a_face_sweep_over_standin_strength_tables_facesim_and_motion_from_the_h
     workflow = tmp_path / "face_api.json"
     workflow.write_text(json.dumps(tiny_face_workflow(tiny_models, tiny_encoders)))
     write_png(tmp_path / "face.png", seed=4)
-    (tmp_path / "face.jsonl").write_text(
-        json.dumps(
-            {"reference": "face.png", "prompt": "a man talks to the camera", "seed": 3, "output": "face"}
-        )
-        + "\n"
-    )
-    config = BatchConfig(
-        jobs_file=tmp_path / "face.jsonl",
-        output_dir=tmp_path / "out",
-        servers=(comfy_server.url,),
-        workflow=workflow,
-        poll_interval=0.2,
-        history_poll=1.0,
-        quiet=True,
-    )
+    job = {"reference": "face.png", "prompt": "a man talks to the camera", "seed": 3, "output": "face"}
+    config = one_job_config(tmp_path, "face", job, workflow, comfy_server)
     result = run_sweep(config, [parse_axis("standin_strength=0.5,1.5")])
     assert result.batch.ok, (tmp_path / "out" / "manifest.json").read_text()
     names = {f"face__standin_strength-{strength}": strength for strength in (0.5, 1.5)}

@@ -33,7 +33,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from harness import REPO_ROOT
-from nodes_support import pack_modules
+from nodes_support import constant_tab_patch, pack_modules
 from tiny_models import TINY_TEXT_DIM, write_tiny_vae
 from training_support import copy_dataset, copy_settings
 
@@ -390,15 +390,21 @@ def test_overwrite_replaces_the_file_when_asked(pack, trained, models, dataset) 
     assert metadata.steps == 4 and _digest(path) != digest
 
 
-def _prepared_run(pack, models, dataset: Path, **values):
-    """Settings at the test size (``values``: the rest), the adapter's path, the host and the encoded data."""
-    settings = pack.train_run.TrainAdapterSettings(
-        data=pack.train_data.TrainDataSettings(WIDTH, HEIGHT, LENGTH), **values
-    )
-    with torch.inference_mode():
-        prepared = pack.train_data.prepare_dataset(models.vae, dataset, settings.data)
-    path = pack.train_node.adapter_output_path(settings.adapter_name)
-    return settings, path, pack.train_node.host_signature(models.model), prepared
+@pytest.fixture
+def prepare_run(pack, models, dataset):
+    """``prepare_run(**values)``: settings at the test size (``values``: the rest), the adapter's path, the
+    host and the test dataset encoded by the test model's VAE."""
+
+    def prepare(**values):
+        settings = pack.train_run.TrainAdapterSettings(
+            data=pack.train_data.TrainDataSettings(WIDTH, HEIGHT, LENGTH), **values
+        )
+        with torch.inference_mode():
+            prepared = pack.train_data.prepare_dataset(models.vae, dataset, settings.data)
+        path = pack.train_node.adapter_output_path(settings.adapter_name)
+        return settings, path, pack.train_node.host_signature(models.model), prepared
+
+    return prepare
 
 
 def _train(run, models, host, prepared, settings, path: Path, **hooks):
@@ -409,12 +415,9 @@ def _train(run, models, host, prepared, settings, path: Path, **hooks):
     )
 
 
-def test_saves_every_n_steps_into_its_own_file(pack, models, dataset) -> None:
+def test_saves_every_n_steps_into_its_own_file(pack, models, prepare_run) -> None:
     run = pack.train_run
-    settings, path, host, prepared = _prepared_run(
-        pack,
-        models,
-        dataset,
+    settings, path, host, prepared = prepare_run(
         adapter_name="cvx_test_periodic",
         **QUICK_RUN,
         steps=7,
@@ -498,17 +501,12 @@ def test_unsupported_model_is_refused(pack, comfy_host, tiny_models, models, dat
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset) -> None:
+def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, prepare_run) -> None:
     """Prediction of the trained peft model (LoRA still injected, right after the last step) against
     the same DiT call on LoadCustomVideoX's model (LoRA merged into the weights by ComfyUI's patcher):
     equal within float32 rounding (rtol = atol = 1e-4)."""
-    import comfy.model_management
-
     run = pack.train_run
-    settings, path, host, prepared = _prepared_run(
-        pack,
-        models,
-        dataset,
+    settings, path, host, prepared = prepare_run(
         adapter_name="cvx_test_equivalence",
         rank=8,
         alpha=4.0,
@@ -542,20 +540,10 @@ def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset
         loaded = pack.load_node.LoadCustomVideoX.execute(models.model, path.name, 1.0).args[0]
         from_memory = run.model_with_adapter(models.model, host, outcome.state_dict)
         video, timestep, reference = captured["inputs"]
-        predictions = []
-        for patcher in (loaded, from_memory):
-            comfy.model_management.load_models_gpu([patcher])
-            predictions.append(
-                run.predict_video(
-                    patcher.model.diffusion_model,
-                    host,
-                    video,
-                    timestep,
-                    models.context,
-                    reference,
-                    dtype=torch.float32,
-                )
-            )
+        predictions = [
+            _prediction(pack, models, host, patcher, video, timestep, reference)
+            for patcher in (loaded, from_memory)
+        ]
     trained_prediction = captured["prediction"]
     torch.testing.assert_close(predictions[0], trained_prediction, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(predictions[1], predictions[0], rtol=0, atol=0)
@@ -566,20 +554,19 @@ def test_loaded_adapter_equals_the_in_memory_trained_model(pack, models, dataset
 
 
 def _base_prediction(pack, models, host, video, timestep, reference) -> torch.Tensor:
-    import comfy.model_management
-
     with torch.inference_mode():
         plain = pack.load_node.LoadCustomVideoX.execute(models.model, "none", 1.0).args[0]
-        comfy.model_management.load_models_gpu([plain])
-        return pack.train_run.predict_video(
-            plain.model.diffusion_model,
-            host,
-            video,
-            timestep,
-            models.context,
-            reference,
-            dtype=torch.float32,
-        )
+        return _prediction(pack, models, host, plain, video, timestep, reference)
+
+
+def _prediction(pack, models, host, patcher, video, timestep, reference) -> torch.Tensor:
+    """``train_run.predict_video`` of ``patcher``'s DiT, loaded as ComfyUI loads it, with the test context."""
+    import comfy.model_management
+
+    comfy.model_management.load_models_gpu([patcher])
+    return pack.train_run.predict_video(
+        patcher.model.diffusion_model, host, video, timestep, models.context, reference, dtype=torch.float32
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -598,13 +585,7 @@ def _denoised(pack, patcher, reference_latents, clean, context, *, seed: int, ti
         source_size=(HEIGHT, WIDTH),
         fit="pad",
     )
-    patched = pack.patch.apply_reference_patch(
-        patcher,
-        reference,
-        tab=pack.tab.TABSchedule(shape="constant", peak=0.0),
-        erae=None,
-        uncond_sees_reference=True,
-    )
+    patched = constant_tab_patch(pack, patcher, reference, 0.0, uncond_sees_reference=True)
     comfy.model_management.load_models_gpu([patched])
     options = {**patched.model_options["transformer_options"], "wrappers": patched.wrappers}
     sigma = patched.model.model_sampling.sigmas[timestep : timestep + 1].float()

@@ -443,6 +443,16 @@ def test_api_twin_with_local_model_files_passes_comfyui_validation(
     assert sorted(outputs) == sorted(["15", *([SCORED_NAMES[name]] if name in SCORED_NAMES else [])])
 
 
+def fill_one_job(api: dict, targets, name: str, prompt: str, seed: int, **settings) -> dict:
+    """``api`` as the batch client fills it for one job ``name`` whose reference uploads as ``<name>.png``."""
+    from customvideox_core.batch.jobs import Job
+    from customvideox_core.batch.workflow import UploadedImages, fill_workflow
+
+    reference = f"{name}.png"
+    job = Job(line=1, name=name, reference=Path(reference), prompt=prompt, seed=seed, **settings)
+    return fill_workflow(api, targets, job, UploadedImages(reference=reference))
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -452,8 +462,7 @@ def test_api_twin_with_local_model_files_passes_comfyui_validation(
     ],
 )
 def test_batch_client_fills_the_api_twin(name):
-    from customvideox_core.batch.jobs import Job
-    from customvideox_core.batch.workflow import UploadedImages, fill_workflow, locate_targets
+    from customvideox_core.batch.workflow import locate_targets
 
     api = api_workflow(name)
     targets = locate_targets(api)
@@ -466,15 +475,7 @@ def test_batch_client_fills_the_api_twin(name):
     assert targets.cfg_nodes == ("12",)
     # The drawn mask lives in the reference's own LoadImage, so there is no separate mask loader.
     assert targets.mask_loaders == ()
-    job = Job(
-        line=1,
-        name="dog",
-        reference=Path("dog.png"),
-        prompt="a dog runs on a beach",
-        seed=7,
-        entity_words="dog",
-    )
-    filled = fill_workflow(api, targets, job, UploadedImages(reference="dog.png"))
+    filled = fill_one_job(api, targets, "dog", "a dog runs on a beach", 7, entity_words="dog")
     assert filled["8"]["inputs"]["image"] == "dog.png"
     assert filled["6"]["inputs"]["text"] == filled["11"]["inputs"]["prompt"] == "a dog runs on a beach"
     assert filled["11"]["inputs"]["entity_words"] == "dog"
@@ -485,8 +486,8 @@ def test_batch_client_fills_the_api_twin(name):
 def test_batch_client_fills_the_standin_twin(name):
     """KSampler graph without ERAE: the face, the prompt, the seed, Stand-In's strength, the output (and the
     face graph's TAB at peak 0) are found."""
-    from customvideox_core.batch.jobs import Job, TabOverrides
-    from customvideox_core.batch.workflow import UploadedImages, fill_workflow, locate_targets
+    from customvideox_core.batch.jobs import TabOverrides
+    from customvideox_core.batch.workflow import locate_targets
 
     api = api_workflow(name)
     targets = locate_targets(api)
@@ -495,16 +496,8 @@ def test_batch_client_fills_the_standin_twin(name):
     assert targets.tab_nodes == (("10",) if name in SCORED_NAMES else ())
     assert (targets.seed_inputs, targets.save_nodes) == ((("12", "seed"),), ("15",))
     assert targets.standin_nodes == ("2",)
-    job = Job(
-        line=1,
-        name="me",
-        reference=Path("me.png"),
-        prompt="a man waves at the camera",
-        seed=9,
-        standin_strength=0.8,
-        **({"tab": TabOverrides(peak=2.0)} if name in SCORED_NAMES else {}),
-    )
-    filled = fill_workflow(api, targets, job, UploadedImages(reference="me.png"))
+    tab = {"tab": TabOverrides(peak=2.0)} if name in SCORED_NAMES else {}
+    filled = fill_one_job(api, targets, "me", "a man waves at the camera", 9, standin_strength=0.8, **tab)
     assert filled["8"]["inputs"]["image"] == "me.png"
     assert filled["2"]["inputs"]["strength"] == 0.8
     if name in SCORED_NAMES:

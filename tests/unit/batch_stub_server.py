@@ -42,8 +42,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, urlsplit
+
+from customvideox_core.batch import BatchConfig
 
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SAMPLERS = ("CustomVideoXSample", "KSampler")
@@ -726,3 +728,17 @@ def api_workflow(
             },
         }
     return workflow
+
+
+def stub_config(folder: Path, jobs: Path, workflow: Path, stub: StubComfyServer) -> BatchConfig:
+    """A quiet batch of ``jobs`` with ``workflow`` on ``stub``, results in ``folder/out``, polled fast."""
+    return BatchConfig(
+        jobs_file=jobs,
+        output_dir=folder / "out",
+        servers=(stub.url,),
+        workflow=workflow,
+        quiet=True,
+        poll_interval=0.05,
+        history_poll=0.2,
+        backoff=0.05,
+    )

@@ -48,15 +48,37 @@ def random_inputs(batch, heads, query_len, key_len, head_dim, *, seed, dtype=tor
     return query.to(dtype), key.to(dtype), value.to(dtype)
 
 
-def random_biases(
-    batch, heads, query_len, key_len, rank, *, per_head_query, per_head_key, seed, magnitude=2.0
-):
+def random_biases(query, key, rank, *, per_head_query, per_head_key, seed, magnitude=2.0):
+    """Rank-``rank`` query and key biases for ``query`` [B, H, Lq, D] and ``key`` [B, H, Lk, D]."""
+    batch, heads, query_len = query.shape[:3]
+    key_len = key.shape[2]
     generator = torch.Generator().manual_seed(seed + 1000)
     query_shape = (batch, heads, query_len, rank) if per_head_query else (batch, query_len, rank)
     key_shape = (batch, heads, key_len, rank) if per_head_key else (batch, key_len, rank)
     query_bias = torch.randn(query_shape, generator=generator) * magnitude
     key_bias = torch.rand(key_shape, generator=generator) * magnitude  # like m_j: non-negative
     return query_bias, key_bias
+
+
+def assert_matches_oracle(case: tuple, *, seed: int, magnitude: float = 2.0) -> torch.Tensor:
+    """Seeded random inputs and biases of ``case``'s sizes (as in ``ACCURACY_CASES``): ``biased_attention``
+    within 2e-4 of the float64 oracle, in the shape [batch, heads, query_len, head_dim]; returns its output."""
+    batch, heads, query_len, key_len, head_dim, rank, per_head_query, per_head_key, scale = case
+    query, key, value = random_inputs(batch, heads, query_len, key_len, head_dim, seed=seed)
+    query_bias, key_bias = random_biases(
+        query,
+        key,
+        rank,
+        per_head_query=per_head_query,
+        per_head_key=per_head_key,
+        seed=seed,
+        magnitude=magnitude,
+    )
+    output = biased_attention(query, key, value, query_bias, key_bias, scale=scale)
+    expected = naive_attention(query, key, value, query_bias, key_bias, scale=scale)
+    assert output.shape == (batch, heads, query_len, head_dim)
+    assert (output.double() - expected).abs().max().item() <= 2e-4
+    return output
 
 
 class RecordingAttention:
@@ -87,28 +109,13 @@ ACCURACY_CASES = [
     "case", ACCURACY_CASES, ids=lambda case: "B{}H{}Lq{}Lk{}D{}R{}-{}{}-s{}".format(*case)
 )
 def test_float32_matches_float64_oracle(case):
-    batch, heads, query_len, key_len, head_dim, rank, per_head_query, per_head_key, scale = case
-    query, key, value = random_inputs(batch, heads, query_len, key_len, head_dim, seed=sum(case[:6]))
-    query_bias, key_bias = random_biases(
-        batch,
-        heads,
-        query_len,
-        key_len,
-        rank,
-        per_head_query=per_head_query,
-        per_head_key=per_head_key,
-        seed=sum(case[:6]),
-    )
-    output = biased_attention(query, key, value, query_bias, key_bias, scale=scale)
-    expected = naive_attention(query, key, value, query_bias, key_bias, scale=scale)
-    assert output.shape == (batch, heads, query_len, head_dim)
+    output = assert_matches_oracle(case, seed=sum(case[:6]))
     assert output.dtype == torch.float32
-    assert (output.double() - expected).abs().max().item() <= 2e-4
 
 
 def test_bias_with_one_head_broadcasts_like_a_shared_bias():
     query, key, value = random_inputs(2, 3, 10, 14, 40, seed=3)
-    query_bias, key_bias = random_biases(2, 3, 10, 14, 2, per_head_query=False, per_head_key=False, seed=3)
+    query_bias, key_bias = random_biases(query, key, 2, per_head_query=False, per_head_key=False, seed=3)
     output = biased_attention(query, key, value, query_bias.unsqueeze(1), key_bias.unsqueeze(1))
     expected = naive_attention(query, key, value, query_bias, key_bias)
     assert (output.double() - expected).abs().max().item() <= 2e-4
@@ -211,7 +218,7 @@ def test_zero_or_none_bias_is_plain_sdpa(head_dim):
 
 def test_zero_rank_one_terms_are_dropped_but_the_rest_is_exact():
     query, key, value = random_inputs(1, 2, 12, 15, 62, seed=21)
-    query_bias, key_bias = random_biases(1, 2, 12, 15, 3, per_head_query=False, per_head_key=False, seed=21)
+    query_bias, key_bias = random_biases(query, key, 3, per_head_query=False, per_head_key=False, seed=21)
     query_bias[..., 0] = 0.0  # term 0 vanishes through its query side
     key_bias[..., 2] = 0.0  # term 2 through its key side
     recorder = RecordingAttention()
@@ -238,7 +245,7 @@ REDUCED_PRECISION_TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 6e-2}
 def test_reduced_precision_close_to_float32_result(dtype, head_dim, rank):
     query, key, value = random_inputs(2, 3, 37, 29, head_dim, seed=head_dim + rank, dtype=dtype)
     query_bias, key_bias = random_biases(
-        2, 3, 37, 29, rank, per_head_query=False, per_head_key=True, seed=head_dim + rank
+        query, key, rank, per_head_query=False, per_head_key=True, seed=head_dim + rank
     )
     key_bias[..., -1] = torch.where(key_bias[..., -1] > 1.5, BLOCK, 0.0)  # a blocking term as well
     query_bias[..., -1] = 1.0
@@ -261,7 +268,7 @@ def test_custom_attention_fn_is_the_only_kernel_called(monkeypatch, head_dim, ra
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", forbidden)
     query, key, value = random_inputs(2, 3, 10, 7, head_dim, seed=head_dim)
-    query_bias, key_bias = random_biases(2, 3, 10, 7, rank, per_head_query=True, per_head_key=False, seed=1)
+    query_bias, key_bias = random_biases(query, key, rank, per_head_query=True, per_head_key=False, seed=1)
     recorder = RecordingAttention()
     output = biased_attention(query, key, value, query_bias, key_bias, scale=0.3, attention_fn=recorder)
     assert len(recorder.calls) == 1
@@ -304,14 +311,7 @@ def test_heads_per_call_groups_heads_and_stays_exact(heads_per_call, per_head_bi
     batch, heads, query_len, key_len, head_dim, rank = 2, 5, 14, 11, 40, 2
     query, key, value = random_inputs(batch, heads, query_len, key_len, head_dim, seed=31)
     query_bias, key_bias = random_biases(
-        batch,
-        heads,
-        query_len,
-        key_len,
-        rank,
-        per_head_query=per_head_bias,
-        per_head_key=per_head_bias,
-        seed=31,
+        query, key, rank, per_head_query=per_head_bias, per_head_key=per_head_bias, seed=31
     )
     recorder = RecordingAttention()
     output = biased_attention(
@@ -364,9 +364,7 @@ def test_no_query_by_key_tensor_is_built_structurally():
     # Distinct primes for Lq and Lk, so a Lq x Lk tensor cannot hide behind another coincidence.
     batch, heads, query_len, key_len, head_dim, rank = 1, 2, 97, 89, 40, 3
     query, key, value = random_inputs(batch, heads, query_len, key_len, head_dim, seed=29)
-    query_bias, key_bias = random_biases(
-        batch, heads, query_len, key_len, rank, per_head_query=False, per_head_key=True, seed=29
-    )
+    query_bias, key_bias = random_biases(query, key, rank, per_head_query=False, per_head_key=True, seed=29)
     recorder = OutputShapeRecorder()
 
     def paused_sdpa(q, k, v):
@@ -475,22 +473,8 @@ def test_peak_memory_stays_far_below_a_dense_bias_at_4096_tokens():
 def test_property_matches_oracle(
     batch, heads, query_len, key_len, head_dim, rank, per_head_query, per_head_key, scale, magnitude, seed
 ):
-    query, key, value = random_inputs(batch, heads, query_len, key_len, head_dim, seed=seed)
-    query_bias, key_bias = random_biases(
-        batch,
-        heads,
-        query_len,
-        key_len,
-        rank,
-        per_head_query=per_head_query,
-        per_head_key=per_head_key,
-        seed=seed,
-        magnitude=magnitude,
-    )
-    output = biased_attention(query, key, value, query_bias, key_bias, scale=scale)
-    expected = naive_attention(query, key, value, query_bias, key_bias, scale=scale)
-    assert output.shape == (batch, heads, query_len, head_dim)
-    assert (output.double() - expected).abs().max().item() <= 2e-4
+    case = (batch, heads, query_len, key_len, head_dim, rank, per_head_query, per_head_key, scale)
+    assert_matches_oracle(case, seed=seed, magnitude=magnitude)
 
 
 # --- errors ---------------------------------------------------------------------------------------

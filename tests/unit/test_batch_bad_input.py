@@ -30,20 +30,6 @@ FINISH_WITHIN = 30.0
 """Seconds a batch against the stub may take before the test calls it a hang (it takes well under 2)."""
 
 
-@pytest.fixture
-def stubs():
-    started: list[StubComfyServer] = []
-
-    def start(behaviour: StubBehaviour | None = None) -> StubComfyServer:
-        server = StubComfyServer(behaviour).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
 def run_to_the_end(config, **options):
     """``run_batch`` in a thread that must end within :data:`FINISH_WITHIN` seconds; its result or error."""
     outcome: dict[str, object] = {}
@@ -185,16 +171,21 @@ def test_values_outside_the_pack_ranges_are_refused_with_the_range(tmp_path: Pat
     assert server.requests == []
 
 
+def batch_argv(folder: Path) -> list[str]:
+    """The command line of the batch ``make_batch`` wrote into ``folder``: its CSV, ``out``, its workflow."""
+    return [
+        str(folder / "jobs.csv"),
+        "--output-dir",
+        str(folder / "out"),
+        "--workflow",
+        str(folder / "wf.json"),
+    ]
+
+
 def test_check_refuses_a_sweep_beyond_the_node_maximum(tmp_path: Path, caplog) -> None:
     """The issue's case: ``--check --sweep tab_peak=1e30`` without a server, against the pack's ranges."""
     make_batch(tmp_path, 1)
-    argv = [
-        str(tmp_path / "jobs.csv"),
-        "--output-dir",
-        str(tmp_path / "out"),
-        "--workflow",
-        str(tmp_path / "wf.json"),
-    ]
+    argv = batch_argv(tmp_path)
     assert cli_main([*argv, "--check", "--sweep", "tab_peak=1,1e30"]) == 2
     assert (
         "--sweep tab_peak=1e30: tab_peak 1e+30 is outside CustomVideoXTimeAwareBias.peak's range [-20, 20]"
@@ -213,13 +204,7 @@ def test_check_with_a_server_uses_that_servers_ranges(tmp_path: Path, stubs, cap
     info["CustomVideoXTimeAwareBias"]["input"]["required"]["peak"][1]["max"] = 5.0
     narrow = stubs(StubBehaviour(object_info=info))
     make_batch(tmp_path, 2, {1: {"tab_peak": "10"}})
-    argv = [
-        str(tmp_path / "jobs.csv"),
-        "--output-dir",
-        str(tmp_path / "out"),
-        "--workflow",
-        str(tmp_path / "wf.json"),
-    ]
+    argv = batch_argv(tmp_path)
 
     assert cli_main([*argv, "--check"]) == 0, "10 lies in the pack's own range"
     assert cli_main([*argv, "--check", "--server", narrow.url]) == 2

@@ -11,9 +11,16 @@ import json
 from pathlib import Path
 
 import pytest
-from batch_stub_server import StubBehaviour, StubComfyServer, _first_input, api_workflow, stub_scores
+from batch_stub_server import (
+    StubBehaviour,
+    StubComfyServer,
+    _first_input,
+    api_workflow,
+    stub_config,
+    stub_scores,
+)
 
-from customvideox_core.batch import BatchConfig, run_batch
+from customvideox_core.batch import run_batch
 from customvideox_core.batch.jobs import read_jobs
 from customvideox_core.batch.sweep import parse_axis, run_sweep
 from customvideox_core.batch.workflow import (
@@ -63,19 +70,6 @@ def face_stub():
     server.stop()
 
 
-def config(folder: Path, jobs: Path, workflow: Path, stub: StubComfyServer) -> BatchConfig:
-    return BatchConfig(
-        jobs_file=jobs,
-        output_dir=folder / "out",
-        servers=(stub.url,),
-        workflow=workflow,
-        quiet=True,
-        poll_interval=0.05,
-        history_poll=0.2,
-        backoff=0.05,
-    )
-
-
 def test_standin_strength_is_a_checked_job_column_that_fills_apply_standin(tmp_path) -> None:
     rows = [
         {"reference": "face.png", "prompt": "a man", "seed": 1, "standin_strength": 0.7},
@@ -101,7 +95,7 @@ def test_standin_strength_is_a_checked_job_column_that_fills_apply_standin(tmp_p
 def test_results_table_lists_face_sim_and_motion(face_stub, tmp_path) -> None:
     rows = [{"reference": "face.png", "prompt": "a man", "seed": 4, "standin_strength": 0.5, "output": "a"}]
     jobs, workflow = write_files(tmp_path, rows, standin_workflow())
-    assert run_batch(config(tmp_path, jobs, workflow, face_stub)).ok
+    assert run_batch(stub_config(tmp_path, jobs, workflow, face_stub)).ok
     with (tmp_path / "out" / "results.csv").open() as handle:
         (row,) = list(csv.DictReader(handle))
     assert float(row["face_sim"]) == pytest.approx(0.3 + 0.1 + 0.01 + 0.004)
@@ -117,7 +111,7 @@ def test_a_sweep_over_standin_strength_and_tab_peak_tabulates_and_draws_face_sim
     rows = [{"reference": "face.png", "prompt": "a man", "seed": 4, "output": "face"}]
     jobs, workflow = write_files(tmp_path, rows, standin_workflow())
     axes = [parse_axis("standin_strength=0.5,1,1.5"), parse_axis("tab_peak=0,2"), parse_axis("seed=1,2")]
-    result = run_sweep(config(tmp_path, jobs, workflow, face_stub), axes)
+    result = run_sweep(stub_config(tmp_path, jobs, workflow, face_stub), axes)
     assert result.batch.ok and len(result.batch.done) == 12
     with result.table_csv.open() as handle:
         table = list(csv.DictReader(handle))

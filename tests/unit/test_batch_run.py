@@ -46,20 +46,6 @@ LEGAL_TRANSITIONS = {
 }
 
 
-@pytest.fixture
-def stubs():
-    started: list[StubComfyServer] = []
-
-    def start(behaviour: StubBehaviour | None = None) -> StubComfyServer:
-        stub = StubComfyServer(behaviour).start()
-        started.append(stub)
-        return stub
-
-    yield start
-    for stub in started:
-        stub.stop()
-
-
 def make_batch(folder: Path, count: int, extra: dict[int, dict] | None = None) -> tuple[Path, list[dict]]:
     """Reference images, a shared mask and a CSV of ``count`` jobs; returns (csv path, rows)."""
     (folder / "wf.json").write_text(json.dumps(api_workflow()))

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 import pytest
-from batch_stub_server import StubComfyServer, api_workflow, stub_scores
+from batch_stub_server import StubComfyServer, api_workflow, stub_config, stub_scores
 
-from customvideox_core.batch import BatchConfig, run_batch
+from customvideox_core.batch import run_batch
 from customvideox_core.batch.cli import main as cli_main
 from customvideox_core.batch.jobs import Job, TabOverrides, load_jobs
 from customvideox_core.batch.manifest import JobRecord
@@ -41,19 +41,6 @@ def write_job(folder: Path, rows: list[dict], *, with_score: bool = True) -> tup
     path = folder / "jobs.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path, folder / "wf.json"
-
-
-def config(folder: Path, jobs: Path, workflow: Path, stub: StubComfyServer) -> BatchConfig:
-    return BatchConfig(
-        jobs_file=jobs,
-        output_dir=folder / "out",
-        servers=(stub.url,),
-        workflow=workflow,
-        quiet=True,
-        poll_interval=0.05,
-        history_poll=0.2,
-        backoff=0.05,
-    )
 
 
 def executed_by_output(stub: StubComfyServer) -> dict[str, dict]:
@@ -123,7 +110,7 @@ def test_a_batch_keeps_each_jobs_scores_in_the_manifest_and_the_results_table(st
         },
     ]
     jobs, workflow = write_job(tmp_path, rows)
-    result = run_batch(config(tmp_path, jobs, workflow, stub))
+    result = run_batch(stub_config(tmp_path, jobs, workflow, stub))
     assert result.ok, result
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     ran = executed_by_output(stub)
@@ -146,7 +133,7 @@ def test_a_workflow_without_a_score_node_leaves_scores_empty(stub, tmp_path) -> 
     jobs, workflow = write_job(
         tmp_path, [{"reference": "dog.png", "prompt": "a dog", "seed": 1}], with_score=False
     )
-    assert run_batch(config(tmp_path, jobs, workflow, stub)).ok
+    assert run_batch(stub_config(tmp_path, jobs, workflow, stub)).ok
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["jobs"]["job_0001"]["scores"] is None
     header = (tmp_path / "out" / "results.csv").read_text().splitlines()[0]
@@ -221,7 +208,7 @@ def test_run_sweep_over_the_stub_writes_table_and_picture(stub, tmp_path) -> Non
         tmp_path, [{"reference": "dog.png", "prompt": "a dog", "seed": 5, "output": "dog"}]
     )
     axes = [parse_axis("tab_peak=0,2"), parse_axis("erae_strength=0,1"), parse_axis("seed=10,20")]
-    result = run_sweep(config(tmp_path, jobs, workflow, stub), axes)
+    result = run_sweep(stub_config(tmp_path, jobs, workflow, stub), axes)
     assert result.batch.ok and len(result.batch.done) == 8
     ran = executed_by_output(stub)
     assert len(ran) == 8
@@ -259,7 +246,7 @@ def test_run_sweep_over_the_stub_writes_table_and_picture(stub, tmp_path) -> Non
                 assert colours is not None and len(colours) > 3  # lines were drawn, not an empty canvas
     assert "| tab_peak | erae_strength | n | CLIP-I | DINO-I | T.Cons |" in result.table_markdown.read_text()
     # Run again: everything is done, nothing is queued twice, the tables come out the same.
-    again = run_sweep(config(tmp_path, jobs, workflow, stub), axes)
+    again = run_sweep(stub_config(tmp_path, jobs, workflow, stub), axes)
     assert again.batch.ok and len(stub.executed_prompts("success")) == 8
     assert again.table_csv.read_text() == result.table_csv.read_text()
 
@@ -315,7 +302,7 @@ def test_a_score_node_that_reports_nothing_is_warned_about(tmp_path, caplog) -> 
     try:
         jobs, workflow = write_job(tmp_path, [{"reference": "dog.png", "prompt": "a dog", "seed": 1}])
         with caplog.at_level("WARNING", logger="customvideox_core.batch.worker"):
-            assert run_batch(config(tmp_path, jobs, workflow, server)).ok
+            assert run_batch(stub_config(tmp_path, jobs, workflow, server)).ok
     finally:
         server.stop()
     assert "has a CustomVideoXScore node but prompt" in caplog.text

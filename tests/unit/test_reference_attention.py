@@ -1,9 +1,11 @@
-"""reference_self_attention / plan_step against a dense float64 oracle written from docs/ARCHITECTURE.md ("The bias")."""
+"""reference_self_attention / plan_step against the dense float64 oracle of ``test_reference_paths`` (written
+from docs/ARCHITECTURE.md, "The bias") and a float64 entity activation."""
 
 import math
 
 import pytest
 import torch
+from test_reference_paths import oracle
 
 from customvideox_core.attention import sdpa_attention
 from customvideox_core.erae import ERAEConfig
@@ -44,34 +46,6 @@ def naive_activation(query, key, heads, layout, positions):
     return out
 
 
-def naive_attention(
-    query, key, value, heads, layout, *, tab, weights, gamma, activation, row_sees, blocked_keys
-):
-    """Dense softmax with the docs/ARCHITECTURE.md bias, written entry by entry. Blocked keys are removed outright."""
-    batch, length, _ = query.shape
-    q = query.double().reshape(batch, length, heads, HEAD_DIM)
-    k = key.double().reshape(batch, length, heads, HEAD_DIM)
-    v = value.double().reshape(batch, length, heads, HEAD_DIM)
-    out = torch.zeros(batch, length, heads, HEAD_DIM, dtype=torch.float64)
-    ref0 = layout.text + layout.video
-    for b in range(batch):
-        for h in range(heads):
-            logits = q[b, :, h] @ k[b, :, h].T / math.sqrt(HEAD_DIM)
-            for i in range(layout.video):
-                for j in range(layout.reference):
-                    a = activation[b, i] if activation is not None else 0.0
-                    logits[layout.text + i, ref0 + j] += tab * (1 + gamma * a) * weights[j]
-            for j in range(layout.reference):
-                if not row_sees[b] or blocked_keys[j]:
-                    logits[:, ref0 + j] = -math.inf
-            if not row_sees[b]:  # reference queries of a row that does not see the reference: own value
-                for j in range(layout.reference):
-                    logits[ref0 + j] = -math.inf
-                    logits[ref0 + j, ref0 + j] = 0.0
-            out[b, :, h] = torch.softmax(logits, dim=-1) @ v[b, :, h]
-    return out.reshape(batch, length, heads * HEAD_DIM)
-
-
 def _qkv(batch, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return [torch.randn(batch, LAYOUT.total, HEADS * HEAD_DIM, generator=generator) for _ in range(3)]
@@ -92,18 +66,18 @@ def test_cond_and_uncond_rows_match_oracle(uncond_sees_reference):
         erae=None,
     )
     got = reference_self_attention(query, key, value, HEADS, step, attention_fn=sdpa_attention)
-    expected = naive_attention(
+    expected = oracle(
         query,
         key,
         value,
-        HEADS,
-        LAYOUT,
+        layout=LAYOUT,
         tab=1.5,
         weights=weights,
         gamma=0.0,
         activation=None,
-        row_sees=[True, uncond_sees_reference],
-        blocked_keys=[False] * 4,
+        sees=[True, uncond_sees_reference],
+        kept=[True] * 4,
+        term_frames=[[0]],
     )
     assert torch.allclose(got.double(), expected, atol=2e-4)
 
@@ -128,18 +102,18 @@ def test_erae_and_block_outside_mask_match_oracle():
     got = reference_self_attention(
         query, key, value, HEADS, step, attention_fn=sdpa_attention, activation=activation
     )
-    expected = naive_attention(
+    expected = oracle(
         query,
         key,
         value,
-        HEADS,
-        LAYOUT,
+        layout=LAYOUT,
         tab=2.0,
         weights=weights,
         gamma=2.0,
-        activation=expected_activation,  # [B, video]
-        row_sees=[True],
-        blocked_keys=[w == 0.0 for w in weights.tolist()],
+        activation=expected_activation[..., None],  # [B, video, 1 term]
+        sees=[True],
+        kept=[w != 0.0 for w in weights.tolist()],
+        term_frames=[[0]],
     )
     assert torch.allclose(got.double(), expected, atol=2e-4)
 

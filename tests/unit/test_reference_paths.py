@@ -41,10 +41,11 @@ LAYOUT = TokenLayout.cogvideox(text=5, frames=2, reference_frames=2, frame_token
 def oracle(query, key, value, *, tab, weights, sees, kept, term_frames, activation, gamma, layout=LAYOUT):
     """Dense float64 softmax, one logit at a time, docs/ARCHITECTURE.md's bias ("The bias"); dropped keys removed outright.
 
-    activation: [B][video][K] floats or None; term_frames: K lists of reference frames.
-    A row that does not see the reference: text/video queries attend to text/video keys only, each
-    reference query to itself only. The video and the reference start where ``layout`` puts them (the
+    activation: [B][video][K] floats or None; term_frames: K lists of reference frames of ``layout``
+    (``HEADS`` heads of ``HEAD_DIM``). The video and the reference start where ``layout`` puts them (the
     reference after the video, or in front of it).
+    A row that does not see the reference: text/video queries attend to text/video keys only, each
+    reference query to itself only.
     """
     batch, length, _ = query.shape
     q, k, v = (t.double().reshape(batch, length, HEADS, HEAD_DIM) for t in (query, key, value))

@@ -24,6 +24,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import comfy.model_patcher
 import comfy.sd
@@ -82,25 +83,38 @@ def _tiny_models_module():
     return sys.modules[name]
 
 
-class CVXTestRandomConditioning(io.ComfyNode):
+class _FixtureNode(io.ComfyNode):
+    """A test node declared by its class attributes: its id is the class name, its description the
+    docstring, ``INPUTS`` and ``OUTPUTS`` its sockets and widgets in order."""
+
+    DISPLAY_NAME: ClassVar[str]
+    INPUTS: ClassVar[tuple[io.Input, ...]] = ()
+    OUTPUTS: ClassVar[tuple[io.Output, ...]] = ()
+    IS_OUTPUT_NODE: ClassVar[bool] = False
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="CVXTestRandomConditioning",
-            display_name="CVX Test Random Conditioning",
+            node_id=cls.__name__,
+            display_name=cls.DISPLAY_NAME,
             category=CATEGORY,
-            description="Seeded standard-normal text embeddings for tiny test models (test scaffolding).",
-            inputs=[
-                io.Int.Input(
-                    "seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the random embeddings."
-                ),
-                io.Int.Input("length", default=8, min=1, max=4096, tooltip="Number of text tokens."),
-                io.Int.Input(
-                    "dim", default=32, min=1, max=8192, tooltip="Embedding width (the model's text dim)."
-                ),
-            ],
-            outputs=[io.Conditioning.Output()],
+            description=cls.__doc__,
+            inputs=list(cls.INPUTS),
+            outputs=list(cls.OUTPUTS),
+            is_output_node=cls.IS_OUTPUT_NODE,
         )
+
+
+class CVXTestRandomConditioning(_FixtureNode):
+    """Seeded standard-normal text embeddings for tiny test models (test scaffolding)."""
+
+    DISPLAY_NAME = "CVX Test Random Conditioning"
+    INPUTS = (
+        io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the random embeddings."),
+        io.Int.Input("length", default=8, min=1, max=4096, tooltip="Number of text tokens."),
+        io.Int.Input("dim", default=32, min=1, max=8192, tooltip="Embedding width (the model's text dim)."),
+    )
+    OUTPUTS = (io.Conditioning.Output(),)
 
     @classmethod
     def execute(cls, seed: int, length: int, dim: int) -> io.NodeOutput:
@@ -109,39 +123,28 @@ class CVXTestRandomConditioning(io.ComfyNode):
         return io.NodeOutput([[embeddings, {}]])
 
 
-class CVXTestTokenizerCLIP(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="CVXTestTokenizerCLIP",
-            display_name="CVX Test Tokenizer-only CLIP",
-            category=CATEGORY,
-            description="A CLIP holding only a real tokenizer (no encoder weights); it tokenises, it cannot encode.",
-            inputs=[
-                io.Combo.Input(
-                    "family", options=TOKENIZER_FAMILIES, default="cogvideox", tooltip="Tokenizer family."
-                ),
-            ],
-            outputs=[io.Clip.Output()],
-        )
+class CVXTestTokenizerCLIP(_FixtureNode):
+    """A CLIP holding only a real tokenizer (no encoder weights); it tokenises, it cannot encode."""
+
+    DISPLAY_NAME = "CVX Test Tokenizer-only CLIP"
+    INPUTS = (
+        io.Combo.Input(
+            "family", options=TOKENIZER_FAMILIES, default="cogvideox", tooltip="Tokenizer family."
+        ),
+    )
+    OUTPUTS = (io.Clip.Output(),)
 
     @classmethod
     def execute(cls, family: str) -> io.NodeOutput:
         return io.NodeOutput(_tokenizer_only_clip(family))
 
 
-class CVXTestLatentSummary(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="CVXTestLatentSummary",
-            display_name="CVX Test Latent Summary",
-            category=CATEGORY,
-            description="Reports a latent's shape and float64 statistics in the UI output (history).",
-            inputs=[io.Latent.Input("samples", tooltip="Latent to summarise.")],
-            outputs=[],
-            is_output_node=True,
-        )
+class CVXTestLatentSummary(_FixtureNode):
+    """Reports a latent's shape and float64 statistics in the UI output (history)."""
+
+    DISPLAY_NAME = "CVX Test Latent Summary"
+    INPUTS = (io.Latent.Input("samples", tooltip="Latent to summarise."),)
+    IS_OUTPUT_NODE = True
 
     @classmethod
     def execute(cls, samples: dict) -> io.NodeOutput:
@@ -156,43 +159,31 @@ class CVXTestLatentSummary(io.ComfyNode):
         return io.NodeOutput(ui={"cvx_latent_summary": [summary]})
 
 
-class CVXTestEmptyImage(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="CVXTestEmptyImage",
-            display_name="CVX Test Empty Image Batch",
-            category=CATEGORY,
-            description="An IMAGE batch holding no image, [0, height, width, 3].",
-            inputs=[
-                io.Int.Input("width", default=64, min=1, max=4096, tooltip="Width of the (absent) images."),
-                io.Int.Input("height", default=64, min=1, max=4096, tooltip="Height of the (absent) images."),
-            ],
-            outputs=[io.Image.Output()],
-        )
+class CVXTestEmptyImage(_FixtureNode):
+    """An IMAGE batch holding no image, [0, height, width, 3]."""
+
+    DISPLAY_NAME = "CVX Test Empty Image Batch"
+    INPUTS = (
+        io.Int.Input("width", default=64, min=1, max=4096, tooltip="Width of the (absent) images."),
+        io.Int.Input("height", default=64, min=1, max=4096, tooltip="Height of the (absent) images."),
+    )
+    OUTPUTS = (io.Image.Output(),)
 
     @classmethod
     def execute(cls, width: int, height: int) -> io.NodeOutput:
         return io.NodeOutput(torch.zeros(0, height, width, 3))
 
 
-class CVXTestTinyClipVisionLoader(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="CVXTestTinyClipVisionLoader",
-            display_name="CVX Test Tiny CLIP Vision Loader",
-            category=CATEGORY,
-            description="Loads a tiny CLIP-vision/DINOv2 test file as comfy.clip_vision.ClipVisionModel.",
-            inputs=[
-                # A plain string, not a combo: a server started before the test wrote the file keeps
-                # a stale cached file list for a models folder that did not exist yet.
-                io.String.Input(
-                    "clip_name", tooltip="A file in models/clip_vision written by tiny_models.py."
-                ),
-            ],
-            outputs=[io.ClipVision.Output()],
-        )
+class CVXTestTinyClipVisionLoader(_FixtureNode):
+    """Loads a tiny CLIP-vision/DINOv2 test file as comfy.clip_vision.ClipVisionModel."""
+
+    DISPLAY_NAME = "CVX Test Tiny CLIP Vision Loader"
+    INPUTS = (
+        # A plain string, not a combo: a server started before the test wrote the file keeps
+        # a stale cached file list for a models folder that did not exist yet.
+        io.String.Input("clip_name", tooltip="A file in models/clip_vision written by tiny_models.py."),
+    )
+    OUTPUTS = (io.ClipVision.Output(),)
 
     @classmethod
     def execute(cls, clip_name: str) -> io.NodeOutput:
