@@ -227,32 +227,21 @@ class ReferenceWrapper:
             layout = geometry.prefix_layout(x, patch.prefix_frames)
             # Every row carries the prefix (WanVaceToVideo puts it on the positive and the negative), so
             # every row is biased, as every Phantom row that carries its frames is.
-            step = plan_step(
-                layout,
-                tab=patch.tab,
-                progress=progress,
-                row_sees_reference=[True] * x.shape[0],
-                row_has_entities=[role.positive for role in roles],
-                reference_weights=geometry.weights(x, layout, patch.masks),
-                erae=patch.erae,
-            )
-            sources = [as_source(step, "reference frames in front of the video")]
+            sources = [
+                self._carried_source(
+                    x, layout, patch, roles, progress, "reference frames in front of the video"
+                )
+            ]
         elif patch is not None and host_frames is not None:
             layout = geometry.host_layout(x, args[spec.context_index], host_frames)
-            # The host's own method: every row that carries the frames attends to them; rows whose frames
-            # are all zero (Phantom's "no image" negative) are no reference to strengthen. Decided on the
-            # frames' device: nothing is read back.
-            step = plan_step(
-                layout,
-                tab=patch.tab,
-                progress=progress,
-                row_sees_reference=[True] * x.shape[0],
-                row_has_entities=[role.positive for role in roles],
-                reference_weights=geometry.weights(x, layout, patch.masks),
-                erae=patch.erae,
-                row_biased=host_frames.flatten(1).abs().amax(dim=1) > 0,
-            )
-            sources = [as_source(step, "conditioning's reference frames")]
+            # Rows whose frames are all zero (Phantom's "no image" negative) are no reference to strengthen.
+            # Decided on the frames' device: nothing is read back.
+            biased = host_frames.flatten(1).abs().amax(dim=1) > 0
+            sources = [
+                self._carried_source(
+                    x, layout, patch, roles, progress, "conditioning's reference frames", biased
+                )
+            ]
         elif patch is not None and any(role.positive for role in roles):
             raise ValueError(
                 "CustomVideoX Apply has no reference connected and the positive conditioning carries "
@@ -284,6 +273,33 @@ class ReferenceWrapper:
             return out
         t, h, w = x.shape[-3:]
         return out[:, :, :t, :h, :w]
+
+    def _carried_source(
+        self,
+        x: Tensor,
+        layout: TokenLayout,
+        patch: ReferencePatch,
+        roles: list[ConditioningRole],
+        progress: ClockSpan,
+        name: str,
+        row_biased: Tensor | None = None,
+    ) -> Source:
+        """The reference frames the conditioning carries, as one in-sequence source: the host's own method,
+        every row attends to them (they are part of its sequence); the ``row_biased`` rows (``[B]`` bool on
+        the device; default every row) get the bias."""
+        return as_source(
+            plan_step(
+                layout,
+                tab=patch.tab,
+                progress=progress,
+                row_sees_reference=[True] * x.shape[0],
+                row_has_entities=[role.positive for role in roles],
+                reference_weights=self.geometry.weights(x, layout, patch.masks),
+                erae=patch.erae,
+                row_biased=row_biased,
+            ),
+            name,
+        )
 
     def _own_sources(
         self,

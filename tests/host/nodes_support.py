@@ -116,6 +116,42 @@ def random_conditioning_node(seed: int, length: int) -> dict:
     }
 
 
+def ksampler_node(
+    model: list, positive: list, negative: list, latent: list, *, seed: int, steps: int, cfg: float
+) -> dict:
+    """An API-graph entry for core's KSampler on the given wires: euler, simple schedule, full denoise."""
+    return {
+        "class_type": "KSampler",
+        "inputs": {
+            "model": model,
+            "seed": seed,
+            "steps": steps,
+            "cfg": cfg,
+            "sampler_name": "euler",
+            "scheduler": "simple",
+            "positive": positive,
+            "negative": negative,
+            "latent_image": latent,
+            "denoise": 1.0,
+        },
+    }
+
+
+def constant_tab_node(peak: float) -> dict:
+    """An API-graph entry for CustomVideoX TimeAwareBias: a constant ``peak`` over the whole run."""
+    return {
+        "class_type": "CustomVideoXTimeAwareBias",
+        "inputs": {
+            "shape": "constant",
+            "peak": peak,
+            "floor": 0.0,
+            "start": 0.0,
+            "end": 1.0,
+            "custom_values": "",
+        },
+    }
+
+
 def reference_images(count: int, *, seed: int = 0, height: int = VIDEO_HEIGHT, width: int = VIDEO_WIDTH):
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(count, height, width, 3, generator=generator)

@@ -18,7 +18,7 @@ from harness import (
     GraphValidationError,
     read_comfyui_version,
 )
-from nodes_support import random_conditioning_node
+from nodes_support import ksampler_node, random_conditioning_node
 from safetensors.torch import load_file
 from tiny_models import COGVIDEOX_VARIANTS, TINY_TEXT_DIM, TINY_WAN, tiny_cogvideox_config
 
@@ -50,21 +50,7 @@ def one_step_prompt(unet_name: str, vae_name: str, *, seed: int = 7, cfg: float 
             "class_type": "EmptyHunyuanLatentVideo",
             "inputs": {"width": VIDEO_WIDTH, "height": VIDEO_HEIGHT, "length": VIDEO_FRAMES, "batch_size": 1},
         },
-        "5": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["1", 0],
-                "seed": seed,
-                "steps": 1,
-                "cfg": cfg,
-                "sampler_name": "euler",
-                "scheduler": "simple",
-                "positive": ["2", 0],
-                "negative": ["3", 0],
-                "latent_image": ["4", 0],
-                "denoise": 1.0,
-            },
-        },
+        "5": ksampler_node(["1", 0], ["2", 0], ["3", 0], ["4", 0], seed=seed, steps=1, cfg=cfg),
         "6": {"class_type": "CVXTestLatentSummary", "inputs": {"samples": ["5", 0]}},
         "7": {"class_type": "VAELoader", "inputs": {"vae_name": vae_name}},
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["7", 0]}},

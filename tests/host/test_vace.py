@@ -20,12 +20,16 @@ from nodes_support import (
     VIDEO_FRAMES,
     VIDEO_HEIGHT,
     VIDEO_WIDTH,
+    constant_tab_node,
+    ksampler_node,
     load_model,
     random_conditioning_node,
     reference_images,
 )
 
 STEPS = 3
+VIDEO_SIZE = {"width": VIDEO_WIDTH, "height": VIDEO_HEIGHT, "length": VIDEO_FRAMES, "batch_size": 1}
+"""The video WanVaceToVideo makes: the tiny models' size, one at a time."""
 
 
 def vace_graph(
@@ -57,32 +61,17 @@ def vace_graph(
         "vace": {
             "class_type": "WanVaceToVideo",
             "inputs": {
+                **VIDEO_SIZE,
                 "positive": ["positive", 0],
                 "negative": ["negative", 0],
                 "vae": ["vae", 0],
-                "width": VIDEO_WIDTH,
-                "height": VIDEO_HEIGHT,
-                "length": VIDEO_FRAMES,
-                "batch_size": 1,
                 "strength": 1.0,
                 **({"reference_image": ["image", 0]} if reference else {}),
             },
         },
-        "sampler": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["unet", 0],
-                "seed": 7,
-                "steps": STEPS,
-                "cfg": 2.0,
-                "sampler_name": "euler",
-                "scheduler": "simple",
-                "positive": ["vace", 0],
-                "negative": ["vace", 1],
-                "latent_image": ["vace", 2],
-                "denoise": 1.0,
-            },
-        },
+        "sampler": ksampler_node(
+            ["unet", 0], ["vace", 0], ["vace", 1], ["vace", 2], seed=7, steps=STEPS, cfg=2.0
+        ),
         "summary": {"class_type": "CVXTestLatentSummary", "inputs": {"samples": ["trim", 0]}},
         "trim": {
             "class_type": "TrimVideoLatent",
@@ -90,17 +79,7 @@ def vace_graph(
         },
     }
     if tab_peak is not None:
-        graph["tab"] = {
-            "class_type": "CustomVideoXTimeAwareBias",
-            "inputs": {
-                "shape": "constant",
-                "peak": tab_peak,
-                "floor": 0.0,
-                "start": 0.0,
-                "end": 1.0,
-                "custom_values": "",
-            },
-        }
+        graph["tab"] = constant_tab_node(tab_peak)
         graph["apply"] = {
             "class_type": "CustomVideoXApply",
             "inputs": {

@@ -246,13 +246,20 @@ def write_tiny_wan(
     from comfy.ops import disable_weight_init
 
     model = WanModel(model_type="t2v", **config.model_kwargs(), operations=disable_weight_init)
+    return _save_wan(path, model, config, seed=seed, attention_std=attention_std, name="wan2.1-t2v")
+
+
+def _save_wan(
+    path: Path | str, model, config: TinyWanConfig, *, seed: int, attention_std: float, name: str
+) -> Path:
+    """Random weights for a built Wan ``model`` (or subclass), with the ``config`` metadata ComfyUI reads."""
     tensors = _fill_random(
         model.state_dict(), seed=seed, attention=_WAN_ATTENTION, attention_std=attention_std
     )
     transformer_overrides = {"num_heads": config.num_heads, "text_dim": config.text_dim}
     metadata = {
         "config": json.dumps({"transformer": transformer_overrides}),
-        "cvx_tiny_model": "wan2.1-t2v",
+        "cvx_tiny_model": name,
         "cvx_seed": str(seed),
     }
     return _save(path, tensors, metadata)
@@ -276,16 +283,7 @@ def write_tiny_wan_vace(path: Path | str, *, seed: int = 0, config: TinyWanConfi
         vace_in_dim=TINY_VACE_IN_DIM,
         operations=disable_weight_init,
     )
-    tensors = _fill_random(
-        model.state_dict(), seed=seed, attention=_WAN_ATTENTION, attention_std=ATTENTION_INIT_STD
-    )
-    transformer_overrides = {"num_heads": config.num_heads, "text_dim": config.text_dim}
-    metadata = {
-        "config": json.dumps({"transformer": transformer_overrides}),
-        "cvx_tiny_model": "wan2.1-vace",
-        "cvx_seed": str(seed),
-    }
-    return _save(path, tensors, metadata)
+    return _save_wan(path, model, config, seed=seed, attention_std=ATTENTION_INIT_STD, name="wan2.1-vace")
 
 
 def write_tiny_vae(path: Path | str, *, seed: int = 0) -> Path:
