@@ -584,10 +584,13 @@ def _prompt_nodes(prompt: str, column: int) -> list[Node]:
     ]
 
 
-def _output_nodes(host: HostFiles, prefix: str, column: int) -> list[Node]:
-    """13 VAEDecode of the sampled latent (node 12), 14 CreateVideo at the host's fps, 15 SaveVideo."""
+def _output_nodes(
+    host: HostFiles, prefix: str, column: int, samples: tuple[int, int] = (12, 0)
+) -> list[Node]:
+    """13 VAEDecode of the sampled latent (``samples``: node 12's by default), 14 CreateVideo at the host's
+    fps, 15 SaveVideo."""
     return [
-        Node(13, "VAEDecode", (column, 0), (300, 46), {}, {"samples": (12, 0), "vae": (4, 0)}),
+        Node(13, "VAEDecode", (column, 0), (300, 46), {}, {"samples": samples, "vae": (4, 0)}),
         Node(
             14,
             "CreateVideo",
@@ -1164,6 +1167,149 @@ def standin_face_graph(name: str, host: HostFiles) -> WorkflowSpec:
     return WorkflowSpec(name, tuple(nodes))
 
 
+WAN21_VACE_1_3B = dataclasses.replace(
+    WAN21_1_3B,
+    label="Wan 2.1 VACE 1.3B",
+    unet="wan2.1_vace_1.3B_fp16.safetensors",
+    steps=20,
+    cfg=6.0,
+)
+VACE_NOTE = f"""\
+**VACE with a subject reference**: core's *WanVaceToVideo* puts the subject in front of the video (its
+`reference_image`); *CustomVideoX Apply*, with **no** reference of its own, strengthens the video's attention
+to it over the model's time (TimeAwareBias). Set the bias's peak to 0 for core's VACE result, exactly.
+
+| file | folder |
+|---|---|
+| `{WAN21_VACE_1_3B.unet}` (or `wan2.1_vace_14B_fp16.safetensors`), from Comfy-Org/Wan_2.1_ComfyUI_repackaged | `diffusion_models/` |
+| `{WAN21_VACE_1_3B.text_encoder}` | `text_encoders/` |
+| `{WAN21_VACE_1_3B.vae}` | `vae/` |
+| a CustomVideoX adapter: none needed (Apply biases VACE's own reference) | `customvideox/` |
+
+**The one wire to keep**: *WanVaceToVideo*'s `trim_latent` goes to Apply's `reference_prefix_frames` (how many
+reference frames stand in front of the video) and, as in core's VACE graphs, to *TrimVideoLatent* before the
+decode. A control video (pose, depth, …) goes into `control_video` as usual. *ERAEMask*: the words of the
+prompt that name the subject strengthen it further. Subject: one image in *Load Image* (VACE takes one).
+"""
+
+
+def vace_graph(name: str, host: HostFiles) -> WorkflowSpec:
+    """VACE with a subject reference: core's WanVaceToVideo, CustomVideoX Apply biasing its reference.
+
+    1 UNETLoader, 17 ModelSamplingSD3, 3 CLIPLoader, 4 VAELoader, 8 LoadImage (the subject), 5 Prompt, 6/7
+    CLIPTextEncode, 25 WanVaceToVideo, 10 TimeAwareBias, 11 ERAEMask, 2 CustomVideoX Apply (no reference;
+    ``reference_prefix_frames`` from 25's ``trim_latent``), 12 KSampler, 30 TrimVideoLatent, 13 VAEDecode,
+    14 CreateVideo, 15 SaveVideo, 16 the note.
+    """
+    loaders, prompts, bias, sampler, output = COLUMN_X
+    pack = {"color": PACK_COLOR, "bgcolor": PACK_BGCOLOR}
+    return WorkflowSpec(
+        name,
+        (
+            Node(
+                1, "UNETLoader", (loaders, 0), (340, 82), {"unet_name": host.unet, "weight_dtype": "default"}
+            ),
+            Node(17, "ModelSamplingSD3", (loaders, 120), (340, 58), {"shift": host.shift}, {"model": (1, 0)}),
+            Node(
+                3,
+                "CLIPLoader",
+                (loaders, 220),
+                (340, 106),
+                {"clip_name": host.text_encoder, "type": host.clip_type, "device": "default"},
+            ),
+            Node(4, "VAELoader", (loaders, 370), (340, 58), {"vae_name": host.vae}),
+            Node(8, "LoadImage", (loaders, 470), (340, 380), {"image": SUBJECT_IMAGE}, title="Subject"),
+            *_prompt_nodes(PROMPT, prompts),
+            Node(
+                25,
+                "WanVaceToVideo",
+                (prompts, 500),
+                (400, 260),
+                {
+                    "width": host.width,
+                    "height": host.height,
+                    "length": host.length,
+                    "batch_size": 1,
+                    "strength": 1.0,
+                },
+                {"positive": (6, 0), "negative": (7, 0), "vae": (4, 0), "reference_image": (8, 0)},
+            ),
+            Node(
+                10,
+                "CustomVideoXTimeAwareBias",
+                (bias, 0),
+                (330, 200),
+                {
+                    "shape": "parabolic",
+                    "peak": 1.0,
+                    "floor": 0.0,
+                    "start": 0.0,
+                    "end": 1.0,
+                    "custom_values": "",
+                },
+                **pack,
+            ),
+            Node(
+                11,
+                "CustomVideoXERAEMask",
+                (bias, 250),
+                (330, 320),
+                {
+                    "prompt": PROMPT,
+                    "entity_words": ENTITY_WORDS,
+                    "strength": 1.0,
+                    "threshold": 0.0,
+                    "block_outside_mask": False,
+                    "subject_words": "",
+                },
+                {"clip": (3, 0), "prompt": (5, 0)},
+                **pack,
+            ),
+            Node(
+                2,
+                "CustomVideoXApply",
+                (bias, 620),
+                (330, 130),
+                {"uncond_sees_reference": False, "reference_prefix_frames": 1},
+                {"model": (17, 0), "tab": (10, 0), "erae": (11, 0), "reference_prefix_frames": (25, 3)},
+                **pack,
+            ),
+            Node(
+                12,
+                "KSampler",
+                (sampler, 0),
+                (310, 262),
+                {
+                    "seed": SEED,
+                    "seed.control_after_generate": "randomize",
+                    "steps": host.steps,
+                    "cfg": host.cfg,
+                    "sampler_name": host.sampler,
+                    "scheduler": host.scheduler,
+                    "denoise": 1.0,
+                },
+                {"model": (2, 0), "positive": (25, 0), "negative": (25, 1), "latent_image": (25, 2)},
+            ),
+            Node(
+                30,
+                "TrimVideoLatent",
+                (sampler, 320),
+                (310, 82),
+                {"trim_amount": 1},
+                {"samples": (12, 0), "trim_amount": (25, 3)},
+            ),
+            *_output_nodes(host, "video/CustomVideoX_vace", output, samples=(30, 0)),
+            _note(
+                16,
+                (prompts, 800),
+                (output + 300 - prompts, 360),
+                "CustomVideoX · Wan 2.1 VACE · subject reference",
+                VACE_NOTE,
+            ),
+        ),
+    )
+
+
 def example_specs() -> tuple[WorkflowSpec, ...]:
     """Every shipped example, UI name without ``_api``."""
     return (
@@ -1219,6 +1365,7 @@ def example_specs() -> tuple[WorkflowSpec, ...]:
         standin_graph("standin_wan21_14b", WAN21_14B_STANDIN),
         fast_phantom_graph("customvideox_phantom_wan_fast", PHANTOM_WAN_1_3B),
         standin_face_graph("standin_wan21_14b_face", WAN21_14B_STANDIN),
+        vace_graph("customvideox_wan_vace", WAN21_VACE_1_3B),
     )
 
 

@@ -41,9 +41,13 @@ UI_NAMES = (
     "standin_wan21_14b",
     "customvideox_phantom_wan_fast",
     "standin_wan21_14b_face",
+    "customvideox_wan_vace",
 )
 FAST_RECIPE = "customvideox_phantom_wan_fast"
 """Phantom-Wan + distill LoRA + Reference Guider on SamplerCustomAdvanced (no Sample node for the batch client)."""
+VACE_NAME = "customvideox_wan_vace"
+"""VACE's subject reference through core's WanVaceToVideo, biased by Apply (no ReferenceEncode: the batch
+client, which uploads each job's reference to ReferenceEncode's image, does not fill it)."""
 STANDIN_NAMES = ("standin_wan21_14b", "standin_wan21_14b_face")
 """Stand-In graphs: Apply Stand-In + core KSampler, the Stand-In file in ``loras/``, no CustomVideoX adapter."""
 FRONTEND_NOTE_TYPES = {"MarkdownNote", "Note"}
@@ -458,7 +462,7 @@ def fill_one_job(api: dict, targets, name: str, prompt: str, seed: int, **settin
     [
         name
         for name in UI_NAMES
-        if name not in ("customvideox_multi_reference", FAST_RECIPE) and name not in STANDIN_NAMES
+        if name not in ("customvideox_multi_reference", FAST_RECIPE, VACE_NAME) and name not in STANDIN_NAMES
     ],
 )
 def test_batch_client_fills_the_api_twin(name):
@@ -505,6 +509,30 @@ def test_batch_client_fills_the_standin_twin(name):
         assert filled["23"]["inputs"]["reference"] == ["8", 0]  # scored against the job's face
     assert filled["6"]["inputs"]["text"] == "a man waves at the camera"
     assert filled["12"]["inputs"]["seed"] == 9
+
+
+def test_vace_twin_runs_with_tiny_models_and_trims_the_reference_frame(comfy_host, tiny_models):
+    """The VACE example's API twin runs end to end on the tiny VACE model: Apply (TAB and ERAE) reads
+    WanVaceToVideo's trim_latent (1), the sampled latent holds the reference frame in front of the video,
+    TrimVideoLatent takes it off again, and the decoded video has the frames asked for."""
+    import torch
+    from nodes_support import LATENT_SHAPE, VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH, random_conditioning_node
+
+    write_subject_images(comfy_host.input_dir, subject_images(ui_workflow(VACE_NAME)))
+    api = api_workflow(VACE_NAME)
+    api["1"]["inputs"]["unet_name"] = tiny_models.wan_vace
+    api["4"]["inputs"]["vae_name"] = tiny_models.vae
+    # random text as long as the prompt's tokens; the text encoder only tokenizes, for ERAE's words
+    api["6"], api["7"] = random_conditioning_node(1, 64), random_conditioning_node(2, 64)
+    api["3"] = {"class_type": "CVXTestTokenizerCLIP", "inputs": {"family": "wan"}}
+    api["25"]["inputs"].update({"width": VIDEO_WIDTH, "height": VIDEO_HEIGHT, "length": VIDEO_FRAMES})
+    api["12"]["inputs"]["steps"] = 2
+    result = comfy_host.run_graph(api, capture=["12", "30", "13"])
+    assert result.node_outputs["12"][0]["samples"].shape[2] == LATENT_SHAPE[2] + 1
+    trimmed = result.node_outputs["30"][0]["samples"]
+    assert tuple(trimmed.shape) == LATENT_SHAPE and bool(torch.isfinite(trimmed).all())
+    assert result.node_outputs["13"][0].shape[0] == VIDEO_FRAMES
+    assert "15" in result.ui_outputs  # the video was saved
 
 
 def test_fast_recipe_twin_runs_with_tiny_models(comfy_host, tiny_models):
