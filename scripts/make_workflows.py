@@ -1031,7 +1031,7 @@ def fast_phantom_graph(name: str, host: HostFiles) -> WorkflowSpec:
             Node(
                 26,
                 "CustomVideoXReferenceGuider",
-                (bias, 420),
+                (bias, 430),
                 (330, 280),
                 {
                     "cfg": 3.0,
@@ -1082,7 +1082,7 @@ def fast_phantom_graph(name: str, host: HostFiles) -> WorkflowSpec:
             *_output_nodes(host, "video/CustomVideoX_fast", output),
             _note(
                 16,
-                (prompts, 740),
+                (prompts, 770),
                 (output + 300 - prompts, 420),
                 "CustomVideoX · Phantom-Wan fast recipe · distill LoRA, 6 steps",
                 FAST_NOTE,
