@@ -584,6 +584,61 @@ def _prompt_nodes(prompt: str, column: int) -> list[Node]:
     ]
 
 
+def _tab_node(
+    pos: tuple[int, int],
+    size: tuple[int, int] = (330, 200),
+    *,
+    shape: str = "parabolic",
+    peak: float = 1.0,
+    floor: float = 0.0,
+    start: float = 0.0,
+) -> Node:
+    """10 TimeAwareBias over the whole run (``end`` 1, no custom values)."""
+    values = {"shape": shape, "peak": peak, "floor": floor, "start": start, "end": 1.0, "custom_values": ""}
+    return Node(10, "CustomVideoXTimeAwareBias", pos, size, values, color=PACK_COLOR, bgcolor=PACK_BGCOLOR)
+
+
+def _erae_node(pos: tuple[int, int]) -> Node:
+    """11 ERAEMask on the example's entity words, reading the prompt (5) with the text encoder (3)."""
+    return Node(
+        11,
+        "CustomVideoXERAEMask",
+        pos,
+        (330, 320),
+        {
+            "prompt": PROMPT,
+            "entity_words": ENTITY_WORDS,
+            "strength": 1.0,
+            "threshold": 0.0,
+            "block_outside_mask": False,
+            "subject_words": "",
+        },
+        {"clip": (3, 0), "prompt": (5, 0)},
+        color=PACK_COLOR,
+        bgcolor=PACK_BGCOLOR,
+    )
+
+
+def _ksampler_node(host: HostFiles, pos: tuple[int, int], links: Mapping[str, tuple[int, int]]) -> Node:
+    """12 core KSampler at the host's settings (seed randomized after each run)."""
+    return Node(
+        12,
+        "KSampler",
+        pos,
+        (310, 262),
+        {
+            "seed": SEED,
+            "seed.control_after_generate": "randomize",
+            "steps": host.steps,
+            "cfg": host.cfg,
+            "sampler_name": host.sampler,
+            "scheduler": host.scheduler,
+            "denoise": 1.0,
+        },
+        links,
+    )
+
+
 def _output_nodes(
     host: HostFiles, prefix: str, column: int, samples: tuple[int, int] = (12, 0)
 ) -> list[Node]:
@@ -709,32 +764,8 @@ def customvideox_graph(
             color=PACK_COLOR,
             bgcolor=PACK_BGCOLOR,
         ),
-        Node(
-            10,
-            "CustomVideoXTimeAwareBias",
-            (bias, 0),
-            (330, 200),
-            {"shape": "parabolic", "peak": 1.0, "floor": 0.0, "start": 0.0, "end": 1.0, "custom_values": ""},
-            color=PACK_COLOR,
-            bgcolor=PACK_BGCOLOR,
-        ),
-        Node(
-            11,
-            "CustomVideoXERAEMask",
-            (bias, 250),
-            (330, 320),
-            {
-                "prompt": PROMPT,
-                "entity_words": ENTITY_WORDS,
-                "strength": 1.0,
-                "threshold": 0.0,
-                "block_outside_mask": False,
-                "subject_words": "",
-            },
-            {"clip": (3, 0), "prompt": (5, 0)},
-            color=PACK_COLOR,
-            bgcolor=PACK_BGCOLOR,
-        ),
+        _tab_node((bias, 0)),
+        _erae_node((bias, 250)),
         Node(
             12,
             "CustomVideoXSample",
@@ -902,20 +933,9 @@ def standin_graph(name: str, host: HostFiles) -> WorkflowSpec:
                 (330, 130),
                 {"width": host.width, "height": host.height, "length": host.length, "batch_size": 1},
             ),
-            Node(
-                12,
-                "KSampler",
+            _ksampler_node(
+                host,
                 (sampler, 0),
-                (310, 262),
-                {
-                    "seed": SEED,
-                    "seed.control_after_generate": "randomize",
-                    "steps": host.steps,
-                    "cfg": host.cfg,
-                    "sampler_name": host.sampler,
-                    "scheduler": host.scheduler,
-                    "denoise": 1.0,
-                },
                 {"model": (2, 0), "positive": (6, 0), "negative": (7, 0), "latent_image": (22, 0)},
             ),
             *_output_nodes(host, "video/Stand-In", output),
@@ -1004,21 +1024,7 @@ def fast_phantom_graph(name: str, host: HostFiles) -> WorkflowSpec:
                 {"width": host.width, "height": host.height, "length": host.length, "batch_size": 1},
                 {"positive": (6, 0), "negative": (7, 0), "vae": (4, 0), "images": (8, 0)},
             ),
-            Node(
-                10,
-                "CustomVideoXTimeAwareBias",
-                (bias, 0),
-                (330, 200),
-                {
-                    "shape": "linear",
-                    "peak": 1.0,
-                    "floor": 0.25,
-                    "start": 0.33,
-                    "end": 1.0,
-                    "custom_values": "",
-                },
-                **pack,
-            ),
+            _tab_node((bias, 0), shape="linear", floor=0.25, start=0.33),
             Node(
                 2,
                 "CustomVideoXApply",
@@ -1127,15 +1133,7 @@ def standin_face_graph(name: str, host: HostFiles) -> WorkflowSpec:
     ]
     column = SCORE_COLUMN_X
     nodes += [
-        Node(
-            10,
-            "CustomVideoXTimeAwareBias",
-            (sampler, 300),
-            (310, 200),
-            {"shape": "parabolic", "peak": 0.0, "floor": 0.0, "start": 0.0, "end": 1.0, "custom_values": ""},
-            color=PACK_COLOR,
-            bgcolor=PACK_BGCOLOR,
-        ),
+        _tab_node((sampler, 300), (310, 200), peak=0.0),
         Node(24, "CLIPVisionLoader", (column, 0), (340, 58), {"clip_name": "clip_vision_h.safetensors"}),
         Node(
             25,
@@ -1234,37 +1232,8 @@ def vace_graph(name: str, host: HostFiles) -> WorkflowSpec:
                 },
                 {"positive": (6, 0), "negative": (7, 0), "vae": (4, 0), "reference_image": (8, 0)},
             ),
-            Node(
-                10,
-                "CustomVideoXTimeAwareBias",
-                (bias, 0),
-                (330, 200),
-                {
-                    "shape": "parabolic",
-                    "peak": 1.0,
-                    "floor": 0.0,
-                    "start": 0.0,
-                    "end": 1.0,
-                    "custom_values": "",
-                },
-                **pack,
-            ),
-            Node(
-                11,
-                "CustomVideoXERAEMask",
-                (bias, 250),
-                (330, 320),
-                {
-                    "prompt": PROMPT,
-                    "entity_words": ENTITY_WORDS,
-                    "strength": 1.0,
-                    "threshold": 0.0,
-                    "block_outside_mask": False,
-                    "subject_words": "",
-                },
-                {"clip": (3, 0), "prompt": (5, 0)},
-                **pack,
-            ),
+            _tab_node((bias, 0)),
+            _erae_node((bias, 250)),
             Node(
                 2,
                 "CustomVideoXApply",
@@ -1274,20 +1243,9 @@ def vace_graph(name: str, host: HostFiles) -> WorkflowSpec:
                 {"model": (17, 0), "tab": (10, 0), "erae": (11, 0), "reference_prefix_frames": (25, 3)},
                 **pack,
             ),
-            Node(
-                12,
-                "KSampler",
+            _ksampler_node(
+                host,
                 (sampler, 0),
-                (310, 262),
-                {
-                    "seed": SEED,
-                    "seed.control_after_generate": "randomize",
-                    "steps": host.steps,
-                    "cfg": host.cfg,
-                    "sampler_name": host.sampler,
-                    "scheduler": host.scheduler,
-                    "denoise": 1.0,
-                },
                 {"model": (2, 0), "positive": (25, 0), "negative": (25, 1), "latent_image": (25, 2)},
             ),
             Node(
