@@ -40,7 +40,9 @@ class CustomVideoXApply(io.ComfyNode):
                 *bias_inputs(),
                 uncond_input(
                     default=False,
-                    tooltip="Off: the negative pass runs without the reference. On: both see it.",
+                    tooltip="Off: the negative pass runs without the reference. On: both see it. With no "
+                    "reference connected the conditioning decides: every pass that carries the frames "
+                    "(Phantom's, VACE's) attends to them and is biased.",
                 ),
                 io.Int.Input(
                     PREFIX_FRAMES_INPUT,
