@@ -150,6 +150,10 @@ def test_cached_adapter_needs_a_reference_and_a_plain_wan(mods, model, comfy_hos
         loaded = mods.load.LoadCustomVideoX.execute(model, name, 1.0).args[0]
         with pytest.raises(ValueError, match="cached-layout CustomVideoX adapter"):
             mods.apply.CustomVideoXApply.execute(loaded, None)
+        with pytest.raises(
+            ValueError, match="reference_prefix_frames is 1, but this model carries a cached-layout"
+        ):
+            mods.apply.CustomVideoXApply.execute(loaded, None, reference_prefix_frames=1)
         cogvideox = load_model(tiny_models.diffusion_models_dir, tiny_models.cogvideox["5b"])
         host = mods.host_model.host_signature(cogvideox)
         metadata = mods.adapter_file.AdapterMetadata(

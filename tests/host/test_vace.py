@@ -20,6 +20,7 @@ from nodes_support import (
     VIDEO_FRAMES,
     VIDEO_HEIGHT,
     VIDEO_WIDTH,
+    conditioning,
     constant_tab_node,
     ksampler_node,
     load_model,
@@ -189,18 +190,27 @@ def test_erae_reads_the_words_from_the_cross_attention_and_strengthens_the_prefi
     assert (with_erae - tab_alone).abs().max().item() > 1e-3
 
 
-def test_apply_with_its_own_reference_on_vace_is_refused_at_the_node(comfy_host, tiny_models, vae):
+OWN_REFERENCE_REFUSED = r"VaceWanModel\) with a reference of its own: .*reference_image"
+
+
+def test_apply_and_sample_with_their_own_reference_on_vace_are_refused_at_the_node(
+    comfy_host, tiny_models, vae
+):
     model = load_model(tiny_models.diffusion_models_dir, tiny_models.wan_vace)
     encode = comfy_host.node_class("CustomVideoXReferenceEncode")
-    reference = encode.execute(vae, reference_images(1), VIDEO_WIDTH, VIDEO_HEIGHT, "pad", False, None).args[
-        0
-    ]
+    images = reference_images(1)
+    reference = encode.execute(vae, images, VIDEO_WIDTH, VIDEO_HEIGHT, "pad", False, None).args[0]
     apply = comfy_host.node_class("CustomVideoXApply")
     for frames in (0, 1):
-        with pytest.raises(
-            ValueError, match=r"VaceWanModel\) with a reference of its own: .*reference_image"
-        ):
+        with pytest.raises(ValueError, match=OWN_REFERENCE_REFUSED):
             apply.execute(model, reference, reference_prefix_frames=frames)
+    sample = comfy_host.node_class("CustomVideoXSample")  # it always has a reference of its own
+    with pytest.raises(ValueError, match=OWN_REFERENCE_REFUSED):
+        sample.execute(
+            model, conditioning(1), conditioning(2), reference, VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FRAMES,
+            seed=1, steps=1, cfg=2.0, sampler_name="euler", scheduler="simple", denoise=1.0,
+            uncond_sees_reference=False,
+        )  # fmt: skip
 
 
 def test_vace_without_a_reference_image_is_refused_naming_trim_latent(comfy_host, tiny_models):
