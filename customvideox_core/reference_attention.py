@@ -36,12 +36,19 @@ import torch
 from torch import Tensor
 
 from .attention import AttentionFn
-from .biased_paths import BiasedPaths, split_heads
+from .biased_paths import BiasedPaths
 from .clock import ClockSpan
 from .erae import ERAEConfig
 from .layout import TokenLayout
 from .lse_attention import LseKernel
-from .reference_sources import Source, SourcePlan, plan_sources, sources_activation, sources_self_attention
+from .reference_sources import (
+    Source,
+    SourcePlan,
+    plan_sources,
+    sequence_activation,
+    sources_activation,
+    sources_self_attention,
+)
 from .tab import TABSchedule
 
 StepPlan = SourcePlan
@@ -253,10 +260,7 @@ def joint_entity_activation(query: Tensor, key: Tensor, heads: int, step: Refere
     """
     if not step.uses_erae or step.layout.text == 0:
         return None
-    layout = step.layout
-    video_queries = split_heads(query[:, layout.video_slice], heads)
-    text_keys = split_heads(key[:, layout.text_slice], heads)
-    return cross_entity_activation(video_queries, text_keys, step)
+    return sequence_activation(step.plan, step.layout, query, key[:, step.layout.text_slice], heads)
 
 
 def cross_entity_activation(video_queries: Tensor, text_keys: Tensor, step: ReferenceStep) -> Tensor | None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .biased_paths import BiasedPaths, RowGroup, RowPlan, factor_dtype, join_heads
+from .biased_paths import BiasedPaths, RowGroup, RowPlan, factor_dtype, join_heads, split_heads
 from .erae import entity_activations
 from .layout import TokenLayout
 
@@ -301,6 +301,20 @@ def sources_activation(
     full = activation.new_zeros(batch, *activation.shape[1:])
     rows.put(full, activation)
     return full
+
+
+def sequence_activation(
+    plan: SourcePlan, layout: TokenLayout, query: Tensor, text_keys: Tensor, heads: int
+) -> Tensor | None:
+    """Entity activations ``[B, video, K]`` (:func:`sources_activation`) of one attention call: its queries
+    ``[B, L, (H D)]`` over ``layout`` (the video ones are read) against text keys ``[B or 1, T, (H D)]`` (a
+    joint attention's text part, or a cross-attention's keys)."""
+    return sources_activation(
+        plan,
+        split_heads(query[:, layout.video_slice], heads),
+        split_heads(text_keys, heads),
+        layout.frame_tokens,
+    )
 
 
 def sources_self_attention(

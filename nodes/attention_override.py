@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from ..customvideox_core.biased_paths import BiasedPaths, split_heads
+from ..customvideox_core.biased_paths import BiasedPaths
 from ..customvideox_core.host_specs import EntitySource
 from ..customvideox_core.layout import TokenLayout
 from ..customvideox_core.reference_attention import check_sequence
-from ..customvideox_core.reference_sources import SourcePlan, sources_activation, sources_self_attention
+from ..customvideox_core.reference_sources import SourcePlan, sequence_activation, sources_self_attention
 from .attention_backends import core_backend
 from .wrapper_args import OPTIONS_KEYWORD, chained_backend, plain_call
 
@@ -111,12 +111,7 @@ def reference_attention_override(func, *args, **kwargs):
     if runtime.entity_source == "joint_attention":
         activation = None
         if layout.text:
-            activation = sources_activation(
-                runtime.plan,
-                split_heads(query[:, layout.video_slice], heads),
-                split_heads(key[:, layout.text_slice], heads),
-                layout.frame_tokens,
-            )
+            activation = sequence_activation(runtime.plan, layout, query, key[:, layout.text_slice], heads)
     chosen = core_backend(
         func,
         backend,
@@ -149,9 +144,4 @@ def _store_cross_activation(runtime: CallRuntime, query: Tensor, key: Tensor, he
     layout = runtime.layout_of(query.shape[1])
     if query.shape[1] != layout.total:
         return
-    runtime.activation = sources_activation(
-        runtime.plan,
-        split_heads(query[:, layout.video_slice], heads),
-        split_heads(key, heads),
-        layout.frame_tokens,
-    )
+    runtime.activation = sequence_activation(runtime.plan, layout, query, key, heads)
