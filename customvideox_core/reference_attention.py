@@ -144,7 +144,6 @@ class ReferenceStep:
 def as_source(step: ReferenceStep, name: str = "reference") -> Source:
     """The step's reference as one in-sequence :class:`~customvideox_core.reference_sources.Source`: its
     per-row facts from ``step.host_rows`` (nothing read back) when given, else from the step's tensors."""
-    layout, erae = step.layout, step.erae
     host = step.host_rows
     if host is None:
         host = HostRows(
@@ -155,11 +154,31 @@ def as_source(step: ReferenceStep, name: str = "reference") -> Source:
         row_scale = None
     else:
         row_scale = step.row_scale
+    rows = _PlannedRows(host, step.reference_weights.to(torch.float32), step.kept_reference, row_scale)
+    return _in_sequence_source(name, step.layout, step.erae, rows)
+
+
+@dataclass(frozen=True)
+class _PlannedRows:
+    """What planning decides for one in-sequence reference: the per-row facts, the region weights
+    ``[1, reference]`` float32, the kept keys ``[reference]`` bool (or None) and the device switch of
+    each row's bias ``[B]`` (or None)."""
+
+    rows: HostRows
+    weights: Tensor
+    kept: Tensor | None
+    row_scale: Tensor | None
+
+
+def _in_sequence_source(
+    name: str, layout: TokenLayout, erae: ERAEConfig | None, planned: _PlannedRows
+) -> Source:
     frames = layout.reference_frames
     if erae is not None:
         terms = erae.bias_terms(frames)
     else:
         terms = (((), tuple(range(frames))),) if frames else ()
+    host = planned.rows
     return Source(
         name=name,
         tokens=layout.reference,
@@ -167,13 +186,13 @@ def as_source(step: ReferenceStep, name: str = "reference") -> Source:
         cached=False,
         sees=tuple(bool(flag) for flag in host.sees),
         tab=tuple(float(value) for value in host.tab_values),
-        weights=step.reference_weights[0].to(torch.float32),
-        kept=step.kept_reference,
+        weights=planned.weights[0],
+        kept=planned.kept,
         terms=tuple(terms),
         gamma=erae.gamma if erae is not None and erae.enabled and layout.video > 0 else 0.0,
         threshold=erae.threshold if erae is not None else 0.0,
         erae_rows=tuple(bool(flag) for flag in host.entities),
-        row_scale=row_scale,
+        row_scale=planned.row_scale,
     )
 
 
@@ -204,6 +223,73 @@ def plan_step(
     frames there): the rows are planned as biased and their ``b(s)`` is multiplied by the flag on the
     device, so a row switched off gets a bias of 0 (its plain logits) and nothing is read back.
     """
+    planned = _plan_rows(
+        layout,
+        tab=tab,
+        progress=progress,
+        row_sees_reference=row_sees_reference,
+        row_has_entities=row_has_entities,
+        reference_weights=reference_weights,
+        erae=erae,
+        row_biased=row_biased,
+    )
+    rows, device = planned.rows, planned.weights.device
+    if planned.row_scale is not None:
+        tab_per_row = planned.row_scale * rows.tab_values[0]
+    else:
+        tab_per_row = torch.tensor(rows.tab_values, dtype=torch.float32, device=device)
+    return ReferenceStep(
+        layout=layout,
+        tab_per_row=tab_per_row,
+        reference_weights=planned.weights,
+        row_sees_reference=torch.tensor(rows.sees, dtype=torch.bool, device=device),
+        kept_reference=planned.kept,
+        erae=erae,
+        erae_rows=torch.tensor(rows.entities, dtype=torch.bool, device=device),
+        host_rows=rows,
+        row_scale=planned.row_scale,
+    )
+
+
+def plan_source(
+    name: str,
+    layout: TokenLayout,
+    *,
+    tab: TABSchedule,
+    progress: float | ClockSpan,
+    row_sees_reference: Sequence[bool],
+    row_has_entities: Sequence[bool],
+    reference_weights: Tensor,
+    erae: ERAEConfig | None,
+    row_biased: Sequence[bool] | Tensor | None = None,
+) -> Source:
+    """:func:`plan_step`'s reference as one in-sequence source named ``name``, without the step: what a
+    caller that plans a whole table of sources (the wrapper) needs."""
+    planned = _plan_rows(
+        layout,
+        tab=tab,
+        progress=progress,
+        row_sees_reference=row_sees_reference,
+        row_has_entities=row_has_entities,
+        reference_weights=reference_weights,
+        erae=erae,
+        row_biased=row_biased,
+    )
+    return _in_sequence_source(name, layout, erae, planned)
+
+
+def _plan_rows(
+    layout: TokenLayout,
+    *,
+    tab: TABSchedule,
+    progress: float | ClockSpan,
+    row_sees_reference: Sequence[bool],
+    row_has_entities: Sequence[bool],
+    reference_weights: Tensor,
+    erae: ERAEConfig | None,
+    row_biased: Sequence[bool] | Tensor | None,
+) -> _PlannedRows:
+    """What :func:`plan_step` and :func:`plan_source` decide, checked (their docstrings)."""
     sees = [bool(flag) for flag in row_sees_reference]
     entities = [bool(flag) for flag in row_has_entities]
     if len(sees) != len(entities) or not sees:
@@ -231,24 +317,13 @@ def plan_step(
             )
         tab_values = (tab_value,) * len(sees)
         row_scale = row_biased.to(device=device, dtype=torch.float32)
-        tab_per_row = row_scale * tab_value
     else:
         biased = [True] * len(sees) if row_biased is None else [bool(flag) for flag in row_biased]
         if len(biased) != len(sees):
             raise ValueError(f"row_biased has {len(biased)} flags for {len(sees)} rows; expected one per row")
         tab_values = tuple(tab_value if flag else 0.0 for flag in biased)
-        tab_per_row = torch.tensor(tab_values, dtype=torch.float32, device=device)
-    return ReferenceStep(
-        layout=layout,
-        tab_per_row=tab_per_row,
-        reference_weights=weights,
-        row_sees_reference=torch.tensor(sees, dtype=torch.bool, device=device),
-        kept_reference=kept,
-        erae=erae,
-        erae_rows=torch.tensor(entities, dtype=torch.bool, device=device),
-        host_rows=HostRows(sees=tuple(sees), entities=tuple(entities), tab_values=tab_values),
-        row_scale=row_scale,
-    )
+    rows = HostRows(sees=tuple(sees), entities=tuple(entities), tab_values=tab_values)
+    return _PlannedRows(rows, weights, kept, row_scale)
 
 
 def joint_entity_activation(query: Tensor, key: Tensor, heads: int, step: ReferenceStep) -> Tensor | None:

@@ -48,7 +48,7 @@ from ..customvideox_core.erae import ERAEConfig
 from ..customvideox_core.host_signature import HostSignature, signature_of_dit
 from ..customvideox_core.host_specs import HostSpec
 from ..customvideox_core.layout import TokenLayout
-from ..customvideox_core.reference_attention import as_source, plan_step
+from ..customvideox_core.reference_attention import plan_source
 from ..customvideox_core.reference_sources import Source, plan_sources
 from ..customvideox_core.tab import TABSchedule
 from .attention_override import RUNTIME_KEY, CallRuntime, reference_attention_override
@@ -287,18 +287,16 @@ class ReferenceWrapper:
         """The reference frames the conditioning carries, as one in-sequence source: the host's own method,
         every row attends to them (they are part of its sequence); the ``row_biased`` rows (``[B]`` bool on
         the device; default every row) get the bias."""
-        return as_source(
-            plan_step(
-                layout,
-                tab=patch.tab,
-                progress=progress,
-                row_sees_reference=[True] * x.shape[0],
-                row_has_entities=[role.positive for role in roles],
-                reference_weights=self.geometry.weights(x, layout, patch.masks),
-                erae=patch.erae,
-                row_biased=row_biased,
-            ),
+        return plan_source(
             name,
+            layout,
+            tab=patch.tab,
+            progress=progress,
+            row_sees_reference=[True] * x.shape[0],
+            row_has_entities=[role.positive for role in roles],
+            reference_weights=self.geometry.weights(x, layout, patch.masks),
+            erae=patch.erae,
+            row_biased=row_biased,
         )
 
     def _own_sources(
@@ -320,7 +318,8 @@ class ReferenceWrapper:
                 reference=frames * layout.frame_tokens,
                 frame_tokens=layout.frame_tokens,
             )
-            step = plan_step(
+            source = plan_source(
+                f"reference {index + 1}",
                 sub_layout,
                 tab=part.tab,
                 progress=progress,
@@ -329,7 +328,7 @@ class ReferenceWrapper:
                 reference_weights=self.geometry.weights(x, sub_layout, part.masks),
                 erae=part.erae,
             )
-            sources.append(as_source(step, f"reference {index + 1}"))
+            sources.append(source)
         return sources
 
 

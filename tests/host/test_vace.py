@@ -156,12 +156,12 @@ def test_the_bias_acts_on_the_video_queries_toward_the_prefix_only(
     """Every model call plans one source: the ``trim_latent`` frames in front of the video, seen and biased
     by every row, in a ``[reference | video]`` layout of the whole latent (no frame appended)."""
     seen = []
-    plan_step, plan_sources = pack.patch.plan_step, pack.patch.plan_sources
+    plan_source, plan_sources = pack.patch.plan_source, pack.patch.plan_sources
 
-    def step_spy(layout, **kwargs):
+    def step_spy(name, layout, **kwargs):
         fields = (layout.text, layout.video, layout.reference, layout.frame_tokens, layout.reference_first)
         seen.append(("layout", fields, tuple(kwargs["row_sees_reference"])))
-        return plan_step(layout, **kwargs)
+        return plan_source(name, layout, **kwargs)
 
     def sources_spy(sources, batch, device):
         seen.append(
@@ -169,7 +169,7 @@ def test_the_bias_acts_on_the_video_queries_toward_the_prefix_only(
         )
         return plan_sources(sources, batch, device)
 
-    monkeypatch.setattr(pack.patch, "plan_step", step_spy)
+    monkeypatch.setattr(pack.patch, "plan_source", step_spy)
     monkeypatch.setattr(pack.patch, "plan_sources", sources_spy)
     run(comfy_host, vace_graph(tiny_models, tab_peak=2.0))
     frame_tokens = (LATENT_SHAPE[3] // 2) * (LATENT_SHAPE[4] // 2)
