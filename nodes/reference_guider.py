@@ -1,7 +1,7 @@
 """Reference Guider: Phantom's three-pass guidance as a GUIDER, its scales and image window on the one clock.
 
-``ReferenceGuider`` is a ``comfy.samplers.CFGGuider`` whose ``predict_noise`` is core ``DualCFGGuider``'s
-("regular" style) with the scales of the step read from :class:`~customvideox_core.guidance.ReferenceGuidance`
+``ReferenceGuider`` is core ``DualCFGGuider``'s guider (``Guider_DualCFG``, "regular" style) with the
+scales of the step read from :class:`~customvideox_core.guidance.ReferenceGuidance`
 at the stretch of the model's time the step covers. A pass that the step's scales do not need is not run
 (``calc_cond_batch`` skips an absent conditioning): outside the image window the pass without the reference,
 and where both scales are 1 also the negative pass with it. Sample's ``guidance = phantom`` builds the same
@@ -10,9 +10,8 @@ guider with constant scales.
 
 from __future__ import annotations
 
-import comfy.samplers
-import node_helpers
 from comfy_api.latest import io
+from comfy_extras.nodes_custom_sampler import Guider_DualCFG
 
 from ..customvideox_core.clock import step_span
 from ..customvideox_core.guidance import GuidanceCurve, ReferenceGuidance
@@ -23,13 +22,9 @@ from .finite_inputs import finite_float_inputs
 from .widgets import float_input, model_input
 
 
-class ReferenceGuider(comfy.samplers.CFGGuider):
-    """``neg + image_cfg · (middle − neg) + cfg · (pos − middle)`` with per-step scales; skips the passes the
-    step does not need (core's cfg-1 rule, and outside the image window)."""
-
-    def set_conds(self, positive, middle, negative) -> None:
-        middle = node_helpers.conditioning_set_values(middle, {"prompt_type": "negative"})
-        self.inner_set_conds({"positive": positive, "middle": middle, "negative": negative})
+class ReferenceGuider(Guider_DualCFG):
+    """Core's ``Guider_DualCFG`` ("regular": ``neg + image_cfg · (middle − neg) + cfg · (pos − middle)``,
+    skipping the passes a scale of 1 does not need) with the scales of each step read from the guidance."""
 
     def set_guidance(self, guidance: ReferenceGuidance) -> None:
         self.guidance = guidance
@@ -38,27 +33,8 @@ class ReferenceGuider(comfy.samplers.CFGGuider):
         sample_sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
         span = step_span(float(timestep.reshape(-1)[0]), sample_sigmas, clock_of(self.inner_model))
         scales = self.guidance.scales_over(span)
-        negative = self.conds.get("negative")
-        middle = self.conds.get("middle")
-        positive = self.conds.get("positive")
-        if not model_options.get("disable_cfg1_optimization", False):
-            negative = negative if scales.needs_negative else None
-            middle = middle if scales.needs_middle else None
-        out = comfy.samplers.calc_cond_batch(
-            self.inner_model, [negative, middle, positive], x, timestep, model_options
-        )
-        image_term = comfy.samplers.cfg_function(
-            self.inner_model,
-            out[1],
-            out[0],
-            scales.image_cfg,
-            x,
-            timestep,
-            model_options=model_options,
-            cond=middle,
-            uncond=negative,
-        )
-        return image_term + (out[2] - out[1]) * scales.cfg
+        self.set_cfg(scales.cfg, scales.image_cfg)
+        return super().predict_noise(x, timestep, model_options, seed)
 
 
 def reference_guider(model, positive, negative, guidance: ReferenceGuidance, negative_without_reference=None):
