@@ -115,14 +115,16 @@ class ConditioningRoles:
         return executor(model, conds, x_in, timestep, options)
 
 
-def install_conditioning_roles(model, key: str) -> None:
-    """Put the two wrappers that give every model call its rows' :class:`ConditioningRole` on ``model``."""
+def install_conditioning_roles(model) -> None:
+    """Put the two wrappers that give every model call its rows' :class:`ConditioningRole` on ``model``,
+    once: every pack node that installs them (Apply, Sample, Load, Apply Stand-In) uses the one key
+    (the reference wrapper's), so a model through several of them runs one copy of each."""
     for wrapper_type, wrapper in (
         (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, GuiderKeys()),
         (comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, ConditioningRoles()),
     ):
-        model.remove_wrappers_with_key(wrapper_type, key)
-        model.add_wrapper_with_key(wrapper_type, key, wrapper)
+        model.remove_wrappers_with_key(wrapper_type, REFERENCE_WRAPPER_KEY)
+        model.add_wrapper_with_key(wrapper_type, REFERENCE_WRAPPER_KEY, wrapper)
 
 
 def row_roles(transformer_options: dict, batch: int) -> list[ConditioningRole]:

@@ -86,7 +86,7 @@ WRAPPER_KEY = REFERENCE_WRAPPER_KEY
 
 def install_machinery(model, host: HostSignature) -> None:
     """Put the wrappers on ``model`` (a clone); idempotent."""
-    install_conditioning_roles(model, WRAPPER_KEY)
+    install_conditioning_roles(model)
     wrapper_type = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
     model.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
     model.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, ReferenceWrapper(host))

@@ -42,7 +42,6 @@ from .patch import ConditioningRole, ReferenceWrapper, install_conditioning_role
 from .wrapper_args import STANDIN_SETTINGS_KEY, STANDIN_WRAPPER_KEY
 
 WRAPPER_KEY = STANDIN_WRAPPER_KEY
-CONDITIONING_ROLES_KEY = "customvideox_standin_roles"
 """Key of the conditioning-role wrappers (its own, so a Stand-In and a CustomVideoX patch can coexist)."""
 SETTINGS_KEY = STANDIN_SETTINGS_KEY
 
@@ -138,7 +137,7 @@ def install_standin(model, patch: StandInPatch) -> None:
     """Put the wrappers (conditioning roles, cache reset, the pack's reference wrapper) and the settings on
     ``model`` (a clone); replaces an earlier Stand-In patch. A CustomVideoX Apply on the same model stays:
     its reference and this one are two sources of the same table."""
-    install_conditioning_roles(model, CONDITIONING_ROLES_KEY)
+    install_conditioning_roles(model)
     for kind, wrapper in (
         (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, ResetCacheWrapper(patch.cache)),
         (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, StandInWrapper(host_signature(model))),

@@ -264,3 +264,27 @@ def test_every_model_call_plans_its_sources_once(comfy_host, pack_module, pack, 
     assert torch.isfinite(sample(model, steps=2)).all()
     assert forwards == [2, 2]
     assert plans == [("reference 1", "reference 2", "standin")] * 2
+
+
+def test_apply_and_apply_standin_share_one_copy_of_the_role_wrappers(
+    comfy_host, pack_module, pack, wan, subjects
+):
+    """Both nodes install the wrappers that give each row its role; on one model they run once."""
+    import comfy.patcher_extension
+
+    first, second, _ = subjects
+    for model in (
+        standin(pack_module, pack, apply_node(comfy_host, pack, wan, first, 1.0), second, 1.0),
+        apply_node(comfy_host, pack, standin(pack_module, pack, wan, second, 1.0), first, 1.0),
+    ):
+        for kind in (
+            comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
+            comfy.patcher_extension.WrappersMP.CALC_COND_BATCH,
+        ):
+            found = [
+                type(wrapper).__name__
+                for wrappers in model.wrappers.get(kind, {}).values()
+                for wrapper in wrappers
+                if type(wrapper).__name__ in ("GuiderKeys", "ConditioningRoles")
+            ]
+            assert len(found) == 1, (kind, found)
