@@ -19,7 +19,9 @@ import math
 from dataclasses import dataclass
 
 from .clock import ClockSpan
+from .number_lists import parse_numbers
 from .ranges import GUIDANCE_SCALE
+from .tab import check_tab_window
 
 EDGE_TOLERANCE = 1e-6
 """Percent of the model's time below which a step's overlap with the image window counts as none (and its
@@ -61,16 +63,7 @@ class GuidanceCurve:
         """``"3, 3, 1, 1"`` → per-step values; an empty text → ``constant``. Commas, spaces or new lines
         separate values. Raises naming ``label`` (or ``constant_label``) and the item that is not a number
         or out of range."""
-        values = []
-        items = [item for item in text.replace("\n", ",").replace(" ", ",").split(",") if item.strip()]
-        for index, item in enumerate(items):
-            try:
-                values.append(float(item))
-            except ValueError:
-                raise ValueError(
-                    f"{label} item {index + 1}: '{item.strip()}' is not a number; write guidance scales "
-                    "separated by commas, e.g. 3, 3, 1, 1, 1, 1"
-                ) from None
+        values = parse_numbers(text, label, "guidance scales separated by commas, e.g. 3, 3, 1, 1, 1, 1")
         if not values:
             return cls((_check_scale(constant_label, constant),))
         for index, value in enumerate(values):
@@ -134,16 +127,9 @@ class ReferenceGuidance:
     def __post_init__(self) -> None:
         for name in ("image_start", "image_end"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(
-                    f"{name} must lie in [0, 1] (percent of the model's time, as ComfyUI's start/end percent: "
-                    f"0 = pure noise, 1 = clean), got {value!r}"
-                )
-        if self.image_start > self.image_end:
-            raise ValueError(
-                f"the image window is inverted: image_start ({self.image_start!r}) must not exceed image_end "
-                f"({self.image_end!r})"
-            )
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+        check_tab_window(self.image_start, self.image_end, ("image_start", "image_end"), "the image window")
 
     @classmethod
     def constant(cls, cfg: float, image_cfg: float) -> ReferenceGuidance:

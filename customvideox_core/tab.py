@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from .clock import ClockSpan
+from .number_lists import parse_numbers
 from .ranges import TAB_LEVEL
 
 TABShape = Literal["parabolic", "constant", "linear", "custom"]
@@ -69,22 +70,26 @@ def check_tab_value(name: str, value: object) -> float:
 
 
 def check_tab_window(
-    start: float | None, end: float | None, names: tuple[str, str] = ("start", "end")
+    start: float | None,
+    end: float | None,
+    names: tuple[str, str] = ("start", "end"),
+    what: str = "TAB window",
 ) -> None:
     """Raise ``ValueError`` unless each given bound lies in ``[0, 1]`` and ``start <= end``.
 
-    ``None`` is "not given" (the batch client's overrides); ``names`` are what the user calls the bounds.
+    ``None`` is "not given" (the batch client's overrides); ``names`` are what the user calls the bounds,
+    ``what`` the window (the Reference Guider's image window shares the rule).
     """
     for name, value in zip(names, (start, end), strict=True):
         if value is not None and not 0.0 <= value <= 1.0:
             raise ValueError(
-                f"TAB window {name} must lie in [0, 1] (percent of the model's time, as ComfyUI's "
+                f"{what} {name} must lie in [0, 1] (percent of the model's time, as ComfyUI's "
                 f"start_percent/end_percent: 0 = pure noise, 1 = clean), got {value!r}."
             )
     if start is not None and end is not None and start > end:
         raise ValueError(
-            f"TAB window is inverted: {names[0]} ({start!r}) must not exceed {names[1]} ({end!r}). "
-            f"Set {names[0]} <= {names[1]} (the bias is active for start <= s <= end)."
+            f"{what} is inverted: {names[0]} ({start!r}) must not exceed {names[1]} ({end!r}). "
+            f"Set {names[0]} <= {names[1]} (it is active for {names[0]} <= s <= {names[1]})."
         )
 
 
@@ -105,20 +110,9 @@ def check_tab_values(values: Sequence[object]) -> tuple[float, ...]:
 
 
 def parse_custom_values(text: str, label: str = "custom_values") -> tuple[float, ...]:
-    """``"0, 0.5, 1"`` → ``(0.0, 0.5, 1.0)``: commas, spaces or new lines separate values; empty items
-    (a trailing comma, doubled separators) are skipped. Finiteness is :class:`TABSchedule`'s check."""
-    values = []
-    for index, item in enumerate(text.replace("\n", ",").replace(" ", ",").split(",")):
-        if not item.strip():
-            continue
-        try:
-            values.append(float(item))
-        except ValueError:
-            raise ValueError(
-                f"{label} item {index + 1}: '{item.strip()}' is not a number; "
-                "write numbers separated by commas, e.g. 0, 0.5, 1, 0.5, 0"
-            ) from None
-    return tuple(values)
+    """``"0, 0.5, 1"`` → ``(0.0, 0.5, 1.0)`` (:func:`~.number_lists.parse_numbers`). Finiteness is
+    :class:`TABSchedule`'s check."""
+    return parse_numbers(text, label, "numbers separated by commas, e.g. 0, 0.5, 1, 0.5, 0")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from ..customvideox_core.tab import TAB_SHAPES, TABSchedule, parse_custom_values
 from .finite_inputs import finite_float_inputs
 from .plots import plot_curve
 from .types import TABType
+from .widgets import float_input
 
 PLOT_STEPS = 50
 _NUMBERS = (
@@ -54,17 +55,7 @@ class CustomVideoXTimeAwareBias(io.ComfyNode):
                     tooltip="parabolic: floor + (peak − floor)·4s(1−s); constant: peak; linear: peak → "
                     "floor; custom: your values spread over the window.",
                 ),
-                *(
-                    io.Float.Input(
-                        name,
-                        default=default,
-                        min=bounds.low,
-                        max=bounds.high,
-                        step=bounds.step,
-                        tooltip=tooltip,
-                    )
-                    for name, default, bounds, tooltip in _NUMBERS
-                ),
+                *(float_input(name, default, bounds, tooltip) for name, default, bounds, tooltip in _NUMBERS),
                 io.String.Input(
                     "custom_values",
                     default="",
