@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import sys
 import time
@@ -68,13 +69,12 @@ from _floor import CogVideoXDims, Flops, WanDims, cache_bytes
 from _host_models import (
     comfyui_path,
     import_comfy,
-    latent_shape,
     pack_module,
     reference_latents,
     reference_variants,
 )
 from _table import format_table
-from gpu_step import ModelSize
+from gpu_step import REAL_SIZES, TINY_SIZES, ModelSize
 
 logger = logging.getLogger("benchmarks.real_size")
 
@@ -109,30 +109,24 @@ class RealModel:
         return frames * per_frame, per_frame, (self.face // 16) ** 2
 
 
+COGVIDEOX_5B, WAN_1_3B = REAL_SIZES
+TINY_COGVIDEOX, TINY_WAN = TINY_SIZES
+WAN_14B = dataclasses.replace(WAN_1_3B, name="Wan 2.1 14B", layers=40, heads=40, ffn_dim=13824)
 MODELS = {
     model.key: model
     for model in (
-        RealModel(
-            "cogvideox-5b", ModelSize("CogVideoX-5B", "cogvideox", 42, 48, 64, 720, 480, 49, 226, 4096)
-        ),
-        RealModel("wan-1.3b", ModelSize("Wan 2.1 1.3B", "wan", 30, 12, 128, 832, 480, 81, 512, 4096, 8960)),
-        RealModel("wan-14b", ModelSize("Wan 2.1 14B", "wan", 40, 40, 128, 832, 480, 81, 512, 4096, 13824)),
-        RealModel(
-            "wan-a14b",
-            ModelSize("Wan 2.2 A14B (one expert)", "wan", 40, 40, 128, 832, 480, 81, 512, 4096, 13824),
-        ),
+        RealModel("cogvideox-5b", COGVIDEOX_5B),
+        RealModel("wan-1.3b", WAN_1_3B),
+        RealModel("wan-14b", WAN_14B),
+        RealModel("wan-a14b", dataclasses.replace(WAN_14B, name="Wan 2.2 A14B (one expert)")),
     )
 }
 TINY_MODELS = {
-    "tiny-cogvideox": RealModel(
-        "tiny-cogvideox",
-        ModelSize("tiny CogVideoX", "cogvideox", 2, 2, 64, 96, 64, 9, 16, 64),
-        face=32,
-        rank=4,
-    ),
-    "tiny-wan": RealModel(
-        "tiny-wan", ModelSize("tiny Wan", "wan", 2, 2, 128, 96, 64, 9, 16, 4096, 256), face=32, rank=4
-    ),
+    model.key: model
+    for model in (
+        RealModel("tiny-cogvideox", TINY_COGVIDEOX, face=32, rank=4),
+        RealModel("tiny-wan", TINY_WAN, face=32, rank=4),
+    )
 }
 
 
@@ -208,7 +202,7 @@ class Bench:
         self.mode = mode
         self.dtype = torch.bfloat16 if model.key in MODELS else torch.float32
         self.base = fake_model(mode, model.size.family, model.size.arguments(), self.dtype)
-        self.shape = latent_shape(model.size.height, model.size.width, model.size.frames)
+        self.shape = model.size.latent_shape
         generator = torch.Generator().manual_seed(1)
         size = model.size
         self.positive, self.negative = (
