@@ -73,7 +73,7 @@ from _host_models import (
     reference_latents,
     reference_variants,
 )
-from _table import format_table
+from _table import format_table, memory, ratio
 from gpu_step import REAL_SIZES, TINY_SIZES, ModelSize
 
 logger = logging.getLogger("benchmarks.real_size")
@@ -81,6 +81,8 @@ logger = logging.getLogger("benchmarks.real_size")
 CFG = 6.0
 GIB = 2**30
 TERA = 1e12
+RATIO_DIGITS = 3
+"""Decimals of the table's ratios."""
 
 
 @dataclass(frozen=True)
@@ -394,10 +396,6 @@ class Bench:
         return torch.empty((), dtype=self.dtype).element_size()
 
 
-def ratio(value: int, base: int) -> str:
-    return f"{value / base:.3f}"
-
-
 def rows_of(model: RealModel, results: dict[str, Measured]) -> list[list[str]]:
     base = results["no reference"]
     base_pass = base.conditional
@@ -405,28 +403,28 @@ def rows_of(model: RealModel, results: dict[str, Measured]) -> list[list[str]]:
     rows = []
     for label, measured in results.items():
         floor_conditional, floor_negative, floor_step = floors(model, label)
-        conditional_floor = ratio(floor_conditional.total, floor_base.total)
+        conditional_floor = ratio(floor_conditional.total, floor_base.total, RATIO_DIGITS)
+        negative_floor = ratio(floor_negative.total, floor_base.total, RATIO_DIGITS)
+        step_floor = ratio(floor_step.total, floor_base_step.total, RATIO_DIGITS)
         if measured.conditional is not None:
-            conditional = ratio(measured.conditional.total, base_pass.total)
+            conditional = ratio(measured.conditional.total, base_pass.total, RATIO_DIGITS)
             negative_pass = measured.step.total - measured.conditional.total
-            negative = (
-                f"{ratio(negative_pass, base_pass.total)} ({ratio(floor_negative.total, floor_base.total)})"
-            )
+            negative = f"{ratio(negative_pass, base_pass.total, RATIO_DIGITS)} ({negative_floor})"
         else:  # Phantom: two passes with the subject frame and one without, which costs the base pass
-            conditional = f"{(measured.step.total - base_pass.total) / 2 / base_pass.total:.3f}"
-            negative = f"n/a ({ratio(floor_negative.total, floor_base.total)})"
+            conditional = ratio((measured.step.total - base_pass.total) / 2, base_pass.total, RATIO_DIGITS)
+            negative = f"n/a ({negative_floor})"
         rows.append(
             [
                 model.size.name,
                 label,
                 f"{measured.step.total / TERA:.4g}",
-                f"{ratio(measured.step.total, base.step.total)} ({ratio(floor_step.total, floor_base_step.total)})",
+                f"{ratio(measured.step.total, base.step.total, RATIO_DIGITS)} ({step_floor})",
                 f"{measured.step.attention / TERA:.4g}",
-                ratio(measured.step.attention, base.step.attention),
+                ratio(measured.step.attention, base.step.attention, RATIO_DIGITS),
                 f"{conditional} ({conditional_floor})",
                 negative,
-                f"{measured.peak / GIB:.2f}",
-                ratio(measured.peak, base.peak),
+                memory(measured.peak, GIB, 2),
+                ratio(measured.peak, base.peak, RATIO_DIGITS),
                 str(measured.calls),
             ]
         )
