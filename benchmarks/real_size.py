@@ -359,13 +359,10 @@ class Bench:
             conditional, _, _ = flops(1, 1.0)
         if variant.cached:
             two, peak, _ = flops(2, CFG, memory=True)
-            step = Flops(two.linear - one.linear, two.attention - one.attention)
+            step = two - one
             if conditional is not None:
                 two_conditional, _, _ = flops(2, 1.0)
-                conditional = Flops(
-                    two_conditional.linear - conditional.linear,
-                    two_conditional.attention - conditional.attention,
-                )
+                conditional = two_conditional - conditional
             return Measured(step, conditional, peak, calls)
         return Measured(one, conditional, peak, calls)
 
