@@ -173,10 +173,7 @@ def floors(model: RealModel, label: str) -> tuple[Flops, Flops, Flops]:
     dims = model.dims()
     video, frame, face = model.tokens()
     text = model.size.text_tokens
-    if isinstance(dims, CogVideoXDims):
-        base, joint = dims.pass_flops(text, video), dims.pass_flops(text, video + frame)
-    else:
-        base, joint = dims.pass_flops(text, video), dims.pass_flops(text, video + frame)
+    base, joint = dims.pass_flops(text, video), dims.pass_flops(text, video + frame)
     if label == "Phantom three-pass (full)":  # two passes with the subject frame, one without
         return joint, base, joint * 2 + base
     if label in ("no reference",):
