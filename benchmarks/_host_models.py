@@ -260,24 +260,49 @@ def counted_clone(model):
     return clone, counter
 
 
-def sampling_step(
-    model, shape: tuple[int, ...], text_tokens: int, text_dim: int, dtype: torch.dtype
-) -> Callable[[], object]:
-    """One cfg sampling step as KSampler runs it (``comfy.sample.sample`` with ``steps=1``, cfg 6, euler):
-    one model call over the conditional and unconditional rows of a ``shape`` latent."""
-    import comfy.sample
-
-    latent = torch.zeros(shape)
-    noise = comfy.sample.prepare_noise(latent, 0)
+def text_conditionings(text_tokens: int, text_dim: int, dtype: torch.dtype) -> tuple[list, list]:
+    """``(positive, negative)`` conditionings of random ``(1, text_tokens, text_dim)`` text embeddings
+    (seeded: the same every call)."""
     generator = torch.Generator().manual_seed(1)
     positive, negative = (
         [[torch.randn(1, text_tokens, text_dim, generator=generator).to(dtype), {}]] for _ in range(2)
     )
+    return positive, negative
+
+
+def sampling_step(
+    model,
+    shape: tuple[int, ...],
+    text_tokens: int,
+    text_dim: int,
+    dtype: torch.dtype,
+    *,
+    steps: int = 1,
+    cfg: float = 6.0,
+) -> Callable[[], object]:
+    """A cfg sampling as KSampler runs it (``comfy.sample.sample``, euler, simple scheduler) of a ``shape``
+    latent: by default one step at cfg 6, one model call over the conditional and unconditional rows (at
+    cfg 1 ComfyUI runs the conditional row alone)."""
+    import comfy.sample
+
+    latent = torch.zeros(shape)
+    noise = comfy.sample.prepare_noise(latent, 0)
+    positive, negative = text_conditionings(text_tokens, text_dim, dtype)
 
     def step():
         with torch.inference_mode():
             return comfy.sample.sample(
-                model, noise, 1, 6.0, "euler", "simple", positive, negative, latent, disable_pbar=True, seed=0
+                model,
+                noise,
+                steps,
+                cfg,
+                "euler",
+                "simple",
+                positive,
+                negative,
+                latent,
+                disable_pbar=True,
+                seed=0,
             )
 
     return step

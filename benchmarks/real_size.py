@@ -72,6 +72,8 @@ from _host_models import (
     pack_module,
     reference_latents,
     reference_variants,
+    sampling_step,
+    text_conditionings,
 )
 from _table import format_table, memory, ratio
 from gpu_step import REAL_SIZES, TINY_SIZES, ModelSize
@@ -202,12 +204,8 @@ class Bench:
         self.dtype = torch.bfloat16 if model.key in MODELS else torch.float32
         self.base = fake_model(mode, model.size.family, model.size.arguments(), self.dtype)
         self.shape = model.size.latent_shape
-        generator = torch.Generator().manual_seed(1)
         size = model.size
-        self.positive, self.negative = (
-            [[torch.randn(1, size.text_tokens, size.text_dim, generator=generator).to(self.dtype), {}]]
-            for _ in range(2)
-        )
+        self.positive, self.negative = text_conditionings(size.text_tokens, size.text_dim, self.dtype)
 
     def module(self, name: str):
         return pack_module(self.pack, name)
@@ -269,11 +267,9 @@ class Bench:
         )
         return settings.patch_model(own_cached, frame, tab, None, True)
 
-    def conds(self, three_pass: bool) -> tuple:
-        """``(positive, negative)`` or, for Phantom, ``(positive, middle, negative)`` as core's
-        ``WanPhantomSubjectToVideo`` makes them (its subject frames as ``time_dim_concat``)."""
-        if not three_pass:
-            return self.positive, self.negative
+    def phantom_conds(self) -> tuple:
+        """Phantom's ``(positive, middle, negative)`` as core's ``WanPhantomSubjectToVideo`` makes them
+        (its subject frames as ``time_dim_concat``)."""
         import node_helpers
 
         frames = torch.randn(1, 16, 1, *self.shape[-2:], generator=torch.Generator().manual_seed(4))
@@ -287,28 +283,20 @@ class Bench:
     def sampling(self, patched, *, steps: int, cfg: float, three_pass: bool) -> Callable[[], object]:
         """A sampling of ``steps`` euler steps as KSampler runs it (Phantom: core's DualCFGGuider with
         cfg and image cfg 5 as Sample's phantom guidance)."""
+        if not three_pass:
+            size = self.model.size
+            return sampling_step(
+                patched, self.shape, size.text_tokens, size.text_dim, self.dtype, steps=steps, cfg=cfg
+            )
         import comfy.sample
         import comfy.samplers
 
         latent = torch.zeros(self.shape)
         noise = comfy.sample.prepare_noise(latent, 0)
-        conds = self.conds(three_pass)
+        conds = self.phantom_conds()
 
         def run():
             with torch.inference_mode():
-                if not three_pass:
-                    return comfy.sample.sample(
-                        patched,
-                        noise,
-                        steps,
-                        cfg,
-                        "euler",
-                        "simple",
-                        *conds,
-                        latent,
-                        disable_pbar=True,
-                        seed=0,
-                    )
                 from comfy_extras.nodes_custom_sampler import Guider_DualCFG
 
                 guider = Guider_DualCFG(patched)
