@@ -147,27 +147,35 @@ def model_module(family: str) -> str:
     return spec_for(family).dit_classes[0].rpartition(".")[0]
 
 
-def random_state_dict(family: str, arguments: dict, dtype: torch.dtype, seed: int = 0) -> dict:
-    """Random weights in the shapes of ComfyUI's ``family`` class built with ``arguments``."""
+def weight_shapes(family: str, arguments: dict) -> dict[str, torch.Size]:
+    """Name → shape of every weight of ComfyUI's ``family`` class built with ``arguments`` (built on the
+    meta device: nothing allocated)."""
     import comfy.ops
 
     with torch.device("meta"):
         shapes = module_class(family)(**arguments, operations=comfy.ops.disable_weight_init).state_dict()
+    return {name: tensor.shape for name, tensor in shapes.items()}
+
+
+def load_model(state_dict: dict, dtype: torch.dtype):
+    """``state_dict`` as a ComfyUI ``ModelPatcher`` of ``dtype``, through ComfyUI's own loader."""
+    import comfy.sd
+
+    return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": dtype})
+
+
+def random_state_dict(family: str, arguments: dict, dtype: torch.dtype, seed: int = 0) -> dict:
+    """Random weights in the shapes of ComfyUI's ``family`` class built with ``arguments``."""
     generator = torch.Generator().manual_seed(seed)
     return {
-        name: (torch.randn(tensor.shape, generator=generator) * (0.02 if tensor.ndim >= 2 else 0.01)).to(
-            dtype
-        )
-        for name, tensor in shapes.items()
+        name: (torch.randn(shape, generator=generator) * (0.02 if len(shape) >= 2 else 0.01)).to(dtype)
+        for name, shape in weight_shapes(family, arguments).items()
     }
 
 
 def build_model(family: str, arguments: dict, dtype: torch.dtype):
     """A random-weight host model as a ComfyUI ``ModelPatcher``, through ComfyUI's own loader."""
-    import comfy.sd
-
-    state_dict = random_state_dict(family, arguments, dtype)
-    return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": dtype})
+    return load_model(random_state_dict(family, arguments, dtype), dtype)
 
 
 def reference_latents(pack, height: int, width: int, generator: torch.Generator | None = None):
