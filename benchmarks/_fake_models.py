@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 
 import torch
-from _host_models import module_class
+from _host_models import load_model, weight_shapes
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
@@ -56,14 +56,12 @@ def fake_model(mode, family: str, arguments: dict, dtype: torch.dtype):
     """A ComfyUI ``ModelPatcher`` of ``family``'s class built with ``arguments``, every weight a fake tensor
     of ``dtype`` (ComfyUI keeps its float32 layers float32 as it would), its noise schedule real."""
     import comfy.model_base
-    import comfy.ops
-    import comfy.sd
 
     with mode:
-        with torch.device("meta"):
-            shapes = module_class(family)(**arguments, operations=comfy.ops.disable_weight_init).state_dict()
-        state_dict = {name: torch.empty(tensor.shape, dtype=dtype) for name, tensor in shapes.items()}
-        patcher = comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": dtype})
+        state_dict = {
+            name: torch.empty(shape, dtype=dtype) for name, shape in weight_shapes(family, arguments).items()
+        }
+        patcher = load_model(state_dict, dtype)
     base = patcher.model
     base.model_sampling = comfy.model_base.model_sampling(base.model_config, base.model_type)
     return patcher

@@ -35,6 +35,9 @@ class Flops:
     def __add__(self, other: Flops) -> Flops:
         return Flops(self.linear + other.linear, self.attention + other.attention)
 
+    def __sub__(self, other: Flops) -> Flops:
+        return Flops(self.linear - other.linear, self.attention - other.attention)
+
     def __mul__(self, times: int) -> Flops:
         return Flops(self.linear * times, self.attention * times)
 

@@ -147,27 +147,35 @@ def model_module(family: str) -> str:
     return spec_for(family).dit_classes[0].rpartition(".")[0]
 
 
-def random_state_dict(family: str, arguments: dict, dtype: torch.dtype, seed: int = 0) -> dict:
-    """Random weights in the shapes of ComfyUI's ``family`` class built with ``arguments``."""
+def weight_shapes(family: str, arguments: dict) -> dict[str, torch.Size]:
+    """Name → shape of every weight of ComfyUI's ``family`` class built with ``arguments`` (built on the
+    meta device: nothing allocated)."""
     import comfy.ops
 
     with torch.device("meta"):
         shapes = module_class(family)(**arguments, operations=comfy.ops.disable_weight_init).state_dict()
+    return {name: tensor.shape for name, tensor in shapes.items()}
+
+
+def load_model(state_dict: dict, dtype: torch.dtype):
+    """``state_dict`` as a ComfyUI ``ModelPatcher`` of ``dtype``, through ComfyUI's own loader."""
+    import comfy.sd
+
+    return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": dtype})
+
+
+def random_state_dict(family: str, arguments: dict, dtype: torch.dtype, seed: int = 0) -> dict:
+    """Random weights in the shapes of ComfyUI's ``family`` class built with ``arguments``."""
     generator = torch.Generator().manual_seed(seed)
     return {
-        name: (torch.randn(tensor.shape, generator=generator) * (0.02 if tensor.ndim >= 2 else 0.01)).to(
-            dtype
-        )
-        for name, tensor in shapes.items()
+        name: (torch.randn(shape, generator=generator) * (0.02 if len(shape) >= 2 else 0.01)).to(dtype)
+        for name, shape in weight_shapes(family, arguments).items()
     }
 
 
 def build_model(family: str, arguments: dict, dtype: torch.dtype):
     """A random-weight host model as a ComfyUI ``ModelPatcher``, through ComfyUI's own loader."""
-    import comfy.sd
-
-    state_dict = random_state_dict(family, arguments, dtype)
-    return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": dtype})
+    return load_model(random_state_dict(family, arguments, dtype), dtype)
 
 
 def reference_latents(pack, height: int, width: int, generator: torch.Generator | None = None):
@@ -260,24 +268,49 @@ def counted_clone(model):
     return clone, counter
 
 
-def sampling_step(
-    model, shape: tuple[int, ...], text_tokens: int, text_dim: int, dtype: torch.dtype
-) -> Callable[[], object]:
-    """One cfg sampling step as KSampler runs it (``comfy.sample.sample`` with ``steps=1``, cfg 6, euler):
-    one model call over the conditional and unconditional rows of a ``shape`` latent."""
-    import comfy.sample
-
-    latent = torch.zeros(shape)
-    noise = comfy.sample.prepare_noise(latent, 0)
+def text_conditionings(text_tokens: int, text_dim: int, dtype: torch.dtype) -> tuple[list, list]:
+    """``(positive, negative)`` conditionings of random ``(1, text_tokens, text_dim)`` text embeddings
+    (seeded: the same every call)."""
     generator = torch.Generator().manual_seed(1)
     positive, negative = (
         [[torch.randn(1, text_tokens, text_dim, generator=generator).to(dtype), {}]] for _ in range(2)
     )
+    return positive, negative
+
+
+def sampling_step(
+    model,
+    shape: tuple[int, ...],
+    text_tokens: int,
+    text_dim: int,
+    dtype: torch.dtype,
+    *,
+    steps: int = 1,
+    cfg: float = 6.0,
+) -> Callable[[], object]:
+    """A cfg sampling as KSampler runs it (``comfy.sample.sample``, euler, simple scheduler) of a ``shape``
+    latent: by default one step at cfg 6, one model call over the conditional and unconditional rows (at
+    cfg 1 ComfyUI runs the conditional row alone)."""
+    import comfy.sample
+
+    latent = torch.zeros(shape)
+    noise = comfy.sample.prepare_noise(latent, 0)
+    positive, negative = text_conditionings(text_tokens, text_dim, dtype)
 
     def step():
         with torch.inference_mode():
             return comfy.sample.sample(
-                model, noise, 1, 6.0, "euler", "simple", positive, negative, latent, disable_pbar=True, seed=0
+                model,
+                noise,
+                steps,
+                cfg,
+                "euler",
+                "simple",
+                positive,
+                negative,
+                latent,
+                disable_pbar=True,
+                seed=0,
             )
 
     return step

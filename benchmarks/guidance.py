@@ -20,6 +20,7 @@ the per-round ratios. ``--preset cpu-tiny --repeats 1`` checks the script end to
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,13 +80,14 @@ def phantom_conditionings(preset: Preset) -> tuple[list, list, list]:
     )
 
 
-def guiders(pack, model, conditionings) -> dict:
-    """The Reference Guider with each variant's settings over ``conditionings``."""
+def guiders(pack, model, conditionings, names: Iterable[str] = tuple(VARIANTS)) -> dict:
+    """The Reference Guider with the settings of each variant in ``names`` (every one by default) over
+    ``conditionings``."""
     node = pack_module(pack, "nodes.reference_guider").CustomVideoXReferenceGuider
     positive, negative, blind = conditionings
     found = {}
-    for name, settings in VARIANTS.items():
-        arguments = {"cfg": 7.5, "image_cfg": 5.0, "image_start": 0.0, "image_end": 1.0, **settings}
+    for name in names:
+        arguments = {"cfg": 7.5, "image_cfg": 5.0, "image_start": 0.0, "image_end": 1.0, **VARIANTS[name]}
         found[name] = node.execute(
             model, positive, negative, negative_without_reference=blind, **arguments
         ).args[0]
@@ -114,7 +116,7 @@ def counts(pack, model, conditionings, preset: Preset) -> dict[str, CallCounter]
     found = {}
     for name in VARIANTS:
         counting, found[name] = counted_clone(model)
-        sampling(guiders(pack, counting, conditionings)[name], counting, preset)()
+        sampling(guiders(pack, counting, conditionings, (name,))[name], counting, preset)()
     return found
 
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import sys
 import time
@@ -68,19 +69,22 @@ from _floor import CogVideoXDims, Flops, WanDims, cache_bytes
 from _host_models import (
     comfyui_path,
     import_comfy,
-    latent_shape,
     pack_module,
     reference_latents,
     reference_variants,
+    sampling_step,
+    text_conditionings,
 )
-from _table import format_table
-from gpu_step import ModelSize
+from _table import format_table, memory, ratio
+from gpu_step import REAL_SIZES, TINY_SIZES, ModelSize
 
 logger = logging.getLogger("benchmarks.real_size")
 
 CFG = 6.0
 GIB = 2**30
 TERA = 1e12
+RATIO_DIGITS = 3
+"""Decimals of the table's ratios."""
 
 
 @dataclass(frozen=True)
@@ -109,30 +113,24 @@ class RealModel:
         return frames * per_frame, per_frame, (self.face // 16) ** 2
 
 
+COGVIDEOX_5B, WAN_1_3B = REAL_SIZES
+TINY_COGVIDEOX, TINY_WAN = TINY_SIZES
+WAN_14B = dataclasses.replace(WAN_1_3B, name="Wan 2.1 14B", layers=40, heads=40, ffn_dim=13824)
 MODELS = {
     model.key: model
     for model in (
-        RealModel(
-            "cogvideox-5b", ModelSize("CogVideoX-5B", "cogvideox", 42, 48, 64, 720, 480, 49, 226, 4096)
-        ),
-        RealModel("wan-1.3b", ModelSize("Wan 2.1 1.3B", "wan", 30, 12, 128, 832, 480, 81, 512, 4096, 8960)),
-        RealModel("wan-14b", ModelSize("Wan 2.1 14B", "wan", 40, 40, 128, 832, 480, 81, 512, 4096, 13824)),
-        RealModel(
-            "wan-a14b",
-            ModelSize("Wan 2.2 A14B (one expert)", "wan", 40, 40, 128, 832, 480, 81, 512, 4096, 13824),
-        ),
+        RealModel("cogvideox-5b", COGVIDEOX_5B),
+        RealModel("wan-1.3b", WAN_1_3B),
+        RealModel("wan-14b", WAN_14B),
+        RealModel("wan-a14b", dataclasses.replace(WAN_14B, name="Wan 2.2 A14B (one expert)")),
     )
 }
 TINY_MODELS = {
-    "tiny-cogvideox": RealModel(
-        "tiny-cogvideox",
-        ModelSize("tiny CogVideoX", "cogvideox", 2, 2, 64, 96, 64, 9, 16, 64),
-        face=32,
-        rank=4,
-    ),
-    "tiny-wan": RealModel(
-        "tiny-wan", ModelSize("tiny Wan", "wan", 2, 2, 128, 96, 64, 9, 16, 4096, 256), face=32, rank=4
-    ),
+    model.key: model
+    for model in (
+        RealModel("tiny-cogvideox", TINY_COGVIDEOX, face=32, rank=4),
+        RealModel("tiny-wan", TINY_WAN, face=32, rank=4),
+    )
 }
 
 
@@ -177,10 +175,7 @@ def floors(model: RealModel, label: str) -> tuple[Flops, Flops, Flops]:
     dims = model.dims()
     video, frame, face = model.tokens()
     text = model.size.text_tokens
-    if isinstance(dims, CogVideoXDims):
-        base, joint = dims.pass_flops(text, video), dims.pass_flops(text, video + frame)
-    else:
-        base, joint = dims.pass_flops(text, video), dims.pass_flops(text, video + frame)
+    base, joint = dims.pass_flops(text, video), dims.pass_flops(text, video + frame)
     if label == "Phantom three-pass (full)":  # two passes with the subject frame, one without
         return joint, base, joint * 2 + base
     if label in ("no reference",):
@@ -208,13 +203,9 @@ class Bench:
         self.mode = mode
         self.dtype = torch.bfloat16 if model.key in MODELS else torch.float32
         self.base = fake_model(mode, model.size.family, model.size.arguments(), self.dtype)
-        self.shape = latent_shape(model.size.height, model.size.width, model.size.frames)
-        generator = torch.Generator().manual_seed(1)
+        self.shape = model.size.latent_shape
         size = model.size
-        self.positive, self.negative = (
-            [[torch.randn(1, size.text_tokens, size.text_dim, generator=generator).to(self.dtype), {}]]
-            for _ in range(2)
-        )
+        self.positive, self.negative = text_conditionings(size.text_tokens, size.text_dim, self.dtype)
 
     def module(self, name: str):
         return pack_module(self.pack, name)
@@ -276,11 +267,9 @@ class Bench:
         )
         return settings.patch_model(own_cached, frame, tab, None, True)
 
-    def conds(self, three_pass: bool) -> tuple:
-        """``(positive, negative)`` or, for Phantom, ``(positive, middle, negative)`` as core's
-        ``WanPhantomSubjectToVideo`` makes them (its subject frames as ``time_dim_concat``)."""
-        if not three_pass:
-            return self.positive, self.negative
+    def phantom_conds(self) -> tuple:
+        """Phantom's ``(positive, middle, negative)`` as core's ``WanPhantomSubjectToVideo`` makes them
+        (its subject frames as ``time_dim_concat``)."""
         import node_helpers
 
         frames = torch.randn(1, 16, 1, *self.shape[-2:], generator=torch.Generator().manual_seed(4))
@@ -294,28 +283,20 @@ class Bench:
     def sampling(self, patched, *, steps: int, cfg: float, three_pass: bool) -> Callable[[], object]:
         """A sampling of ``steps`` euler steps as KSampler runs it (Phantom: core's DualCFGGuider with
         cfg and image cfg 5 as Sample's phantom guidance)."""
+        if not three_pass:
+            size = self.model.size
+            return sampling_step(
+                patched, self.shape, size.text_tokens, size.text_dim, self.dtype, steps=steps, cfg=cfg
+            )
         import comfy.sample
         import comfy.samplers
 
         latent = torch.zeros(self.shape)
         noise = comfy.sample.prepare_noise(latent, 0)
-        conds = self.conds(three_pass)
+        conds = self.phantom_conds()
 
         def run():
             with torch.inference_mode():
-                if not three_pass:
-                    return comfy.sample.sample(
-                        patched,
-                        noise,
-                        steps,
-                        cfg,
-                        "euler",
-                        "simple",
-                        *conds,
-                        latent,
-                        disable_pbar=True,
-                        seed=0,
-                    )
                 from comfy_extras.nodes_custom_sampler import Guider_DualCFG
 
                 guider = Guider_DualCFG(patched)
@@ -363,13 +344,10 @@ class Bench:
             conditional, _, _ = flops(1, 1.0)
         if variant.cached:
             two, peak, _ = flops(2, CFG, memory=True)
-            step = Flops(two.linear - one.linear, two.attention - one.attention)
+            step = two - one
             if conditional is not None:
                 two_conditional, _, _ = flops(2, 1.0)
-                conditional = Flops(
-                    two_conditional.linear - conditional.linear,
-                    two_conditional.attention - conditional.attention,
-                )
+                conditional = two_conditional - conditional
             return Measured(step, conditional, peak, calls)
         return Measured(one, conditional, peak, calls)
 
@@ -400,10 +378,6 @@ class Bench:
         return torch.empty((), dtype=self.dtype).element_size()
 
 
-def ratio(value: int, base: int) -> str:
-    return f"{value / base:.3f}"
-
-
 def rows_of(model: RealModel, results: dict[str, Measured]) -> list[list[str]]:
     base = results["no reference"]
     base_pass = base.conditional
@@ -411,28 +385,28 @@ def rows_of(model: RealModel, results: dict[str, Measured]) -> list[list[str]]:
     rows = []
     for label, measured in results.items():
         floor_conditional, floor_negative, floor_step = floors(model, label)
-        conditional_floor = ratio(floor_conditional.total, floor_base.total)
+        conditional_floor = ratio(floor_conditional.total, floor_base.total, RATIO_DIGITS)
+        negative_floor = ratio(floor_negative.total, floor_base.total, RATIO_DIGITS)
+        step_floor = ratio(floor_step.total, floor_base_step.total, RATIO_DIGITS)
         if measured.conditional is not None:
-            conditional = ratio(measured.conditional.total, base_pass.total)
+            conditional = ratio(measured.conditional.total, base_pass.total, RATIO_DIGITS)
             negative_pass = measured.step.total - measured.conditional.total
-            negative = (
-                f"{ratio(negative_pass, base_pass.total)} ({ratio(floor_negative.total, floor_base.total)})"
-            )
+            negative = f"{ratio(negative_pass, base_pass.total, RATIO_DIGITS)} ({negative_floor})"
         else:  # Phantom: two passes with the subject frame and one without, which costs the base pass
-            conditional = f"{(measured.step.total - base_pass.total) / 2 / base_pass.total:.3f}"
-            negative = f"n/a ({ratio(floor_negative.total, floor_base.total)})"
+            conditional = ratio((measured.step.total - base_pass.total) / 2, base_pass.total, RATIO_DIGITS)
+            negative = f"n/a ({negative_floor})"
         rows.append(
             [
                 model.size.name,
                 label,
                 f"{measured.step.total / TERA:.4g}",
-                f"{ratio(measured.step.total, base.step.total)} ({ratio(floor_step.total, floor_base_step.total)})",
+                f"{ratio(measured.step.total, base.step.total, RATIO_DIGITS)} ({step_floor})",
                 f"{measured.step.attention / TERA:.4g}",
-                ratio(measured.step.attention, base.step.attention),
+                ratio(measured.step.attention, base.step.attention, RATIO_DIGITS),
                 f"{conditional} ({conditional_floor})",
                 negative,
-                f"{measured.peak / GIB:.2f}",
-                ratio(measured.peak, base.peak),
+                memory(measured.peak, GIB, 2),
+                ratio(measured.peak, base.peak, RATIO_DIGITS),
                 str(measured.calls),
             ]
         )

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -391,6 +392,8 @@ NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"
 POSITIVE_COLOR, POSITIVE_BGCOLOR = "#232", "#353"
 NEGATIVE_COLOR, NEGATIVE_BGCOLOR = "#322", "#533"
 PACK_COLOR, PACK_BGCOLOR = "#223", "#335"
+PACK_STYLE: Mapping[str, str] = MappingProxyType({"color": PACK_COLOR, "bgcolor": PACK_BGCOLOR})
+"""``Node`` keywords that colour a node of this pack."""
 
 
 @dataclass(frozen=True)
@@ -595,7 +598,7 @@ def _tab_node(
 ) -> Node:
     """10 TimeAwareBias over the whole run (``end`` 1, no custom values)."""
     values = {"shape": shape, "peak": peak, "floor": floor, "start": start, "end": 1.0, "custom_values": ""}
-    return Node(10, "CustomVideoXTimeAwareBias", pos, size, values, color=PACK_COLOR, bgcolor=PACK_BGCOLOR)
+    return Node(10, "CustomVideoXTimeAwareBias", pos, size, values, **PACK_STYLE)
 
 
 def _erae_node(pos: tuple[int, int]) -> Node:
@@ -614,8 +617,7 @@ def _erae_node(pos: tuple[int, int]) -> Node:
             "subject_words": "",
         },
         {"clip": (3, 0), "prompt": (5, 0)},
-        color=PACK_COLOR,
-        bgcolor=PACK_BGCOLOR,
+        **PACK_STYLE,
     )
 
 
@@ -671,6 +673,39 @@ MULTI_REFERENCE_ROW_Y = 940
 """Top of the row of subject views (under the note) in the several-references example."""
 
 
+def _unet_node(host: HostFiles) -> Node:
+    """1 UNETLoader of the host's model, top of the loaders column."""
+    return Node(
+        1, "UNETLoader", (COLUMN_X[0], 0), (340, 82), {"unet_name": host.unet, "weight_dtype": "default"}
+    )
+
+
+def _shift_node(host: HostFiles, y: int, model: tuple[int, int] = (1, 0)) -> Node:
+    """17 ModelSamplingSD3 at the host's shift, of ``model`` (the UNETLoader's by default)."""
+    return Node(17, "ModelSamplingSD3", (COLUMN_X[0], y), (340, 58), {"shift": host.shift}, {"model": model})
+
+
+def _clip_loader_node(host: HostFiles, y: int) -> Node:
+    """3 CLIPLoader of the host's text encoder."""
+    return Node(
+        3,
+        "CLIPLoader",
+        (COLUMN_X[0], y),
+        (340, 106),
+        {"clip_name": host.text_encoder, "type": host.clip_type, "device": "default"},
+    )
+
+
+def _vae_node(host: HostFiles, y: int) -> Node:
+    """4 VAELoader of the host's VAE."""
+    return Node(4, "VAELoader", (COLUMN_X[0], y), (340, 58), {"vae_name": host.vae})
+
+
+def _subject_node(y: int) -> Node:
+    """8 LoadImage of the subject image."""
+    return Node(8, "LoadImage", (COLUMN_X[0], y), (340, 380), {"image": SUBJECT_IMAGE}, title="Subject")
+
+
 def customvideox_graph(
     name: str,
     host: HostFiles,
@@ -693,7 +728,7 @@ def customvideox_graph(
     shift_rows = 100 if host.shift is not None else 0
     model_source = (17, 0) if host.shift is not None else (1, 0)
     nodes: list[Node] = [
-        Node(1, "UNETLoader", (loaders, 0), (340, 82), {"unet_name": host.unet, "weight_dtype": "default"}),
+        _unet_node(host),
         Node(
             2,
             "LoadCustomVideoX",
@@ -701,31 +736,20 @@ def customvideox_graph(
             (340, 82),
             {"adapter": "none", "strength": 1.0},
             {"model": model_source},
-            color=PACK_COLOR,
-            bgcolor=PACK_BGCOLOR,
+            **PACK_STYLE,
         ),
-        Node(
-            3,
-            "CLIPLoader",
-            (loaders, 240 + shift_rows),
-            (340, 106),
-            {"clip_name": host.text_encoder, "type": host.clip_type, "device": "default"},
-        ),
-        Node(4, "VAELoader", (loaders, 390 + shift_rows), (340, 58), {"vae_name": host.vae}),
+        _clip_loader_node(host, 240 + shift_rows),
+        _vae_node(host, 390 + shift_rows),
     ]
     if host.shift is not None:
-        nodes.append(
-            Node(17, "ModelSamplingSD3", (loaders, 120), (340, 58), {"shift": host.shift}, {"model": (1, 0)})
-        )
+        nodes.append(_shift_node(host, 120))
     nodes += [
         *_prompt_nodes(PROMPT, prompts),
     ]
     image_top = 490 + shift_rows
     image_ids = (8, 18, 19)[:reference_images]
     if reference_images == 1:
-        nodes.append(
-            Node(8, "LoadImage", (loaders, image_top), (340, 380), {"image": SUBJECT_IMAGE}, title="Subject")
-        )
+        nodes.append(_subject_node(image_top))
         image_source = (8, 0)
     else:
         for index, node_id in enumerate(image_ids):
@@ -761,8 +785,7 @@ def customvideox_graph(
             (400, 170),
             {"width": host.width, "height": host.height, "fit": "pad", "invert_mask": False},
             reference_links,
-            color=PACK_COLOR,
-            bgcolor=PACK_BGCOLOR,
+            **PACK_STYLE,
         ),
         _tab_node((bias, 0)),
         _erae_node((bias, 250)),
@@ -794,8 +817,7 @@ def customvideox_graph(
                 "tab": (10, 0),
                 "erae": (11, 0),
             },
-            color=PACK_COLOR,
-            bgcolor=PACK_BGCOLOR,
+            **PACK_STYLE,
         ),
         *_output_nodes(host, OUTPUT_PREFIX, output),
         _note(16, (bias, 600), (output + 300 - bias, 300), note_title, note_text),
@@ -821,8 +843,7 @@ def _score_nodes(column: int) -> list[Node]:
             (340, 420),
             {"region": "full", "frame_stride": 1, "center_crop": True, "prompt": ""},
             {"frames": (13, 0), "reference": (8, 0), "clip_vision": (21, 0), "dino_vision": (22, 0)},
-            color=PACK_COLOR,
-            bgcolor=PACK_BGCOLOR,
+            **PACK_STYLE,
         ),
     ]
 
@@ -876,27 +897,18 @@ def standin_graph(name: str, host: HostFiles) -> WorkflowSpec:
     return WorkflowSpec(
         name,
         (
-            Node(
-                1, "UNETLoader", (loaders, 0), (340, 82), {"unet_name": host.unet, "weight_dtype": "default"}
-            ),
-            Node(17, "ModelSamplingSD3", (loaders, 120), (340, 58), {"shift": host.shift}, {"model": (1, 0)}),
+            _unet_node(host),
+            _shift_node(host, 120),
             Node(
                 21,
                 "CustomVideoXLoadStandIn",
                 (loaders, 220),
                 (340, 58),
                 {"standin_name": STANDIN_FILE},
-                color=PACK_COLOR,
-                bgcolor=PACK_BGCOLOR,
+                **PACK_STYLE,
             ),
-            Node(
-                3,
-                "CLIPLoader",
-                (loaders, 320),
-                (340, 106),
-                {"clip_name": host.text_encoder, "type": host.clip_type, "device": "default"},
-            ),
-            Node(4, "VAELoader", (loaders, 470), (340, 58), {"vae_name": host.vae}),
+            _clip_loader_node(host, 320),
+            _vae_node(host, 470),
             Node(
                 8,
                 "LoadImage",
@@ -913,8 +925,7 @@ def standin_graph(name: str, host: HostFiles) -> WorkflowSpec:
                 (400, 170),
                 {"width": 512, "height": 512, "fit": "pad", "invert_mask": False},
                 {"vae": (4, 0), "image": (8, 0)},
-                color=PACK_COLOR,
-                bgcolor=PACK_BGCOLOR,
+                **PACK_STYLE,
             ),
             Node(
                 2,
@@ -923,8 +934,7 @@ def standin_graph(name: str, host: HostFiles) -> WorkflowSpec:
                 (330, 170),
                 {"strength": 1.0, "uncond_sees_reference": True},
                 {"model": (17, 0), "standin": (21, 0), "reference": (9, 0)},
-                color=PACK_COLOR,
-                bgcolor=PACK_BGCOLOR,
+                **PACK_STYLE,
             ),
             Node(
                 22,
@@ -987,13 +997,10 @@ def fast_phantom_graph(name: str, host: HostFiles) -> WorkflowSpec:
     29 BasicScheduler, 12 SamplerCustomAdvanced, 13 VAEDecode, 14 CreateVideo, 15 SaveVideo, 16 the note.
     """
     loaders, prompts, bias, sampler, output = COLUMN_X
-    pack = {"color": PACK_COLOR, "bgcolor": PACK_BGCOLOR}
     return WorkflowSpec(
         name,
         (
-            Node(
-                1, "UNETLoader", (loaders, 0), (340, 82), {"unet_name": host.unet, "weight_dtype": "default"}
-            ),
+            _unet_node(host),
             Node(
                 24,
                 "LoraLoaderModelOnly",
@@ -1003,18 +1010,10 @@ def fast_phantom_graph(name: str, host: HostFiles) -> WorkflowSpec:
                 {"model": (1, 0)},
                 title="Distill LoRA",
             ),
-            Node(
-                17, "ModelSamplingSD3", (loaders, 240), (340, 58), {"shift": host.shift}, {"model": (24, 0)}
-            ),
-            Node(
-                3,
-                "CLIPLoader",
-                (loaders, 340),
-                (340, 106),
-                {"clip_name": host.text_encoder, "type": host.clip_type, "device": "default"},
-            ),
-            Node(4, "VAELoader", (loaders, 490), (340, 58), {"vae_name": host.vae}),
-            Node(8, "LoadImage", (loaders, 590), (340, 380), {"image": SUBJECT_IMAGE}, title="Subject"),
+            _shift_node(host, 240, model=(24, 0)),
+            _clip_loader_node(host, 340),
+            _vae_node(host, 490),
+            _subject_node(590),
             *_prompt_nodes(PROMPT, prompts),
             Node(
                 25,
@@ -1032,7 +1031,7 @@ def fast_phantom_graph(name: str, host: HostFiles) -> WorkflowSpec:
                 (330, 130),
                 {"uncond_sees_reference": False, "reference_prefix_frames": 0},
                 {"model": (17, 0), "tab": (10, 0)},
-                **pack,
+                **PACK_STYLE,
             ),
             Node(
                 26,
@@ -1053,7 +1052,7 @@ def fast_phantom_graph(name: str, host: HostFiles) -> WorkflowSpec:
                     "negative": (25, 1),
                     "negative_without_reference": (25, 2),
                 },
-                **pack,
+                **PACK_STYLE,
             ),
             Node(
                 27,
@@ -1141,8 +1140,7 @@ def standin_face_graph(name: str, host: HostFiles) -> WorkflowSpec:
             (column, 110),
             (340, 130),
             {"pack": STANDIN_FACE_PACK, "device": "cpu", "det_size": 640},
-            color=PACK_COLOR,
-            bgcolor=PACK_BGCOLOR,
+            **PACK_STYLE,
         ),
         Node(
             23,
@@ -1151,8 +1149,7 @@ def standin_face_graph(name: str, host: HostFiles) -> WorkflowSpec:
             (340, 420),
             {"region": "full", "frame_stride": 1, "center_crop": True, "prompt": ""},
             {"frames": (13, 0), "reference": (8, 0), "clip_vision": (24, 0), "face_model": (25, 0)},
-            color=PACK_COLOR,
-            bgcolor=PACK_BGCOLOR,
+            **PACK_STYLE,
         ),
         _note(
             16,
@@ -1199,24 +1196,15 @@ def vace_graph(name: str, host: HostFiles) -> WorkflowSpec:
     ``reference_prefix_frames`` from 25's ``trim_latent``), 12 KSampler, 30 TrimVideoLatent, 13 VAEDecode,
     14 CreateVideo, 15 SaveVideo, 16 the note.
     """
-    loaders, prompts, bias, sampler, output = COLUMN_X
-    pack = {"color": PACK_COLOR, "bgcolor": PACK_BGCOLOR}
+    _, prompts, bias, sampler, output = COLUMN_X
     return WorkflowSpec(
         name,
         (
-            Node(
-                1, "UNETLoader", (loaders, 0), (340, 82), {"unet_name": host.unet, "weight_dtype": "default"}
-            ),
-            Node(17, "ModelSamplingSD3", (loaders, 120), (340, 58), {"shift": host.shift}, {"model": (1, 0)}),
-            Node(
-                3,
-                "CLIPLoader",
-                (loaders, 220),
-                (340, 106),
-                {"clip_name": host.text_encoder, "type": host.clip_type, "device": "default"},
-            ),
-            Node(4, "VAELoader", (loaders, 370), (340, 58), {"vae_name": host.vae}),
-            Node(8, "LoadImage", (loaders, 470), (340, 380), {"image": SUBJECT_IMAGE}, title="Subject"),
+            _unet_node(host),
+            _shift_node(host, 120),
+            _clip_loader_node(host, 220),
+            _vae_node(host, 370),
+            _subject_node(470),
             *_prompt_nodes(PROMPT, prompts),
             Node(
                 25,
@@ -1241,7 +1229,7 @@ def vace_graph(name: str, host: HostFiles) -> WorkflowSpec:
                 (330, 130),
                 {"uncond_sees_reference": False, "reference_prefix_frames": 1},
                 {"model": (17, 0), "tab": (10, 0), "erae": (11, 0), "reference_prefix_frames": (25, 3)},
-                **pack,
+                **PACK_STYLE,
             ),
             _ksampler_node(
                 host,
