@@ -87,24 +87,21 @@ class SequenceGeometry:
 
     def host_layout(self, x: Tensor, context: Tensor, host_frames: Tensor) -> TokenLayout:
         """The layout the host builds itself when it appends ``host_frames`` after the (padded) video."""
-        temporal, spatial = self.patch_sizes
-        padded = comfy.ldm.common_dit.pad_to_patch_size(x, (temporal, spatial, spatial))
-        padded_reference = comfy.ldm.common_dit.pad_to_patch_size(host_frames, (temporal, spatial, spatial))
-        return self.layout(context, padded, padded_reference)
+        frames, frame_tokens = self.patch_grid(x)
+        reference_frames, _ = self.patch_grid(host_frames)
+        return self.spec.make_layout(context.shape[1], frames, reference_frames, frame_tokens)
 
     def prefix_layout(self, x: Tensor, prefix_frames: int) -> TokenLayout:
         """``[reference | video]``: the first ``prefix_frames`` latent frames of ``x`` ``[B, C, T, H, W]`` are
         the reference a prefix route put in front of the video (the DiT pads ``x`` to its patches)."""
-        temporal, spatial = self.patch_sizes
-        padded = comfy.ldm.common_dit.pad_to_patch_size(x, (temporal, spatial, spatial))
-        frames = padded.shape[2] // temporal
+        temporal, _ = self.patch_sizes
+        frames, frame_tokens = self.patch_grid(x)
         if prefix_frames % temporal or prefix_frames >= frames * temporal:
             raise ValueError(
                 f"{PREFIX_FRAMES_INPUT} is {prefix_frames}, but the latent being sampled has {x.shape[2]} "
                 f"frames: it must count the reference frames in front of the video (WanVaceToVideo's "
                 "trim_latent for this latent), fewer than the latent's frames"
             )
-        frame_tokens = (padded.shape[-2] // spatial) * (padded.shape[-1] // spatial)
         return TokenLayout(
             text=0,
             video=(frames - prefix_frames // temporal) * frame_tokens,
@@ -114,9 +111,16 @@ class SequenceGeometry:
         )
 
     def layout(self, context: Tensor, video: Tensor, reference: Tensor) -> TokenLayout:
-        """Layout of ``[video | reference]`` frames, both ``[B, C, T, H, W]`` already padded to patches."""
+        """Layout of ``[video | reference]`` frames, both ``[B, C, T, H, W]``."""
+        frames, frame_tokens = self.patch_grid(video)
+        reference_frames, _ = self.patch_grid(reference)
+        return self.spec.make_layout(context.shape[1], frames, reference_frames, frame_tokens)
+
+    def patch_grid(self, latent: Tensor) -> tuple[int, int]:
+        """``(temporal patches, tokens per frame)`` of ``latent`` ``[B, C, T, H, W]`` once the DiT pads it to
+        its patches (``comfy.ldm.common_dit.pad_to_patch_size``), read from its shape: nothing is copied."""
         temporal, spatial = self.patch_sizes
-        frame_tokens = (video.shape[-2] // spatial) * (video.shape[-1] // spatial)
-        return self.spec.make_layout(
-            context.shape[1], video.shape[2] // temporal, reference.shape[2] // temporal, frame_tokens
+        frames, height, width = (
+            -(-size // patch) for size, patch in zip(latent.shape[-3:], (temporal, spatial, spatial), strict=True)
         )
+        return frames, height * width
