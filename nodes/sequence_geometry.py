@@ -121,6 +121,7 @@ class SequenceGeometry:
         its patches (``comfy.ldm.common_dit.pad_to_patch_size``), read from its shape: nothing is copied."""
         temporal, spatial = self.patch_sizes
         frames, height, width = (
-            -(-size // patch) for size, patch in zip(latent.shape[-3:], (temporal, spatial, spatial), strict=True)
+            -(-size // patch)
+            for size, patch in zip(latent.shape[-3:], (temporal, spatial, spatial), strict=True)
         )
         return frames, height * width
