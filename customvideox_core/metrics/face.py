@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .averages import mean_or_none
 from .face_align import align_face
 from .face_detect import DetectorRun, Face, detect_faces
 from .regions import MASK_THRESHOLD, REGION_MODES, RegionMode, check_images, masks_for
@@ -121,10 +122,6 @@ def embed_faces(
     return picked, torch.from_numpy(embeddings), found
 
 
-def _mean(values: list[float]) -> float | None:
-    return math.fsum(values) / len(values) if values else None
-
-
 @dataclass(frozen=True)
 class FaceScores:
     """FaceSim of one video. ``frames``: the scored frames; ``per_frame``: the mean over references of
@@ -144,7 +141,7 @@ class FaceScores:
     @property
     def mean(self) -> float | None:
         """FaceSim: the mean over the frames that have a face (``None`` when no frame has one)."""
-        return _mean(self.found)
+        return mean_or_none(self.found)
 
     @property
     def minimum(self) -> float | None:
@@ -160,7 +157,7 @@ class FaceScores:
         return {
             "per_frame": list(self.per_frame),
             "per_reference": [
-                _mean([value for value in row if value is not None]) for row in self.per_reference
+                mean_or_none([value for value in row if value is not None]) for row in self.per_reference
             ],
             "boxes": [None if box is None else [round(v, 2) for v in box] for box in self.boxes],
             "model": self.model,

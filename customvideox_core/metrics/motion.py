@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .averages import mean_or_none
 from .regions import check_images, masks_for
 from .sampling import frame_indices
 
@@ -93,12 +94,12 @@ class MotionScores:
 
     @property
     def mean(self) -> float | None:
-        return math.fsum(self.overall) / len(self.overall) if self.overall else None
+        return mean_or_none(self.overall)
 
     @property
     def subject_mean(self) -> float | None:
         found = [value for value in self.subject or () if value is not None]
-        return math.fsum(found) / len(found) if found else None
+        return mean_or_none(found)
 
 
 def score_motion(
