@@ -23,7 +23,7 @@ from torch import Tensor
 from .averages import mean_or_none
 from .face_align import align_face
 from .face_detect import DetectorRun, Face, detect_faces
-from .regions import MASK_THRESHOLD, REGION_MODES, RegionMode, check_images, masks_for
+from .regions import MASK_THRESHOLD, REGION_MODES, RegionMode, check_images, mask_box, masks_for
 from .sampling import frame_indices
 from .similarity import cosine_matrix
 
@@ -71,15 +71,14 @@ def pick_face(faces: list[Face], mask: Tensor | None, region: RegionMode) -> Fac
     if region != "full" and mask is not None:
         inside = mask > MASK_THRESHOLD
         height, width = inside.shape
-        rows = torch.nonzero(inside.any(dim=1)).flatten()
-        cols = torch.nonzero(inside.any(dim=0)).flatten()
+        box = mask_box(mask)
 
         def contains(face: Face) -> bool:
             x, y = face.centre
             column, row = min(max(round(x), 0), width - 1), min(max(round(y), 0), height - 1)
             if region == "mask":
                 return bool(inside[row, column])
-            return bool(rows.numel()) and rows[0] <= row <= rows[-1] and cols[0] <= column <= cols[-1]
+            return box is not None and box[0] <= row < box[1] and box[2] <= column < box[3]
 
         candidates = [face for face in faces if contains(face)]
     return max(candidates, key=lambda face: face.area, default=None)
