@@ -12,7 +12,6 @@ insightface ONNX files with onnxruntime, the only place that imports it. Definit
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,7 +24,7 @@ from .face_align import align_face
 from .face_detect import DetectorRun, Face, detect_faces
 from .regions import MASK_THRESHOLD, REGION_MODES, RegionMode, check_images, mask_box, masks_for
 from .sampling import frame_indices
-from .similarity import cosine_matrix
+from .similarity import identity_per_frame, identity_per_reference
 
 RecognizerRun = Callable[[np.ndarray], np.ndarray]
 """The recogniser network: aligned faces ``[N, 3, 112, 112]`` float32 (RGB, ``(pixel − 127.5) / 127.5``)
@@ -200,18 +199,17 @@ def score_faces(
         frames[list(indices)], model, frame_masks, region, "frames"
     )
     rows: list[list[float | None]] = [[None] * len(indices) for _ in range(references.shape[0])]
+    per_frame: list[float | None] = [None] * len(indices)
     if frame_embeds is not None:
-        cosines = cosine_matrix(reference_embeds, frame_embeds)  # type: ignore[arg-type]
+        cosines = identity_per_reference(reference_embeds, frame_embeds)  # type: ignore[arg-type]
+        means = identity_per_frame(reference_embeds, frame_embeds)  # type: ignore[arg-type]
         for column, frame in enumerate(found):
+            per_frame[frame] = float(means[column])
             for reference in range(references.shape[0]):
                 rows[reference][frame] = float(cosines[reference, column])
-    per_frame = tuple(
-        None if frame_faces[i] is None else math.fsum(row[i] for row in rows) / len(rows)  # type: ignore[misc]
-        for i in range(len(indices))
-    )
     return FaceScores(
         frames=indices,
-        per_frame=per_frame,
+        per_frame=tuple(per_frame),
         per_reference=tuple(tuple(row) for row in rows),
         boxes=tuple(None if face is None else face.box for face in frame_faces),
         model=model.name,
