@@ -185,6 +185,23 @@ def score_faces(
     indices = frame_indices(frames.shape[0], stride)
     if frame_masks is not None and frame_masks.ndim == 3 and frame_masks.shape[0] == frames.shape[0]:
         frame_masks = frame_masks[list(indices)]
+    return _score_faces(
+        frames[list(indices)], indices, references, model, frame_masks, reference_masks, region
+    )
+
+
+def _score_faces(
+    scored: Tensor,
+    indices: tuple[int, ...],
+    references: Tensor,
+    model: FaceModel,
+    frame_masks: Tensor | None,
+    reference_masks: Tensor | None,
+    region: RegionMode,
+) -> FaceScores:
+    """:func:`score_faces` of frames already checked and selected: ``scored`` ``[len(indices), H, W, C]``
+    are the frames ``indices`` of the video, ``frame_masks`` ``[1 | len(indices), H, W]`` their masks;
+    ``references`` are checked too (``region`` is known)."""
     reference_faces, reference_embeds, _ = embed_faces(
         references, model, reference_masks, region if reference_masks is not None else "full", "reference"
     )
@@ -195,9 +212,7 @@ def score_faces(
             "FaceSim needs a visible face in every reference: use a clear, frontal face picture, or "
             "disconnect face_model."
         )
-    frame_faces, frame_embeds, found = embed_faces(
-        frames[list(indices)], model, frame_masks, region, "frames"
-    )
+    frame_faces, frame_embeds, found = embed_faces(scored, model, frame_masks, region, "frames")
     rows: list[list[float | None]] = [[None] * len(indices) for _ in range(references.shape[0])]
     per_frame: list[float | None] = [None] * len(indices)
     if frame_embeds is not None:

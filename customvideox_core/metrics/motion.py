@@ -113,11 +113,19 @@ def score_motion(
     before striding) give the subject motion."""
     check_images(frames, "frames")
     indices = frame_indices(frames.shape[0], stride)
-    luma = working_luma(frames[list(indices)], options.size)
+    if masks is not None and masks.ndim == 3 and masks.shape[0] == frames.shape[0]:
+        masks = masks[list(indices)]
+    return _score_motion(frames[list(indices)], indices, masks, options)
+
+
+def _score_motion(
+    scored: Tensor, indices: tuple[int, ...], masks: Tensor | None, options: MotionOptions
+) -> MotionScores:
+    """:func:`score_motion` of frames already checked and selected: ``scored`` ``[len(indices), H, W, C]``
+    are the frames ``indices`` of the video, ``masks`` ``[1 | len(indices), H, W]`` their masks."""
+    luma = working_luma(scored, options.size)
     block_weights = None
     if masks is not None:
-        if masks.ndim == 3 and masks.shape[0] == frames.shape[0]:
-            masks = masks[list(indices)]
         count, height, width = luma.shape
         resized = masks_for(masks, count, height, width, "the mask of frames").to(torch.float64)
         rows, cols = height // options.block, width // options.block

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from ..score_summary import METRICS, SUMMARY_LABELS
 from .averages import mean_or_none
-from .face import FaceModel, FaceScores, score_faces
-from .motion import MotionScores, score_motion
+from .face import FaceModel, FaceScores, _score_faces
+from .motion import MotionOptions, MotionScores, _score_motion
 from .regions import REGION_MODES, RegionMode, check_images, select_region
 from .sampling import frame_indices
 from .similarity import identity_per_reference, temporal_consistency, text_per_frame
@@ -169,7 +169,6 @@ def score_video(
     """
     check_images(frames, "frames")
     check_images(references, "reference")
-    all_frame_masks = frame_masks
     indices = frame_indices(frames.shape[0], options.stride)
     scored = frames[list(indices)]
     if frame_masks is not None and frame_masks.ndim == 3 and frame_masks.shape[0] != 1:
@@ -187,16 +186,8 @@ def score_video(
     )
     face = None
     if face_model is not None:
-        face = score_faces(
-            frames,
-            references,
-            face_model,
-            frame_masks=all_frame_masks,
-            reference_masks=reference_masks,
-            region=options.region,
-            stride=options.stride,
-        )
-    motion = score_motion(frames, masks=all_frame_masks, stride=options.stride)
+        face = _score_faces(scored, indices, references, face_model, frame_masks, reference_masks, region)
+    motion = _score_motion(scored, indices, frame_masks, MotionOptions())
 
     def encode(encoder: ImageEncoder, images: Tensor, label: str) -> Tensor:
         return encode_in_batches(encoder, images, options.batch_size, label)
