@@ -153,6 +153,12 @@ def _refuse_unsafe_text(text: str, *, what: str, allowed: str) -> None:
         raise UnsafeNameError(f"{what} {shown} is refused ({problem}); give a folder inside {allowed}")
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest parent of ``path`` that exists but is not a folder (so ``path`` cannot be created
+    under it), or ``None`` when there is none."""
+    return next((parent for parent in Path(path).parents if parent.exists() and not parent.is_dir()), None)
+
+
 def _allowed_text(roots: Sequence[AllowedRoot]) -> str:
     labels = list(dict.fromkeys(root.label for root in roots))
     return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " or " + labels[-1]

@@ -1,8 +1,9 @@
 """The ranges a job's values must lie in: the pack's own (offline), or a server's ``/object_info``.
 
-A job sets node inputs (:func:`.workflow.node_settings`: TAB / ERAE overrides, seed, cfg); ComfyUI refuses a
-prompt whose number lies outside the input's ``min``/``max`` or whose choice is not in its list. The client
-checks the same before it queues anything, so that ``--check`` passes only what the server will take:
+A job sets node inputs (:func:`.workflow.node_settings`: TAB / ERAE overrides, seed, cfg, Stand-In
+strength); ComfyUI refuses a prompt whose number lies outside the input's ``min``/``max`` or whose choice is
+not in its list. The client checks the same before it queues anything, so that ``--check`` passes only
+what the server will take:
 
 - without a server, against the pack's ranges (:mod:`customvideox_core.ranges`, which the nodes declare),
   for the pack's nodes (ComfyUI's own samplers are then left to the server);
@@ -90,9 +91,7 @@ def ranges_from_object_info(object_info: Mapping[str, object], source: str) -> I
 
 def setting_classes(workflow: ApiWorkflow, targets: WorkflowTargets) -> list[str]:
     """The node classes whose inputs a job can set (what to ask ``/object_info`` about), sorted."""
-    nodes = {*targets.tab_nodes, *targets.erae_nodes, *targets.cfg_nodes}
-    nodes.update(node_id for node_id, _ in targets.seed_inputs)
-    return sorted({workflow[node_id]["class_type"] for node_id in nodes})
+    return sorted({workflow[node_id]["class_type"] for node_id in targets.setting_nodes})
 
 
 def job_range_errors(

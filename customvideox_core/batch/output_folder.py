@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+from ..safe_paths import file_in_the_way
+
 MANIFEST_NAME = "manifest.json"
 RESULTS_CSV = "results.csv"
 RESULTS_MARKDOWN = "results.md"
@@ -80,11 +82,11 @@ def check_output_dir(path: Path) -> Path:
             f"--output-dir {path} is a file, not a folder; give a folder for the results "
             "(it is created when missing)"
         )
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise OutputDirError(
-                f"--output-dir {path} cannot be created: {parent} is a file, not a folder; give another folder"
-            )
+    blocking = file_in_the_way(path)
+    if blocking is not None:
+        raise OutputDirError(
+            f"--output-dir {path} cannot be created: {blocking} is a file, not a folder; give another folder"
+        )
     return path
 
 

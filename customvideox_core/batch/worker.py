@@ -174,11 +174,7 @@ class ServerWorker(threading.Thread):
                 if downloads > config.retries:
                     self._fail(job, f"{error} ({downloads} tries); the file stays on the server")
                     return True
-                delay = min(config.backoff * 2 ** (downloads - 1), config.max_backoff)
-                logger.warning(
-                    "%s; retrying in %.2f s (try %d of %d)", error, delay, downloads, config.retries
-                )
-                self.context.stop.wait(delay)
+                self._wait_to_retry(error, downloads)
             except ServerUnavailable as error:
                 self._close_websocket()
                 self._failures_in_a_row += 1
@@ -191,19 +187,19 @@ class ServerWorker(threading.Thread):
                         job.name,
                     )
                     return False
-                delay = min(config.backoff * 2 ** (self._failures_in_a_row - 1), config.max_backoff)
-                logger.warning(
-                    "%s; retrying in %.2f s (try %d of %d)",
-                    error,
-                    delay,
-                    self._failures_in_a_row,
-                    config.retries,
-                )
-                self.context.stop.wait(delay)
+                self._wait_to_retry(error, self._failures_in_a_row)
             except (ComfyRequestError, JobWorkflowError, LocalWriteError, OSError) as error:
                 self._fail(job, str(error))
                 return True
         return False
+
+    def _wait_to_retry(self, error: Exception, tries: int) -> None:
+        """Log ``error`` and wait before try ``tries + 1``: the backoff doubles per try up to its maximum
+        (an earlier stop ends the wait)."""
+        config = self.context.config
+        delay = min(config.backoff * 2 ** (tries - 1), config.max_backoff)
+        logger.warning("%s; retrying in %.2f s (try %d of %d)", error, delay, tries, config.retries)
+        self.context.stop.wait(delay)
 
     def _drive(self, job: Job) -> None:
         """Continue ``job`` from its recorded state on this server."""

@@ -87,6 +87,16 @@ class WorkflowTargets:
     standin_nodes: tuple[str, ...] = ()
     """Apply Stand-In nodes with a ``strength`` value: what a job's ``standin_strength`` sets."""
 
+    @property
+    def setting_nodes(self) -> tuple[str, ...]:
+        """Every node a job can set an input of (what :func:`node_settings` writes into), each once."""
+        seed_nodes = (node_id for node_id, _ in self.seed_inputs)
+        return tuple(
+            dict.fromkeys(
+                (*self.erae_nodes, *self.tab_nodes, *seed_nodes, *self.cfg_nodes, *self.standin_nodes)
+            )
+        )
+
     def __post_init__(self) -> None:
         if not self.prompt_encoders:
             raise ValueError("a workflow needs at least one prompt encoder")

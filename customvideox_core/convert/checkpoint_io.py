@@ -158,11 +158,12 @@ def _torch_load_tensors_only(file: Path) -> object:
                 raise
             # Legacy (non-zip) torch.save format: cannot be memory-mapped; still weights_only.
             return torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if not _looks_like_torch_file(file):
+    except Exception as error:  # damaged bytes make torch's unpickler raise anything (IndexError, KeyError…)
+        torch_file = _looks_like_torch_file(file)
+        if not (torch_file and isinstance(error, pickle.UnpicklingError)):
             raise CheckpointError(
-                f"{file} could not be read as a PyTorch checkpoint: {_load_failure(error, file)}"
-            ) from None
+                f"{file} could not be read as a PyTorch checkpoint: {_load_failure(error, file, torch_file)}"
+            ) from error
         reason = str(error).strip().splitlines()
         detail = next((line for line in reason if "GLOBAL" in line), reason[0] if reason else "")
         detail = detail.split(" Please ")[0].strip()
@@ -173,10 +174,6 @@ def _torch_load_tensors_only(file: Path) -> object:
             "source, re-save only its tensors (e.g. the 'module' state dict) with torch.save or as "
             ".safetensors, and convert that file."
         ) from None
-    except Exception as error:  # damaged bytes make torch's unpickler raise anything (IndexError, KeyError…)
-        raise CheckpointError(
-            f"{file} could not be read as a PyTorch checkpoint: {_load_failure(error, file)}"
-        ) from error
 
 
 def _file_size(file: Path) -> int | None:
@@ -197,9 +194,10 @@ def _looks_like_torch_file(file: Path) -> bool:
     return start.startswith((_ZIP_MAGIC, b"\x80"))
 
 
-def _load_failure(error: BaseException, file: Path) -> str:
-    """What went wrong reading ``file``, in words (torch's text when it has one)."""
-    if not _looks_like_torch_file(file):
+def _load_failure(error: BaseException, file: Path, torch_file: bool) -> str:
+    """What went wrong reading ``file``, in words (torch's text when it has one); ``torch_file``: what
+    :func:`_looks_like_torch_file` said of it."""
+    if not torch_file:
         return (
             "it is neither a zip archive nor a pickle as torch.save writes (is it another format, or damaged?); "
             "give the .pt/.ckpt file the checkpoint was published as"

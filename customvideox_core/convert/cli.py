@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..adapter_file import write_safetensors_atomic
 from ..constants import ADAPTER_SUFFIX
+from ..safe_paths import file_in_the_way
 from .checkpoint_io import CheckpointError, load_tensor_checkpoint
 from .concat_id_wan import WAN_CONVERTER_ID, split_concat_id_wan
 from .sat_cogvideox import ConversionError, conversion_metadata, convert_sat_cogvideox
@@ -146,9 +147,7 @@ def _check_output(output_path: Path, overwrite: bool) -> None:
             f"--output {output_path} is an existing folder, not a file; --overwrite replaces files only, so "
             f"nothing was changed. Give a file name inside it, e.g. {output_path / ('converted' + ADAPTER_SUFFIX)}"
         )
-    blocking = next(
-        (parent for parent in output_path.parents if parent.exists() and not parent.is_dir()), None
-    )
+    blocking = file_in_the_way(output_path)
     if blocking is not None:
         raise ValueError(f"--output {output_path} cannot be created: {blocking} is a file, not a folder")
     if output_path.exists() and not overwrite:

@@ -12,7 +12,6 @@ insightface ONNX files with onnxruntime, the only place that imports it. Definit
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,11 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .averages import mean_or_none
 from .face_align import align_face
 from .face_detect import DetectorRun, Face, detect_faces
-from .regions import MASK_THRESHOLD, REGION_MODES, RegionMode, check_images, masks_for
+from .regions import MASK_THRESHOLD, REGION_MODES, RegionMode, check_images, mask_box, masks_for
 from .sampling import frame_indices
-from .similarity import cosine_matrix
+from .similarity import identity_per_frame, identity_per_reference
 
 RecognizerRun = Callable[[np.ndarray], np.ndarray]
 """The recogniser network: aligned faces ``[N, 3, 112, 112]`` float32 (RGB, ``(pixel − 127.5) / 127.5``)
@@ -70,15 +70,14 @@ def pick_face(faces: list[Face], mask: Tensor | None, region: RegionMode) -> Fac
     if region != "full" and mask is not None:
         inside = mask > MASK_THRESHOLD
         height, width = inside.shape
-        rows = torch.nonzero(inside.any(dim=1)).flatten()
-        cols = torch.nonzero(inside.any(dim=0)).flatten()
+        box = mask_box(mask)
 
         def contains(face: Face) -> bool:
             x, y = face.centre
             column, row = min(max(round(x), 0), width - 1), min(max(round(y), 0), height - 1)
             if region == "mask":
                 return bool(inside[row, column])
-            return bool(rows.numel()) and rows[0] <= row <= rows[-1] and cols[0] <= column <= cols[-1]
+            return box is not None and box[0] <= row < box[1] and box[2] <= column < box[3]
 
         candidates = [face for face in faces if contains(face)]
     return max(candidates, key=lambda face: face.area, default=None)
@@ -121,10 +120,6 @@ def embed_faces(
     return picked, torch.from_numpy(embeddings), found
 
 
-def _mean(values: list[float]) -> float | None:
-    return math.fsum(values) / len(values) if values else None
-
-
 @dataclass(frozen=True)
 class FaceScores:
     """FaceSim of one video. ``frames``: the scored frames; ``per_frame``: the mean over references of
@@ -144,7 +139,7 @@ class FaceScores:
     @property
     def mean(self) -> float | None:
         """FaceSim: the mean over the frames that have a face (``None`` when no frame has one)."""
-        return _mean(self.found)
+        return mean_or_none(self.found)
 
     @property
     def minimum(self) -> float | None:
@@ -160,7 +155,7 @@ class FaceScores:
         return {
             "per_frame": list(self.per_frame),
             "per_reference": [
-                _mean([value for value in row if value is not None]) for row in self.per_reference
+                mean_or_none([value for value in row if value is not None]) for row in self.per_reference
             ],
             "boxes": [None if box is None else [round(v, 2) for v in box] for box in self.boxes],
             "model": self.model,
@@ -190,6 +185,23 @@ def score_faces(
     indices = frame_indices(frames.shape[0], stride)
     if frame_masks is not None and frame_masks.ndim == 3 and frame_masks.shape[0] == frames.shape[0]:
         frame_masks = frame_masks[list(indices)]
+    return _score_faces(
+        frames[list(indices)], indices, references, model, frame_masks, reference_masks, region
+    )
+
+
+def _score_faces(
+    scored: Tensor,
+    indices: tuple[int, ...],
+    references: Tensor,
+    model: FaceModel,
+    frame_masks: Tensor | None,
+    reference_masks: Tensor | None,
+    region: RegionMode,
+) -> FaceScores:
+    """:func:`score_faces` of frames already checked and selected: ``scored`` ``[len(indices), H, W, C]``
+    are the frames ``indices`` of the video, ``frame_masks`` ``[1 | len(indices), H, W]`` their masks;
+    ``references`` are checked too (``region`` is known)."""
     reference_faces, reference_embeds, _ = embed_faces(
         references, model, reference_masks, region if reference_masks is not None else "full", "reference"
     )
@@ -200,22 +212,19 @@ def score_faces(
             "FaceSim needs a visible face in every reference: use a clear, frontal face picture, or "
             "disconnect face_model."
         )
-    frame_faces, frame_embeds, found = embed_faces(
-        frames[list(indices)], model, frame_masks, region, "frames"
-    )
+    frame_faces, frame_embeds, found = embed_faces(scored, model, frame_masks, region, "frames")
     rows: list[list[float | None]] = [[None] * len(indices) for _ in range(references.shape[0])]
+    per_frame: list[float | None] = [None] * len(indices)
     if frame_embeds is not None:
-        cosines = cosine_matrix(reference_embeds, frame_embeds)  # type: ignore[arg-type]
+        cosines = identity_per_reference(reference_embeds, frame_embeds)  # type: ignore[arg-type]
+        means = identity_per_frame(reference_embeds, frame_embeds)  # type: ignore[arg-type]
         for column, frame in enumerate(found):
+            per_frame[frame] = float(means[column])
             for reference in range(references.shape[0]):
                 rows[reference][frame] = float(cosines[reference, column])
-    per_frame = tuple(
-        None if frame_faces[i] is None else math.fsum(row[i] for row in rows) / len(rows)  # type: ignore[misc]
-        for i in range(len(indices))
-    )
     return FaceScores(
         frames=indices,
-        per_frame=per_frame,
+        per_frame=tuple(per_frame),
         per_reference=tuple(tuple(row) for row in rows),
         boxes=tuple(None if face is None else face.box for face in frame_faces),
         model=model.name,

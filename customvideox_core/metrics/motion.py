@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .averages import mean_or_none
 from .regions import check_images, masks_for
 from .sampling import frame_indices
 
@@ -93,12 +94,12 @@ class MotionScores:
 
     @property
     def mean(self) -> float | None:
-        return math.fsum(self.overall) / len(self.overall) if self.overall else None
+        return mean_or_none(self.overall)
 
     @property
     def subject_mean(self) -> float | None:
         found = [value for value in self.subject or () if value is not None]
-        return math.fsum(found) / len(found) if found else None
+        return mean_or_none(found)
 
 
 def score_motion(
@@ -112,11 +113,19 @@ def score_motion(
     before striding) give the subject motion."""
     check_images(frames, "frames")
     indices = frame_indices(frames.shape[0], stride)
-    luma = working_luma(frames[list(indices)], options.size)
+    if masks is not None and masks.ndim == 3 and masks.shape[0] == frames.shape[0]:
+        masks = masks[list(indices)]
+    return _score_motion(frames[list(indices)], indices, masks, options)
+
+
+def _score_motion(
+    scored: Tensor, indices: tuple[int, ...], masks: Tensor | None, options: MotionOptions
+) -> MotionScores:
+    """:func:`score_motion` of frames already checked and selected: ``scored`` ``[len(indices), H, W, C]``
+    are the frames ``indices`` of the video, ``masks`` ``[1 | len(indices), H, W]`` their masks."""
+    luma = working_luma(scored, options.size)
     block_weights = None
     if masks is not None:
-        if masks.ndim == 3 and masks.shape[0] == frames.shape[0]:
-            masks = masks[list(indices)]
         count, height, width = luma.shape
         resized = masks_for(masks, count, height, width, "the mask of frames").to(torch.float64)
         rows, cols = height // options.block, width // options.block

@@ -73,12 +73,21 @@ def masks_for(masks: Tensor, count: int, height: int, width: int, label: str) ->
     return masks.expand(count, height, width)
 
 
+def mask_box(mask: Tensor) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(top, bottom, left, right)`` (ends exclusive) of the pixels of ``mask`` ``[H, W]``
+    above :data:`MASK_THRESHOLD`; ``None`` when there is none."""
+    inside = mask > MASK_THRESHOLD
+    rows = torch.nonzero(inside.any(dim=1)).flatten()
+    cols = torch.nonzero(inside.any(dim=0)).flatten()
+    if not rows.numel():
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def _square_crop(image: Tensor, mask: Tensor, fill: float, size: int) -> Tensor:
-    """``[H, W, C]`` masked image → ``[size, size, C]`` square crop around the mask's bounding box."""
-    rows = torch.nonzero(mask.amax(dim=1) > MASK_THRESHOLD).flatten()
-    cols = torch.nonzero(mask.amax(dim=0) > MASK_THRESHOLD).flatten()
-    top, bottom = int(rows[0]), int(rows[-1]) + 1
-    left, right = int(cols[0]), int(cols[-1]) + 1
+    """``[H, W, C]`` masked image → ``[size, size, C]`` square crop around the mask's bounding box
+    (``mask`` has a pixel above the threshold)."""
+    top, bottom, left, right = mask_box(mask)  # type: ignore[misc]
     box = image[top:bottom, left:right]
     side = max(box.shape[0], box.shape[1])
     canvas = torch.full((side, side, image.shape[-1]), fill, dtype=image.dtype, device=image.device)

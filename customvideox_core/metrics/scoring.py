@@ -14,7 +14,6 @@ What is encoded:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,8 +21,9 @@ import torch
 from torch import Tensor
 
 from ..score_summary import METRICS, SUMMARY_LABELS
-from .face import FaceModel, FaceScores, score_faces
-from .motion import MotionScores, score_motion
+from .averages import mean_or_none
+from .face import FaceModel, FaceScores, _score_faces
+from .motion import MotionOptions, MotionScores, _score_motion
 from .regions import REGION_MODES, RegionMode, check_images, select_region
 from .sampling import frame_indices
 from .similarity import identity_per_reference, temporal_consistency, text_per_frame
@@ -54,10 +54,6 @@ class ScoreOptions:
             raise ValueError(f"batch_size is {self.batch_size}; it must be >= 1.")
 
 
-def _mean(values: tuple[float, ...] | None) -> float | None:
-    return None if not values else math.fsum(values) / len(values)
-
-
 @dataclass(frozen=True)
 class VideoScores:
     """Per-frame scores of one video (cosines in [−1, 1]; ``None`` = not measured).
@@ -84,7 +80,7 @@ class VideoScores:
     @property
     def means(self) -> dict[str, float | None]:
         """The video's score per measure: the mean over scored frames (over pairs for T.Cons)."""
-        return {metric: _mean(getattr(self, metric)) for metric in METRICS}
+        return {metric: mean_or_none(getattr(self, metric)) for metric in METRICS}
 
     @property
     def numbers(self) -> dict[str, float | None]:
@@ -112,10 +108,10 @@ class VideoScores:
                 for metric in METRICS
             },
             "per_reference": {
-                "clip_i": [_mean(row) for row in self.clip_i_per_reference],
+                "clip_i": [mean_or_none(row) for row in self.clip_i_per_reference],
                 "dino_i": None
                 if self.dino_i_per_reference is None
-                else [_mean(row) for row in self.dino_i_per_reference],
+                else [mean_or_none(row) for row in self.dino_i_per_reference],
             },
             "face": None if self.face is None else self.face.to_json(),
             "motion_per_pair": None
@@ -173,7 +169,6 @@ def score_video(
     """
     check_images(frames, "frames")
     check_images(references, "reference")
-    all_frame_masks = frame_masks
     indices = frame_indices(frames.shape[0], options.stride)
     scored = frames[list(indices)]
     if frame_masks is not None and frame_masks.ndim == 3 and frame_masks.shape[0] != 1:
@@ -191,16 +186,8 @@ def score_video(
     )
     face = None
     if face_model is not None:
-        face = score_faces(
-            frames,
-            references,
-            face_model,
-            frame_masks=all_frame_masks,
-            reference_masks=reference_masks,
-            region=options.region,
-            stride=options.stride,
-        )
-    motion = score_motion(frames, masks=all_frame_masks, stride=options.stride)
+        face = _score_faces(scored, indices, references, face_model, frame_masks, reference_masks, region)
+    motion = _score_motion(scored, indices, frame_masks, MotionOptions())
 
     def encode(encoder: ImageEncoder, images: Tensor, label: str) -> Tensor:
         return encode_in_batches(encoder, images, options.batch_size, label)

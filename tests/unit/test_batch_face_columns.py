@@ -17,10 +17,12 @@ from batch_stub_server import (
     _first_input,
     api_workflow,
     stub_config,
+    stub_object_info,
     stub_scores,
 )
 
 from customvideox_core.batch import run_batch
+from customvideox_core.batch.cli import main as cli_main
 from customvideox_core.batch.jobs import read_jobs
 from customvideox_core.batch.sweep import parse_axis, run_sweep
 from customvideox_core.batch.workflow import (
@@ -28,6 +30,7 @@ from customvideox_core.batch.workflow import (
     fill_workflow,
     job_workflow_errors,
     locate_targets,
+    node_settings,
 )
 
 
@@ -84,12 +87,34 @@ def test_standin_strength_is_a_checked_job_column_that_fills_apply_standin(tmp_p
         "line 3: standin_strength must be a number, got 'strong'",
     ]
     targets = locate_targets(standin_workflow())
+    assert {setting.node_id for setting in node_settings(targets, jobs[0])} <= set(targets.setting_nodes)
     filled = fill_workflow(standin_workflow(), targets, jobs[0], UploadedImages(reference="face.png"))
     assert filled["standin"]["inputs"]["strength"] == 0.7
     plain = locate_targets(api_workflow(with_mask=False))
     assert job_workflow_errors(plain, jobs[0]) == [
         "standin_strength given but the workflow has no CustomVideoXApplyStandIn node with a strength value"
     ]
+
+
+def test_check_with_a_server_reads_that_servers_standin_strength_range(tmp_path, stubs, caplog) -> None:
+    rows = [{"reference": "face.png", "prompt": "a man", "seed": 1, "standin_strength": 1.5}]
+    jobs_file, workflow_file = write_files(tmp_path, rows, standin_workflow())
+    argv = [str(jobs_file), "--output-dir", str(tmp_path / "out"), "--workflow", str(workflow_file)]
+    info = stub_object_info()
+    strength = ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05}]
+    info["CustomVideoXApplyStandIn"] = {"input": {"required": {"strength": strength}}}
+    narrow = stubs(StubBehaviour(object_info=info))
+
+    assert cli_main([*argv, "--check"]) == 0, "1.5 lies in the pack's own range"
+    assert cli_main([*argv, "--check", "--server", narrow.url]) == 2
+    assert ("GET", "/object_info/CustomVideoXApplyStandIn") in narrow.requests
+    assert (
+        f"standin_strength 1.5 is outside CustomVideoXApplyStandIn.strength's range [0, 1] ({narrow.url}"
+        in caplog.text
+    )
+    caplog.clear()
+    assert cli_main([*argv, "--check", "--server", stubs(StubBehaviour()).url]) == 2
+    assert "has no CustomVideoXApplyStandIn node" in caplog.text
 
 
 def test_results_table_lists_face_sim_and_motion(face_stub, tmp_path) -> None:

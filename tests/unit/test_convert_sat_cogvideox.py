@@ -261,6 +261,20 @@ def test_other_suffixes_and_non_state_dicts_are_refused(tmp_path):
         load_tensor_checkpoint(listing)
 
 
+def test_unreadable_checkpoints_say_why(tmp_path):
+    """Another format (whatever torch's unpickler raised) and a truncated legacy save: one message each."""
+    not_torch = "could not be read as a PyTorch checkpoint: it is neither a zip archive nor a pickle"
+    for name, data in [("text.pt", b"plain text"), ("pickle.pt", pickle.dumps({"a": 1}, protocol=2)[2:])]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError, match=not_torch):
+            load_tensor_checkpoint(tmp_path / name)
+    truncated = tmp_path / "truncated.pt"
+    torch.save({"a": torch.zeros(3)}, truncated, _use_new_zipfile_serialization=False)
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match=r"the file ends before the checkpoint does \(40 bytes\)"):
+        load_tensor_checkpoint(truncated)
+
+
 def test_safetensors_input(tmp_path):
     sat = tiny_sat_state()
     path = tmp_path / "sat.safetensors"
