@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -54,6 +55,22 @@ from .tab import TABSchedule
 StepPlan = SourcePlan
 """The plan of a :class:`ReferenceStep`: a :class:`~customvideox_core.reference_sources.SourcePlan` of its
 one in-sequence source."""
+
+
+if TYPE_CHECKING:  # typing's Unpack and NotRequired arrive with Python 3.11; annotations only
+    from typing import NotRequired, TypedDict, Unpack
+
+    class PlanArguments(TypedDict):
+        """What :func:`plan_step` and :func:`plan_source` take besides the layout (documented at
+        :func:`plan_step`)."""
+
+        tab: TABSchedule
+        progress: float | ClockSpan
+        row_sees_reference: Sequence[bool]
+        row_has_entities: Sequence[bool]
+        reference_weights: Tensor
+        erae: ERAEConfig | None
+        row_biased: NotRequired[Sequence[bool] | Tensor | None]
 
 
 @dataclass(frozen=True)
@@ -196,17 +213,7 @@ def _in_sequence_source(
     )
 
 
-def plan_step(
-    layout: TokenLayout,
-    *,
-    tab: TABSchedule,
-    progress: float | ClockSpan,
-    row_sees_reference: Sequence[bool],
-    row_has_entities: Sequence[bool],
-    reference_weights: Tensor,
-    erae: ERAEConfig | None,
-    row_biased: Sequence[bool] | Tensor | None = None,
-) -> ReferenceStep:
+def plan_step(layout: TokenLayout, **planning: Unpack[PlanArguments]) -> ReferenceStep:
     """Build the :class:`ReferenceStep` of one model call.
 
     ``progress``: the :class:`ClockSpan` of the model's time the call's step covers (the TAB's mean over it
@@ -223,16 +230,7 @@ def plan_step(
     frames there): the rows are planned as biased and their ``b(s)`` is multiplied by the flag on the
     device, so a row switched off gets a bias of 0 (its plain logits) and nothing is read back.
     """
-    planned = _plan_rows(
-        layout,
-        tab=tab,
-        progress=progress,
-        row_sees_reference=row_sees_reference,
-        row_has_entities=row_has_entities,
-        reference_weights=reference_weights,
-        erae=erae,
-        row_biased=row_biased,
-    )
+    planned = _plan_rows(layout, **planning)
     rows, device = planned.rows, planned.weights.device
     if planned.row_scale is not None:
         tab_per_row = planned.row_scale * rows.tab_values[0]
@@ -244,38 +242,17 @@ def plan_step(
         reference_weights=planned.weights,
         row_sees_reference=torch.tensor(rows.sees, dtype=torch.bool, device=device),
         kept_reference=planned.kept,
-        erae=erae,
+        erae=planning["erae"],
         erae_rows=torch.tensor(rows.entities, dtype=torch.bool, device=device),
         host_rows=rows,
         row_scale=planned.row_scale,
     )
 
 
-def plan_source(
-    name: str,
-    layout: TokenLayout,
-    *,
-    tab: TABSchedule,
-    progress: float | ClockSpan,
-    row_sees_reference: Sequence[bool],
-    row_has_entities: Sequence[bool],
-    reference_weights: Tensor,
-    erae: ERAEConfig | None,
-    row_biased: Sequence[bool] | Tensor | None = None,
-) -> Source:
+def plan_source(name: str, layout: TokenLayout, **planning: Unpack[PlanArguments]) -> Source:
     """:func:`plan_step`'s reference as one in-sequence source named ``name``, without the step: what a
     caller that plans a whole table of sources (the wrapper) needs."""
-    planned = _plan_rows(
-        layout,
-        tab=tab,
-        progress=progress,
-        row_sees_reference=row_sees_reference,
-        row_has_entities=row_has_entities,
-        reference_weights=reference_weights,
-        erae=erae,
-        row_biased=row_biased,
-    )
-    return _in_sequence_source(name, layout, erae, planned)
+    return _in_sequence_source(name, layout, planning["erae"], _plan_rows(layout, **planning))
 
 
 def _plan_rows(
@@ -287,7 +264,7 @@ def _plan_rows(
     row_has_entities: Sequence[bool],
     reference_weights: Tensor,
     erae: ERAEConfig | None,
-    row_biased: Sequence[bool] | Tensor | None,
+    row_biased: Sequence[bool] | Tensor | None = None,
 ) -> _PlannedRows:
     """What :func:`plan_step` and :func:`plan_source` decide, checked (their docstrings)."""
     sees = [bool(flag) for flag in row_sees_reference]
